@@ -1,0 +1,67 @@
+"""The FastAPI application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from returnstack import __version__
+from returnstack.config import Settings, get_settings
+from returnstack.events.endpoints import router as events_router
+from returnstack.kit import migrate
+from returnstack.kit.db import Database
+from returnstack.kit.errors import install_error_handlers
+from returnstack.kit.health import router as health_router
+from returnstack.kit.middleware import RequestMiddleware
+from returnstack.kit.openapi import install_openapi
+from returnstack.kit.ratelimit import TokenBuckets
+from returnstack.kit.responses import JSONResponse
+from returnstack.orders.endpoints import router as orders_router
+
+DESCRIPTION = """\
+returnstack is a self-hostable returns platform: returns management, event collection
+(online and in store), return-adjusted customer profiles and product return signals.
+
+Authenticate with `Authorization: Bearer <key>`: secret keys (`sk_...`) may use everything;
+publishable keys (`pk_...`) may only send events and use the storefront.
+"""
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = database or Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if database is None:
+            db.dispose()
+
+    if settings.auto_migrate and not migrate.is_current(db.engine):
+        migrate.upgrade(db.engine)
+
+    app = FastAPI(
+        title="returnstack",
+        version=__version__,
+        description=DESCRIPTION,
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.rate_limiter = (
+        TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+        if settings.rate_limit_per_second > 0
+        else None
+    )
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        log_requests=settings.log_requests,
+    )
+    app.include_router(health_router)
+    app.include_router(events_router)
+    app.include_router(orders_router)
+    return app

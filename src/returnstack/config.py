@@ -1,0 +1,58 @@
+"""Settings, read from RETURNSTACK_* environment variables or a .env file."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RETURNSTACK_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        "sqlite:///./returnstack.db",
+        description="SQLAlchemy URL: sqlite:///path.db (default) or postgresql+psycopg://...",
+    )
+    data_dir: Path = Field(Path("./returnstack-data"), description="Attachments and other files.")
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        "NORMAL",
+        description=(
+            "SQLite WAL synchronous mode. NORMAL survives a crash of the process (what a 2xx "
+            "promises); FULL also survives power loss, at one fsync per commit."
+        ),
+    )
+    db_pool_size: int = Field(10, ge=1, le=200)
+    auto_migrate: bool = Field(
+        True, description="Apply pending migrations when a command or the server starts."
+    )
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Request body limit.")
+    rate_limit_per_second: float = Field(
+        1000.0, ge=0, description="Requests per second per API key and process; 0 disables."
+    )
+    rate_limit_burst: int = Field(2000, ge=1)
+    log_level: str = "INFO"
+    log_requests: bool = Field(True, description="One JSON log line per request.")
+    webhooks_allow_private: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("database_url must be a sqlite:// or postgresql+psycopg:// URL")
+        if value.startswith(("postgresql://", "postgres://")):
+            # Plain postgresql:// would pick psycopg2, which we do not ship.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

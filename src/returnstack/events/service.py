@@ -1,0 +1,106 @@
+"""Recording purchases and returns: the one path every source of events ends in
+(POST /v1/events, `returnstack import`, the compatibility adapters, the demo)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from returnstack.customers.service import Identity
+from returnstack.customers.service import remember as remember_customers
+from returnstack.events.schemas import PurchaseEvent, ReturnEvent
+from returnstack.kit.db import insert_ignore
+from returnstack.kit.ids import new_id
+from returnstack.models import Event
+from returnstack.orders.service import RecordedPurchase, record_purchases, remember_stores
+from returnstack.returns.service import RecordedReturn, record_returns
+
+
+@dataclass
+class RecordResult:
+    accepted: int = 0
+    duplicates: int = 0
+    ids: list[str] = field(default_factory=list)  # one per event given, in order
+
+
+def record_events(
+    session: Session,
+    *,
+    tenant_id: str,
+    default_currency: str,
+    events: Sequence[PurchaseEvent | ReturnEvent],
+    source: str,
+    actor: str,
+) -> RecordResult:
+    """Record validated events; an id seen before (in this call or any earlier one) is a
+    duplicate and changes nothing. Flushes, never commits: the caller owns the transaction."""
+    now = datetime.now(UTC)
+    first_by_client_id: dict[str, str] = {}
+    unique: list[tuple[str, PurchaseEvent | ReturnEvent]] = []
+    for event in events:
+        if event.id not in first_by_client_id:
+            server_id = new_id("evt")
+            first_by_client_id[event.id] = server_id
+            unique.append((server_id, event))
+    if not unique:
+        return RecordResult()
+
+    # The ledger decides what is new: a unique (tenant, client id) with ON CONFLICT DO
+    # NOTHING, so concurrent requests with the same ids cannot both record them.
+    connection = session.connection()
+    ledger = insert_ignore(session, Event.__table__).returning(Event.__table__.c.client_id)
+    inserted = set(
+        connection.execute(
+            ledger,
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "id": server_id,
+                    "client_id": event.id,
+                    "type": event.type,
+                    "order_id": event.order_id,
+                    "occurred_at": event.timestamp,
+                    "received_at": now,
+                    "source": source,
+                }
+                for server_id, event in unique
+            ],
+        ).scalars()
+    )
+    seen_before = [event.id for _, event in unique if event.id not in inserted]
+    if seen_before:
+        rows = session.execute(
+            select(Event.client_id, Event.id).where(
+                Event.tenant_id == tenant_id, Event.client_id.in_(seen_before)
+            )
+        )
+        first_by_client_id.update({client_id: server_id for client_id, server_id in rows})
+
+    purchases: list[RecordedPurchase] = []
+    returns: list[RecordedReturn] = []
+    identities: list[Identity] = []
+    stores = []
+    for server_id, event in unique:
+        if event.id not in inserted:
+            continue
+        currency = event.currency or default_currency
+        if event.store is not None:
+            stores.append(event.store)
+        if event.customer is not None and (event.customer.id or event.customer.email):
+            identities.append(Identity(event.customer.id, event.customer.email, event.customer.name))
+        if isinstance(event, PurchaseEvent):
+            purchases.append(RecordedPurchase(server_id, event, currency))
+        else:
+            returns.append(RecordedReturn(server_id, event, currency))
+
+    remember_stores(session, tenant_id=tenant_id, stores=stores)
+    remember_customers(session, tenant_id=tenant_id, identities=identities)
+    record_purchases(session, tenant_id=tenant_id, purchases=purchases)
+    record_returns(session, tenant_id=tenant_id, recorded=returns, actor=actor)
+    return RecordResult(
+        accepted=len(inserted),
+        duplicates=len(events) - len(inserted),
+        ids=[first_by_client_id[event.id] for event in events],
+    )

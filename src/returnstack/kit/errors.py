@@ -1,0 +1,185 @@
+"""Domain errors carry their HTTP status; one set of handlers renders the contract's shape:
+
+    {"error": {"type": "...", "message": "...", "details": [{"path": "...", "message": "..."}]}}
+"""
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from returnstack.kit.responses import JSONResponse
+
+log = logging.getLogger("returnstack.errors")
+
+
+class ApiError(Exception):
+    status_code = 400
+    type = "invalid_request"
+    message = "The request is invalid."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Sequence[dict[str, Any]] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.details = list(details)
+        self.headers = headers
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"type": self.type, "message": self.message, "details": self.details}}
+
+
+class InvalidRequest(ApiError):
+    status_code = 400
+    type = "invalid_request"
+
+
+class AuthenticationFailed(ApiError):
+    status_code = 401
+    type = "authentication_failed"
+    message = "A valid API key is required: Authorization: Bearer <key>."
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    type = "forbidden"
+    message = "This key may not use this endpoint."
+
+
+class NotFound(ApiError):
+    status_code = 404
+    type = "not_found"
+    message = "Not found."
+
+
+class Conflict(ApiError):
+    status_code = 409
+    type = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    type = "payload_too_large"
+    message = "The request is too large."
+
+
+class ValidationFailed(ApiError):
+    status_code = 422
+    type = "validation_failed"
+    message = "The request failed validation."
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    type = "rate_limited"
+    message = "Too many requests."
+
+
+def format_path(loc: Iterable[int | str], prefix: str = "") -> str:
+    """('events', 3, 'items', 0, 'quantity') -> 'events[3].items[0].quantity'."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _clean_message(message: str) -> str:
+    # Pydantic prefixes custom errors with "Value error, "; the path already says where.
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def validation_details(
+    errors: Iterable[Any], *, prefix: str = "", skip: int = 0
+) -> list[dict[str, Any]]:
+    """Pydantic errors -> contract details. `skip` drops leading loc parts (e.g. 'body')."""
+    details = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))[skip:]
+        details.append(
+            {
+                "path": format_path(loc, prefix),
+                "message": _clean_message(str(error.get("msg", "is invalid"))),
+                "code": error.get("type", "invalid"),
+            }
+        )
+    return details
+
+
+def error_response(error: ApiError) -> Response:
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+
+
+_STATUS_TYPES = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationFailed,
+    429: RateLimited,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
+    async def on_request_validation(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(InvalidRequest("The body is not valid JSON."))
+        # Query and path parameter errors are 400; body errors are 422.
+        if errors and all(e.get("loc", ("body",))[0] in ("query", "path", "header") for e in errors):
+            return error_response(
+                InvalidRequest("Invalid parameters.", details=validation_details(errors, skip=1))
+            )
+        return error_response(
+            ValidationFailed(details=validation_details(errors, skip=1))
+        )
+
+    async def on_pydantic_validation(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError)
+        return error_response(ValidationFailed(details=validation_details(exc.errors())))
+
+    async def on_http_exception(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = _STATUS_TYPES.get(exc.status_code)
+        if kind is None:
+            body = {"error": {"type": "http_error", "message": str(exc.detail), "details": []}}
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        message = str(exc.detail) if exc.detail else None
+        error = kind(message, headers=exc.headers)
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
+    async def on_unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("request.failed", exc_info=exc)
+        body = {
+            "error": {
+                "type": "internal_error",
+                "message": "An internal error occurred; nothing was changed.",
+                "details": [],
+            }
+        }
+        return JSONResponse(body, status_code=500)
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_request_validation)
+    app.add_exception_handler(ValidationError, on_pydantic_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(Exception, on_unexpected)

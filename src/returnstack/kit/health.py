@@ -1,0 +1,55 @@
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select, text
+
+from returnstack.kit.db import Database
+from returnstack.kit.metrics import REGISTRY
+from returnstack.kit.responses import JSONResponse
+from returnstack.models import OutboxEvent
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "The database is unreachable."}})
+def readyz(request: Request) -> Any:
+    """The database answers."""
+    db: Database = request.app.state.db
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means not ready
+        return JSONResponse(
+            {"status": "unavailable", "error": {"type": "unavailable", "message": str(exc)[:200], "details": []}},
+            status_code=503,
+        )
+    return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus text format. The outbox backlog is read from the database at scrape time."""
+    db: Database = request.app.state.db
+    backlog: int | None
+    try:
+        with db.session() as session:
+            backlog = session.scalar(
+                select(func.count()).select_from(OutboxEvent).where(OutboxEvent.dispatched_at.is_(None))
+            )
+    except Exception:
+        backlog = None
+    body = generate_latest(REGISTRY)
+    if backlog is not None:
+        body += (
+            b"# HELP returnstack_outbox_backlog Domain events not yet dispatched.\n"
+            b"# TYPE returnstack_outbox_backlog gauge\n"
+            + f"returnstack_outbox_backlog {backlog}\n".encode()
+        )
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

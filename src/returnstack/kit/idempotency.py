@@ -1,0 +1,99 @@
+"""Idempotency-Key on POST: the same key and body within 24 h replays the first response.
+
+The response is stored in the request's own transaction, so it exists exactly when the work
+it describes was committed.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from returnstack.kit.db import insert_ignore
+from returnstack.kit.errors import Conflict, InvalidRequest
+from returnstack.kit.responses import RawJSONResponse
+from returnstack.models import IdempotencyKey
+
+TTL = timedelta(hours=24)
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    key: str | None
+    fingerprint: str
+
+    def replay(self, session: Session, *, tenant_id: str) -> RawJSONResponse | None:
+        """The stored response for this key, or None when the work should be done."""
+        if self.key is None:
+            return None
+        row = session.execute(
+            select(IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response_body)
+            .where(
+                IdempotencyKey.tenant_id == tenant_id,
+                IdempotencyKey.key == self.key,
+                IdempotencyKey.created_at > datetime.now(UTC) - TTL,
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.request_hash != self.fingerprint:
+            raise Conflict(
+                "This Idempotency-Key was used with a different request body.",
+                details=[{"path": "Idempotency-Key", "message": "reused with a different body"}],
+            )
+        return RawJSONResponse(
+            row.response_body, status_code=row.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+
+    def remember(self, session: Session, *, tenant_id: str, status_code: int, body: bytes) -> None:
+        if self.key is None:
+            return
+        now = datetime.now(UTC)
+        session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.tenant_id == tenant_id,
+                IdempotencyKey.key == self.key,
+                IdempotencyKey.created_at <= now - TTL,
+            )
+        )
+        stored = session.connection().execute(
+            insert_ignore(session, IdempotencyKey.__table__).returning(IdempotencyKey.__table__.c.key),
+            {
+                "tenant_id": tenant_id,
+                "key": self.key,
+                "request_hash": self.fingerprint,
+                "status_code": status_code,
+                "response_body": body,
+                "created_at": now,
+            },
+        ).first()
+        if stored is None:
+            # Another request with this key committed while this one ran: this one's work
+            # is rolled back, and a retry will replay the other's response.
+            raise Conflict(
+                "A request with this Idempotency-Key is already being processed; retry.",
+                details=[{"path": "Idempotency-Key", "message": "used by a concurrent request"}],
+            )
+
+
+async def idempotent_request(request: Request) -> IdempotentRequest:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
+        raise InvalidRequest(
+            details=[{"path": "Idempotency-Key", "message": f"must be 1-{MAX_KEY_LENGTH} characters"}]
+        )
+    fingerprint = ""
+    if key is not None:
+        body = await request.body()
+        digest = hashlib.sha256(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
+        digest.update(body)
+        fingerprint = digest.hexdigest()
+    return IdempotentRequest(key=key, fingerprint=fingerprint)
+
+
+Idempotency = Annotated[IdempotentRequest, Depends(idempotent_request)]

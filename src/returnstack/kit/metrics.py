@@ -1,0 +1,28 @@
+"""Prometheus metrics (per process; scrape each replica)."""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry()
+
+REQUESTS = Counter(
+    "returnstack_http_requests_total",
+    "HTTP requests by route, method and status.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "returnstack_http_request_duration_seconds",
+    "HTTP request latency by route.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+EVENTS_INGESTED = Counter(
+    "returnstack_events_ingested_total", "Events recorded (duplicates excluded).", registry=REGISTRY
+)
+WEBHOOK_DELIVERIES = Counter(
+    "returnstack_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,82 @@
+"""Helpers to document request bodies that are parsed by hand (for per-item errors)."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from returnstack.kit.errors import ApiError
+
+_EXTRA_SCHEMAS: dict[str, Any] = {}
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "path": {"type": "string"},
+                            "message": {"type": "string"},
+                            "code": {"type": "string"},
+                        },
+                    },
+                },
+            },
+            "required": ["type", "message", "details"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for an endpoint whose JSON body is `model`, validated by hand."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    _EXTRA_SCHEMAS.update(schema.pop("$defs", {}))
+    _EXTRA_SCHEMAS[model.__name__] = schema
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }
+
+
+def errors(*kinds: type[ApiError]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for the domain errors an endpoint may answer."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for kind in kinds:
+        entry = responses.setdefault(kind.status_code, {"description": "", "content": {}})
+        entry["description"] = " | ".join(filter(None, [entry["description"], kind.type]))
+        entry["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return responses
+
+
+def install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(_EXTRA_SCHEMAS)
+        components["Error"] = ERROR_SCHEMA
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()

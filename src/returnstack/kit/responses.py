@@ -1,0 +1,27 @@
+"""A JSON response rendered with orjson (fast, and exact for large integers)."""
+
+from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+
+
+class JSONResponse(_StarletteJSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class RawJSONResponse(_StarletteJSONResponse):
+    """A response whose JSON body is already rendered (replays, pre-serialised payloads)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200, headers: dict[str, str] | None = None):
+        super().__init__(None, status_code=status_code, headers=headers)
+        self.body = body
+        self.headers["content-length"] = str(len(body))
+
+    def render(self, content: Any) -> bytes:
+        return b""

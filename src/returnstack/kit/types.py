@@ -1,0 +1,53 @@
+"""Field types shared by request schemas: client ids, emails, currencies, money, timestamps."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict, StringConstraints
+
+from returnstack.kit.money import is_currency
+
+MAX_QUANTITY = 100_000
+MAX_AMOUNT = 10**12  # minor units; far above any real price, far below int64
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def normalize_email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 254 or not _EMAIL.match(value):
+        raise ValueError("is not a valid email address")
+    return value
+
+
+def _currency(value: str) -> str:
+    code = value.upper()
+    if not is_currency(code):
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+    return code
+
+
+def _timestamp_input(value: Any) -> Any:
+    # RFC 3339 strings only: a bare number is ambiguous (seconds? milliseconds?).
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 timestamp string with an offset")
+    return value
+
+
+def _not_in_future(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    if value > datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise ValueError("is in the future (more than 5 minutes ahead of the server clock)")
+    return value
+
+
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
+CurrencyCode = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]
+Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)]
+Amount = Annotated[int, Strict(), Field(ge=0, le=MAX_AMOUNT)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_not_in_future)]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+Note = Annotated[str, StringConstraints(max_length=4000)]

@@ -1,0 +1,27 @@
+"""ORM tables. Importing this package registers every table on Base.metadata."""
+
+from returnstack.models.base import Base
+from returnstack.models.customers import Customer, CustomerEmail
+from returnstack.models.events import Event
+from returnstack.models.orders import Order, OrderLine, Store
+from returnstack.models.outbox import OutboxEvent
+from returnstack.models.returns import Return, ReturnHistory, ReturnItem
+from returnstack.models.tenants import ApiKey, IdempotencyKey, Tenant, TenantCounter
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Customer",
+    "CustomerEmail",
+    "Event",
+    "IdempotencyKey",
+    "Order",
+    "OrderLine",
+    "OutboxEvent",
+    "Return",
+    "ReturnHistory",
+    "ReturnItem",
+    "Store",
+    "Tenant",
+    "TenantCounter",
+]

@@ -1,0 +1,34 @@
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from returnstack.models.base import Base, ClientId, UTCDateTime
+
+
+class Customer(Base):
+    """A customer known by the retailer's id (`customer.id` in events)."""
+
+    __tablename__ = "customers"
+    __table_args__ = (Index("ix_customers_tenant_id_email", "tenant_id", "email"),)
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CustomerEmail(Base):
+    """Every normalised email seen, linked to a customer id once an event carries both.
+
+    An email with no customer id is a guest; its history joins the customer when linked.
+    """
+
+    __tablename__ = "customer_emails"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(ClientId)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

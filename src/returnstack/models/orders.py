@@ -1,0 +1,60 @@
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from returnstack.models.base import Base, ClientId, Currency, Money, UTCDateTime
+
+
+class Store(Base):
+    __tablename__ = "stores"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str | None] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2))
+    postal_code: Mapped[str | None] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Order(Base):
+    """An order, made by the first purchase event that names it."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index("ix_orders_tenant_id_customer_id", "tenant_id", "customer_id"),
+        Index("ix_orders_tenant_id_email", "tenant_id", "email"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(ClientId)
+    email: Mapped[str | None] = mapped_column(String(254))
+    channel: Mapped[str] = mapped_column(String(10))
+    store_id: Mapped[str | None] = mapped_column(ClientId)
+    currency: Mapped[str] = mapped_column(Currency)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "order_id"], ["orders.tenant_id", "orders.id"]),
+        Index("ix_order_lines_tenant_id_product_id", "tenant_id", "product_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    line_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    position: Mapped[int]
+    product_id: Mapped[str] = mapped_column(ClientId)
+    variant_id: Mapped[str | None] = mapped_column(ClientId)
+    name: Mapped[str | None] = mapped_column(String(500))
+    category: Mapped[str | None] = mapped_column(String(500))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    quantity: Mapped[int]
+    unit_price: Mapped[int] = mapped_column(Money)

@@ -1,0 +1,85 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from returnstack.models.base import Base, ClientId, Currency, Json, Money, UTCDateTime
+
+
+class Return(Base):
+    __tablename__ = "returns"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "number"),
+        Index("ix_returns_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_returns_tenant_id_customer_id", "tenant_id", "customer_id"),
+        Index("ix_returns_tenant_id_email", "tenant_id", "email"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger)
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))  # api | storefront | event | dashboard
+    channel: Mapped[str] = mapped_column(String(10))
+    store_id: Mapped[str | None] = mapped_column(ClientId)
+    customer_id: Mapped[str | None] = mapped_column(ClientId)
+    email: Mapped[str | None] = mapped_column(String(254))
+    currency: Mapped[str] = mapped_column(Currency)
+    refund_amount: Mapped[int | None] = mapped_column(Money)
+    refund_method: Mapped[str | None] = mapped_column(String(20))
+    refunded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fee_restocking: Mapped[int] = mapped_column(Money, default=0)
+    fee_shipping: Mapped[int] = mapped_column(Money, default=0)
+    note: Mapped[str | None] = mapped_column(String(4000))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
+    event_id: Mapped[str | None] = mapped_column(String(40))  # set when recorded from an event
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class ReturnItem(Base):
+    __tablename__ = "return_items"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
+        Index("ix_return_items_tenant_id_order_id", "tenant_id", "order_id"),
+        Index("ix_return_items_tenant_id_product_id", "tenant_id", "product_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    return_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[str] = mapped_column(ClientId)
+    # Null when a recorded return names only the product; it is matched to the order's
+    # line by product (and variant) when read, so it joins an order that arrives later.
+    line_id: Mapped[str | None] = mapped_column(ClientId)
+    product_id: Mapped[str] = mapped_column(ClientId)
+    variant_id: Mapped[str | None] = mapped_column(ClientId)
+    quantity: Mapped[int]
+    received_quantity: Mapped[int] = mapped_column(default=0)
+    reason: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(4000))
+    resolution: Mapped[str] = mapped_column(String(20))
+    unit_price: Mapped[int | None] = mapped_column(Money)
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    disposition: Mapped[str | None] = mapped_column(String(20))
+
+
+class ReturnHistory(Base):
+    __tablename__ = "return_history"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    return_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(String(4000))

@@ -1,0 +1,27 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from returnstack.kit.deps import DbSession
+from returnstack.kit.errors import AuthenticationFailed, Forbidden, NotFound
+from returnstack.kit.openapi import errors
+from returnstack.orders.schemas import Order
+from returnstack.orders.service import get_order
+from returnstack.tenants.auth import SecretKey
+
+router = APIRouter(tags=["orders"])
+
+
+@router.get(
+    "/v1/orders/{order_id}",
+    response_model=Order,
+    responses=errors(AuthenticationFailed, Forbidden, NotFound),
+)
+def read_order(
+    order_id: Annotated[str, Path(min_length=1, max_length=128)],
+    principal: SecretKey,
+    session: DbSession,
+) -> dict[str, Any]:
+    """An order with, per line, the quantities bought, claimed by returns, returned, and
+    still returnable (`returnable_quantity = quantity - claimed_quantity`)."""
+    return get_order(session, tenant_id=principal.tenant_id, order_id=order_id)

@@ -1,0 +1,265 @@
+"""Orders and their lines, built from purchase events; returnable quantities."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from returnstack.events.schemas import PurchaseEvent, StoreRef
+from returnstack.kit.db import insert_ignore, upsert
+from returnstack.kit.errors import NotFound
+from returnstack.kit.timefmt import rfc3339
+from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
+from returnstack.outbox.service import DomainEvent
+from returnstack.outbox.service import record as record_domain_events
+
+# Returns in these states claim nothing, whatever happens to them afterwards.
+NON_CLAIMING_STATUSES = ("declined", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPurchase:
+    event_id: str
+    event: PurchaseEvent
+    currency: str
+
+
+def store_resource(store: StoreRef | Store | None) -> dict[str, Any] | None:
+    if store is None:
+        return None
+    return {"id": store.id, "name": store.name, "city": store.city, "country": store.country}
+
+
+def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreRef]) -> None:
+    """Upsert the stores named by events; details given later fill in or replace older ones."""
+    now = datetime.now(UTC)
+    rows = {
+        store.id: {
+            "tenant_id": tenant_id,
+            "id": store.id,
+            "name": store.name,
+            "city": store.city,
+            "region": store.region,
+            "country": store.country,
+            "postal_code": store.postal_code,
+            "updated_at": now,
+        }
+        for store in stores
+    }
+    if not rows:
+        return
+    table = Store.__table__
+    keep = ("name", "city", "region", "country", "postal_code")
+    stmt = upsert(
+        session,
+        table,
+        keys=["tenant_id", "id"],
+        update={
+            **{col: (lambda c: lambda new: func.coalesce(new[c], table.c[c]))(col) for col in keep},
+            "updated_at": lambda new: new.updated_at,
+        },
+    )
+    session.connection().execute(stmt, list(rows.values()))
+
+
+def record_purchases(
+    session: Session, *, tenant_id: str, purchases: Sequence[RecordedPurchase]
+) -> None:
+    """Create the orders (the first purchase of an order makes it) and their lines.
+
+    A later purchase event for a known order adds the lines it does not have yet; lines
+    already recorded are kept as they are.
+    """
+    if not purchases:
+        return
+    now = datetime.now(UTC)
+    orders = []
+    lines = []
+    domain_events = []
+    for purchase in purchases:
+        event = purchase.event
+        customer = event.customer
+        orders.append(
+            {
+                "tenant_id": tenant_id,
+                "id": event.order_id,
+                "customer_id": customer.id if customer else None,
+                "email": customer.email if customer else None,
+                "channel": event.channel,
+                "store_id": event.store.id if event.store else None,
+                "currency": purchase.currency,
+                "placed_at": event.timestamp,
+                "event_id": purchase.event_id,
+                "created_at": now,
+            }
+        )
+        order_lines = []
+        for position, item in enumerate(event.items, start=1):
+            line = {
+                "tenant_id": tenant_id,
+                "order_id": event.order_id,
+                "line_id": item.line_id or str(position),
+                "position": position,
+                "product_id": item.product_id,
+                "variant_id": item.variant_id,
+                "name": item.name,
+                "category": item.category,
+                "url": item.url,
+                "quantity": item.quantity,
+                "unit_price": item.unit_price,
+            }
+            lines.append(line)
+            order_lines.append(line)
+        domain_events.append(
+            DomainEvent(
+                type="purchase.recorded",
+                data={
+                    "event_id": purchase.event_id,
+                    "order_id": event.order_id,
+                    "customer": {"id": customer.id, "email": customer.email} if customer else None,
+                    "channel": event.channel,
+                    "store": store_resource(event.store),
+                    "currency": purchase.currency,
+                    "placed_at": rfc3339(event.timestamp),
+                    "lines": [
+                        {
+                            key: line[key]
+                            for key in (
+                                "line_id", "product_id", "variant_id", "name", "category",
+                                "quantity", "unit_price",
+                            )
+                        }
+                        for line in order_lines
+                    ],
+                },
+            )
+        )
+    connection = session.connection()
+    connection.execute(insert_ignore(session, Order.__table__), orders)
+    connection.execute(insert_ignore(session, OrderLine.__table__), lines)
+    record_domain_events(session, tenant_id=tenant_id, events=domain_events)
+
+
+def allocate_to_lines(
+    lines: Sequence[OrderLine], items: Iterable[tuple[str | None, str, str | None, int, int]]
+) -> dict[str, tuple[int, int]]:
+    """Spread return items over an order's lines: (claimed, returned) per line id.
+
+    Items name a line, or only a product (recorded returns from other systems); those fill
+    the lines of that product (and variant) in order, so a return recorded before its
+    purchase joins the right line once the purchase arrives.
+    """
+    totals = {line.line_id: [0, 0] for line in lines}
+    by_id = {line.line_id: line for line in lines}
+    for line_id, product_id, variant_id, claimed, returned in items:
+        if line_id is not None and line_id in by_id:
+            totals[line_id][0] += claimed
+            totals[line_id][1] += returned
+            continue
+        candidates = [
+            line
+            for line in lines
+            if line.product_id == product_id and (variant_id is None or line.variant_id == variant_id)
+        ] or [line for line in lines if line.product_id == product_id]
+        if not candidates:
+            continue  # names a product this order does not have: nothing to count against
+        for index, line in enumerate(candidates):
+            last = index == len(candidates) - 1
+            room = max(0, line.quantity - totals[line.line_id][0])
+            take_claimed = claimed if last else min(claimed, room)
+            take_returned = returned if last else min(returned, take_claimed)
+            totals[line.line_id][0] += take_claimed
+            totals[line.line_id][1] += take_returned
+            claimed -= take_claimed
+            returned -= take_returned
+            if claimed <= 0 and returned <= 0:
+                break
+    return {line_id: (c, r) for line_id, (c, r) in totals.items()}
+
+
+def get_order(session: Session, *, tenant_id: str, order_id: str) -> dict[str, Any]:
+    order = session.scalar(select(Order).where(Order.tenant_id == tenant_id, Order.id == order_id))
+    if order is None:
+        raise NotFound(f"No order {order_id!r}.")
+    return render_orders(session, tenant_id=tenant_id, orders=[order])[0]
+
+
+def render_orders(session: Session, *, tenant_id: str, orders: Sequence[Order]) -> list[dict[str, Any]]:
+    """Orders as the API shows them, with claimed, returned and returnable quantities."""
+    if not orders:
+        return []
+    order_ids = [order.id for order in orders]
+    lines_by_order: dict[str, list[OrderLine]] = {order_id: [] for order_id in order_ids}
+    for line in session.scalars(
+        select(OrderLine)
+        .where(OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(order_ids))
+        .order_by(OrderLine.order_id, OrderLine.position)
+    ):
+        lines_by_order[line.order_id].append(line)
+    claims: dict[str, list[tuple[str | None, str, str | None, int, int]]] = {
+        order_id: [] for order_id in order_ids
+    }
+    claiming = Return.status.not_in(NON_CLAIMING_STATUSES)
+    rows = session.execute(
+        select(
+            ReturnItem.order_id,
+            ReturnItem.line_id,
+            ReturnItem.product_id,
+            ReturnItem.variant_id,
+            func.sum(ReturnItem.quantity).filter(claiming),
+            func.sum(ReturnItem.received_quantity),
+        )
+        .join(Return, (Return.tenant_id == ReturnItem.tenant_id) & (Return.id == ReturnItem.return_id))
+        .where(ReturnItem.tenant_id == tenant_id, ReturnItem.order_id.in_(order_ids))
+        .group_by(ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id)
+    )
+    for order_id, line_id, product_id, variant_id, claimed, returned in rows:
+        claims[order_id].append((line_id, product_id, variant_id, claimed or 0, returned or 0))
+    store_ids = {order.store_id for order in orders if order.store_id}
+    stores = (
+        {
+            store.id: store
+            for store in session.scalars(
+                select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(store_ids))
+            )
+        }
+        if store_ids
+        else {}
+    )
+    rendered = []
+    for order in orders:
+        lines = lines_by_order[order.id]
+        totals = allocate_to_lines(lines, claims[order.id])
+        rendered.append(
+            {
+                "order_id": order.id,
+                "customer": (
+                    {"id": order.customer_id, "email": order.email}
+                    if order.customer_id or order.email
+                    else None
+                ),
+                "channel": order.channel,
+                "store": store_resource(stores.get(order.store_id)) if order.store_id else None,
+                "currency": order.currency,
+                "placed_at": rfc3339(order.placed_at),
+                "lines": [
+                    {
+                        "line_id": line.line_id,
+                        "product_id": line.product_id,
+                        "variant_id": line.variant_id,
+                        "name": line.name,
+                        "category": line.category,
+                        "quantity": line.quantity,
+                        "unit_price": line.unit_price,
+                        "claimed_quantity": totals[line.line_id][0],
+                        "returned_quantity": totals[line.line_id][1],
+                        "returnable_quantity": max(0, line.quantity - totals[line.line_id][0]),
+                    }
+                    for line in lines
+                ],
+            }
+        )
+    return rendered

@@ -1,0 +1,67 @@
+"""Who is calling: the API key of the request, resolved once per request."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+
+from returnstack.kit.deps import DbSession
+from returnstack.kit.errors import AuthenticationFailed, Forbidden
+from returnstack.kit.ratelimit import check_rate_limit
+from returnstack.tenants.service import hash_key
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str
+    key_id: str
+    kind: str  # secret | publishable
+    default_currency: str
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.key_id}"
+
+
+# One indexed lookup per request; no cache, so a revoked key is refused at once everywhere.
+_KEY_LOOKUP = text(
+    "SELECT k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
+    "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = :h AND k.revoked_at IS NULL"
+)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthenticationFailed(headers={"WWW-Authenticate": "Bearer"})
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed(
+            "The Authorization header must be 'Bearer <key>'.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return token
+
+
+def authenticate(request: Request, session: DbSession) -> Principal:
+    token = _bearer(request)
+    row = session.execute(_KEY_LOOKUP, {"h": hash_key(token)}).first()
+    if row is None:
+        raise AuthenticationFailed(
+            "The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    principal = Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
+    check_rate_limit(request, principal.key_id)
+    request.state.principal = principal
+    return principal
+
+
+def require_secret_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if principal.kind != "secret":
+        raise Forbidden("This endpoint needs a secret key (sk_...); publishable keys may only send events.")
+    return principal
+
+
+AnyKey = Annotated[Principal, Depends(authenticate)]
+SecretKey = Annotated[Principal, Depends(require_secret_key)]

@@ -1,0 +1,112 @@
+"""Tenants and API keys. Keys are shown once; only their SHA-256 is stored."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from returnstack.kit.errors import Conflict, NotFound, ValidationFailed
+from returnstack.kit.ids import new_id
+from returnstack.kit.money import is_currency
+from returnstack.models import ApiKey, Tenant, TenantCounter
+
+KEY_KINDS = {"secret": "sk", "publishable": "pk"}
+PREFIX_LENGTH = 11  # "sk_" + 8 characters: enough to tell keys apart in a list
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 192 random bits, so a fast hash is safe (no brute force to slow down).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    id: str
+    kind: str
+    key: str
+    prefix: str
+    tenant_id: str
+
+
+def create_tenant(session: Session, *, name: str, default_currency: str = "USD") -> Tenant:
+    name = name.strip()
+    currency = default_currency.upper()
+    if not name or len(name) > 200:
+        raise ValidationFailed(details=[{"path": "name", "message": "must be 1-200 characters"}])
+    if not is_currency(currency):
+        raise ValidationFailed(
+            details=[{"path": "default_currency", "message": f"unknown ISO 4217 currency {currency!r}"}]
+        )
+    if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+        raise Conflict(f"A tenant named {name!r} already exists.")
+    tenant = Tenant(
+        id=new_id("ten"),
+        name=name,
+        default_currency=currency,
+        signing_secret=secrets.token_urlsafe(32),
+        created_at=datetime.now(UTC),
+    )
+    session.add(tenant)
+    session.add(TenantCounter(tenant_id=tenant.id, name="return_number", value=0))
+    session.flush()
+    return tenant
+
+
+def find_tenant(session: Session, id_or_name: str) -> Tenant:
+    tenant = session.scalar(
+        select(Tenant).where(or_(Tenant.id == id_or_name, Tenant.name == id_or_name))
+    )
+    if tenant is None:
+        raise NotFound(f"No tenant with id or name {id_or_name!r}.")
+    return tenant
+
+
+def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
+    if kind not in KEY_KINDS:
+        raise ValidationFailed(details=[{"path": "kind", "message": "must be secret or publishable"}])
+    key = f"{KEY_KINDS[kind]}_{secrets.token_urlsafe(24)}"
+    row = ApiKey(
+        id=new_id("key"),
+        tenant_id=tenant.id,
+        kind=kind,
+        prefix=key[:PREFIX_LENGTH],
+        key_hash=hash_key(key),
+        created_at=datetime.now(UTC),
+    )
+    session.add(row)
+    session.flush()
+    return CreatedKey(id=row.id, kind=kind, key=key, prefix=row.prefix, tenant_id=tenant.id)
+
+
+def list_keys(session: Session, *, tenant: Tenant) -> list[ApiKey]:
+    return list(
+        session.scalars(
+            select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.created_at, ApiKey.id)
+        )
+    )
+
+
+def revoke_key(session: Session, *, key_id: str) -> ApiKey:
+    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id))
+    if key is None:
+        raise NotFound(f"No key with id {key_id!r}.")
+    if key.revoked_at is None:
+        session.execute(
+            update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC))
+        )
+        session.refresh(key)
+    return key
+
+
+def next_numbers(session: Session, *, tenant_id: str, name: str, count: int) -> range:
+    """Reserve `count` consecutive numbers of a per-tenant sequence (one UPDATE ... RETURNING)."""
+    last = session.execute(
+        update(TenantCounter)
+        .where(TenantCounter.tenant_id == tenant_id, TenantCounter.name == name)
+        .values(value=TenantCounter.value + count)
+        .returning(TenantCounter.value)
+    ).scalar_one()
+    return range(last - count + 1, last + 1)
