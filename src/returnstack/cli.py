@@ -1,0 +1,382 @@
+"""The `returnstack` command: the server, migrations, tenants and keys, import and the demo."""
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from returnstack.config import get_settings
+from returnstack.kit import migrate
+from returnstack.kit.db import Database
+from returnstack.kit.errors import ApiError
+from returnstack.kit.timefmt import rfc3339
+from returnstack.models import Tenant
+
+app = typer.Typer(help="returnstack: a self-hostable returns platform.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants (one per retailer).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+
+console = Console(stderr=True)
+out = Console()
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object, for scripts.")]
+TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant id or name.")]
+
+
+class KeyKind(StrEnum):
+    secret = "secret"
+    publishable = "publishable"
+
+
+class ImportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _database(*, migrate_schema: bool = True) -> Database:
+    settings = get_settings()
+    db = Database(settings)
+    if migrate_schema and settings.auto_migrate and not migrate.is_current(db.engine):
+        migrate.upgrade(db.engine)
+    return db
+
+
+def _emit(as_json: bool, payload: dict[str, Any], human: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload) + "\n")
+    else:
+        human()
+
+
+@contextmanager
+def _errors(as_json: bool = False) -> Iterator[None]:
+    """Domain errors become a message and exit code 1 (a JSON object with --json)."""
+    try:
+        yield
+    except ApiError as error:
+        if as_json:
+            sys.stdout.write(json.dumps(error.body()) + "\n")
+        else:
+            console.print(f"[red]error:[/red] {error.message}")
+            for detail in error.details:
+                console.print(f"  {detail.get('path')}: {detail.get('message')}")
+        raise typer.Exit(1) from None
+
+
+# --- server -------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    _database().dispose()  # migrate once, before any worker starts
+    uvicorn.run(
+        "returnstack.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    db = _database(migrate_schema=False)
+    migrate.upgrade(db.engine)
+    db.dispose()
+    console.print("database is up to date")
+
+
+# --- tenants and keys ---------------------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    currency: Annotated[str, typer.Option(help="Default ISO 4217 currency.")] = "USD",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a tenant; prints its id and signing secret (shown once)."""
+    from returnstack.tenants.service import create_tenant
+
+    db = _database()
+    with _errors(as_json), db.transaction() as session:
+        tenant = create_tenant(session, name=name, default_currency=currency)
+        payload = {
+            "id": tenant.id,
+            "name": tenant.name,
+            "default_currency": tenant.default_currency,
+            "signing_secret": tenant.signing_secret,
+        }
+
+    def human() -> None:
+        out.print(f"tenant {tenant.id} ({tenant.name}, {tenant.default_currency})")
+        out.print(f"signing secret (shown once): {tenant.signing_secret}")
+
+    _emit(as_json, payload, human)
+
+
+@tenants_app.command("list")
+def tenants_list(as_json: JsonFlag = False) -> None:
+    """List tenants."""
+    db = _database()
+    with db.transaction(write=False) as session:
+        tenants = list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
+    rows = [
+        {"id": t.id, "name": t.name, "default_currency": t.default_currency,
+         "created_at": rfc3339(t.created_at)}
+        for t in tenants
+    ]
+
+    def human() -> None:
+        table = Table("id", "name", "currency", "created")
+        for row in rows:
+            table.add_row(row["id"], row["name"], row["default_currency"], row["created_at"])
+        out.print(table)
+
+    _emit(as_json, {"data": rows}, human)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: TenantOption,
+    kind: Annotated[KeyKind, typer.Option(help="secret (sk_) or publishable (pk_).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key; prints it once (only its hash is stored)."""
+    from returnstack.tenants.service import create_key, find_tenant
+
+    db = _database()
+    with _errors(as_json), db.transaction() as session:
+        created = create_key(session, tenant=find_tenant(session, tenant), kind=kind.value)
+
+    def human() -> None:
+        out.print(f"{created.kind} key {created.id} (shown once):")
+        out.print(created.key, soft_wrap=True)
+
+    _emit(as_json, {"id": created.id, "kind": created.kind, "key": created.key}, human)
+
+
+@keys_app.command("list")
+def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
+    """List a tenant's keys (prefixes only)."""
+    from returnstack.tenants.service import find_tenant, list_keys
+
+    db = _database()
+    with _errors(as_json), db.transaction(write=False) as session:
+        keys = list_keys(session, tenant=find_tenant(session, tenant))
+    rows = [
+        {"id": k.id, "kind": k.kind, "prefix": k.prefix, "created_at": rfc3339(k.created_at),
+         "revoked_at": rfc3339(k.revoked_at)}
+        for k in keys
+    ]
+
+    def human() -> None:
+        table = Table("id", "kind", "prefix", "created", "revoked")
+        for row in rows:
+            table.add_row(row["id"], row["kind"], row["prefix"] + "…", row["created_at"],
+                          row["revoked_at"] or "")
+        out.print(table)
+
+    _emit(as_json, {"data": rows}, human)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, as_json: JsonFlag = False) -> None:
+    """Revoke a key; it is refused at once."""
+    from returnstack.tenants.service import revoke_key
+
+    db = _database()
+    with _errors(as_json), db.transaction() as session:
+        key = revoke_key(session, key_id=key_id)
+    payload = {"id": key.id, "kind": key.kind, "prefix": key.prefix,
+               "revoked_at": rfc3339(key.revoked_at)}
+    _emit(as_json, payload, lambda: out.print(f"revoked {key.id} ({key.prefix}…)"))
+
+
+# --- import and demo ----------------------------------------------------------------------
+
+
+def _resolve_tenant(db: Database, tenant: str | None) -> Tenant:
+    from returnstack.kit.errors import InvalidRequest
+    from returnstack.tenants.service import find_tenant
+
+    with db.transaction(write=False) as session:
+        if tenant is not None:
+            return find_tenant(session, tenant)
+        tenants = list(session.scalars(select(Tenant).limit(2)))
+    if len(tenants) != 1:
+        raise InvalidRequest("More than one tenant (or none): choose one with --tenant.")
+    return tenants[0]
+
+
+@app.command("import")
+def import_file(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    fmt: Annotated[
+        ImportFormat | None, typer.Option("--format", help="Default: from the file extension.")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Tenant id or name.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import native events from JSONL (one event per line) or CSV (one item per row).
+
+    Streams the file in batches; a bad line is reported with its number and the rest goes
+    on. Re-running the same file imports nothing twice (event ids are idempotency keys).
+    """
+    from returnstack.events.importer import LineError, import_events, open_counted
+
+    chosen = fmt.value if fmt else ("csv" if file.suffix.lower() == ".csv" else "jsonl")
+    db = _database()
+    with _errors(as_json):
+        target = _resolve_tenant(db, tenant)
+    size = file.stat().st_size
+    stream, counter = open_counted(str(file))
+
+    def report_error(error: LineError) -> None:
+        if as_json:
+            return
+        for detail in error.errors:
+            path = detail.get("path") or "(event)"
+            console.print(f"[yellow]line {error.line}[/yellow]: {path}: {detail.get('message')}")
+
+    with stream, Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TimeRemainingColumn(), console=console, disable=as_json or not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"importing {file.name}", total=size)
+        report = import_events(
+            db,
+            stream,
+            tenant_id=target.id,
+            default_currency=target.default_currency,
+            fmt=chosen,
+            on_progress=lambda: progress.update(task, completed=counter.count),
+            on_error=report_error,
+        )
+        progress.update(task, completed=size)
+    payload = {
+        "tenant_id": target.id,
+        "events": report.events,
+        "accepted": report.accepted,
+        "duplicates": report.duplicates,
+        "rejected": report.rejected,
+        "errors": [{"line": e.line, "errors": e.errors} for e in report.first_errors],
+    }
+    _emit(
+        as_json,
+        payload,
+        lambda: console.print(
+            f"{report.accepted} events imported, {report.duplicates} duplicates, "
+            f"{report.rejected} rejected"
+        ),
+    )
+    if report.rejected and report.accepted == 0 and report.duplicates == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    orders: Annotated[int, typer.Option(help="Orders to generate.", min=1)] = 3000,
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Start the server afterwards.")
+    ] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set up a database with a demo tenant and realistic data, print keys, start the server."""
+    from returnstack import demo as demo_data
+    from returnstack.events.service import record_events
+    from returnstack.events.validation import check_event
+    from returnstack.tenants.service import create_key, create_tenant
+
+    db = _database()
+    with db.transaction() as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.name == "demo"))
+        signing_secret = None
+        if tenant is None:
+            tenant = create_tenant(session, name="demo", default_currency="USD")
+            signing_secret = tenant.signing_secret
+        secret = create_key(session, tenant=tenant, kind="secret")
+        publishable = create_key(session, tenant=tenant, kind="publishable")
+    accepted = 0
+    batch: list[Any] = []
+
+    def flush() -> None:
+        nonlocal accepted
+        with db.transaction() as session:
+            accepted += record_events(
+                session, tenant_id=tenant.id, default_currency=tenant.default_currency,
+                events=batch, source="demo", actor="cli:demo",
+            ).accepted
+        batch.clear()
+
+    with console.status("loading demo data…", spinner="dots"):
+        for raw in demo_data.generate(orders=orders):
+            checked = check_event(raw)
+            if isinstance(checked, list):
+                raise RuntimeError(f"demo generator made an invalid event: {checked}")
+            batch.append(checked)
+            if len(batch) >= 500:
+                flush()
+        if batch:
+            flush()
+    db.dispose()
+    base = f"http://{host}:{port}"
+    payload = {
+        "tenant_id": tenant.id,
+        "secret_key": secret.key,
+        "publishable_key": publishable.key,
+        "events_loaded": accepted,
+        "url": base,
+    }
+    if signing_secret:
+        payload["signing_secret"] = signing_secret
+
+    def human() -> None:
+        out.print(f"[bold]returnstack demo[/bold]: tenant {tenant.id}, {accepted} new events loaded")
+        out.print(f"  secret key:      {secret.key}")
+        out.print(f"  publishable key: {publishable.key}")
+        out.print("try:")
+        out.print(f"  curl -s {base}/v1/orders/W-100000 -H 'Authorization: Bearer {secret.key}'")
+        out.print(f"  open {base}/docs")
+
+    _emit(as_json, payload, human)
+    if serve_after:
+        sys.stdout.flush()
+        serve(host=host, port=port, workers=1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()
