@@ -47,8 +47,10 @@ def parse_body(body: bytes) -> list[Any]:
     """The request's events list; 400 for a body that is not JSON, 413 for too many events."""
     try:
         document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The body is not valid JSON.") from None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            "The body is not valid JSON.", details=[{"path": "", "message": str(exc)}]
+        ) from None
     if not isinstance(document, dict):
         raise ValidationFailed(details=[{"path": "", "message": "must be an object"}])
     unknown = sorted(set(document) - {"events"})

@@ -143,7 +143,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(InvalidRequest("The body is not valid JSON."))
+            return error_response(
+                InvalidRequest(
+                    "The body is not valid JSON.",
+                    details=[{"path": "", "message": str(errors[0].get("msg", "invalid JSON"))}],
+                )
+            )
         # Query and path parameter errors are 400; body errors are 422.
         if errors and all(e.get("loc", ("body",))[0] in ("query", "path", "header") for e in errors):
             return error_response(

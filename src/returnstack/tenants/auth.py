@@ -31,16 +31,22 @@ _KEY_LOOKUP = text(
 )
 
 
+def _refuse(message: str, reason: str) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        message,
+        details=[{"path": "Authorization", "message": reason}],
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def _bearer(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
-        raise AuthenticationFailed(headers={"WWW-Authenticate": "Bearer"})
+        raise _refuse(AuthenticationFailed.message, "missing")
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise AuthenticationFailed(
-            "The Authorization header must be 'Bearer <key>'.", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _refuse("The Authorization header must be 'Bearer <key>'.", "malformed")
     return token
 
 
@@ -48,9 +54,7 @@ def authenticate(request: Request, session: DbSession) -> Principal:
     token = _bearer(request)
     row = session.execute(_KEY_LOOKUP, {"h": hash_key(token)}).first()
     if row is None:
-        raise AuthenticationFailed(
-            "The API key is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _refuse("The API key is unknown or revoked.", "unknown or revoked key")
     principal = Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
     check_rate_limit(request, principal.key_id)
     request.state.principal = principal
