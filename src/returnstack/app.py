@@ -29,7 +29,7 @@ publishable keys (`pk_...`) may only send events and use the storefront.
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
-    db = database or Database(settings)
+    db = database or Database(settings, background_checkpoints=True)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

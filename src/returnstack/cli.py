@@ -47,9 +47,9 @@ class ImportFormat(StrEnum):
     csv = "csv"
 
 
-def _database(*, migrate_schema: bool = True) -> Database:
+def _database(*, migrate_schema: bool = True, long_running: bool = False) -> Database:
     settings = get_settings()
-    db = Database(settings)
+    db = Database(settings, background_checkpoints=long_running)
     if migrate_schema and settings.auto_migrate and not migrate.is_current(db.engine):
         migrate.upgrade(db.engine)
     return db
@@ -148,8 +148,12 @@ def tenants_list(as_json: JsonFlag = False) -> None:
     with db.transaction(write=False) as session:
         tenants = list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
     rows = [
-        {"id": t.id, "name": t.name, "default_currency": t.default_currency,
-         "created_at": rfc3339(t.created_at)}
+        {
+            "id": t.id,
+            "name": t.name,
+            "default_currency": t.default_currency,
+            "created_at": rfc3339(t.created_at),
+        }
         for t in tenants
     ]
 
@@ -190,17 +194,27 @@ def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     db = _database()
     with _errors(as_json), db.transaction(write=False) as session:
         keys = list_keys(session, tenant=find_tenant(session, tenant))
-    rows = [
-        {"id": k.id, "kind": k.kind, "prefix": k.prefix, "created_at": rfc3339(k.created_at),
-         "revoked_at": rfc3339(k.revoked_at)}
+    rows: list[dict[str, Any]] = [
+        {
+            "id": k.id,
+            "kind": k.kind,
+            "prefix": k.prefix,
+            "created_at": rfc3339(k.created_at),
+            "revoked_at": rfc3339(k.revoked_at),
+        }
         for k in keys
     ]
 
     def human() -> None:
         table = Table("id", "kind", "prefix", "created", "revoked")
         for row in rows:
-            table.add_row(row["id"], row["kind"], row["prefix"] + "…", row["created_at"],
-                          row["revoked_at"] or "")
+            table.add_row(
+                row["id"],
+                row["kind"],
+                row["prefix"] + "…",
+                row["created_at"],
+                row["revoked_at"] or "",
+            )
         out.print(table)
 
     _emit(as_json, {"data": rows}, human)
@@ -214,8 +228,12 @@ def keys_revoke(key_id: str, as_json: JsonFlag = False) -> None:
     db = _database()
     with _errors(as_json), db.transaction() as session:
         key = revoke_key(session, key_id=key_id)
-    payload = {"id": key.id, "kind": key.kind, "prefix": key.prefix,
-               "revoked_at": rfc3339(key.revoked_at)}
+    payload = {
+        "id": key.id,
+        "kind": key.kind,
+        "prefix": key.prefix,
+        "revoked_at": rfc3339(key.revoked_at),
+    }
     _emit(as_json, payload, lambda: out.print(f"revoked {key.id} ({key.prefix}…)"))
 
 
@@ -252,7 +270,7 @@ def import_file(
     from returnstack.events.importer import LineError, import_events, open_counted
 
     chosen = fmt.value if fmt else ("csv" if file.suffix.lower() == ".csv" else "jsonl")
-    db = _database()
+    db = _database(long_running=True)
     with _errors(as_json):
         target = _resolve_tenant(db, tenant)
     size = file.stat().st_size
@@ -265,10 +283,17 @@ def import_file(
             path = detail.get("path") or "(event)"
             console.print(f"[yellow]line {error.line}[/yellow]: {path}: {detail.get('message')}")
 
-    with stream, Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TimeRemainingColumn(), console=console, disable=as_json or not console.is_terminal,
-    ) as progress:
+    with (
+        stream,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=as_json or not console.is_terminal,
+        ) as progress,
+    ):
         task = progress.add_task(f"importing {file.name}", total=size)
         report = import_events(
             db,
@@ -332,8 +357,12 @@ def demo(
         nonlocal accepted
         with db.transaction() as session:
             accepted += record_events(
-                session, tenant_id=tenant.id, default_currency=tenant.default_currency,
-                events=batch, source="demo", actor="cli:demo",
+                session,
+                tenant_id=tenant.id,
+                default_currency=tenant.default_currency,
+                events=batch,
+                source="demo",
+                actor="cli:demo",
             ).accepted
         batch.clear()
 
@@ -360,7 +389,9 @@ def demo(
         payload["signing_secret"] = signing_secret
 
     def human() -> None:
-        out.print(f"[bold]returnstack demo[/bold]: tenant {tenant.id}, {accepted} new events loaded")
+        out.print(
+            f"[bold]returnstack demo[/bold]: tenant {tenant.id}, {accepted} new events loaded"
+        )
         out.print(f"  secret key:      {secret.key}")
         out.print(f"  publishable key: {publishable.key}")
         out.print("try:")

@@ -10,8 +10,13 @@ from typing import Any
 
 STORES = [
     {"id": "nyc-01", "name": "New York SoHo", "city": "New York", "region": "NY", "country": "US"},
-    {"id": "sfo-01", "name": "San Francisco Union Square", "city": "San Francisco", "region": "CA",
-     "country": "US"},
+    {
+        "id": "sfo-01",
+        "name": "San Francisco Union Square",
+        "city": "San Francisco",
+        "region": "CA",
+        "country": "US",
+    },
 ]
 
 CATALOG = [
@@ -39,21 +44,62 @@ CATALOG = [
 ]
 
 REASONS_BY_CATEGORY = {
-    "Apparel": ["size_too_small", "size_too_large", "size_too_large", "color", "style", "unwanted",
-                "defective", "not_as_described"],
-    "Shoes": ["size_too_small", "size_too_large", "size_too_small", "defective", "style", "unwanted"],
+    "Apparel": [
+        "size_too_small",
+        "size_too_large",
+        "size_too_large",
+        "color",
+        "style",
+        "unwanted",
+        "defective",
+        "not_as_described",
+    ],
+    "Shoes": [
+        "size_too_small",
+        "size_too_large",
+        "size_too_small",
+        "defective",
+        "style",
+        "unwanted",
+    ],
     "Accessories": ["unwanted", "color", "defective", "damaged_in_transit"],
     "Home": ["damaged_in_transit", "defective", "unwanted", "not_as_described"],
 }
 FREE_TEXT_REASONS = ["too tight around the shoulders", "arrived late", "changed my mind"]
 
-FIRST_NAMES = ["ann", "ben", "cara", "dev", "eli", "fay", "gus", "hana", "ivan", "jo", "kai",
-               "lea", "max", "nia", "omar", "pia", "quinn", "rosa", "sam", "tara", "uma", "vic",
-               "wes", "xena", "yuri", "zoe"]
+FIRST_NAMES = [
+    "ann",
+    "ben",
+    "cara",
+    "dev",
+    "eli",
+    "fay",
+    "gus",
+    "hana",
+    "ivan",
+    "jo",
+    "kai",
+    "lea",
+    "max",
+    "nia",
+    "omar",
+    "pia",
+    "quinn",
+    "rosa",
+    "sam",
+    "tara",
+    "uma",
+    "vic",
+    "wes",
+    "xena",
+    "yuri",
+    "zoe",
+]
 
 
-def generate(*, orders: int = 3000, customers: int = 600, seed: int = 7,
-             now: datetime | None = None) -> Iterator[dict[str, Any]]:
+def generate(
+    *, orders: int = 3000, customers: int = 600, seed: int = 7, now: datetime | None = None
+) -> Iterator[dict[str, Any]]:
     """Purchase events, then the return events for some of them, in time order per order."""
     rng = random.Random(seed)
     now = (now or datetime.now(UTC)).replace(microsecond=0)
@@ -78,7 +124,7 @@ def generate(*, orders: int = 3000, customers: int = 600, seed: int = 7,
         else:
             customer = {"id": customer_id, "email": email}
         order_id = f"{'W' if channel == 'online' else 'P'}-{100000 + number}"
-        items = []
+        items: list[dict[str, Any]] = []
         for line, product in enumerate(rng.sample(CATALOG, k=rng.choice([1, 1, 2, 2, 3, 4])), 1):
             product_id, name, category, price, variants, _ = product
             items.append(
@@ -111,13 +157,15 @@ def generate(*, orders: int = 3000, customers: int = 600, seed: int = 7,
         if customer is None:
             continue
         propensity = 0.9 if person_index in serial else 1.0
-        returned = []
+        returned: list[dict[str, Any]] = []
         for item in items:
             product = next(p for p in CATALOG if p[0] == item["product_id"])
             chance = propensity if person_index in serial else product[5]
             if rng.random() < chance:
                 reasons = REASONS_BY_CATEGORY[product[2].split("/")[0]]
-                reason = rng.choice(reasons) if rng.random() > 0.05 else rng.choice(FREE_TEXT_REASONS)
+                reason = (
+                    rng.choice(reasons) if rng.random() > 0.05 else rng.choice(FREE_TEXT_REASONS)
+                )
                 returned.append(
                     {
                         "line_id": item["line_id"],

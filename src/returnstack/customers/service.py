@@ -4,10 +4,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func
 from sqlalchemy.orm import Session
 
-from returnstack.kit.db import upsert
+from returnstack.kit.bulk import insert_rows
 from returnstack.models import Customer, CustomerEmail
 
 
@@ -37,32 +36,21 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
             }
         if identity.email is not None:
             emails[identity.email] = emails.get(identity.email) or identity.customer_id
-    connection = session.connection()
-    if customers:
-        table = Customer.__table__
-        stmt = upsert(
-            session,
-            table,
-            keys=["tenant_id", "id"],
-            update={
-                "email": lambda new: func.coalesce(new.email, table.c.email),
-                "name": lambda new: func.coalesce(new.name, table.c.name),
-                "updated_at": lambda new: new.updated_at,
-            },
-        )
-        connection.execute(stmt, list(customers.values()))
-    if emails:
-        table = CustomerEmail.__table__
-        stmt = upsert(
-            session,
-            table,
-            keys=["tenant_id", "email"],
-            update={"customer_id": lambda new: func.coalesce(table.c.customer_id, new.customer_id)},
-        )
-        connection.execute(
-            stmt,
-            [
-                {"tenant_id": tenant_id, "email": email, "customer_id": customer_id, "created_at": now}
-                for email, customer_id in emails.items()
-            ],
-        )
+    insert_rows(
+        session,
+        Customer,
+        list(customers.values()),
+        on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
+        "email = COALESCE(excluded.email, customers.email), "
+        "name = COALESCE(excluded.name, customers.name), updated_at = excluded.updated_at",
+    )
+    insert_rows(
+        session,
+        CustomerEmail,
+        [
+            {"tenant_id": tenant_id, "email": email, "customer_id": customer_id, "created_at": now}
+            for email, customer_id in emails.items()
+        ],
+        on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "
+        "customer_id = COALESCE(customer_emails.customer_id, excluded.customer_id)",
+    )

@@ -1,5 +1,6 @@
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Query
 
 from returnstack.events.schemas import EventBatch, EventBatchResult
@@ -20,8 +21,6 @@ from returnstack.kit.openapi import errors, json_body, raw_body
 from returnstack.kit.responses import RawJSONResponse
 from returnstack.tenants.auth import AnyKey
 
-import orjson
-
 router = APIRouter(tags=["events"])
 
 
@@ -30,7 +29,12 @@ router = APIRouter(tags=["events"])
     response_model=EventBatchResult,
     openapi_extra=json_body(EventBatch),
     responses=errors(
-        InvalidRequest, AuthenticationFailed, Conflict, PayloadTooLarge, ValidationFailed, RateLimited
+        InvalidRequest,
+        AuthenticationFailed,
+        Conflict,
+        PayloadTooLarge,
+        ValidationFailed,
+        RateLimited,
     ),
 )
 def post_events(

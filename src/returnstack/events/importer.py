@@ -40,8 +40,16 @@ CSV_NESTED_COLUMNS = {
     "refund_method": ("refund", "method"),
 }
 CSV_ITEM_COLUMNS = (
-    "line_id", "product_id", "variant_id", "quantity", "unit_price", "name", "category", "url",
-    "reason", "note",
+    "line_id",
+    "product_id",
+    "variant_id",
+    "quantity",
+    "unit_price",
+    "name",
+    "category",
+    "url",
+    "reason",
+    "note",
 )
 CSV_INTEGER_COLUMNS = {"quantity", "unit_price", "refund_amount"}
 CSV_COLUMNS = (*CSV_EVENT_COLUMNS, *CSV_NESTED_COLUMNS, *CSV_ITEM_COLUMNS)
@@ -95,7 +103,9 @@ def read_csv(stream: TextIO) -> Iterator[tuple[int, Any]]:
     start = 0
     for row in reader:
         line = reader.line_num
-        cells = {k: v.strip() for k, v in row.items() if k is not None and v is not None and v.strip()}
+        cells = {
+            k: v.strip() for k, v in row.items() if k is not None and v is not None and v.strip()
+        }
         item = {k: _csv_cell(k, cells[k]) for k in CSV_ITEM_COLUMNS if k in cells}
         if current is not None and cells.get("id") == current.get("id"):
             current["items"].append(item)

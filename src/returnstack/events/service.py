@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent
-from returnstack.kit.db import insert_ignore
+from returnstack.kit.bulk import insert_rows_returning
 from returnstack.kit.ids import new_id
 from returnstack.models import Event
 from returnstack.orders.service import RecordedPurchase, record_purchases, remember_stores
@@ -49,11 +49,10 @@ def record_events(
 
     # The ledger decides what is new: a unique (tenant, client id) with ON CONFLICT DO
     # NOTHING, so concurrent requests with the same ids cannot both record them.
-    connection = session.connection()
-    ledger = insert_ignore(session, Event.__table__).returning(Event.__table__.c.client_id)
     inserted = set(
-        connection.execute(
-            ledger,
+        insert_rows_returning(
+            session,
+            Event,
             [
                 {
                     "tenant_id": tenant_id,
@@ -67,7 +66,9 @@ def record_events(
                 }
                 for server_id, event in unique
             ],
-        ).scalars()
+            on_conflict="ON CONFLICT DO NOTHING",
+            returning="client_id",
+        )
     )
     seen_before = [event.id for _, event in unique if event.id not in inserted]
     if seen_before:
@@ -89,7 +90,9 @@ def record_events(
         if event.store is not None:
             stores.append(event.store)
         if event.customer is not None and (event.customer.id or event.customer.email):
-            identities.append(Identity(event.customer.id, event.customer.email, event.customer.name))
+            identities.append(
+                Identity(event.customer.id, event.customer.email, event.customer.name)
+            )
         if isinstance(event, PurchaseEvent):
             purchases.append(RecordedPurchase(server_id, event, currency))
         else:

@@ -11,7 +11,12 @@ from returnstack.events.schemas import (
     PurchaseEvent,
     ReturnEvent,
 )
-from returnstack.kit.errors import InvalidRequest, PayloadTooLarge, ValidationFailed, validation_details
+from returnstack.kit.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    ValidationFailed,
+    validation_details,
+)
 
 EVENT_MODELS: dict[str, type[PurchaseEvent] | type[ReturnEvent]] = {
     "purchase": PurchaseEvent,
@@ -78,7 +83,11 @@ def check_batch(events: list[Any]) -> CheckedBatch:
         if isinstance(checked, list):
             event_id = raw.get("id") if isinstance(raw, dict) else None
             batch.rejected.append(
-                {"index": index, "id": event_id if isinstance(event_id, str) else None, "errors": checked}
+                {
+                    "index": index,
+                    "id": event_id if isinstance(event_id, str) else None,
+                    "errors": checked,
+                }
             )
         else:
             batch.valid.append(checked)

@@ -4,9 +4,11 @@ One transaction per request or command, owned by its entry point: business code 
 and executes, it never commits.
 """
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import Engine, Table, create_engine, event
@@ -16,6 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 
 from returnstack.config import Settings
+from returnstack.models.base import Base
+
+log = logging.getLogger("returnstack.db")
 
 
 def _json_dumps(value: Any) -> str:
@@ -25,11 +30,18 @@ def _json_dumps(value: Any) -> str:
 class Database:
     """The engine of one process, and the sessions made from it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, background_checkpoints: bool = False) -> None:
         self.url = settings.database_url
         self.is_sqlite = settings.is_sqlite
+        self._checkpointer: _Checkpointer | None = None
         if self.is_sqlite:
-            self.engine = _sqlite_engine(settings)
+            # A long-running writer (the server, an import) moves WAL checkpoints off the
+            # commit path onto a background thread; commits then only append to the WAL.
+            autocheckpoint = 20_000 if background_checkpoints else 1000
+            self.engine = _sqlite_engine(settings, autocheckpoint)
+            if background_checkpoints:
+                self._checkpointer = _Checkpointer(self.engine)
+                self._checkpointer.start()
         else:
             self.engine = create_engine(
                 self.url,
@@ -61,10 +73,42 @@ class Database:
         return (self._writer if write else self._reader)()
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
 
 
-def _sqlite_engine(settings: Settings) -> Engine:
+class _Checkpointer(threading.Thread):
+    """Runs PRAGMA wal_checkpoint(PASSIVE) every `interval` seconds on its own connection.
+
+    PASSIVE never waits for readers or writers; if it falls behind, SQLite's own
+    autocheckpoint (set high) still bounds the WAL.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 0.5) -> None:
+        super().__init__(name="sqlite-checkpointer", daemon=True)
+        self.engine = engine
+        self.interval = interval
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        connection = self.engine.raw_connection()
+        try:
+            while not self._stopped.wait(self.interval):
+                try:
+                    connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+                except Exception:  # a busy or closing database: try again next time
+                    log.debug("sqlite.checkpoint_failed", exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
+
+
+def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
     engine = create_engine(
         settings.database_url,
         connect_args={"check_same_thread": False, "timeout": 30},
@@ -86,6 +130,7 @@ def _sqlite_engine(settings: Settings) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -98,25 +143,9 @@ def _sqlite_engine(settings: Settings) -> Engine:
     return engine
 
 
-def insert_ignore(session: Session, table: Table) -> Insert:
+def insert_ignore(session: Session, model: type[Base]) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
+    table = cast(Table, model.__table__)
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
-
-
-def upsert(
-    session: Session, table: Table, *, keys: list[str], update: dict[str, Any]
-) -> Insert:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE SET update, for the session's dialect.
-
-    `update` values may refer to the proposed row through `excluded(column)`.
-    """
-    stmt: postgresql.Insert | sqlite.Insert
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = postgresql.insert(table)
-    else:
-        stmt = sqlite.insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=keys, set_={k: v(stmt.excluded) if callable(v) else v for k, v in update.items()}
-    )

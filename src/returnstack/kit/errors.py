@@ -1,6 +1,6 @@
 """Domain errors carry their HTTP status; one set of handlers renders the contract's shape:
 
-    {"error": {"type": "...", "message": "...", "details": [{"path": "...", "message": "..."}]}}
+{"error": {"type": "...", "message": "...", "details": [{"path": "...", "message": "..."}]}}
 """
 
 import logging
@@ -150,13 +150,13 @@ def install_error_handlers(app: FastAPI) -> None:
                 )
             )
         # Query and path parameter errors are 400; body errors are 422.
-        if errors and all(e.get("loc", ("body",))[0] in ("query", "path", "header") for e in errors):
+        if errors and all(
+            e.get("loc", ("body",))[0] in ("query", "path", "header") for e in errors
+        ):
             return error_response(
                 InvalidRequest("Invalid parameters.", details=validation_details(errors, skip=1))
             )
-        return error_response(
-            ValidationFailed(details=validation_details(errors, skip=1))
-        )
+        return error_response(ValidationFailed(details=validation_details(errors, skip=1)))
 
     async def on_pydantic_validation(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ValidationError)
@@ -167,10 +167,11 @@ def install_error_handlers(app: FastAPI) -> None:
         kind = _STATUS_TYPES.get(exc.status_code)
         if kind is None:
             body = {"error": {"type": "http_error", "message": str(exc.detail), "details": []}}
-            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+            return JSONResponse(body, status_code=exc.status_code, headers=dict(exc.headers or {}))
         message = str(exc.detail) if exc.detail else None
-        error = kind(message, headers=exc.headers)
-        return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+        error = kind(message)
+        headers = dict(exc.headers or {})
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=headers)
 
     async def on_unexpected(_request: Request, exc: Exception) -> Response:
         log.exception("request.failed", exc_info=exc)

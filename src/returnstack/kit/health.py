@@ -27,7 +27,10 @@ def readyz(request: Request) -> Any:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means not ready
         return JSONResponse(
-            {"status": "unavailable", "error": {"type": "unavailable", "message": str(exc)[:200], "details": []}},
+            {
+                "status": "unavailable",
+                "error": {"type": "unavailable", "message": str(exc)[:200], "details": []},
+            },
             status_code=503,
         )
     return {"status": "ok"}
@@ -41,7 +44,9 @@ def metrics(request: Request) -> Response:
     try:
         with db.session() as session:
             backlog = session.scalar(
-                select(func.count()).select_from(OutboxEvent).where(OutboxEvent.dispatched_at.is_(None))
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.dispatched_at.is_(None))
             )
     except Exception:
         backlog = None

@@ -32,8 +32,11 @@ class IdempotentRequest:
         if self.key is None:
             return None
         row = session.execute(
-            select(IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response_body)
-            .where(
+            select(
+                IdempotencyKey.request_hash,
+                IdempotencyKey.status_code,
+                IdempotencyKey.response_body,
+            ).where(
                 IdempotencyKey.tenant_id == tenant_id,
                 IdempotencyKey.key == self.key,
                 IdempotencyKey.created_at > datetime.now(UTC) - TTL,
@@ -61,17 +64,21 @@ class IdempotentRequest:
                 IdempotencyKey.created_at <= now - TTL,
             )
         )
-        stored = session.connection().execute(
-            insert_ignore(session, IdempotencyKey.__table__).returning(IdempotencyKey.__table__.c.key),
-            {
-                "tenant_id": tenant_id,
-                "key": self.key,
-                "request_hash": self.fingerprint,
-                "status_code": status_code,
-                "response_body": body,
-                "created_at": now,
-            },
-        ).first()
+        stored = (
+            session.connection()
+            .execute(
+                insert_ignore(session, IdempotencyKey).returning(IdempotencyKey.key),
+                {
+                    "tenant_id": tenant_id,
+                    "key": self.key,
+                    "request_hash": self.fingerprint,
+                    "status_code": status_code,
+                    "response_body": body,
+                    "created_at": now,
+                },
+            )
+            .first()
+        )
         if stored is None:
             # Another request with this key committed while this one ran: this one's work
             # is rolled back, and a retry will replay the other's response.
@@ -85,12 +92,16 @@ async def idempotent_request(request: Request) -> IdempotentRequest:
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
         raise InvalidRequest(
-            details=[{"path": "Idempotency-Key", "message": f"must be 1-{MAX_KEY_LENGTH} characters"}]
+            details=[
+                {"path": "Idempotency-Key", "message": f"must be 1-{MAX_KEY_LENGTH} characters"}
+            ]
         )
     fingerprint = ""
     if key is not None:
         body = await request.body()
-        digest = hashlib.sha256(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
+        digest = hashlib.sha256(
+            f"{request.method} {request.url.path}?{request.url.query}\n".encode()
+        )
         digest.update(body)
         fingerprint = digest.hexdigest()
     return IdempotentRequest(key=key, fingerprint=fingerprint)

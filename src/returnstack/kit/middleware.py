@@ -63,7 +63,10 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -81,7 +84,9 @@ class RequestMiddleware:
     ) -> None:
         error = PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
         response = JSONResponse(
-            error.body(), status_code=413, headers={"x-request-id": request_id, "connection": "close"}
+            error.body(),
+            status_code=413,
+            headers={"x-request-id": request_id, "connection": "close"},
         )
         await response(scope, receive, send)
 

@@ -3,9 +3,7 @@
 from decimal import Decimal, InvalidOperation
 
 # Exponent of each active ISO 4217 currency (number of digits after the decimal point).
-_EXPONENT_0 = (
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
-)
+_EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
 _EXPONENT_4 = "CLF UYW"
 _EXPONENT_2 = (

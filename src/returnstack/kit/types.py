@@ -4,7 +4,14 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, Strict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    Strict,
+    StringConstraints,
+)
 
 from returnstack.kit.money import is_currency
 
@@ -45,9 +52,13 @@ def _not_in_future(value: datetime) -> datetime:
 
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
-CurrencyCode = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]
+CurrencyCode = Annotated[
+    str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)
+]
 Quantity = Annotated[int, Strict(), Field(ge=1, le=MAX_QUANTITY)]
 Amount = Annotated[int, Strict(), Field(ge=0, le=MAX_AMOUNT)]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_not_in_future)]
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_not_in_future)
+]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 Note = Annotated[str, StringConstraints(max_length=4000)]

@@ -10,7 +10,10 @@ class Customer(Base):
     """A customer known by the retailer's id (`customer.id` in events)."""
 
     __tablename__ = "customers"
-    __table_args__ = (Index("ix_customers_tenant_id_email", "tenant_id", "email"),)
+    __table_args__ = (
+        Index("ix_customers_tenant_id_email", "tenant_id", "email"),
+        {"sqlite_with_rowid": False},
+    )
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     id: Mapped[str] = mapped_column(ClientId, primary_key=True)
@@ -27,6 +30,7 @@ class CustomerEmail(Base):
     """
 
     __tablename__ = "customer_emails"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     email: Mapped[str] = mapped_column(String(254), primary_key=True)

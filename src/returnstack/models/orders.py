@@ -8,6 +8,7 @@ from returnstack.models.base import Base, ClientId, Currency, Money, UTCDateTime
 
 class Store(Base):
     __tablename__ = "stores"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     id: Mapped[str] = mapped_column(ClientId, primary_key=True)
@@ -26,6 +27,7 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_tenant_id_customer_id", "tenant_id", "customer_id"),
         Index("ix_orders_tenant_id_email", "tenant_id", "email"),
+        {"sqlite_with_rowid": False},
     )
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
@@ -45,6 +47,7 @@ class OrderLine(Base):
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id", "order_id"], ["orders.tenant_id", "orders.id"]),
         Index("ix_order_lines_tenant_id_product_id", "tenant_id", "product_id"),
+        {"sqlite_with_rowid": False},
     )
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -47,6 +47,7 @@ class ReturnItem(Base):
         ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
         Index("ix_return_items_tenant_id_order_id", "tenant_id", "order_id"),
         Index("ix_return_items_tenant_id_product_id", "tenant_id", "product_id"),
+        {"sqlite_with_rowid": False},
     )
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -72,6 +73,7 @@ class ReturnHistory(Base):
     __tablename__ = "return_history"
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
+        {"sqlite_with_rowid": False},
     )
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)

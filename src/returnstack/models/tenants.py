@@ -21,6 +21,7 @@ class TenantCounter(Base):
     """Per-tenant sequences (return numbers), bumped with one UPDATE ... RETURNING."""
 
     __tablename__ = "tenant_counters"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(40), primary_key=True)

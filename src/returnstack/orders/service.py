@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import PurchaseEvent, StoreRef
-from returnstack.kit.db import insert_ignore, upsert
+from returnstack.kit.bulk import insert_rows
 from returnstack.kit.errors import NotFound
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
@@ -51,18 +51,15 @@ def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreR
     }
     if not rows:
         return
-    table = Store.__table__
     keep = ("name", "city", "region", "country", "postal_code")
-    stmt = upsert(
+    insert_rows(
         session,
-        table,
-        keys=["tenant_id", "id"],
-        update={
-            **{col: (lambda c: lambda new: func.coalesce(new[c], table.c[c]))(col) for col in keep},
-            "updated_at": lambda new: new.updated_at,
-        },
+        Store,
+        list(rows.values()),
+        on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
+        + ", ".join(f"{col} = COALESCE(excluded.{col}, stores.{col})" for col in keep)
+        + ", updated_at = excluded.updated_at",
     )
-    session.connection().execute(stmt, list(rows.values()))
 
 
 def record_purchases(
@@ -128,8 +125,13 @@ def record_purchases(
                         {
                             key: line[key]
                             for key in (
-                                "line_id", "product_id", "variant_id", "name", "category",
-                                "quantity", "unit_price",
+                                "line_id",
+                                "product_id",
+                                "variant_id",
+                                "name",
+                                "category",
+                                "quantity",
+                                "unit_price",
                             )
                         }
                         for line in order_lines
@@ -137,9 +139,8 @@ def record_purchases(
                 },
             )
         )
-    connection = session.connection()
-    connection.execute(insert_ignore(session, Order.__table__), orders)
-    connection.execute(insert_ignore(session, OrderLine.__table__), lines)
+    insert_rows(session, Order, orders, on_conflict="ON CONFLICT DO NOTHING")
+    insert_rows(session, OrderLine, lines, on_conflict="ON CONFLICT DO NOTHING")
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
 
 
@@ -162,7 +163,8 @@ def allocate_to_lines(
         candidates = [
             line
             for line in lines
-            if line.product_id == product_id and (variant_id is None or line.variant_id == variant_id)
+            if line.product_id == product_id
+            and (variant_id is None or line.variant_id == variant_id)
         ] or [line for line in lines if line.product_id == product_id]
         if not candidates:
             continue  # names a product this order does not have: nothing to count against
@@ -187,7 +189,9 @@ def get_order(session: Session, *, tenant_id: str, order_id: str) -> dict[str, A
     return render_orders(session, tenant_id=tenant_id, orders=[order])[0]
 
 
-def render_orders(session: Session, *, tenant_id: str, orders: Sequence[Order]) -> list[dict[str, Any]]:
+def render_orders(
+    session: Session, *, tenant_id: str, orders: Sequence[Order]
+) -> list[dict[str, Any]]:
     """Orders as the API shows them, with claimed, returned and returnable quantities."""
     if not orders:
         return []
@@ -212,9 +216,13 @@ def render_orders(session: Session, *, tenant_id: str, orders: Sequence[Order]) 
             func.sum(ReturnItem.quantity).filter(claiming),
             func.sum(ReturnItem.received_quantity),
         )
-        .join(Return, (Return.tenant_id == ReturnItem.tenant_id) & (Return.id == ReturnItem.return_id))
+        .join(
+            Return, (Return.tenant_id == ReturnItem.tenant_id) & (Return.id == ReturnItem.return_id)
+        )
         .where(ReturnItem.tenant_id == tenant_id, ReturnItem.order_id.in_(order_ids))
-        .group_by(ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id)
+        .group_by(
+            ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id
+        )
     )
     for order_id, line_id, product_id, variant_id, claimed, returned in rows:
         claims[order_id].append((line_id, product_id, variant_id, claimed or 0, returned or 0))

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from returnstack.kit.bulk import insert_rows
 from returnstack.kit.ids import new_id
 from returnstack.models import OutboxEvent
 
@@ -40,7 +40,7 @@ class DomainEvent:
 def record(session: Session, *, tenant_id: str, events: Iterable[DomainEvent]) -> list[str]:
     """Write domain events to the outbox (one multi-row INSERT); returns their ids."""
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for domain_event in events:
         if domain_event.type not in EVENT_TYPES:
             raise ValueError(f"unknown domain event type {domain_event.type!r}")
@@ -55,6 +55,5 @@ def record(session: Session, *, tenant_id: str, events: Iterable[DomainEvent]) -
                 "dispatched_at": None,
             }
         )
-    if rows:
-        session.connection().execute(insert(OutboxEvent.__table__), rows)
+    insert_rows(session, OutboxEvent, rows)
     return [row["id"] for row in rows]

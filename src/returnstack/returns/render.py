@@ -41,9 +41,18 @@ def render_return(
             {
                 key: item[key]
                 for key in (
-                    "order_id", "line_id", "product_id", "variant_id", "quantity",
-                    "received_quantity", "reason", "note", "resolution", "unit_price",
-                    "outcome", "disposition",
+                    "order_id",
+                    "line_id",
+                    "product_id",
+                    "variant_id",
+                    "quantity",
+                    "received_quantity",
+                    "reason",
+                    "note",
+                    "resolution",
+                    "unit_price",
+                    "outcome",
+                    "disposition",
                 )
             }
             for item in items

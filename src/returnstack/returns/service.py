@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import ReturnEvent
+from returnstack.kit.bulk import insert_rows
 from returnstack.kit.ids import new_id
 from returnstack.models import Return, ReturnHistory, ReturnItem
 from returnstack.orders.service import store_resource
@@ -103,9 +103,8 @@ def record_returns(
         history.append(entry_history)
         data = render_return(ret, ret_items, [entry_history], store=store_resource(event.store))
         domain_events.append(DomainEvent(type="return.recorded", data=data))
-    connection = session.connection()
-    connection.execute(insert(Return.__table__), returns)
-    connection.execute(insert(ReturnItem.__table__), items)
-    connection.execute(insert(ReturnHistory.__table__), history)
+    insert_rows(session, Return, returns)
+    insert_rows(session, ReturnItem, items)
+    insert_rows(session, ReturnHistory, history)
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
     return [ret["id"] for ret in returns]

@@ -63,7 +63,9 @@ def authenticate(request: Request, session: DbSession) -> Principal:
 
 def require_secret_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     if principal.kind != "secret":
-        raise Forbidden("This endpoint needs a secret key (sk_...); publishable keys may only send events.")
+        raise Forbidden(
+            "This endpoint needs a secret key (sk_...); publishable keys may only send events."
+        )
     return principal
 
 

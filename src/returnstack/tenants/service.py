@@ -38,7 +38,9 @@ def create_tenant(session: Session, *, name: str, default_currency: str = "USD")
         raise ValidationFailed(details=[{"path": "name", "message": "must be 1-200 characters"}])
     if not is_currency(currency):
         raise ValidationFailed(
-            details=[{"path": "default_currency", "message": f"unknown ISO 4217 currency {currency!r}"}]
+            details=[
+                {"path": "default_currency", "message": f"unknown ISO 4217 currency {currency!r}"}
+            ]
         )
     if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
         raise Conflict(f"A tenant named {name!r} already exists.")
@@ -66,7 +68,9 @@ def find_tenant(session: Session, id_or_name: str) -> Tenant:
 
 def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
     if kind not in KEY_KINDS:
-        raise ValidationFailed(details=[{"path": "kind", "message": "must be secret or publishable"}])
+        raise ValidationFailed(
+            details=[{"path": "kind", "message": "must be secret or publishable"}]
+        )
     key = f"{KEY_KINDS[kind]}_{secrets.token_urlsafe(24)}"
     row = ApiKey(
         id=new_id("key"),
@@ -84,7 +88,9 @@ def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
 def list_keys(session: Session, *, tenant: Tenant) -> list[ApiKey]:
     return list(
         session.scalars(
-            select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.created_at, ApiKey.id)
+            select(ApiKey)
+            .where(ApiKey.tenant_id == tenant.id)
+            .order_by(ApiKey.created_at, ApiKey.id)
         )
     )
 
