@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from returnstack.models.base import Base, UTCDateTime
 
-MAX_ROWS_PER_STATEMENT = 1000  # keeps multi-row statements under every driver's parameter limit
+MAX_ROWS_PER_STATEMENT = 1000
+MAX_PARAMETERS = 30_000  # under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters
 
 Converter = Callable[[Any], Any]
 
@@ -91,17 +92,35 @@ def insert_rows(
     *,
     on_conflict: str = "",
 ) -> None:
-    """executemany of `rows` (dicts with the same keys) into `table`.
+    """Insert `rows` (dicts with the same keys) into the model's table.
 
     `on_conflict` is an optional clause, e.g. "ON CONFLICT DO NOTHING" or
-    "ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name".
+    "ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name" (with DO UPDATE, each
+    key may appear once in `rows`).
     """
     if not rows:
         return
     connection = session.connection()
+    dialect = connection.dialect.name
+    table = _table(model)
     columns = tuple(rows[0])
-    sql, converters = _plan(connection.dialect.name, _table(model), columns, on_conflict, 1)
-    connection.exec_driver_sql(sql, _tuples(rows, columns, converters))
+    if dialect == "sqlite":
+        # SQLite runs one prepared statement per row, in process: executemany is cheapest.
+        sql, converters = _plan(dialect, table, columns, on_conflict, 1)
+        connection.exec_driver_sql(sql, _tuples(rows, columns, converters))
+        return
+    # PostgreSQL pays a round trip per statement: send multi-row statements instead.
+    for chunk in _chunks(rows, columns):
+        sql, converters = _plan(dialect, table, columns, on_conflict, len(chunk))
+        flat = tuple(value for row in _tuples(chunk, columns, converters) for value in row)
+        connection.exec_driver_sql(sql, flat)
+
+
+def _chunks(
+    rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...]
+) -> list[Sequence[Mapping[str, Any]]]:
+    size = max(1, min(MAX_ROWS_PER_STATEMENT, MAX_PARAMETERS // len(columns)))
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
 def insert_rows_returning(
@@ -117,8 +136,7 @@ def insert_rows_returning(
     table = _table(model)
     columns = tuple(rows[0]) if rows else ()
     returned: list[Any] = []
-    for start in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-        chunk = rows[start : start + MAX_ROWS_PER_STATEMENT]
+    for chunk in _chunks(rows, columns):
         sql, converters = _plan(
             connection.dialect.name,
             table,
