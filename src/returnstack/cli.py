@@ -89,6 +89,8 @@ def serve(
     """Run the HTTP API."""
     import uvicorn
 
+    from returnstack.kit.logs import logging_config
+
     _database().dispose()  # migrate once, before any worker starts
     uvicorn.run(
         "returnstack.app:create_app",
@@ -97,7 +99,7 @@ def serve(
         port=port,
         workers=workers,
         access_log=False,
-        log_config=None,
+        log_config=logging_config(get_settings().log_level),
         server_header=False,
         timeout_graceful_shutdown=10,
     )
