@@ -2,17 +2,21 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from returnstack.kit.types import (
     Amount,
     ClientId,
+    CountryCode,
     CurrencyCode,
     Email,
+    Name,
     Note,
+    PostalCode,
     Quantity,
     ShortText,
     Timestamp,
+    Url,
 )
 
 MAX_EVENTS_PER_REQUEST = 1000
@@ -28,18 +32,16 @@ class Strict(BaseModel):
 class CustomerRef(Strict):
     id: ClientId | None = Field(None, description="The retailer's customer id.")
     email: Email | None = Field(None, description="Normalised to lower case.")
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Name | None = None
 
 
 class StoreRef(Strict):
     id: ClientId = Field(description="The store's id in the retailer's systems.")
-    name: Annotated[str, Field(max_length=200)] | None = None
-    city: Annotated[str, Field(max_length=200)] | None = None
-    region: Annotated[str, Field(max_length=200)] | None = None
-    country: Annotated[str, Field(min_length=2, max_length=2)] | None = Field(
-        None, description="ISO 3166-1 alpha-2."
-    )
-    postal_code: Annotated[str, Field(max_length=20)] | None = None
+    name: Name | None = None
+    city: Name | None = None
+    region: Name | None = None
+    country: CountryCode | None = Field(None, description="ISO 3166-1 alpha-2.")
+    postal_code: PostalCode | None = None
 
 
 class PurchaseItem(Strict):
@@ -52,7 +54,7 @@ class PurchaseItem(Strict):
     unit_price: Amount = Field(description="Minor units of the event's currency.")
     name: ShortText | None = None
     category: ShortText | None = Field(None, description="Slash-separated path: Apparel/Tops.")
-    url: Annotated[str, Field(max_length=2048)] | None = None
+    url: Url | None = None
 
 
 class ReturnItem(Strict):
@@ -76,15 +78,18 @@ class _EventBase(Strict):
     id: ClientId = Field(description="The event's idempotency key: a repeat is a duplicate.")
     timestamp: Timestamp = Field(description="RFC 3339 with an offset; at most 5 minutes ahead.")
     channel: Literal["online", "offline"] = "online"
-    store: StoreRef | None = Field(None, description="Required for offline events.")
+    store: StoreRef | None = Field(
+        None, validate_default=True, description="Required for offline events."
+    )
     order_id: ClientId
     currency: CurrencyCode | None = Field(None, description="Defaults to the tenant's currency.")
 
-    @model_validator(mode="after")
-    def _store_for_offline(self) -> Any:
-        if self.channel == "offline" and self.store is None:
-            raise ValueError("store is required when channel is offline")
-        return self
+    @field_validator("store")
+    @classmethod
+    def _store_for_offline(cls, store: StoreRef | None, info: ValidationInfo) -> StoreRef | None:
+        if store is None and info.data.get("channel") == "offline":
+            raise ValueError("is required when channel is offline")
+        return store
 
 
 class PurchaseEvent(_EventBase):
@@ -92,15 +97,21 @@ class PurchaseEvent(_EventBase):
     customer: CustomerRef | None = Field(None, description="Optional: anonymous sales count too.")
     items: list[PurchaseItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_EVENT)
 
-    @model_validator(mode="after")
-    def _unique_line_ids(self) -> Any:
-        seen: set[str] = set()
+    def duplicate_line_errors(self) -> list[dict[str, str]]:
+        """Lines are keyed by line id within an order: each may appear once."""
+        errors, seen = [], set()
         for position, item in enumerate(self.items, start=1):
             line_id = item.line_id or str(position)
             if line_id in seen:
-                raise ValueError(f"line_id {line_id!r} appears twice in items")
+                errors.append(
+                    {
+                        "path": f"items[{position - 1}].line_id",
+                        "message": f"line_id {line_id!r} appears more than once in items",
+                        "code": "duplicate_line_id",
+                    }
+                )
             seen.add(line_id)
-        return self
+        return errors
 
 
 class ReturnEvent(_EventBase):
@@ -109,11 +120,12 @@ class ReturnEvent(_EventBase):
     items: list[ReturnItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_EVENT)
     refund: Refund | None = None
 
-    @model_validator(mode="after")
-    def _identified_customer(self) -> Any:
-        if self.customer.id is None and self.customer.email is None:
+    @field_validator("customer")
+    @classmethod
+    def _identified_customer(cls, customer: CustomerRef) -> CustomerRef:
+        if customer.id is None and customer.email is None:
             raise ValueError("a return needs customer.id or customer.email")
-        return self
+        return customer
 
 
 Event = Annotated[PurchaseEvent | ReturnEvent, Field(discriminator="type")]

@@ -43,9 +43,12 @@ def check_event(raw: Any) -> ValidEvent | list[dict[str, Any]]:
             {"path": "type", "message": "must be 'purchase' or 'return'", "code": "literal_error"}
         ]
     try:
-        return model.model_validate(raw)
+        event = model.model_validate(raw)
     except ValidationError as exc:
         return validation_details(exc.errors())
+    if isinstance(event, PurchaseEvent):
+        return event.duplicate_line_errors() or event
+    return event
 
 
 def parse_body(body: bytes) -> list[Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -173,19 +174,19 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         return JSONResponse(error.body(), status_code=exc.status_code, headers=headers)
 
-    async def on_unexpected(_request: Request, exc: Exception) -> Response:
-        log.exception("request.failed", exc_info=exc)
-        body = {
-            "error": {
-                "type": "internal_error",
-                "message": "An internal error occurred; nothing was changed.",
-                "details": [],
-            }
-        }
-        return JSONResponse(body, status_code=500)
+    async def on_data_error(_request: Request, exc: Exception) -> Response:
+        # A value the database refuses (validation should have caught it): the client's fault.
+        log.warning("request.data_error", exc_info=exc)
+        return error_response(
+            InvalidRequest(
+                "The request holds a value the database cannot store.",
+                details=[{"path": "", "message": "a value cannot be stored"}],
+            )
+        )
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
     app.add_exception_handler(ValidationError, on_pydantic_validation)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(DataError, on_data_error)
+    # Unexpected errors become a 500 in the request middleware, which adds the request id.

@@ -18,6 +18,15 @@ log = logging.getLogger("returnstack.http")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+INTERNAL_ERROR = {
+    "error": {
+        "type": "internal_error",
+        "message": "An internal error occurred; nothing was changed.",
+        "details": [],
+    }
+}
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -76,6 +85,16 @@ class RequestMiddleware:
                 raise
             status = 413
             await self._too_large(scope, receive, send, request_id, limit)
+        except Exception:
+            # Rendered here, inside the request id's reach; the transaction was rolled back.
+            log.exception("request.failed", extra={"request_id": request_id})
+            if response_started:
+                raise
+            status = 500
+            response = JSONResponse(
+                INTERNAL_ERROR, status_code=500, headers={"x-request-id": request_id}
+            )
+            await response(scope, receive, send)
         finally:
             self._observe(scope, status, started, request_id)
 

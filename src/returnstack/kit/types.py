@@ -44,14 +44,30 @@ def _timestamp_input(value: Any) -> Any:
 
 
 def _not_in_future(value: datetime) -> datetime:
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
     if value > datetime.now(UTC) + FUTURE_TOLERANCE:
         raise ValueError("is in the future (more than 5 minutes ahead of the server clock)")
     return value
 
 
-ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000, so no backend may accept it.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
+Name = Annotated[str, StringConstraints(max_length=200), NoNul]
+CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2), NoNul]
+PostalCode = Annotated[str, StringConstraints(max_length=20), NoNul]
+Url = Annotated[str, StringConstraints(max_length=2048), NoNul]
+Email = Annotated[str, StringConstraints(max_length=320), NoNul, AfterValidator(normalize_email)]
 CurrencyCode = Annotated[
     str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)
 ]
@@ -60,5 +76,5 @@ Amount = Annotated[int, Strict(), Field(ge=0, le=MAX_AMOUNT)]
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_not_in_future)
 ]
-ShortText = Annotated[str, StringConstraints(max_length=500)]
-Note = Annotated[str, StringConstraints(max_length=4000)]
+ShortText = Annotated[str, StringConstraints(max_length=500), NoNul]
+Note = Annotated[str, StringConstraints(max_length=4000), NoNul]

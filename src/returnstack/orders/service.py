@@ -36,22 +36,16 @@ def store_resource(store: StoreRef | Store | None) -> dict[str, Any] | None:
 def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreRef]) -> None:
     """Upsert the stores named by events; details given later fill in or replace older ones."""
     now = datetime.now(UTC)
-    rows = {
-        store.id: {
-            "tenant_id": tenant_id,
-            "id": store.id,
-            "name": store.name,
-            "city": store.city,
-            "region": store.region,
-            "country": store.country,
-            "postal_code": store.postal_code,
-            "updated_at": now,
-        }
-        for store in stores
-    }
+    keep = ("name", "city", "region", "country", "postal_code")
+    rows: dict[str, dict[str, Any]] = {}
+    for store in stores:
+        row = rows.setdefault(store.id, {"tenant_id": tenant_id, "id": store.id, "updated_at": now})
+        for field in keep:
+            value = getattr(store, field)
+            if value is not None or field not in row:
+                row[field] = value  # a detail given later replaces; an absent one keeps
     if not rows:
         return
-    keep = ("name", "city", "region", "country", "postal_code")
     insert_rows(
         session,
         Store,
@@ -155,7 +149,9 @@ def allocate_to_lines(
     """
     totals = {line.line_id: [0, 0] for line in lines}
     by_id = {line.line_id: line for line in lines}
-    for line_id, product_id, variant_id, claimed, returned in items:
+    # Items that name their line take it first; product-only items fill what is left.
+    ordered = sorted(items, key=lambda item: item[0] is None or item[0] not in by_id)
+    for line_id, product_id, variant_id, claimed, returned in ordered:
         if line_id is not None and line_id in by_id:
             totals[line_id][0] += claimed
             totals[line_id][1] += returned
@@ -183,6 +179,8 @@ def allocate_to_lines(
 
 
 def get_order(session: Session, *, tenant_id: str, order_id: str) -> dict[str, Any]:
+    if "\x00" in order_id:  # cannot be stored, so cannot exist (and PostgreSQL refuses it)
+        raise NotFound(f"No order {order_id!r}.")
     order = session.scalar(select(Order).where(Order.tenant_id == tenant_id, Order.id == order_id))
     if order is None:
         raise NotFound(f"No order {order_id!r}.")
