@@ -17,6 +17,8 @@ from returnstack.kit.openapi import install_openapi
 from returnstack.kit.ratelimit import TokenBuckets
 from returnstack.kit.responses import JSONResponse
 from returnstack.orders.endpoints import router as orders_router
+from returnstack.returns.endpoints import policy_router
+from returnstack.returns.endpoints import router as returns_router
 
 DESCRIPTION = """\
 returnstack is a self-hostable returns platform: returns management, event collection
@@ -64,4 +66,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(health_router)
     app.include_router(events_router)
     app.include_router(orders_router)
+    app.include_router(returns_router)
+    app.include_router(policy_router)
     return app

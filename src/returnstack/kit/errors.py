@@ -30,14 +30,17 @@ class ApiError(Exception):
         *,
         details: Sequence[dict[str, Any]] = (),
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.message = message or self.message
         self.details = list(details)
         self.headers = headers
+        self.extra = extra or {}
         super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"type": self.type, "message": self.message, "details": self.details}}
+        error = {"type": self.type, "message": self.message, "details": self.details}
+        return {"error": error | self.extra}
 
 
 class InvalidRequest(ApiError):
@@ -66,6 +69,17 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status_code = 409
     type = "conflict"
+
+
+class InvalidTransition(ApiError):
+    status_code = 409
+    type = "invalid_transition"
+
+
+class PreconditionFailed(ApiError):
+    status_code = 412
+    type = "precondition_failed"
+    message = "The resource changed since the version given in If-Match."
 
 
 class PayloadTooLarge(ApiError):
@@ -129,6 +143,7 @@ _STATUS_TYPES = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    412: PreconditionFailed,
     413: PayloadTooLarge,
     422: ValidationFailed,
     429: RateLimited,

@@ -5,10 +5,12 @@ it describes was committed.
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -86,6 +88,26 @@ class IdempotentRequest:
                 "A request with this Idempotency-Key is already being processed; retry.",
                 details=[{"path": "Idempotency-Key", "message": "used by a concurrent request"}],
             )
+
+    def respond(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        status_code: int,
+        produce: Callable[[], Any],
+        headers: Callable[[Any], dict[str, str]] | None = None,
+    ) -> RawJSONResponse:
+        """Replay the stored response, or produce, remember and return a new one."""
+        replay = self.replay(session, tenant_id=tenant_id)
+        if replay is not None:
+            return replay
+        payload = produce()
+        body = orjson.dumps(payload)
+        self.remember(session, tenant_id=tenant_id, status_code=status_code, body=body)
+        return RawJSONResponse(
+            body, status_code=status_code, headers=headers(payload) if headers else None
+        )
 
 
 async def idempotent_request(request: Request) -> IdempotentRequest:

@@ -5,11 +5,13 @@ from returnstack.models.customers import Customer, CustomerEmail
 from returnstack.models.events import Event
 from returnstack.models.orders import Order, OrderLine, Store
 from returnstack.models.outbox import OutboxEvent
-from returnstack.models.returns import Return, ReturnHistory, ReturnItem
+from returnstack.models.returns import Attachment, Policy, Return, ReturnHistory, ReturnItem
+from returnstack.models.storefront import StorefrontSession
 from returnstack.models.tenants import ApiKey, IdempotencyKey, Tenant, TenantCounter
 
 __all__ = [
     "ApiKey",
+    "Attachment",
     "Base",
     "Customer",
     "CustomerEmail",
@@ -18,10 +20,12 @@ __all__ = [
     "Order",
     "OrderLine",
     "OutboxEvent",
+    "Policy",
     "Return",
     "ReturnHistory",
     "ReturnItem",
     "Store",
+    "StorefrontSession",
     "Tenant",
     "TenantCounter",
 ]

@@ -39,6 +39,10 @@ class Return(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(default=1)
+    # Whether the items count against their order lines. Declining or cancelling releases
+    # them for good ("a declined or cancelled return claims nothing, whatever happens to it
+    # afterwards"); reopening claims them again, after checking they are still available.
+    claiming: Mapped[bool] = mapped_column(default=True)
 
 
 class ReturnItem(Base):
@@ -65,6 +69,9 @@ class ReturnItem(Base):
     note: Mapped[str | None] = mapped_column(String(4000))
     resolution: Mapped[str] = mapped_column(String(20))
     unit_price: Mapped[int | None] = mapped_column(Money)
+    # Restocking fee in hundredths of a percent, fixed when the item was requested
+    # (0 for merchant-fault reasons), so later policy changes do not alter open returns.
+    fee_basis_points: Mapped[int] = mapped_column(default=0)
     outcome: Mapped[str | None] = mapped_column(String(20))
     disposition: Mapped[str | None] = mapped_column(String(20))
 
@@ -85,3 +92,31 @@ class ReturnHistory(Base):
     action: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(200))
     note: Mapped[str | None] = mapped_column(String(4000))
+
+
+class Policy(Base):
+    """A tenant's return policy document (returnstack.returns.policy.PolicyDocument)."""
+
+    __tablename__ = "policies"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
+        Index("ix_attachments_tenant_id_return_id", "tenant_id", "return_id"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    return_id: Mapped[str] = mapped_column(String(40))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

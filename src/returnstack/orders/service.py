@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import PurchaseEvent, StoreRef
@@ -15,9 +15,6 @@ from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
-
-# Returns in these states claim nothing, whatever happens to them afterwards.
-NON_CLAIMING_STATUSES = ("declined", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +185,11 @@ def get_order(session: Session, *, tenant_id: str, order_id: str) -> dict[str, A
 
 
 def render_orders(
-    session: Session, *, tenant_id: str, orders: Sequence[Order]
+    session: Session,
+    *,
+    tenant_id: str,
+    orders: Sequence[Order],
+    exclude_return_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Orders as the API shows them, with claimed, returned and returnable quantities."""
     if not orders:
@@ -204,7 +205,7 @@ def render_orders(
     claims: dict[str, list[tuple[str | None, str, str | None, int, int]]] = {
         order_id: [] for order_id in order_ids
     }
-    claiming = Return.status.not_in(NON_CLAIMING_STATUSES)
+    claiming = Return.claiming.is_(True)
     rows = session.execute(
         select(
             ReturnItem.order_id,
@@ -217,7 +218,11 @@ def render_orders(
         .join(
             Return, (Return.tenant_id == ReturnItem.tenant_id) & (Return.id == ReturnItem.return_id)
         )
-        .where(ReturnItem.tenant_id == tenant_id, ReturnItem.order_id.in_(order_ids))
+        .where(
+            ReturnItem.tenant_id == tenant_id,
+            ReturnItem.order_id.in_(order_ids),
+            ReturnItem.return_id != exclude_return_id if exclude_return_id else true(),
+        )
         .group_by(
             ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id
         )

@@ -4,6 +4,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from returnstack.kit.timefmt import rfc3339
+from returnstack.returns.state import allowed_actions
 
 
 def format_number(number: int) -> str:
@@ -18,6 +19,7 @@ def render_return(
     store: dict[str, Any] | None,
     attachments: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
+
     refund = None
     if ret["refund_amount"] is not None:
         refund = {
@@ -66,6 +68,11 @@ def render_return(
         "updated_at": rfc3339(ret["updated_at"]),
         "closed_at": rfc3339(ret["closed_at"]),
         "version": ret["version"],
+        "allowed_actions": allowed_actions(
+            status=ret["status"],
+            source=ret["source"],
+            received_anything=any(item["received_quantity"] for item in items),
+        ),
         "history": [
             {
                 "at": rfc3339(entry["at"]),

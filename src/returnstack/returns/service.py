@@ -1,21 +1,44 @@
-"""Returns: recorded returns from events (the lifecycle of API.md section 4 builds on this)."""
+"""Returns: opening, checking, moving through the state machine, and recording returns
+that happened elsewhere (from events)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
+from math import ceil, floor
 from typing import Any
 
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import ReturnEvent
 from returnstack.kit.bulk import insert_rows
+from returnstack.kit.errors import (
+    InvalidTransition,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
 from returnstack.kit.ids import new_id
 from returnstack.models import Return, ReturnHistory, ReturnItem
 from returnstack.orders.service import store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
-from returnstack.returns.reasons import DEFAULT_REASONS, normalize_free_text_reason
+from returnstack.returns.eligibility import Checked, Requester, check_items
+from returnstack.returns.policy import get_policy
+from returnstack.returns.reasons import normalize_free_text_reason
 from returnstack.returns.render import render_return
+from returnstack.returns.repository import find_return, render_returns
+from returnstack.returns.schemas import (
+    CancelBody,
+    CustomerRef,
+    NoteBody,
+    ReceiveBody,
+    ReturnCreate,
+    ReturnItemCreate,
+    ReturnUpdate,
+)
+from returnstack.returns.state import TRANSITIONS, Status, allowed_actions
 from returnstack.tenants.service import next_numbers
 
 
@@ -34,7 +57,9 @@ def record_returns(
     if not recorded:
         return []
     now = datetime.now(UTC)
-    known_reasons = frozenset(DEFAULT_REASONS)
+    known_reasons = frozenset(
+        reason.code for reason in get_policy(session, tenant_id=tenant_id).reasons
+    )
     returns, items, history, domain_events = [], [], [], []
     numbers = next_numbers(session, tenant_id=tenant_id, name="return_number", count=len(recorded))
     for number, entry in zip(numbers, recorded, strict=True):
@@ -64,6 +89,7 @@ def record_returns(
             "updated_at": now,
             "closed_at": event.timestamp,
             "version": 1,
+            "claiming": True,
         }
         ret_items = []
         for position, item in enumerate(event.items, start=1):
@@ -83,6 +109,7 @@ def record_returns(
                     "note": note,
                     "resolution": "refund",
                     "unit_price": item.unit_price,
+                    "fee_basis_points": 0,
                     "outcome": "received",
                     "disposition": None,
                 }
@@ -108,3 +135,518 @@ def record_returns(
     insert_rows(session, ReturnHistory, history)
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
     return [ret["id"] for ret in returns]
+
+
+# --- the return lifecycle -----------------------------------------------------------------
+
+
+def _preview(checked: Checked) -> dict[str, Any]:
+    return {
+        "eligible": checked.eligible,
+        "currency": checked.currency,
+        "items": [
+            {
+                "index": item.index,
+                "order_id": item.request.order_id,
+                "line_id": item.line_id,
+                "product_id": item.line["product_id"] if item.line else item.request.product_id,
+                "quantity": item.request.quantity,
+                "eligible": not item.errors,
+                "errors": [{"code": code, "message": message} for code, message in item.errors],
+                "unit_price": item.line["unit_price"] if item.line else None,
+                "refundable": item.value,
+                "fee": ceil(item.fee),
+            }
+            for item in checked.items
+        ],
+        "fees": {"restocking": checked.restocking_fee, "shipping": checked.shipping_fee},
+        "total": checked.total,
+    }
+
+
+def _check(
+    session: Session,
+    *,
+    tenant_id: str,
+    requester: Requester | None,
+    customer: CustomerRef | None,
+    items: list[ReturnItemCreate],
+    exclude_return_id: str | None = None,
+) -> Checked:
+    if requester is None and customer is not None:
+        requester = Requester(customer_id=customer.id, email=customer.email)
+    return check_items(
+        session,
+        tenant_id=tenant_id,
+        policy=get_policy(session, tenant_id=tenant_id),
+        requester=requester,
+        items=items,
+        exclude_return_id=exclude_return_id,
+    )
+
+
+def preview_return(
+    session: Session, *, tenant_id: str, requester: Requester | None, data: ReturnCreate
+) -> dict[str, Any]:
+    """What POST /v1/returns would decide, and the money, without writing anything."""
+    checked = _check(
+        session, tenant_id=tenant_id, requester=requester, customer=data.customer, items=data.items
+    )
+    return _preview(checked)
+
+
+def _item_rows(tenant_id: str, return_id: str, checked: Checked) -> list[dict[str, Any]]:
+    rows = []
+    for position, item in enumerate(checked.items, start=1):
+        assert item.line is not None  # eligible items have their line
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "return_id": return_id,
+                "position": position,
+                "order_id": item.request.order_id,
+                "line_id": item.line["line_id"],
+                "product_id": item.line["product_id"],
+                "variant_id": item.line["variant_id"],
+                "quantity": item.request.quantity,
+                "received_quantity": 0,
+                "reason": item.request.reason,
+                "note": item.request.note,
+                "resolution": item.request.resolution,
+                "unit_price": item.line["unit_price"],
+                "fee_basis_points": item.fee_basis_points,
+                "outcome": None,
+                "disposition": None,
+            }
+        )
+    return rows
+
+
+def _add_history(
+    session: Session,
+    *,
+    ret: Return,
+    action: str,
+    from_status: str | None,
+    actor: str,
+    note: str | None,
+    at: datetime,
+) -> None:
+    seq = session.scalar(
+        select(func.coalesce(func.max(ReturnHistory.seq), 0)).where(
+            ReturnHistory.tenant_id == ret.tenant_id, ReturnHistory.return_id == ret.id
+        )
+    )
+    session.add(
+        ReturnHistory(
+            tenant_id=ret.tenant_id,
+            return_id=ret.id,
+            seq=(seq or 0) + 1,
+            at=at,
+            from_status=from_status,
+            to_status=ret.status,
+            action=action,
+            actor=actor,
+            note=note,
+        )
+    )
+
+
+def _publish(
+    session: Session, *, ret: Return, event_type: str, changes: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Render the return after the change and record its domain event; returns the render."""
+    session.flush()
+    rendered = render_returns(session, tenant_id=ret.tenant_id, returns=[ret])[0]
+    record_domain_events(
+        session,
+        tenant_id=ret.tenant_id,
+        events=[DomainEvent(type=event_type, data=rendered, changes=changes)],
+    )
+    return rendered
+
+
+def open_return(
+    session: Session,
+    *,
+    tenant_id: str,
+    requester: Requester | None,
+    data: ReturnCreate,
+    source: str,
+    actor: str,
+) -> dict[str, Any]:
+    """Open a return in status `requested`, if every item is eligible (else 422)."""
+    checked = _check(
+        session, tenant_id=tenant_id, requester=requester, customer=data.customer, items=data.items
+    )
+    if not checked.eligible:
+        raise ValidationFailed(
+            "Some items cannot be returned; nothing was created.", details=checked.error_details()
+        )
+    assert checked.currency is not None
+    now = datetime.now(UTC)
+    (number,) = next_numbers(session, tenant_id=tenant_id, name="return_number", count=1)
+    ret = Return(
+        tenant_id=tenant_id,
+        id=new_id("ret"),
+        number=number,
+        external_id=data.external_id,
+        status=Status.requested,
+        source=source,
+        channel=data.channel,
+        store_id=data.store.id if data.store else None,
+        customer_id=checked.customer_id,
+        email=checked.email,
+        currency=checked.currency,
+        refund_amount=None,
+        refund_method=None,
+        refunded_at=None,
+        fee_restocking=checked.restocking_fee,
+        fee_shipping=checked.shipping_fee,
+        note=data.note,
+        metadata_=data.metadata or {},
+        event_id=None,
+        created_at=now,
+        updated_at=now,
+        closed_at=None,
+        version=1,
+        claiming=True,
+    )
+    session.add(ret)
+    session.flush()
+    insert_rows(session, ReturnItem, _item_rows(tenant_id, ret.id, checked))
+    _add_history(
+        session, ret=ret, action="request", from_status=None, actor=actor, note=data.note, at=now
+    )
+    return _publish(session, ret=ret, event_type="return.requested", changes=None)
+
+
+def _check_version(ret: Return, if_match: int | None) -> None:
+    if if_match is not None and if_match != ret.version:
+        raise PreconditionFailed(
+            f"The return is at version {ret.version}, not {if_match}.",
+            details=[{"path": "If-Match", "message": f"current version is {ret.version}"}],
+            extra={"current_version": ret.version},
+        )
+
+
+def _received_anything(session: Session, ret: Return) -> bool:
+    total = session.scalar(
+        select(func.coalesce(func.sum(ReturnItem.received_quantity), 0)).where(
+            ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id
+        )
+    )
+    return bool(total)
+
+
+def _refuse_transition(
+    ret: Return, action: str, allowed: list[str], why: str = ""
+) -> InvalidTransition:
+    message = why or f"Action {action!r} is not allowed on a return in status {ret.status!r}."
+    return InvalidTransition(
+        f"{message} Allowed now: {', '.join(allowed) or 'none'}.",
+        details=[{"path": "status", "message": f"is {ret.status}", "code": "invalid_transition"}],
+        extra={"current_status": ret.status, "allowed_actions": allowed},
+    )
+
+
+def _items_of(session: Session, ret: Return) -> list[ReturnItem]:
+    return list(
+        session.scalars(
+            select(ReturnItem)
+            .where(ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id)
+            .order_by(ReturnItem.position)
+        )
+    )
+
+
+def refundable_amount(session: Session, ret: Return, items: list[ReturnItem]) -> int:
+    """Value of what was received (and damaged, if the policy refunds it) minus fees,
+    rounded down to the minor unit."""
+    policy = get_policy(session, tenant_id=ret.tenant_id)
+    refundable_outcomes = {"received", "damaged"} if policy.refund_damaged_items else {"received"}
+    value = Fraction(0)
+    for item in items:
+        if item.outcome in refundable_outcomes and item.unit_price is not None:
+            item_value = item.unit_price * item.received_quantity
+            value += item_value - Fraction(item_value * item.fee_basis_points, 10_000)
+    return max(0, floor(value) - ret.fee_shipping)
+
+
+def apply_action(
+    session: Session,
+    *,
+    tenant_id: str,
+    reference: str,
+    action: str,
+    body: Any,
+    actor: str,
+    if_match: int | None = None,
+    requester: Requester | None = None,
+) -> dict[str, Any]:
+    """Run one action of the state machine on a return (locked for the transaction)."""
+    transition = TRANSITIONS[action]
+    ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
+    if requester is not None and not _belongs_to(ret, requester):
+        raise NotFound(f"No return {reference!r}.")
+    _check_version(ret, if_match)
+    received = _received_anything(session, ret)
+    allowed = allowed_actions(status=ret.status, source=ret.source, received_anything=received)
+    if action not in allowed:
+        why = ""
+        if action == "cancel" and ret.status in transition.sources:
+            why = "A return cannot be cancelled once anything was received."
+        elif action == "reopen" and ret.source == "event":
+            why = "A return recorded from an event cannot be reopened."
+        raise _refuse_transition(ret, action, allowed, why)
+
+    now = datetime.now(UTC)
+    before = {"status": ret.status}
+    note = getattr(body, "note", None)
+    changes: dict[str, Any] = {}
+    if action == "decline":
+        ret.claiming = False
+        note = f"{body.reason}: {note}" if note else body.reason
+    elif action == "cancel":
+        ret.claiming = False
+        reason = getattr(body, "reason", None)
+        note = f"{reason}: {note}" if reason and note else (reason or note)
+    elif action == "reopen":
+        if not ret.claiming:
+            _reclaim(session, ret)
+        ret.claiming = True
+        ret.closed_at = None
+    elif action == "receive":
+        changes["items"] = _receive(session, ret, body)
+    elif action == "refund":
+        items = _items_of(session, ret)
+        limit = refundable_amount(session, ret, items)
+        amount = limit if body.amount is None else body.amount
+        if amount > limit:
+            raise ValidationFailed(
+                f"The refund may be at most {limit}, the refundable value of what was received.",
+                details=[
+                    {
+                        "path": "amount",
+                        "message": f"must be at most {limit}",
+                        "code": "refund_exceeds_refundable",
+                    }
+                ],
+            )
+        changes["refund"] = [None, {"amount": amount, "method": body.method}]
+        ret.refund_amount = amount
+        ret.refund_method = body.method
+        ret.refunded_at = now
+    if transition.target == Status.closed:
+        ret.closed_at = now
+    ret.status = transition.target
+    ret.version += 1
+    ret.updated_at = now
+    _add_history(
+        session,
+        ret=ret,
+        action=action,
+        from_status=before["status"],
+        actor=actor,
+        note=note,
+        at=now,
+    )
+    changes["status"] = [before["status"], ret.status]
+    return _publish(session, ret=ret, event_type=transition.event_type, changes=changes)
+
+
+def _belongs_to(ret: Return, requester: Requester) -> bool:
+    if requester.customer_id is not None and ret.customer_id == requester.customer_id:
+        return True
+    return requester.email is not None and ret.email == requester.email
+
+
+def _reclaim(session: Session, ret: Return) -> None:
+    """Reopening a declined or cancelled return claims its units again, if still free."""
+    items = _items_of(session, ret)
+    requests = [
+        ReturnItemCreate(
+            order_id=item.order_id,
+            line_id=item.line_id,
+            quantity=item.quantity,
+            reason=item.reason,
+            note=item.note or "reopened",
+            resolution=item.resolution,
+        )
+        for item in items
+    ]
+    checked = check_items(
+        session,
+        tenant_id=ret.tenant_id,
+        policy=get_policy(session, tenant_id=ret.tenant_id),
+        requester=Requester(customer_id=ret.customer_id, email=ret.email),
+        items=requests,
+        exclude_return_id=ret.id,
+        now=ret.created_at,  # the window was met when it was requested
+    )
+    errors = [
+        detail
+        for detail in checked.error_details()
+        if detail["code"] == "quantity_exceeds_returnable"
+    ]
+    if errors:
+        raise ValidationFailed(
+            "Some units of this return were claimed by another return since; it cannot reopen.",
+            details=errors,
+        )
+
+
+def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str, Any]]:
+    items = {(item.order_id, item.line_id): item for item in _items_of(session, ret)}
+    details = []
+    changed = []
+    for index, receipt in enumerate(body.items):
+        item = items.get((receipt.order_id, receipt.line_id))
+        if item is None:
+            details.append(
+                {
+                    "path": f"items[{index}]",
+                    "message": f"this return has no item for line {receipt.line_id!r} "
+                    f"of order {receipt.order_id!r}",
+                    "code": "item_not_in_return",
+                }
+            )
+            continue
+        if item.received_quantity + receipt.quantity > item.quantity:
+            details.append(
+                {
+                    "path": f"items[{index}].quantity",
+                    "message": f"at most {item.quantity - item.received_quantity} more",
+                    "code": "quantity_exceeds_requested",
+                }
+            )
+            continue
+        item.received_quantity += receipt.quantity
+        item.outcome = receipt.outcome
+        item.disposition = receipt.disposition or (
+            "restock" if receipt.outcome == "received" else "not_restocked"
+        )
+        changed.append(
+            {
+                "order_id": item.order_id,
+                "line_id": item.line_id,
+                "received_quantity": item.received_quantity,
+                "outcome": item.outcome,
+                "disposition": item.disposition,
+            }
+        )
+    if details:
+        raise ValidationFailed(
+            "Some receipts do not match the return; nothing was received.", details=details
+        )
+    return changed
+
+
+def update_return(
+    session: Session,
+    *,
+    tenant_id: str,
+    reference: str,
+    data: ReturnUpdate,
+    actor: str,
+    if_match: int | None = None,
+) -> dict[str, Any]:
+    """Edit a return while it is requested; new items are checked again."""
+    ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
+    _check_version(ret, if_match)
+    if ret.status != Status.requested:
+        allowed = allowed_actions(
+            status=ret.status, source=ret.source, received_anything=_received_anything(session, ret)
+        )
+        raise _refuse_transition(
+            ret, "update", allowed, "A return can be edited only while it is requested."
+        )
+    now = datetime.now(UTC)
+    changes: dict[str, Any] = {}
+    fields = data.model_fields_set
+    if "items" in fields and data.items is not None:
+        checked = check_items(
+            session,
+            tenant_id=tenant_id,
+            policy=get_policy(session, tenant_id=tenant_id),
+            requester=Requester(customer_id=ret.customer_id, email=ret.email),
+            items=data.items,
+            exclude_return_id=ret.id,
+        )
+        if not checked.eligible:
+            raise ValidationFailed(
+                "Some items cannot be returned; nothing was changed.",
+                details=checked.error_details(),
+            )
+        if checked.currency != ret.currency:
+            raise ValidationFailed(
+                details=[
+                    {
+                        "path": "items",
+                        "message": f"the return is in {ret.currency}",
+                        "code": "currency_mismatch",
+                    }
+                ]
+            )
+        session.execute(
+            delete(ReturnItem).where(
+                ReturnItem.tenant_id == tenant_id, ReturnItem.return_id == ret.id
+            )
+        )
+        insert_rows(session, ReturnItem, _item_rows(tenant_id, ret.id, checked))
+        ret.fee_restocking = checked.restocking_fee
+        ret.fee_shipping = checked.shipping_fee
+        changes["items"] = [None, [item.model_dump() for item in data.items]]
+    for name, attribute in (
+        ("note", "note"),
+        ("external_id", "external_id"),
+        ("metadata", "metadata_"),
+    ):
+        if name in fields:
+            value = getattr(data, name)
+            if name == "metadata":
+                value = value or {}
+            changes[name] = [getattr(ret, attribute), value]
+            setattr(ret, attribute, value)
+    ret.version += 1
+    ret.updated_at = now
+    _add_history(
+        session, ret=ret, action="update", from_status=ret.status, actor=actor, note=None, at=now
+    )
+    return _publish(session, ret=ret, event_type="return.updated", changes=changes)
+
+
+def delete_return(
+    session: Session, *, tenant_id: str, reference: str, actor: str, if_match: int | None = None
+) -> dict[str, Any]:
+    """DELETE cancels a return that has not been received, or closes a refunded or declined
+    one; a return is never erased."""
+    ret = find_return(session, tenant_id=tenant_id, reference=reference)
+    if ret.status in TRANSITIONS["cancel"].sources:
+        action, body = "cancel", CancelBody()
+    elif ret.status in TRANSITIONS["close"].sources:
+        action, body = "close", NoteBody()  # type: ignore[assignment]
+    else:
+        allowed = allowed_actions(
+            status=ret.status, source=ret.source, received_anything=_received_anything(session, ret)
+        )
+        raise _refuse_transition(
+            ret,
+            "delete",
+            allowed,
+            f"A return in status {ret.status!r} can be neither cancelled nor closed.",
+        )
+    return apply_action(
+        session,
+        tenant_id=tenant_id,
+        reference=ret.id,
+        action=action,
+        body=body,
+        actor=actor,
+        if_match=if_match,
+    )
+
+
+def get_return(session: Session, *, tenant_id: str, reference: str) -> dict[str, Any]:
+    ret = find_return(session, tenant_id=tenant_id, reference=reference)
+    return render_returns(session, tenant_id=tenant_id, returns=[ret])[0]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 23:30:48.163790
+Create Date: 2026-11-21 23:53:32.909279
 """
 
 from collections.abc import Sequence
@@ -157,6 +157,16 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "policies",
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("document", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_policies_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", name=op.f("pk_policies")),
+    )
+    op.create_table(
         "returns",
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -181,6 +191,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("claiming", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.id"], name=op.f("fk_returns_tenant_id_tenants")
         ),
@@ -196,6 +207,21 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_returns_tenant_id_email", ["tenant_id", "email"], unique=False)
 
+    op.create_table(
+        "storefront_sessions",
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("customer_id", sa.String(length=128), nullable=True),
+        sa.Column("email", sa.String(length=254), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_storefront_sessions_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "token_hash", name=op.f("pk_storefront_sessions")),
+        sqlite_with_rowid=False,
+    )
     op.create_table(
         "stores",
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
@@ -223,6 +249,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "name", name=op.f("pk_tenant_counters")),
         sqlite_with_rowid=False,
     )
+    op.create_table(
+        "attachments",
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("return_id", sa.String(length=40), nullable=False),
+        sa.Column("filename", sa.String(length=255), nullable=False),
+        sa.Column("content_type", sa.String(length=100), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("storage_key", sa.String(length=500), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "return_id"],
+            ["returns.tenant_id", "returns.id"],
+            name=op.f("fk_attachments_tenant_id_return_id_returns"),
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "id", name=op.f("pk_attachments")),
+    )
+    with op.batch_alter_table("attachments", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_attachments_tenant_id_return_id", ["tenant_id", "return_id"], unique=False
+        )
+
     op.create_table(
         "order_lines",
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
@@ -283,6 +332,7 @@ def upgrade() -> None:
         sa.Column("note", sa.String(length=4000), nullable=True),
         sa.Column("resolution", sa.String(length=20), nullable=False),
         sa.Column("unit_price", sa.BigInteger(), nullable=True),
+        sa.Column("fee_basis_points", sa.Integer(), nullable=False),
         sa.Column("outcome", sa.String(length=20), nullable=True),
         sa.Column("disposition", sa.String(length=20), nullable=True),
         sa.ForeignKeyConstraint(
@@ -316,14 +366,20 @@ def downgrade() -> None:
         batch_op.drop_index("ix_order_lines_tenant_id_product_id")
 
     op.drop_table("order_lines")
+    with op.batch_alter_table("attachments", schema=None) as batch_op:
+        batch_op.drop_index("ix_attachments_tenant_id_return_id")
+
+    op.drop_table("attachments")
     op.drop_table("tenant_counters")
     op.drop_table("stores")
+    op.drop_table("storefront_sessions")
     with op.batch_alter_table("returns", schema=None) as batch_op:
         batch_op.drop_index("ix_returns_tenant_id_email")
         batch_op.drop_index("ix_returns_tenant_id_customer_id")
         batch_op.drop_index("ix_returns_tenant_id_created_at")
 
     op.drop_table("returns")
+    op.drop_table("policies")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_outbox_pending",

@@ -1,0 +1,34 @@
+"""Small HTTP helpers shared by endpoints: If-Match versions, ETags, list limits."""
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Query
+
+from returnstack.kit.errors import InvalidRequest
+
+
+def if_match_version(
+    if_match: Annotated[
+        str | None,
+        Header(alias="If-Match", description='The version you last saw: "3". Stale: 412.'),
+    ] = None,
+) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    value = if_match.strip().removeprefix("W/").strip('"')
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidRequest(
+            "If-Match must be a version, as the ETag gives it.",
+            details=[{"path": "If-Match", "message": 'must look like "3"'}],
+        )
+    return int(value)
+
+
+IfMatch = Annotated[int | None, Depends(if_match_version)]
+
+
+def etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size, 1-200.")]

@@ -1,0 +1,236 @@
+"""Eligibility of requested items and the money a refund would pay.
+
+Every check is made per item against the tenant's policy, with the order rows locked (FOR
+UPDATE on PostgreSQL; SQLite writers already hold the database's write lock), so concurrent
+requests cannot both claim the last unit of a line.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from math import ceil, floor
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from returnstack.models import Order
+from returnstack.orders.service import render_orders
+from returnstack.returns.policy import PolicyDocument, terms_for
+from returnstack.returns.schemas import ReturnItemCreate
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asks: staff acting for a customer, a signed-in customer, or a guest."""
+
+    customer_id: str | None
+    email: str | None
+    storefront: bool = False  # storefront callers never learn that an order exists
+
+
+@dataclass
+class CheckedItem:
+    index: int
+    request: ReturnItemCreate
+    order: dict[str, Any] | None = None
+    line: dict[str, Any] | None = None
+    fee_basis_points: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+
+    @property
+    def line_id(self) -> str | None:
+        return self.line["line_id"] if self.line else self.request.line_id
+
+    @property
+    def value(self) -> int:
+        return self.line["unit_price"] * self.request.quantity if self.line else 0
+
+    @property
+    def fee(self) -> Fraction:
+        return Fraction(self.value * self.fee_basis_points, 10_000)
+
+
+@dataclass
+class Checked:
+    items: list[CheckedItem]
+    currency: str | None
+    customer_id: str | None
+    email: str | None
+    shipping_fee: int
+
+    @property
+    def eligible(self) -> bool:
+        return all(not item.errors for item in self.items)
+
+    @property
+    def restocking_fee(self) -> int:
+        # Fees are exact; what is shown is what the floor of the refund leaves out.
+        return ceil(sum((item.fee for item in self.items), Fraction(0)))
+
+    @property
+    def total(self) -> int:
+        value = sum(item.value for item in self.items)
+        fees = sum((item.fee for item in self.items), Fraction(0))
+        return max(0, floor(value - fees) - self.shipping_fee)
+
+    def error_details(self) -> list[dict[str, str]]:
+        return [
+            {"path": f"items[{item.index}]", "message": message, "code": code}
+            for item in self.items
+            for code, message in item.errors
+        ]
+
+
+def _owned(order: Order, requester: Requester) -> bool:
+    if requester.customer_id is not None and order.customer_id == requester.customer_id:
+        return True
+    return requester.email is not None and order.email == requester.email
+
+
+def check_items(
+    session: Session,
+    *,
+    tenant_id: str,
+    policy: PolicyDocument,
+    requester: Requester | None,
+    items: list[ReturnItemCreate],
+    exclude_return_id: str | None = None,
+    now: datetime | None = None,
+) -> Checked:
+    """Check every item; `requester` None means staff acting for the first order's customer."""
+    now = now or datetime.now(UTC)
+    order_ids = sorted({item.order_id for item in items})
+    rows = list(
+        session.scalars(
+            select(Order)
+            .where(Order.tenant_id == tenant_id, Order.id.in_(order_ids))
+            .order_by(Order.id)
+            .with_for_update()
+        )
+    )
+    orders = {order.id: order for order in rows}
+    if requester is None:
+        first = next((orders[i.order_id] for i in items if i.order_id in orders), None)
+        requester = Requester(
+            customer_id=first.customer_id if first else None, email=first.email if first else None
+        )
+    rendered = {
+        order["order_id"]: order
+        for order in render_orders(
+            session, tenant_id=tenant_id, orders=rows, exclude_return_id=exclude_return_id
+        )
+    }
+    reasons = {reason.code: reason for reason in policy.reasons}
+    checked: list[CheckedItem] = []
+    claimed_here: dict[tuple[str, str], int] = {}
+    currency: str | None = None
+    for index, request in enumerate(items):
+        item = CheckedItem(index=index, request=request)
+        checked.append(item)
+        order = orders.get(request.order_id)
+        if order is None or (requester.storefront and not _owned(order, requester)):
+            item.errors.append(("order_not_found", f"No order {request.order_id!r}."))
+            continue
+        if not _owned(order, requester):
+            item.errors.append(
+                ("order_not_owned", f"Order {request.order_id!r} belongs to another customer.")
+            )
+            continue
+        view = rendered[order.id]
+        item.order = view
+        item.line = _find_line(view, request, item)
+        if item.line is None:
+            continue
+        if currency is None:
+            currency = order.currency
+        elif order.currency != currency:
+            item.errors.append(
+                ("currency_mismatch", f"Order {order.id!r} is in {order.currency}, not {currency}.")
+            )
+        reason = reasons.get(request.reason)
+        if reason is None:
+            item.errors.append(("unknown_reason", f"Unknown reason {request.reason!r}."))
+        elif reason.code == "other" and not (request.note and request.note.strip()):
+            item.errors.append(("note_required", "The reason 'other' needs a note."))
+        terms = terms_for(
+            policy, product_id=item.line["product_id"], category=item.line["category"]
+        )
+        if not terms.returnable:
+            item.errors.append(("final_sale", "This product is not returnable."))
+        deadline = order.placed_at + timedelta(days=terms.window_days)
+        if now > deadline:
+            item.errors.append(
+                (
+                    "outside_return_window",
+                    f"The return window of {terms.window_days} days ended on "
+                    f"{deadline.date().isoformat()}.",
+                )
+            )
+        key = (order.id, item.line["line_id"])
+        claimed_here[key] = claimed_here.get(key, 0) + request.quantity
+        if claimed_here[key] > item.line["returnable_quantity"]:
+            item.errors.append(
+                (
+                    "quantity_exceeds_returnable",
+                    f"Only {item.line['returnable_quantity']} of line {key[1]!r} can be returned.",
+                )
+            )
+        merchant_fault = reason is not None and reason.merchant_fault
+        item.fee_basis_points = 0 if merchant_fault else terms.fee_basis_points
+    # Staff may name the customer by id alone: the owned orders tell the rest.
+    owned = next((orders[i.request.order_id] for i in checked if i.order is not None), None)
+    customer_id = requester.customer_id or (owned.customer_id if owned else None)
+    email = requester.email or (owned.email if owned else None)
+    any_fee_bearing = any(
+        item.line is not None
+        and not (item.request.reason in reasons and reasons[item.request.reason].merchant_fault)
+        for item in checked
+    )
+    return Checked(
+        items=checked,
+        currency=currency,
+        customer_id=customer_id,
+        email=email,
+        shipping_fee=policy.return_shipping_fee if any_fee_bearing else 0,
+    )
+
+
+def _find_line(
+    order: dict[str, Any], request: ReturnItemCreate, item: CheckedItem
+) -> dict[str, Any] | None:
+    lines = order["lines"]
+    if request.line_id is not None:
+        line = next((line for line in lines if line["line_id"] == request.line_id), None)
+        if line is None:
+            item.errors.append(
+                ("line_not_found", f"Order {order['order_id']!r} has no line {request.line_id!r}.")
+            )
+        elif request.product_id is not None and line["product_id"] != request.product_id:
+            item.errors.append(
+                (
+                    "line_not_found",
+                    f"Line {request.line_id!r} is not product {request.product_id!r}.",
+                )
+            )
+            return None
+        return line
+    matches = [line for line in lines if line["product_id"] == request.product_id]
+    if not matches:
+        item.errors.append(
+            (
+                "line_not_found",
+                f"Order {order['order_id']!r} has no line of product {request.product_id!r}.",
+            )
+        )
+        return None
+    if len(matches) > 1:
+        item.errors.append(
+            (
+                "ambiguous_line",
+                f"Order {order['order_id']!r} has several lines of product "
+                f"{request.product_id!r}: give line_id.",
+            )
+        )
+        return None
+    return matches[0]

@@ -1,0 +1,318 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from pydantic import AwareDatetime
+
+from returnstack.kit.deps import DbSession
+from returnstack.kit.errors import (
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+)
+from returnstack.kit.http import IfMatch, Limit, etag
+from returnstack.kit.idempotency import Idempotency
+from returnstack.kit.openapi import errors
+from returnstack.kit.responses import JSONResponse, RawJSONResponse
+from returnstack.kit.types import normalize_email
+from returnstack.returns import policy as policies
+from returnstack.returns import repository, service
+from returnstack.returns.schemas import (
+    CancelBody,
+    DeclineBody,
+    NoteBody,
+    Preview,
+    ReceiveBody,
+    RefundBody,
+    ReturnCreate,
+    ReturnOut,
+    ReturnPage,
+    ReturnUpdate,
+)
+from returnstack.tenants.auth import SecretKey
+
+router = APIRouter(tags=["returns"])
+
+STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
+
+
+def _with_etag(payload: Any) -> dict[str, str]:
+    return etag(payload["version"])
+
+
+def _json(payload: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    return JSONResponse(payload, status_code=status_code, headers=etag(payload["version"]))
+
+
+@router.post(
+    "/v1/returns",
+    status_code=201,
+    response_model=ReturnOut,
+    responses=errors(*STAFF_ERRORS, Conflict, ValidationFailed),
+)
+def create_return(
+    data: ReturnCreate, principal: SecretKey, session: DbSession, idempotency: Idempotency
+) -> RawJSONResponse:
+    """Open a return of items from one or more orders of one customer, in one currency.
+
+    Every item is checked against the policy; a violation answers 422 whose details name
+    the item (`items[1]`) and a code: `order_not_found`, `order_not_owned`, `line_not_found`,
+    `ambiguous_line`, `quantity_exceeds_returnable`, `outside_return_window`, `final_sale`,
+    `unknown_reason`, `note_required`, `currency_mismatch`.
+    """
+    return idempotency.respond(
+        session,
+        tenant_id=principal.tenant_id,
+        status_code=201,
+        produce=lambda: service.open_return(
+            session,
+            tenant_id=principal.tenant_id,
+            requester=None,
+            data=data,
+            source="api",
+            actor=principal.actor,
+        ),
+        headers=_with_etag,
+    )
+
+
+@router.post(
+    "/v1/returns/preview", response_model=Preview, responses=errors(*STAFF_ERRORS, ValidationFailed)
+)
+def preview_return(data: ReturnCreate, principal: SecretKey, session: DbSession) -> Any:
+    """The same checks as POST /v1/returns, and the money, without writing anything."""
+    return service.preview_return(session, tenant_id=principal.tenant_id, requester=None, data=data)
+
+
+@router.get("/v1/returns", response_model=ReturnPage, responses=errors(*STAFF_ERRORS))
+def list_returns(
+    principal: SecretKey,
+    session: DbSession,
+    limit: Limit = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+    status: Annotated[list[str] | None, Query(description="Repeatable.")] = None,
+    order_id: Annotated[str | None, Query(max_length=128)] = None,
+    product_id: Annotated[str | None, Query(max_length=128)] = None,
+    channel: Annotated[str | None, Query(pattern="^(online|offline)$")] = None,
+    store_id: Annotated[str | None, Query(max_length=128)] = None,
+    source: Annotated[str | None, Query(pattern="^(api|storefront|event|dashboard)$")] = None,
+    reason: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Number, external id, email, notes.")
+    ] = None,
+) -> Any:
+    """Returns, newest first, with recorded returns (`source: "event"`) among them."""
+    statuses = tuple(status or ())
+    known = {"requested", "approved", "declined", "received", "refunded", "closed", "cancelled"}
+    unknown = [value for value in statuses if value not in known]
+    if unknown:
+        raise InvalidRequest(
+            details=[
+                {"path": "status", "message": f"unknown status {value!r}"} for value in unknown
+            ]
+        )
+    try:
+        normalized_email = normalize_email(email) if email is not None else None
+    except ValueError as exc:
+        raise InvalidRequest(details=[{"path": "email", "message": str(exc)}]) from None
+    filters = repository.ReturnFilters(
+        customer_id=customer_id,
+        email=normalized_email,
+        status=statuses,
+        order_id=order_id,
+        product_id=product_id,
+        channel=channel,
+        store_id=store_id,
+        source=source,
+        reason=reason,
+        created_after=created_after,
+        created_before=created_before,
+        q=q,
+    )
+    if any(
+        "\x00" in (value or "")
+        for value in (customer_id, order_id, product_id, store_id, reason, q)
+    ):
+        return {"data": [], "next_cursor": None}
+    rows, next_cursor = repository.list_returns(
+        session, tenant_id=principal.tenant_id, filters=filters, limit=limit, cursor=cursor
+    )
+    return {
+        "data": repository.render_returns(session, tenant_id=principal.tenant_id, returns=rows),
+        "next_cursor": next_cursor,
+    }
+
+
+@router.get(
+    "/v1/returns/{return_id}", response_model=ReturnOut, responses=errors(*STAFF_ERRORS, NotFound)
+)
+def read_return(return_id: str, principal: SecretKey, session: DbSession) -> JSONResponse:
+    """A return by id (`ret_...`) or number (`R-000123`)."""
+    return _json(service.get_return(session, tenant_id=principal.tenant_id, reference=return_id))
+
+
+@router.patch(
+    "/v1/returns/{return_id}",
+    response_model=ReturnOut,
+    responses=errors(
+        *STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
+    ),
+)
+def patch_return(
+    return_id: str, data: ReturnUpdate, principal: SecretKey, session: DbSession, if_match: IfMatch
+) -> JSONResponse:
+    """Edit items, note, external id or metadata while the return is `requested`."""
+    return _json(
+        service.update_return(
+            session,
+            tenant_id=principal.tenant_id,
+            reference=return_id,
+            data=data,
+            actor=principal.actor,
+            if_match=if_match,
+        )
+    )
+
+
+@router.delete(
+    "/v1/returns/{return_id}",
+    response_model=ReturnOut,
+    responses=errors(*STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed),
+)
+def delete_return(
+    return_id: str, principal: SecretKey, session: DbSession, if_match: IfMatch
+) -> JSONResponse:
+    """Cancel (requested, approved) or close (refunded, declined): a return is never erased."""
+    return _json(
+        service.delete_return(
+            session,
+            tenant_id=principal.tenant_id,
+            reference=return_id,
+            actor=principal.actor,
+            if_match=if_match,
+        )
+    )
+
+
+def _action(
+    action: str, return_id: str, body: Any, principal: Any, session: Any, if_match: int | None
+) -> JSONResponse:
+    return _json(
+        service.apply_action(
+            session,
+            tenant_id=principal.tenant_id,
+            reference=return_id,
+            action=action,
+            body=body,
+            actor=principal.actor,
+            if_match=if_match,
+        )
+    )
+
+
+ACTION_ERRORS = errors(
+    *STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
+)
+
+
+@router.post("/v1/returns/{return_id}/approve", response_model=ReturnOut, responses=ACTION_ERRORS)
+def approve(
+    return_id: str,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    body: Annotated[NoteBody | None, Body()] = None,
+) -> JSONResponse:
+    """requested -> approved."""
+    return _action("approve", return_id, body or NoteBody(), principal, session, if_match)
+
+
+@router.post("/v1/returns/{return_id}/decline", response_model=ReturnOut, responses=ACTION_ERRORS)
+def decline(
+    return_id: str, body: DeclineBody, principal: SecretKey, session: DbSession, if_match: IfMatch
+) -> JSONResponse:
+    """requested -> declined; its items no longer count against their orders."""
+    return _action("decline", return_id, body, principal, session, if_match)
+
+
+@router.post("/v1/returns/{return_id}/receive", response_model=ReturnOut, responses=ACTION_ERRORS)
+def receive(
+    return_id: str, body: ReceiveBody, principal: SecretKey, session: DbSession, if_match: IfMatch
+) -> JSONResponse:
+    """approved or received -> received; partial receipts add up."""
+    return _action("receive", return_id, body, principal, session, if_match)
+
+
+@router.post("/v1/returns/{return_id}/refund", response_model=ReturnOut, responses=ACTION_ERRORS)
+def refund(
+    return_id: str, body: RefundBody, principal: SecretKey, session: DbSession, if_match: IfMatch
+) -> JSONResponse:
+    """received -> refunded. The default amount is the value of what was received (outcome
+    `received`, and `damaged` if the policy refunds it) minus fees, rounded down; an explicit
+    amount may be lower, never higher."""
+    return _action("refund", return_id, body, principal, session, if_match)
+
+
+@router.post("/v1/returns/{return_id}/close", response_model=ReturnOut, responses=ACTION_ERRORS)
+def close(
+    return_id: str,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    body: Annotated[NoteBody | None, Body()] = None,
+) -> JSONResponse:
+    """refunded or declined -> closed."""
+    return _action("close", return_id, body or NoteBody(), principal, session, if_match)
+
+
+@router.post("/v1/returns/{return_id}/cancel", response_model=ReturnOut, responses=ACTION_ERRORS)
+def cancel(
+    return_id: str,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    body: Annotated[CancelBody | None, Body()] = None,
+) -> JSONResponse:
+    """requested or approved -> cancelled (not once anything was received)."""
+    return _action("cancel", return_id, body or CancelBody(), principal, session, if_match)
+
+
+@router.post("/v1/returns/{return_id}/reopen", response_model=ReturnOut, responses=ACTION_ERRORS)
+def reopen(
+    return_id: str,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    body: Annotated[NoteBody | None, Body()] = None,
+) -> JSONResponse:
+    """closed or cancelled -> requested (not for returns recorded from events)."""
+    return _action("reopen", return_id, body or NoteBody(), principal, session, if_match)
+
+
+policy_router = APIRouter(tags=["policy"])
+
+
+@policy_router.get(
+    "/v1/policy", response_model=policies.PolicyDocument, responses=errors(*STAFF_ERRORS)
+)
+def read_policy(principal: SecretKey, session: DbSession) -> Any:
+    """The return policy; every field has a default."""
+    return policies.get_policy(session, tenant_id=principal.tenant_id)
+
+
+@policy_router.put(
+    "/v1/policy",
+    response_model=policies.PolicyDocument,
+    responses=errors(*STAFF_ERRORS, ValidationFailed),
+)
+def replace_policy(data: policies.PolicyDocument, principal: SecretKey, session: DbSession) -> Any:
+    """Replace the policy; fields left out take their defaults."""
+    return policies.put_policy(session, tenant_id=principal.tenant_id, policy=data)

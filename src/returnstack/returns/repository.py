@@ -1,0 +1,220 @@
+"""Reading returns: by id or number, for update, and as filtered, paginated lists."""
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from returnstack.kit.errors import InvalidRequest, NotFound
+from returnstack.models import Attachment, Return, ReturnHistory, ReturnItem, Store
+from returnstack.orders.service import store_resource
+from returnstack.returns.render import render_return
+
+_ITEM_COLUMNS = [c.key for c in ReturnItem.__table__.columns]
+_RETURN_COLUMNS = [c.key for c in Return.__table__.columns]
+
+
+def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
+    data = {column: getattr(obj, column) for column in columns if column != "metadata"}
+    if "metadata" in columns:
+        data["metadata"] = obj.metadata_
+    return data
+
+
+def parse_number(reference: str) -> int | None:
+    """'R-000123' (any case, any zero padding) -> 123."""
+    if reference[:2].upper() == "R-" and reference[2:].isdigit() and len(reference) <= 22:
+        return int(reference[2:])
+    return None
+
+
+def find_return(
+    session: Session, *, tenant_id: str, reference: str, for_update: bool = False
+) -> Return:
+    """A return by id (ret_...) or number (R-000123); 404 when the tenant has none."""
+    number = parse_number(reference)
+    condition = Return.number == number if number is not None else Return.id == reference
+    query = select(Return).where(Return.tenant_id == tenant_id, condition)
+    if for_update:
+        query = query.with_for_update()
+    ret = None if "\x00" in reference else session.scalar(query)
+    if ret is None:
+        raise NotFound(f"No return {reference!r}.")
+    return ret
+
+
+def render_returns(
+    session: Session, *, tenant_id: str, returns: Sequence[Return]
+) -> list[dict[str, Any]]:
+    """Returns as the API shows them: items, history, attachments and store, in 4 queries."""
+    if not returns:
+        return []
+    ids = [ret.id for ret in returns]
+    items: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for item in session.scalars(
+        select(ReturnItem)
+        .where(ReturnItem.tenant_id == tenant_id, ReturnItem.return_id.in_(ids))
+        .order_by(ReturnItem.return_id, ReturnItem.position)
+    ):
+        items[item.return_id].append(_row(item, _ITEM_COLUMNS))
+    history: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for entry in session.scalars(
+        select(ReturnHistory)
+        .where(ReturnHistory.tenant_id == tenant_id, ReturnHistory.return_id.in_(ids))
+        .order_by(ReturnHistory.return_id, ReturnHistory.seq)
+    ):
+        history[entry.return_id].append(
+            {c.key: getattr(entry, c.key) for c in ReturnHistory.__table__.columns}
+        )
+    attachments: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    for attachment in session.scalars(
+        select(Attachment)
+        .where(Attachment.tenant_id == tenant_id, Attachment.return_id.in_(ids))
+        .order_by(Attachment.return_id, Attachment.created_at, Attachment.id)
+    ):
+        attachments[attachment.return_id].append(
+            {
+                "id": attachment.id,
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+                "url": f"/v1/returns/{attachment.return_id}/attachments/{attachment.id}",
+            }
+        )
+    store_ids = {ret.store_id for ret in returns if ret.store_id}
+    stores = (
+        {
+            store.id: store
+            for store in session.scalars(
+                select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(store_ids))
+            )
+        }
+        if store_ids
+        else {}
+    )
+    return [
+        render_return(
+            _row(ret, _RETURN_COLUMNS),
+            items[ret.id],
+            history[ret.id],
+            store=store_resource(stores.get(ret.store_id)) if ret.store_id else None,
+            attachments=attachments[ret.id],
+        )
+        for ret in returns
+    ]
+
+
+@dataclass(frozen=True)
+class ReturnFilters:
+    customer_id: str | None = None
+    email: str | None = None
+    status: tuple[str, ...] = ()
+    order_id: str | None = None
+    product_id: str | None = None
+    channel: str | None = None
+    store_id: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    q: str | None = None
+
+
+def encode_cursor(ret: Return) -> str:
+    raw = orjson.dumps([ret.created_at.isoformat(), ret.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, return_id = orjson.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created_at), str(return_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidRequest(
+            "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
+        ) from None
+
+
+def _filtered(query: Select[Any], tenant_id: str, filters: ReturnFilters) -> Select[Any]:
+    conditions = [Return.tenant_id == tenant_id]
+    if filters.customer_id is not None:
+        conditions.append(Return.customer_id == filters.customer_id)
+    if filters.email is not None:
+        conditions.append(Return.email == filters.email)
+    if filters.status:
+        conditions.append(Return.status.in_(filters.status))
+    for column, value in (
+        (Return.channel, filters.channel),
+        (Return.store_id, filters.store_id),
+        (Return.source, filters.source),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if filters.created_after is not None:
+        conditions.append(Return.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conditions.append(Return.created_at < filters.created_before)
+    item_conditions = []
+    if filters.order_id is not None:
+        item_conditions.append(ReturnItem.order_id == filters.order_id)
+    if filters.product_id is not None:
+        item_conditions.append(ReturnItem.product_id == filters.product_id)
+    if filters.reason is not None:
+        item_conditions.append(ReturnItem.reason == filters.reason)
+    if item_conditions:
+        conditions.append(
+            exists().where(
+                ReturnItem.tenant_id == Return.tenant_id,
+                ReturnItem.return_id == Return.id,
+                *item_conditions,
+            )
+        )
+    if filters.q:
+        pattern = f"%{filters.q.lower()}%"
+        matches = [
+            func.lower(Return.external_id).like(pattern),
+            func.lower(Return.email).like(pattern),
+            func.lower(Return.note).like(pattern),
+            exists().where(
+                ReturnItem.tenant_id == Return.tenant_id,
+                ReturnItem.return_id == Return.id,
+                func.lower(ReturnItem.note).like(pattern),
+            ),
+        ]
+        number = parse_number(filters.q.strip())
+        if number is not None:
+            matches.append(Return.number == number)
+        conditions.append(or_(*matches))
+    return query.where(and_(*conditions))
+
+
+def list_returns(
+    session: Session,
+    *,
+    tenant_id: str,
+    filters: ReturnFilters,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Return], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last row of the page."""
+    query = _filtered(select(Return), tenant_id, filters)
+    if cursor is not None:
+        created_at, return_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Return.created_at < created_at,
+                and_(Return.created_at == created_at, Return.id < return_id),
+            )
+        )
+    rows = list(
+        session.scalars(query.order_by(Return.created_at.desc(), Return.id.desc()).limit(limit + 1))
+    )
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor

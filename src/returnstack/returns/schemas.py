@@ -1,0 +1,238 @@
+"""Requests and responses of the returns API (API.md section 4)."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from returnstack.kit.types import Amount, ClientId, Email, Note, Quantity, ShortText
+
+Resolution = Literal["refund", "store_credit", "exchange"]
+RefundMethod = Literal["original_payment", "store_credit", "gift_card", "cash", "exchange"]
+Outcome = Literal["received", "damaged", "wrong_item", "lost_in_transit"]
+Disposition = Literal["restock", "not_restocked"]
+ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
+MAX_ITEMS = 100
+
+
+def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stripe-like metadata: up to 50 string keys (40 chars) with short scalar values."""
+    if value is None:
+        return None
+    if len(value) > 50:
+        raise ValueError("at most 50 keys")
+    for key, item in value.items():
+        if not 1 <= len(key) <= 40 or "\x00" in key:
+            raise ValueError(f"key {key[:40]!r} must be 1-40 characters")
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise ValueError(f"value of {key!r} must be a string, number, boolean or null")
+        if isinstance(item, str) and (len(item) > 500 or "\x00" in item):
+            raise ValueError(f"value of {key!r} must be at most 500 characters")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CustomerRef(_Strict):
+    id: ClientId | None = None
+    email: Email | None = None
+
+
+class StoreRef(_Strict):
+    id: ClientId
+
+
+class ReturnItemCreate(_Strict):
+    order_id: ClientId
+    line_id: ClientId | None = Field(None, description="Or product_id, when unambiguous.")
+    product_id: ClientId | None = None
+    quantity: Quantity
+    reason: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        description="A code from the tenant's reasons."
+    )
+    note: Note | None = Field(None, description="Required when reason is 'other'.")
+    resolution: Resolution = "refund"
+
+    @model_validator(mode="after")
+    def _names_a_line(self) -> "ReturnItemCreate":
+        if self.line_id is None and self.product_id is None:
+            raise ValueError("give line_id or product_id")
+        return self
+
+
+class ReturnCreate(_Strict):
+    customer: CustomerRef | None = Field(
+        None, description="Defaults to the customer of the first order."
+    )
+    channel: Literal["online", "offline"] = "online"
+    store: StoreRef | None = None
+    items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
+    external_id: ExternalId | None = None
+    metadata: dict[str, Any] | None = None
+    note: Note | None = None
+
+    _metadata = field_validator("metadata")(_check_metadata)
+
+
+class ReturnUpdate(_Strict):
+    items: list[ReturnItemCreate] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    note: Note | None = None
+    external_id: ExternalId | None = None
+    metadata: dict[str, Any] | None = None
+
+    _metadata = field_validator("metadata")(_check_metadata)
+
+
+class NoteBody(_Strict):
+    note: Note | None = None
+
+
+class DeclineBody(_Strict):
+    reason: Literal["final_sale", "return_period_ended", "other"]
+    note: Note | None = None
+
+
+class ReceiveItem(_Strict):
+    order_id: ClientId
+    line_id: ClientId
+    quantity: Quantity
+    outcome: Outcome = "received"
+    disposition: Disposition | None = Field(
+        None, description="Defaults to restock for received items, else not_restocked."
+    )
+
+
+class ReceiveBody(_Strict):
+    items: list[ReceiveItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    note: Note | None = None
+
+
+class RefundBody(_Strict):
+    amount: Amount | None = Field(
+        None, description="Default: the refundable value of what was received, minus fees."
+    )
+    method: RefundMethod
+    note: Note | None = None
+
+
+class CancelBody(_Strict):
+    reason: ShortText | None = None
+    note: Note | None = None
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+class CustomerOut(BaseModel):
+    id: str | None
+    email: str | None
+
+
+class StoreOut(BaseModel):
+    id: str
+    name: str | None
+    city: str | None
+    country: str | None
+
+
+class ReturnItemOut(BaseModel):
+    order_id: str
+    line_id: str | None
+    product_id: str
+    variant_id: str | None
+    quantity: int
+    received_quantity: int
+    reason: str
+    note: str | None
+    resolution: str
+    unit_price: int | None
+    outcome: str | None
+    disposition: str | None
+
+
+class RefundOut(BaseModel):
+    amount: int
+    currency: str
+    method: str | None
+    refunded_at: datetime | None
+
+
+class FeesOut(BaseModel):
+    restocking: int
+    shipping: int
+
+
+class AttachmentOut(BaseModel):
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    url: str
+
+
+class HistoryOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    at: datetime
+    from_: str | None = Field(alias="from")
+    to: str
+    action: str
+    actor: str
+    note: str | None
+
+
+class ReturnOut(BaseModel):
+    id: str
+    number: str
+    external_id: str | None
+    status: str
+    source: str
+    channel: str
+    store: StoreOut | None
+    customer: CustomerOut | None
+    currency: str
+    items: list[ReturnItemOut]
+    refund: RefundOut | None
+    fees: FeesOut
+    attachments: list[AttachmentOut]
+    metadata: dict[str, Any]
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    version: int
+    allowed_actions: list[str]
+    history: list[HistoryOut]
+
+
+class ReturnPage(BaseModel):
+    data: list[ReturnOut]
+    next_cursor: str | None
+
+
+class PreviewError(BaseModel):
+    code: str
+    message: str
+
+
+class PreviewItem(BaseModel):
+    index: int
+    order_id: str
+    line_id: str | None
+    product_id: str | None
+    quantity: int
+    eligible: bool
+    errors: list[PreviewError]
+    unit_price: int | None
+    refundable: int = Field(description="Value of the item before fees.")
+    fee: int = Field(description="Restocking fee on this item.")
+
+
+class Preview(BaseModel):
+    eligible: bool
+    currency: str | None
+    items: list[PreviewItem]
+    fees: FeesOut
+    total: int = Field(description="What a refund of every item would pay, after fees.")
