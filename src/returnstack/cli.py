@@ -378,6 +378,8 @@ def demo(
                 flush()
         if batch:
             flush()
+        with db.transaction() as session:
+            opened = demo_data.open_lifecycle_returns(session, tenant_id=tenant.id)
     db.dispose()
     base = f"http://{host}:{port}"
     payload = {
@@ -385,6 +387,7 @@ def demo(
         "secret_key": secret.key,
         "publishable_key": publishable.key,
         "events_loaded": accepted,
+        "returns_opened": opened,
         "url": base,
     }
     if signing_secret:
@@ -397,7 +400,9 @@ def demo(
         out.print(f"  secret key:      {secret.key}")
         out.print(f"  publishable key: {publishable.key}")
         out.print("try:")
-        out.print(f"  curl -s {base}/v1/orders/W-100000 -H 'Authorization: Bearer {secret.key}'")
+        auth = f"-H 'Authorization: Bearer {secret.key}'"
+        out.print(f"  curl -s {base}/v1/returns?limit=5 {auth}")
+        out.print(f"  curl -s {base}/v1/orders/W-100000 {auth}")
         out.print(f"  open {base}/docs")
 
     _emit(as_json, payload, human)

@@ -194,3 +194,109 @@ def generate(
         if return_event["channel"] == "offline":
             return_event["store"] = store or STORES[0]
         yield return_event
+
+
+def open_lifecycle_returns(session: Any, *, tenant_id: str, count: int = 60, seed: int = 11) -> int:
+    """Returns opened by staff and moved through the lifecycle, so every status shows up.
+
+    Each has an external id `demo-rma-N`: running the demo again opens none twice.
+    """
+    from sqlalchemy import select
+
+    from returnstack.kit.errors import ApiError
+    from returnstack.models import Order, Return
+    from returnstack.orders.service import render_orders
+    from returnstack.returns.schemas import (
+        CancelBody,
+        DeclineBody,
+        NoteBody,
+        ReceiveBody,
+        ReceiveItem,
+        RefundBody,
+        ReturnCreate,
+        ReturnItemCreate,
+    )
+    from returnstack.returns.service import apply_action, open_return
+
+    rng = random.Random(seed)
+    existing = set(
+        session.scalars(
+            select(Return.external_id).where(
+                Return.tenant_id == tenant_id, Return.external_id.like("demo-rma-%")
+            )
+        )
+    )
+    recent = list(
+        session.scalars(
+            select(Order)
+            .where(Order.tenant_id == tenant_id, Order.customer_id.is_not(None))
+            .order_by(Order.placed_at.desc())
+            .limit(count * 3)
+        )
+    )
+    opened = 0
+    plans = ["requested", "approved", "received", "refunded", "closed", "declined", "cancelled"]
+    for number, order in enumerate(recent[:count]):
+        external_id = f"demo-rma-{number}"
+        if external_id in existing:
+            continue
+        lines = [
+            line
+            for line in render_orders(session, tenant_id=tenant_id, orders=[order])[0]["lines"]
+            if line["returnable_quantity"] > 0
+        ]
+        if not lines:
+            continue
+        line = rng.choice(lines)
+        reasons = REASONS_BY_CATEGORY[(line["category"] or "Apparel").split("/")[0]]
+        actor = "dashboard:demo-agent"
+        try:
+            ret = open_return(
+                session,
+                tenant_id=tenant_id,
+                requester=None,
+                data=ReturnCreate(
+                    items=[
+                        ReturnItemCreate(
+                            order_id=order.id,
+                            line_id=line["line_id"],
+                            quantity=1,
+                            reason=rng.choice(reasons),
+                        )
+                    ],
+                    external_id=external_id,
+                ),
+                source="api",
+                actor=actor,
+            )
+        except ApiError:
+            continue  # outside the window, or claimed meanwhile: pick another order next time
+        opened += 1
+        plan = plans[number % len(plans)]
+        first_steps: dict[str, list[tuple[str, Any]]] = {
+            "requested": [],
+            "approved": [("approve", NoteBody())],
+            "received": [("approve", NoteBody())],
+            "refunded": [("approve", NoteBody())],
+            "closed": [("approve", NoteBody())],
+            "declined": [("decline", DeclineBody(reason="return_period_ended"))],
+            "cancelled": [("cancel", CancelBody(reason="customer kept the item"))],
+        }
+        steps = first_steps[plan]
+        if plan in ("received", "refunded", "closed"):
+            receipt = ReceiveItem(order_id=order.id, line_id=line["line_id"], quantity=1)
+            steps.append(("receive", ReceiveBody(items=[receipt])))
+        if plan in ("refunded", "closed"):
+            steps.append(("refund", RefundBody(method="original_payment")))
+        if plan == "closed":
+            steps.append(("close", NoteBody()))
+        for action, body in steps:
+            apply_action(
+                session,
+                tenant_id=tenant_id,
+                reference=ret["id"],
+                action=action,
+                body=body,
+                actor=actor,
+            )
+    return opened
