@@ -8,17 +8,14 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.dml import Insert
 
 from returnstack.config import Settings
-from returnstack.models.base import Base
 
 log = logging.getLogger("returnstack.db")
 
@@ -141,11 +138,3 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
-
-
-def insert_ignore(session: Session, model: type[Base]) -> Insert:
-    """INSERT ... ON CONFLICT DO NOTHING for the session's dialect."""
-    table = cast(Table, model.__table__)
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from returnstack.kit.db import insert_ignore
+from returnstack.kit.bulk import insert_rows_returning
 from returnstack.kit.errors import Conflict, InvalidRequest
 from returnstack.kit.responses import RawJSONResponse
 from returnstack.models import IdempotencyKey
@@ -66,10 +66,10 @@ class IdempotentRequest:
                 IdempotencyKey.created_at <= now - TTL,
             )
         )
-        stored = (
-            session.connection()
-            .execute(
-                insert_ignore(session, IdempotencyKey).returning(IdempotencyKey.key),
+        stored = insert_rows_returning(
+            session,
+            IdempotencyKey,
+            [
                 {
                     "tenant_id": tenant_id,
                     "key": self.key,
@@ -77,11 +77,12 @@ class IdempotentRequest:
                     "status_code": status_code,
                     "response_body": body,
                     "created_at": now,
-                },
-            )
-            .first()
+                }
+            ],
+            on_conflict="ON CONFLICT DO NOTHING",
+            returning="key",
         )
-        if stored is None:
+        if not stored:
             # Another request with this key committed while this one ran: this one's work
             # is rolled back, and a retry will replay the other's response.
             raise Conflict(

@@ -51,7 +51,3 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
         },
     }
-
-
-def configure_logging(level: str = "INFO") -> None:
-    logging.config.dictConfig(logging_config(level))
