@@ -17,8 +17,10 @@ from returnstack.kit.openapi import install_openapi
 from returnstack.kit.ratelimit import TokenBuckets
 from returnstack.kit.responses import JSONResponse
 from returnstack.orders.endpoints import router as orders_router
+from returnstack.returns.attachments_endpoints import router as attachments_router
 from returnstack.returns.endpoints import policy_router
 from returnstack.returns.endpoints import router as returns_router
+from returnstack.storefront.endpoints import router as storefront_router
 
 DESCRIPTION = """\
 returnstack is a self-hostable returns platform: returns management, event collection
@@ -68,4 +70,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(orders_router)
     app.include_router(returns_router)
     app.include_router(policy_router)
+    app.include_router(attachments_router)
+    app.include_router(storefront_router)
     return app

@@ -39,7 +39,7 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
     insert_rows(
         session,
         Customer,
-        list(customers.values()),
+        [customers[key] for key in sorted(customers)],
         on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
         "email = COALESCE(excluded.email, customers.email), "
         "name = COALESCE(excluded.name, customers.name), updated_at = excluded.updated_at",
@@ -49,7 +49,7 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
         CustomerEmail,
         [
             {"tenant_id": tenant_id, "email": email, "customer_id": customer_id, "created_at": now}
-            for email, customer_id in emails.items()
+            for email, customer_id in sorted(emails.items())
         ],
         on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "
         "customer_id = COALESCE(customer_emails.customer_id, excluded.customer_id)",

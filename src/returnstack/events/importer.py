@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -76,14 +76,25 @@ class ImportReport:
             self.first_errors.append(error)
 
 
-def read_jsonl(stream: TextIO) -> Iterator[tuple[int, Any]]:
+def _decode_error(number: int, exc: UnicodeDecodeError) -> LineError:
+    return LineError(number, [{"path": "", "message": f"not valid UTF-8: {exc.reason}"}])
+
+
+def read_jsonl(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
+    # Byte lines: a line that is not UTF-8 is that line's error, not the whole file's.
     for number, line in enumerate(stream, start=1):
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
         if not line.strip():
             continue
         try:
             yield number, orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield number, LineError(number, [{"path": "", "message": f"not valid JSON: {exc}"}])
+            cause = exc.__cause__ if isinstance(exc.__cause__, UnicodeDecodeError) else None
+            if cause is not None:
+                yield number, _decode_error(number, cause)
+            else:
+                yield number, LineError(number, [{"path": "", "message": f"not valid JSON: {exc}"}])
 
 
 def _csv_cell(column: str, value: str) -> Any:
@@ -92,9 +103,19 @@ def _csv_cell(column: str, value: str) -> Any:
     return value
 
 
-def read_csv(stream: TextIO) -> Iterator[tuple[int, Any]]:
+def read_csv(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
     """Rows with the same event id, one after another, form one event (one row per item)."""
-    reader = csv.DictReader(stream)
+    undecodable: list[LineError] = []
+
+    def text_lines() -> Iterator[str]:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                undecodable.append(_decode_error(number, exc))
+                yield "\n"  # a blank row keeps the reader's line count right
+
+    reader = csv.DictReader(text_lines())
     unknown = [name for name in reader.fieldnames or [] if name not in CSV_COLUMNS]
     if unknown:
         yield 1, LineError(1, [{"path": name, "message": "unknown column"} for name in unknown])
@@ -103,6 +124,9 @@ def read_csv(stream: TextIO) -> Iterator[tuple[int, Any]]:
     start = 0
     for row in reader:
         line = reader.line_num
+        while undecodable:
+            error = undecodable.pop(0)
+            yield error.line, error
         cells = {
             k: v.strip() for k, v in row.items() if k is not None and v is not None and v.strip()
         }
@@ -120,11 +144,13 @@ def read_csv(stream: TextIO) -> Iterator[tuple[int, Any]]:
         current["items"] = [item]
     if current is not None:
         yield start, current
+    for error in undecodable:
+        yield error.line, error
 
 
 def import_events(
     db: Database,
-    stream: TextIO,
+    stream: BinaryIO,
     *,
     tenant_id: str,
     default_currency: str,
@@ -197,7 +223,7 @@ class CountingReader(io.RawIOBase):
         super().close()
 
 
-def open_counted(path: str) -> tuple[TextIO, CountingReader]:
+def open_counted(path: str) -> tuple[BinaryIO, CountingReader]:
+    """The file as a buffered byte stream, and a counter of the bytes read so far."""
     counter = CountingReader(open(path, "rb", buffering=0))  # noqa: SIM115  (closed by caller)
-    text = io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8-sig", newline="")
-    return text, counter
+    return io.BufferedReader(counter), counter

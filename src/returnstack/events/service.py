@@ -64,7 +64,9 @@ def record_events(
                     "received_at": now,
                     "source": source,
                 }
-                for server_id, event in unique
+                # Sorted, as every insert below: concurrent requests naming the same keys
+                # then lock them in one order and cannot deadlock (PostgreSQL).
+                for server_id, event in sorted(unique, key=lambda pair: pair[1].id)
             ],
             on_conflict="ON CONFLICT DO NOTHING",
             returning="client_id",

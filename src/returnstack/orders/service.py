@@ -3,6 +3,7 @@
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import func, select, true
@@ -46,7 +47,7 @@ def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreR
     insert_rows(
         session,
         Store,
-        list(rows.values()),
+        [rows[key] for key in sorted(rows)],
         on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
         + ", ".join(f"{col} = COALESCE(excluded.{col}, stores.{col})" for col in keep)
         + ", updated_at = excluded.updated_at",
@@ -130,6 +131,9 @@ def record_purchases(
                 },
             )
         )
+    # Sorted by key, so concurrent requests lock rows in one order (no deadlocks).
+    orders.sort(key=itemgetter("id"))
+    lines.sort(key=itemgetter("order_id", "line_id"))
     insert_rows(session, Order, orders, on_conflict="ON CONFLICT DO NOTHING")
     insert_rows(session, OrderLine, lines, on_conflict="ON CONFLICT DO NOTHING")
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)

@@ -1,0 +1,245 @@
+"""The storefront API (API.md 4.1): sessions with a publishable key, then calls that carry
+only `X-Storefront-Session`."""
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import StreamingResponse
+
+from returnstack.kit.deps import DbSession
+from returnstack.kit.errors import (
+    AuthenticationFailed,
+    Conflict,
+    InvalidRequest,
+    InvalidTransition,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    RateLimited,
+    ValidationFailed,
+)
+from returnstack.kit.http import IfMatch, Limit, etag
+from returnstack.kit.idempotency import Idempotency, IdempotentRequest
+from returnstack.kit.openapi import errors
+from returnstack.kit.responses import JSONResponse, RawJSONResponse
+from returnstack.returns.attachments_endpoints import (
+    DOWNLOAD_RESPONSES,
+    MULTIPART_BODY,
+    Storage,
+    Upload,
+    UploadIdempotency,
+    stream,
+)
+from returnstack.returns.schemas import AttachmentOut, CancelBody, Preview, ReturnOut, ReturnPage
+from returnstack.storefront import service
+from returnstack.storefront.auth import HEADER, Storefront, StorefrontCaller, guest_attempt
+from returnstack.storefront.schemas import (
+    SessionCreate,
+    SessionOut,
+    StorefrontOrderPage,
+    StorefrontReturnCreate,
+)
+from returnstack.tenants.auth import AnyKey
+
+router = APIRouter(tags=["storefront"])
+
+SESSION_ERRORS = (AuthenticationFailed, InvalidRequest, RateLimited)
+Cursor = Annotated[str | None, Query(max_length=500)]
+
+
+def _scoped(idempotency: IdempotentRequest, caller: StorefrontCaller) -> IdempotentRequest:
+    """Idempotency keys of storefront callers are theirs alone: the same key sent by another
+    customer or guest of the tenant never replays this caller's response."""
+    if idempotency.key is None:
+        return idempotency
+    digest = hashlib.sha256(f"{caller.identity}\n{idempotency.key}".encode()).hexdigest()
+    return IdempotentRequest(key=f"storefront:{digest}", fingerprint=idempotency.fingerprint)
+
+
+def _json(payload: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    return JSONResponse(payload, status_code=status_code, headers=etag(payload["version"]))
+
+
+@router.post(
+    "/v1/storefront/sessions",
+    status_code=201,
+    response_model=SessionOut,
+    responses=errors(*SESSION_ERRORS, ValidationFailed),
+)
+def create_session(
+    data: SessionCreate, principal: AnyKey, session: DbSession, request: Request
+) -> JSONResponse:
+    """Open a storefront session (1 hour) with a publishable key (a secret key works too).
+
+    - `{"customer_token": "<JWT>"}`: HS256, signed with the tenant's signing secret by the
+      merchant's backend; `sub` is the customer id, `exp` is required. A bad, expired or
+      otherwise signed token is 401.
+    - `{"order_id": "...", "email": "..."}`: a guest; the email must be the order's (any
+      case). A wrong pair is 401 without saying which half was wrong; after repeated
+      failures (per client address, and per order) every attempt is 429 for a while.
+
+    Idempotency-Key is not honoured here: a replay would have to store the session token,
+    and opening a second session is harmless.
+    """
+    if data.customer_token is not None:
+        payload = service.open_customer_session(
+            session, tenant_id=principal.tenant_id, token=data.customer_token
+        )
+        return JSONResponse(payload, status_code=201)
+    assert data.order_id is not None
+    assert data.email is not None
+    attempt = guest_attempt(request, tenant_id=principal.tenant_id, order_id=data.order_id)
+    attempt.check()
+    if not service.guest_pair_matches(
+        session, tenant_id=principal.tenant_id, order_id=data.order_id, email=data.email
+    ):
+        attempt.failed()
+        raise AuthenticationFailed(service.GUEST_REFUSED)
+    payload = service.open_guest_session(session, tenant_id=principal.tenant_id, email=data.email)
+    return JSONResponse(payload, status_code=201)
+
+
+CALLER_ERRORS = (AuthenticationFailed, InvalidRequest, RateLimited)
+
+
+@router.get(
+    "/v1/storefront/orders",
+    response_model=StorefrontOrderPage,
+    responses=errors(*CALLER_ERRORS),
+)
+def list_orders(
+    caller: Storefront, session: DbSession, limit: Limit = 50, cursor: Cursor = None
+) -> Any:
+    """The caller's orders, newest first: a customer's (by id, and those bought as a guest
+    with the customer's email), or a guest's (by email). Each line carries its
+    `returnable_quantity`, the end of its return window, and `ineligible` codes."""
+    return service.list_orders(session, caller=caller, limit=limit, cursor=cursor)
+
+
+@router.get("/v1/storefront/returns", response_model=ReturnPage, responses=errors(*CALLER_ERRORS))
+def list_returns(
+    caller: Storefront, session: DbSession, limit: Limit = 50, cursor: Cursor = None
+) -> Any:
+    """The caller's returns, newest first."""
+    return service.list_returns(session, caller=caller, limit=limit, cursor=cursor)
+
+
+@router.post(
+    "/v1/storefront/returns",
+    status_code=201,
+    response_model=ReturnOut,
+    responses=errors(*CALLER_ERRORS, Conflict, ValidationFailed),
+)
+def create_return(
+    data: StorefrontReturnCreate, caller: Storefront, session: DbSession, idempotency: Idempotency
+) -> RawJSONResponse:
+    """Open a return (`source: "storefront"`) of items from one or more of the caller's
+    orders, in one currency. The body is that of POST /v1/returns without `customer` (the
+    session names the customer; sending one is 422). Orders that are not the caller's are
+    `order_not_found`; the other codes are those of POST /v1/returns."""
+    scoped = _scoped(idempotency, caller)
+    return scoped.respond(
+        session,
+        tenant_id=caller.tenant_id,
+        status_code=201,
+        produce=lambda: service.open_return(session, caller=caller, data=data.as_return_create()),
+        headers=lambda payload: etag(payload["version"]),
+    )
+
+
+@router.post(
+    "/v1/storefront/returns/preview",
+    response_model=Preview,
+    responses=errors(*CALLER_ERRORS, ValidationFailed),
+)
+def preview_return(data: StorefrontReturnCreate, caller: Storefront, session: DbSession) -> Any:
+    """The checks of POST /v1/storefront/returns, and the money, without writing anything."""
+    return service.preview_return(session, caller=caller, data=data.as_return_create())
+
+
+@router.get(
+    "/v1/storefront/returns/{return_id}",
+    response_model=ReturnOut,
+    responses=errors(*CALLER_ERRORS, NotFound),
+)
+def read_return(return_id: str, caller: Storefront, session: DbSession) -> JSONResponse:
+    """One of the caller's returns, by id or number; anyone else's is 404."""
+    return _json(service.get_return(session, caller=caller, reference=return_id))
+
+
+@router.post(
+    "/v1/storefront/returns/{return_id}/cancel",
+    response_model=ReturnOut,
+    responses=errors(
+        *CALLER_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
+    ),
+)
+def cancel_return(
+    return_id: str,
+    caller: Storefront,
+    session: DbSession,
+    if_match: IfMatch,
+    body: Annotated[CancelBody | None, Body()] = None,
+) -> JSONResponse:
+    """Cancel one of the caller's returns while it is requested or approved (not once
+    anything was received)."""
+    return _json(
+        service.cancel_return(
+            session,
+            caller=caller,
+            reference=return_id,
+            body=body or CancelBody(),
+            if_match=if_match,
+        )
+    )
+
+
+@router.post(
+    "/v1/storefront/returns/{return_id}/attachments",
+    status_code=201,
+    response_model=AttachmentOut,
+    responses=errors(*CALLER_ERRORS, NotFound, Conflict, PayloadTooLarge, ValidationFailed),
+    openapi_extra=MULTIPART_BODY,
+)
+def upload_attachment(
+    upload: Upload,  # first: the body is received before the transaction begins
+    return_id: str,
+    caller: Storefront,
+    session: DbSession,
+    idempotency: UploadIdempotency,
+    storage: Storage,
+) -> RawJSONResponse:
+    """Attach a photo or document (JPEG, PNG, WebP or PDF, at most 10 MB) to one of the
+    caller's returns, until it is refunded, declined, closed or cancelled (then 409)."""
+    return _scoped(idempotency, caller).respond(
+        session,
+        tenant_id=caller.tenant_id,
+        status_code=201,
+        produce=lambda: service.attach(
+            session,
+            caller=caller,
+            storage=storage,
+            reference=return_id,
+            source=upload.file,
+            filename=upload.filename,
+        ),
+    )
+
+
+@router.get(
+    "/v1/storefront/returns/{return_id}/attachments/{attachment_id}",
+    response_class=StreamingResponse,
+    responses={**DOWNLOAD_RESPONSES, **errors(*CALLER_ERRORS, NotFound)},
+)
+def download_attachment(
+    return_id: str, attachment_id: str, caller: Storefront, session: DbSession, storage: Storage
+) -> StreamingResponse:
+    """Download an attachment of one of the caller's returns."""
+    row = service.own_attachment(
+        session, caller=caller, reference=return_id, attachment_id=attachment_id
+    )
+    return stream(storage, row)
+
+
+__all__ = ["HEADER", "router"]

@@ -1,0 +1,198 @@
+"""The storefront's SQL: sessions, and which orders and returns a caller owns."""
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from returnstack.kit.errors import InvalidRequest
+from returnstack.models import Customer, Order, Return, StorefrontSession
+
+
+def owned(
+    *,
+    kind: str,
+    customer_id: str | None,
+    email: str | None,
+    customer_column: InstrumentedAttribute[str | None],
+    email_column: InstrumentedAttribute[str | None],
+) -> ColumnElement[bool]:
+    """What a caller owns, as SQL. A customer: rows with their id, or with their email and
+    no customer id (what they bought as a guest). A guest: rows with their email."""
+    if kind == "guest":
+        return email_column == email
+    condition: ColumnElement[bool] = customer_column == customer_id
+    if email is not None:
+        condition = or_(condition, and_(customer_column.is_(None), email_column == email))
+    return condition
+
+
+def owns(
+    *,
+    kind: str,
+    customer_id: str | None,
+    email: str | None,
+    row_customer_id: str | None,
+    row_email: str | None,
+) -> bool:
+    """The same rule as `owned`, for a row in hand."""
+    if kind == "guest":
+        return email is not None and row_email == email
+    if customer_id is not None and row_customer_id == customer_id:
+        return True
+    return row_customer_id is None and email is not None and row_email == email
+
+
+def insert_session(
+    session: Session,
+    *,
+    tenant_id: str,
+    token_hash: str,
+    kind: str,
+    customer_id: str | None,
+    email: str | None,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    session.add(
+        StorefrontSession(
+            tenant_id=tenant_id,
+            token_hash=token_hash,
+            kind=kind,
+            customer_id=customer_id,
+            email=email,
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+    )
+    session.flush()
+
+
+def delete_expired_sessions(session: Session, *, tenant_id: str, now: datetime) -> None:
+    session.execute(
+        delete(StorefrontSession).where(
+            StorefrontSession.tenant_id == tenant_id, StorefrontSession.expires_at <= now
+        )
+    )
+
+
+def find_session(session: Session, *, tenant_id: str, token_hash: str) -> StorefrontSession | None:
+    return session.scalar(
+        select(StorefrontSession).where(
+            StorefrontSession.tenant_id == tenant_id,
+            StorefrontSession.token_hash == token_hash,
+            StorefrontSession.expires_at > datetime.now(UTC),
+        )
+    )
+
+
+def customer_email(session: Session, *, tenant_id: str, customer_id: str) -> str | None:
+    return session.scalar(
+        select(Customer.email).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
+    )
+
+
+def order_email(session: Session, *, tenant_id: str, order_id: str) -> str | None:
+    if "\x00" in order_id:
+        return None
+    return session.scalar(
+        select(Order.email).where(Order.tenant_id == tenant_id, Order.id == order_id)
+    )
+
+
+def email_has_orders(session: Session, *, tenant_id: str, email: str) -> bool:
+    return bool(
+        session.scalar(select(exists().where(Order.tenant_id == tenant_id, Order.email == email)))
+    )
+
+
+def orders_of(session: Session, *, tenant_id: str, order_ids: list[str]) -> list[Order]:
+    return list(
+        session.scalars(select(Order).where(Order.tenant_id == tenant_id, Order.id.in_(order_ids)))
+    )
+
+
+def _encode_cursor(at: datetime, row_id: str) -> str:
+    raw = orjson.dumps([at.isoformat(), row_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
+        value = datetime.fromisoformat(at)
+        if value.tzinfo is None:
+            raise ValueError("naive")
+        return value, str(row_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        raise InvalidRequest(
+            "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
+        ) from None
+
+
+def _page(
+    session: Session,
+    model: Any,
+    *,
+    condition: ColumnElement[bool],
+    at_column: InstrumentedAttribute[datetime],
+    id_column: InstrumentedAttribute[str],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """Newest first by (timestamp, id); the cursor is the last row's pair."""
+    query = select(model).where(condition)
+    if cursor is not None:
+        at, row_id = _decode_cursor(cursor)
+        query = query.where(or_(at_column < at, and_(at_column == at, id_column < row_id)))
+    rows = list(
+        session.scalars(query.order_by(at_column.desc(), id_column.desc()).limit(limit + 1))
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = _encode_cursor(getattr(last, at_column.key), getattr(last, id_column.key))
+    return rows[:limit], next_cursor
+
+
+def list_orders(
+    session: Session,
+    *,
+    tenant_id: str,
+    ownership: ColumnElement[bool],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Order], str | None]:
+    return _page(
+        session,
+        Order,
+        condition=and_(Order.tenant_id == tenant_id, ownership),
+        at_column=Order.placed_at,
+        id_column=Order.id,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
+def list_returns(
+    session: Session,
+    *,
+    tenant_id: str,
+    ownership: ColumnElement[bool],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Return], str | None]:
+    return _page(
+        session,
+        Return,
+        condition=and_(Return.tenant_id == tenant_id, ownership),
+        at_column=Return.created_at,
+        id_column=Return.id,
+        limit=limit,
+        cursor=cursor,
+    )

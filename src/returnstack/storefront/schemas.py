@@ -1,0 +1,85 @@
+"""Requests and responses of the storefront API (API.md 4.1)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from returnstack.kit.types import ClientId, Email, Note
+from returnstack.orders.schemas import Order, OrderLine
+from returnstack.returns.schemas import (
+    MAX_ITEMS,
+    ExternalId,
+    ReturnCreate,
+    ReturnItemCreate,
+    StoreRef,
+    _check_metadata,
+)
+
+MAX_TOKEN_CHARS = 8192
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SessionCreate(_Strict):
+    """Either a signed customer token, or an order id and its email (a guest)."""
+
+    customer_token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TOKEN_CHARS,
+        description="A JWT signed with HS256 and the tenant's signing secret; `sub` is the "
+        "customer id, `exp` is required.",
+    )
+    order_id: ClientId | None = Field(None, description="Guest: an order of the guest's.")
+    email: Email | None = Field(None, description="Guest: the order's email (any case).")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "SessionCreate":
+        guest = self.order_id is not None or self.email is not None
+        if self.customer_token is not None and guest:
+            raise ValueError("give either customer_token, or order_id and email, not both")
+        if self.customer_token is None and (self.order_id is None or self.email is None):
+            raise ValueError("give customer_token, or both order_id and email")
+        return self
+
+
+class SessionOut(BaseModel):
+    session: str = Field(description="Send it as X-Storefront-Session on storefront calls.")
+    expires_at: datetime
+
+
+class StorefrontReturnCreate(_Strict):
+    """POST /v1/returns without `customer`: the session names the customer."""
+
+    channel: Literal["online", "offline"] = "online"
+    store: StoreRef | None = None
+    items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
+    external_id: ExternalId | None = None
+    metadata: dict[str, Any] | None = None
+    note: Note | None = None
+
+    _metadata = field_validator("metadata")(_check_metadata)
+
+    def as_return_create(self) -> ReturnCreate:
+        return ReturnCreate.model_validate(self.model_dump(exclude_unset=True))
+
+
+class StorefrontOrderLine(OrderLine):
+    ineligible: list[str] = Field(
+        description="Why no unit of this line can be returned now: `final_sale`, "
+        "`outside_return_window`, `quantity_exceeds_returnable` (nothing left to return). "
+        "Empty when the line can be returned."
+    )
+    returnable_until: datetime = Field(description="End of the line's return window.")
+
+
+class StorefrontOrder(Order):
+    lines: list[StorefrontOrderLine]  # type: ignore[assignment]
+
+
+class StorefrontOrderPage(BaseModel):
+    data: list[StorefrontOrder]
+    next_cursor: str | None

@@ -1,0 +1,379 @@
+"""The storefront: customers (signed by the merchant's backend) and guests (an order id and
+its email) see their own orders and open, follow and cancel their own returns (API.md 4.1).
+
+A storefront caller never learns that something of someone else's exists: other people's
+orders are `order_not_found`, other people's returns and attachments are 404.
+"""
+
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+import jwt
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import Session
+
+from returnstack.kit.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
+from returnstack.kit.timefmt import rfc3339
+from returnstack.models import Order, Return, Tenant
+from returnstack.orders.service import render_orders
+from returnstack.returns import attachments, service
+from returnstack.returns.policy import get_policy, terms_for
+from returnstack.returns.repository import find_return, render_returns
+from returnstack.returns.schemas import CancelBody, ReturnCreate
+from returnstack.returns.state import Status
+from returnstack.storefront import repository
+from returnstack.storefront.auth import StorefrontCaller, hash_token, new_token
+
+log = logging.getLogger("returnstack.storefront")
+
+SESSION_TTL = timedelta(hours=1)
+TOKEN_LEEWAY_SECONDS = 30
+# One session creation in this many also deletes the tenant's expired sessions.
+PRUNE_ONE_IN = 50
+# Statuses in which a storefront caller may still add evidence to a return.
+ATTACHABLE = frozenset({Status.requested, Status.approved, Status.received})
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def _open_session(
+    session: Session, *, tenant_id: str, kind: str, customer_id: str | None, email: str | None
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    if secrets.randbelow(PRUNE_ONE_IN) == 0:
+        repository.delete_expired_sessions(session, tenant_id=tenant_id, now=now)
+    token = new_token(tenant_id)
+    expires_at = now + SESSION_TTL
+    repository.insert_session(
+        session,
+        tenant_id=tenant_id,
+        token_hash=hash_token(token),
+        kind=kind,
+        customer_id=customer_id,
+        email=email,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    log.info("storefront.session_opened", extra={"tenant_id": tenant_id, "kind": kind})
+    return {"session": token, "expires_at": rfc3339(expires_at)}
+
+
+def open_customer_session(session: Session, *, tenant_id: str, token: str) -> dict[str, Any]:
+    """A session for the customer named by `sub` of a JWT that the merchant's backend signed
+    with the tenant's signing secret (HS256 only; `exp` and `sub` required)."""
+    secret = session.get_one(Tenant, tenant_id).signing_secret
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            options={"require": ["exp", "sub"], "verify_aud": False},
+            leeway=TOKEN_LEEWAY_SECONDS,
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthenticationFailed(
+            "The customer token is invalid or expired.",
+            details=[{"path": "customer_token", "message": str(exc) or "invalid token"}],
+        ) from None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not 1 <= len(subject) <= 128 or "\x00" in subject:
+        raise AuthenticationFailed(
+            "The customer token is invalid or expired.",
+            details=[{"path": "customer_token", "message": "sub must be a customer id"}],
+        )
+    return _open_session(
+        session, tenant_id=tenant_id, kind="customer", customer_id=subject, email=None
+    )
+
+
+GUEST_REFUSED = "No order matches this order id and email."
+
+
+def guest_pair_matches(session: Session, *, tenant_id: str, order_id: str, email: str) -> bool:
+    order_email = repository.order_email(session, tenant_id=tenant_id, order_id=order_id)
+    # Compared in constant time; emails are stored and validated in lower case.
+    return secrets.compare_digest((order_email or "").encode(), email.encode()) and bool(
+        order_email
+    )
+
+
+def open_guest_session(session: Session, *, tenant_id: str, email: str) -> dict[str, Any]:
+    """A session for a guest whose order id and email the caller has just matched."""
+    return _open_session(session, tenant_id=tenant_id, kind="guest", customer_id=None, email=email)
+
+
+# --- ownership -----------------------------------------------------------------------------
+
+
+def _owned_by(caller: StorefrontCaller, model: type[Order] | type[Return]) -> ColumnElement[bool]:
+    return repository.owned(
+        kind=caller.kind,
+        customer_id=caller.customer_id,
+        email=caller.email,
+        customer_column=model.customer_id,
+        email_column=model.email,
+    )
+
+
+def _owns(caller: StorefrontCaller, row: Order | Return) -> bool:
+    return repository.owns(
+        kind=caller.kind,
+        customer_id=caller.customer_id,
+        email=caller.email,
+        row_customer_id=row.customer_id,
+        row_email=row.email,
+    )
+
+
+def own_return(
+    session: Session, *, caller: StorefrontCaller, reference: str, for_update: bool = False
+) -> Return:
+    """The caller's return by id or number; 404 for anyone else's, as for none at all."""
+    ret = find_return(
+        session, tenant_id=caller.tenant_id, reference=reference, for_update=for_update
+    )
+    if not _owns(caller, ret):
+        raise NotFound(f"No return {reference!r}.")
+    return ret
+
+
+# --- views ---------------------------------------------------------------------------------
+
+
+def storefront_url(return_id: str, attachment_id: str) -> str:
+    return f"/v1/storefront/returns/{return_id}/attachments/{attachment_id}"
+
+
+def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
+    """A return as its customer sees it: attachment links under /v1/storefront, staff notes
+    and staff identities left out of the history, and only the actions the customer may take."""
+    view = dict(rendered)
+    view["attachments"] = [
+        attachment | {"url": storefront_url(rendered["id"], attachment["id"])}
+        for attachment in rendered["attachments"]
+    ]
+    view["history"] = [
+        entry
+        if str(entry["actor"]).startswith("storefront:")
+        else entry | {"actor": "merchant", "note": None}
+        for entry in rendered["history"]
+    ]
+    view["allowed_actions"] = [
+        action for action in rendered["allowed_actions"] if action == "cancel"
+    ]
+    return view
+
+
+def _line_view(line: dict[str, Any], order: Order, policy: Any, now: datetime) -> dict[str, Any]:
+    terms = terms_for(policy, product_id=line["product_id"], category=line["category"])
+    deadline = order.placed_at + timedelta(days=terms.window_days)
+    codes = []
+    if not terms.returnable:
+        codes.append("final_sale")
+    if now > deadline:
+        codes.append("outside_return_window")
+    if line["returnable_quantity"] <= 0:
+        codes.append("quantity_exceeds_returnable")
+    return line | {"ineligible": codes, "returnable_until": rfc3339(deadline)}
+
+
+def list_orders(
+    session: Session, *, caller: StorefrontCaller, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """The caller's orders, newest first, each line with its returnable quantity and the
+    codes that keep it from being returned now."""
+    rows, next_cursor = repository.list_orders(
+        session,
+        tenant_id=caller.tenant_id,
+        ownership=_owned_by(caller, Order),
+        limit=limit,
+        cursor=cursor,
+    )
+    policy = get_policy(session, tenant_id=caller.tenant_id)
+    now = datetime.now(UTC)
+    by_id = {row.id: row for row in rows}
+    data = [
+        order
+        | {
+            "lines": [
+                _line_view(line, by_id[order["order_id"]], policy, now) for line in order["lines"]
+            ]
+        }
+        for order in render_orders(session, tenant_id=caller.tenant_id, orders=rows)
+    ]
+    return {"data": data, "next_cursor": next_cursor}
+
+
+def list_returns(
+    session: Session, *, caller: StorefrontCaller, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    rows, next_cursor = repository.list_returns(
+        session,
+        tenant_id=caller.tenant_id,
+        ownership=_owned_by(caller, Return),
+        limit=limit,
+        cursor=cursor,
+    )
+    rendered = render_returns(session, tenant_id=caller.tenant_id, returns=rows)
+    return {"data": [storefront_view(ret) for ret in rendered], "next_cursor": next_cursor}
+
+
+def get_return(session: Session, *, caller: StorefrontCaller, reference: str) -> dict[str, Any]:
+    ret = own_return(session, caller=caller, reference=reference)
+    return storefront_view(render_returns(session, tenant_id=caller.tenant_id, returns=[ret])[0])
+
+
+# --- opening and cancelling returns --------------------------------------------------------
+
+
+def _foreign_items(session: Session, *, caller: StorefrontCaller, data: ReturnCreate) -> set[int]:
+    """Items naming an order that shares the customer's email but belongs to another
+    customer id. Eligibility counts an email match as ownership whatever the order's
+    customer id; the storefront does not, so it answers `order_not_found` for those."""
+    if caller.kind != "customer" or caller.email is None:
+        return set()  # the two rules agree
+    order_ids = sorted({item.order_id for item in data.items})
+    foreign = {
+        order.id
+        for order in repository.orders_of(session, tenant_id=caller.tenant_id, order_ids=order_ids)
+        if not _owns(caller, order)
+    }
+    return {index for index, item in enumerate(data.items) if item.order_id in foreign}
+
+
+def _preview_without(
+    session: Session, *, caller: StorefrontCaller, data: ReturnCreate, foreign: set[int]
+) -> dict[str, Any]:
+    """The preview with `foreign` items answered `order_not_found`: exactly what the
+    eligibility check gives for an unknown order (no line, no value, no fee)."""
+    kept = [index for index in range(len(data.items)) if index not in foreign]
+    if kept:
+        subset = data.model_copy(update={"items": [data.items[index] for index in kept]})
+        preview = service.preview_return(
+            session, tenant_id=caller.tenant_id, requester=caller.requester, data=subset
+        )
+        items = [item | {"index": kept[item["index"]]} for item in preview["items"]]
+    else:
+        preview = {
+            "currency": None,
+            "fees": {"restocking": 0, "shipping": 0},
+            "total": 0,
+        }
+        items = []
+    for index in foreign:
+        request = data.items[index]
+        items.append(
+            {
+                "index": index,
+                "order_id": request.order_id,
+                "line_id": request.line_id,
+                "product_id": request.product_id,
+                "quantity": request.quantity,
+                "eligible": False,
+                "errors": [
+                    {"code": "order_not_found", "message": f"No order {request.order_id!r}."}
+                ],
+                "unit_price": None,
+                "refundable": 0,
+                "fee": 0,
+            }
+        )
+    items.sort(key=lambda item: item["index"])
+    return preview | {"eligible": False, "items": items}
+
+
+def preview_return(
+    session: Session, *, caller: StorefrontCaller, data: ReturnCreate
+) -> dict[str, Any]:
+    foreign = _foreign_items(session, caller=caller, data=data)
+    if foreign:
+        return _preview_without(session, caller=caller, data=data, foreign=foreign)
+    return service.preview_return(
+        session, tenant_id=caller.tenant_id, requester=caller.requester, data=data
+    )
+
+
+def open_return(
+    session: Session, *, caller: StorefrontCaller, data: ReturnCreate
+) -> dict[str, Any]:
+    """Open a return for the caller (`source: "storefront"`), from one or more of their orders."""
+    foreign = _foreign_items(session, caller=caller, data=data)
+    if foreign:
+        preview = _preview_without(session, caller=caller, data=data, foreign=foreign)
+        raise ValidationFailed(
+            "Some items cannot be returned; nothing was created.",
+            details=[
+                {
+                    "path": f"items[{item['index']}]",
+                    "message": error["message"],
+                    "code": error["code"],
+                }
+                for item in preview["items"]
+                for error in item["errors"]
+            ],
+        )
+    rendered = service.open_return(
+        session,
+        tenant_id=caller.tenant_id,
+        requester=caller.requester,
+        data=data,
+        source="storefront",
+        actor=caller.actor,
+    )
+    return storefront_view(rendered)
+
+
+def cancel_return(
+    session: Session,
+    *,
+    caller: StorefrontCaller,
+    reference: str,
+    body: CancelBody,
+    if_match: int | None,
+) -> dict[str, Any]:
+    ret = own_return(session, caller=caller, reference=reference, for_update=True)
+    rendered = service.apply_action(
+        session,
+        tenant_id=caller.tenant_id,
+        reference=ret.id,
+        action="cancel",
+        body=body,
+        actor=caller.actor,
+        if_match=if_match,
+        requester=caller.requester,
+    )
+    return storefront_view(rendered)
+
+
+# --- attachments ---------------------------------------------------------------------------
+
+
+def attach(
+    session: Session,
+    *,
+    caller: StorefrontCaller,
+    storage: attachments.AttachmentStorage,
+    reference: str,
+    source: BinaryIO,
+    filename: str | None,
+) -> dict[str, Any]:
+    """Evidence on the caller's own return, while it is still being handled."""
+    ret = own_return(session, caller=caller, reference=reference, for_update=True)
+    if ret.status not in ATTACHABLE:
+        raise Conflict(
+            f"Files can no longer be added to a return in status {ret.status!r}.",
+            details=[{"path": "status", "message": f"is {ret.status}"}],
+        )
+    return attachments.add_attachment(
+        session, storage=storage, ret=ret, source=source, filename=filename, url=storefront_url
+    )
+
+
+def own_attachment(
+    session: Session, *, caller: StorefrontCaller, reference: str, attachment_id: str
+) -> Any:
+    ret = own_return(session, caller=caller, reference=reference)
+    return attachments.find_attachment(session, ret=ret, attachment_id=attachment_id)
