@@ -1,10 +1,17 @@
 """Bulk inserts straight to the driver, for the ingestion hot path.
 
-SQLAlchemy's per-row parameter processing costs more than SQLite spends writing the row, so
-the event write path hands plain tuples to the driver's executemany (or one multi-row
-statement when it needs RETURNING). The SQL is the same on SQLite and PostgreSQL: both
-speak `ON CONFLICT ... DO NOTHING / DO UPDATE SET col = excluded.col` and `RETURNING`.
-Values are converted here the way the ORM types would (UTC timestamps, JSON).
+SQLAlchemy's per-row parameter processing costs more than the database spends writing the
+row, so the write path hands plain values to the driver:
+
+- SQLite: `executemany` of one prepared INSERT (in process, so a statement per row is cheap);
+  one multi-row statement when RETURNING is needed.
+- PostgreSQL: one `INSERT ... SELECT * FROM unnest($1::type[], ...)` per call, with one array
+  per column. The statement text never changes, so the server plans it once; a multi-row
+  VALUES list would be re-parsed with every row count.
+
+The conflict clauses are the same on both: `ON CONFLICT ... DO NOTHING / DO UPDATE SET
+col = excluded.col`, and `RETURNING`. Values are converted here as the ORM types would
+(UTC timestamps, JSON).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -15,12 +22,12 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import JSON, Table
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from returnstack.models.base import Base, UTCDateTime
 
-MAX_ROWS_PER_STATEMENT = 1000
-MAX_PARAMETERS = 30_000  # under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters
+SQLITE_ROWS_PER_STATEMENT = 1000  # 1000 rows x up to 32 columns stays under 32,766 variables
 
 Converter = Callable[[Any], Any]
 
@@ -37,32 +44,39 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
-
-
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
 @lru_cache(maxsize=256)
-def _plan(
-    dialect: str, table: Table, columns: tuple[str, ...], suffix: str, rows: int
-) -> tuple[str, tuple[Converter | None, ...]]:
-    marker = "?" if dialect == "sqlite" else "%s"
-    group = "(" + ", ".join([marker] * len(columns)) + ")"
-    values = ", ".join([group] * rows) if rows > 1 else group
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values} {suffix}".rstrip()
+def _converters(
+    dialect: str, table: Table, columns: tuple[str, ...]
+) -> tuple[Converter | None, ...]:
     converters: list[Converter | None] = []
     for name in columns:
         column_type = table.c[name].type
-        if isinstance(column_type, UTCDateTime):
-            converters.append(_sqlite_datetime if dialect == "sqlite" else _utc)
+        if isinstance(column_type, UTCDateTime) and dialect == "sqlite":
+            converters.append(_sqlite_datetime)
         elif isinstance(column_type, JSON):
             converters.append(_json)
         else:
-            converters.append(None)
-    return sql, tuple(converters)
+            converters.append(None)  # psycopg sends aware datetimes as timestamptz itself
+    return tuple(converters)
+
+
+@lru_cache(maxsize=256)
+def _sqlite_sql(table: Table, columns: tuple[str, ...], suffix: str, rows: int) -> str:
+    group = "(" + ", ".join("?" * len(columns)) + ")"
+    values = ", ".join([group] * rows)
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {values} {suffix}".rstrip()
+
+
+@lru_cache(maxsize=256)
+def _postgresql_sql(table: Table, columns: tuple[str, ...], suffix: str) -> str:
+    dialect = postgresql.dialect()
+    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
+    names = ", ".join(columns)
+    return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {suffix}".rstrip()
 
 
 def _tuples(
@@ -85,6 +99,35 @@ def _tuples(
     return result
 
 
+def _execute(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[Mapping[str, Any]],
+    suffix: str,
+    *,
+    returning: bool,
+) -> list[Any]:
+    connection = session.connection()
+    dialect = connection.dialect.name
+    table = _table(model)
+    columns = tuple(rows[0])
+    values = _tuples(rows, columns, _converters(dialect, table, columns))
+    if dialect == "postgresql":
+        arrays = tuple(list(column) for column in zip(*values, strict=True))
+        result = connection.exec_driver_sql(_postgresql_sql(table, columns, suffix), arrays)
+        return [row[0] for row in result] if returning else []
+    if not returning:
+        connection.exec_driver_sql(_sqlite_sql(table, columns, suffix, 1), values)
+        return []
+    returned: list[Any] = []
+    for start in range(0, len(values), SQLITE_ROWS_PER_STATEMENT):
+        chunk = values[start : start + SQLITE_ROWS_PER_STATEMENT]
+        flat = tuple(value for row in chunk for value in row)
+        sql = _sqlite_sql(table, columns, suffix, len(chunk))
+        returned.extend(row[0] for row in connection.exec_driver_sql(sql, flat))
+    return returned
+
+
 def insert_rows(
     session: Session,
     model: type[Base],
@@ -98,29 +141,8 @@ def insert_rows(
     "ON CONFLICT (tenant_id, id) DO UPDATE SET name = excluded.name" (with DO UPDATE, each
     key may appear once in `rows`).
     """
-    if not rows:
-        return
-    connection = session.connection()
-    dialect = connection.dialect.name
-    table = _table(model)
-    columns = tuple(rows[0])
-    if dialect == "sqlite":
-        # SQLite runs one prepared statement per row, in process: executemany is cheapest.
-        sql, converters = _plan(dialect, table, columns, on_conflict, 1)
-        connection.exec_driver_sql(sql, _tuples(rows, columns, converters))
-        return
-    # PostgreSQL pays a round trip per statement: send multi-row statements instead.
-    for chunk in _chunks(rows, columns):
-        sql, converters = _plan(dialect, table, columns, on_conflict, len(chunk))
-        flat = tuple(value for row in _tuples(chunk, columns, converters) for value in row)
-        connection.exec_driver_sql(sql, flat)
-
-
-def _chunks(
-    rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...]
-) -> list[Sequence[Mapping[str, Any]]]:
-    size = max(1, min(MAX_ROWS_PER_STATEMENT, MAX_PARAMETERS // len(columns)))
-    return [rows[start : start + size] for start in range(0, len(rows), size)]
+    if rows:
+        _execute(session, model, rows, on_conflict, returning=False)
 
 
 def insert_rows_returning(
@@ -131,19 +153,7 @@ def insert_rows_returning(
     on_conflict: str,
     returning: str,
 ) -> list[Any]:
-    """Multi-row INSERT ... RETURNING `returning`: the values of the rows actually inserted."""
-    connection = session.connection()
-    table = _table(model)
-    columns = tuple(rows[0]) if rows else ()
-    returned: list[Any] = []
-    for chunk in _chunks(rows, columns):
-        sql, converters = _plan(
-            connection.dialect.name,
-            table,
-            columns,
-            f"{on_conflict} RETURNING {returning}",
-            len(chunk),
-        )
-        flat = tuple(value for row in _tuples(chunk, columns, converters) for value in row)
-        returned.extend(row[0] for row in connection.exec_driver_sql(sql, flat))
-    return returned
+    """INSERT ... RETURNING `returning` (one column): its values for the rows inserted."""
+    if not rows:
+        return []
+    return _execute(session, model, rows, f"{on_conflict} RETURNING {returning}", returning=True)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from returnstack.models.base import Base, ClientId, UTCDateTime
@@ -15,7 +15,7 @@ class Customer(Base):
         {"sqlite_with_rowid": False},
     )
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     id: Mapped[str] = mapped_column(ClientId, primary_key=True)
     email: Mapped[str | None] = mapped_column(String(254))
     name: Mapped[str | None] = mapped_column(String(200))
@@ -32,7 +32,7 @@ class CustomerEmail(Base):
     __tablename__ = "customer_emails"
     __table_args__ = {"sqlite_with_rowid": False}
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(254), primary_key=True)
     customer_id: Mapped[str | None] = mapped_column(ClientId)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from returnstack.models.base import Base, ClientId, UTCDateTime
@@ -13,7 +13,7 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = {"sqlite_with_rowid": False}
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     client_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
     id: Mapped[str] = mapped_column(String(40))  # evt_..., the server's id of the event
     type: Mapped[str] = mapped_column(String(20))

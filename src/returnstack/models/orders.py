@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, ForeignKeyConstraint, Index, String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from returnstack.models.base import Base, ClientId, Currency, Money, UTCDateTime
@@ -10,7 +10,7 @@ class Store(Base):
     __tablename__ = "stores"
     __table_args__ = {"sqlite_with_rowid": False}
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     id: Mapped[str] = mapped_column(ClientId, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     city: Mapped[str | None] = mapped_column(String(200))
@@ -30,7 +30,7 @@ class Order(Base):
         {"sqlite_with_rowid": False},
     )
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     id: Mapped[str] = mapped_column(ClientId, primary_key=True)
     customer_id: Mapped[str | None] = mapped_column(ClientId)
     email: Mapped[str | None] = mapped_column(String(254))
@@ -45,7 +45,6 @@ class Order(Base):
 class OrderLine(Base):
     __tablename__ = "order_lines"
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "order_id"], ["orders.tenant_id", "orders.id"]),
         Index("ix_order_lines_tenant_id_product_id", "tenant_id", "product_id"),
         {"sqlite_with_rowid": False},
     )

@@ -16,7 +16,7 @@ class Return(Base):
         Index("ix_returns_tenant_id_email", "tenant_id", "email"),
     )
 
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger)
     external_id: Mapped[str | None] = mapped_column(String(255))
@@ -48,7 +48,6 @@ class Return(Base):
 class ReturnItem(Base):
     __tablename__ = "return_items"
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
         Index("ix_return_items_tenant_id_order_id", "tenant_id", "order_id"),
         Index("ix_return_items_tenant_id_product_id", "tenant_id", "product_id"),
         {"sqlite_with_rowid": False},
@@ -78,10 +77,7 @@ class ReturnItem(Base):
 
 class ReturnHistory(Base):
     __tablename__ = "return_history"
-    __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "return_id"], ["returns.tenant_id", "returns.id"]),
-        {"sqlite_with_rowid": False},
-    )
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     return_id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -66,23 +66,33 @@ def get_storage(request: Request) -> attachments.AttachmentStorage:
     return storage
 
 
-async def uploaded_file(request: Request, _idempotency: Idempotency) -> AsyncIterator[UploadFile]:
-    """The multipart field `file`. Depends on the Idempotency-Key dependency so that, when
-    a key is sent, the body is read (and kept) for its fingerprint before the form is parsed."""
+async def received_file(
+    request: Request, _idempotency: Idempotency
+) -> AsyncIterator[UploadFile | None]:
+    """The multipart field `file`, received before the endpoint's transaction begins (so a
+    slow upload never holds a database lock). Depends on the Idempotency-Key dependency so
+    that, when a key is sent, the body is read and kept before the form is parsed."""
     form: FormData = await request.form(max_files=1, max_fields=10)
     try:
         upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ValidationFailed(
-                "Send the file as the multipart/form-data field 'file'.",
-                details=[{"path": "file", "message": "a file is required", "code": "missing"}],
-            )
-        yield upload
+        yield upload if isinstance(upload, UploadFile) else None
     finally:
         await form.close()
 
 
-Upload = Annotated[UploadFile, Depends(uploaded_file)]
+def required_file(upload: Annotated[UploadFile | None, Depends(received_file)]) -> UploadFile:
+    """The file, once the caller is known: a missing file is 422 only to those allowed to
+    upload (authentication is checked first, as for every other endpoint)."""
+    if upload is None:
+        raise ValidationFailed(
+            "Send the file as the multipart/form-data field 'file'.",
+            details=[{"path": "file", "message": "a file is required", "code": "missing"}],
+        )
+    return upload
+
+
+ReceivedFile = Annotated[UploadFile | None, Depends(received_file)]
+Upload = Annotated[UploadFile, Depends(required_file)]
 
 
 def content_fingerprint(request: Request, upload: UploadFile) -> str:
@@ -131,10 +141,11 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     openapi_extra=MULTIPART_BODY,
 )
 def upload_attachment(
-    upload: Upload,  # first: the body is received before the transaction begins
+    _received: ReceivedFile,  # first: the body is received before the transaction begins
     return_id: str,
     principal: SecretKey,
     session: DbSession,
+    upload: Upload,
     idempotency: UploadIdempotency,
     storage: Storage,
 ) -> RawJSONResponse:

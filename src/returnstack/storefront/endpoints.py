@@ -26,6 +26,7 @@ from returnstack.kit.responses import JSONResponse, RawJSONResponse
 from returnstack.returns.attachments_endpoints import (
     DOWNLOAD_RESPONSES,
     MULTIPART_BODY,
+    ReceivedFile,
     Storage,
     Upload,
     UploadIdempotency,
@@ -203,10 +204,11 @@ def cancel_return(
     openapi_extra=MULTIPART_BODY,
 )
 def upload_attachment(
-    upload: Upload,  # first: the body is received before the transaction begins
+    _received: ReceivedFile,  # first: the body is received before the transaction begins
     return_id: str,
     caller: Storefront,
     session: DbSession,
+    upload: Upload,
     idempotency: UploadIdempotency,
     storage: Storage,
 ) -> RawJSONResponse:
