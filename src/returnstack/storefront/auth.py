@@ -40,11 +40,9 @@ class StorefrontCaller:
     @property
     def actor(self) -> str:
         # No email in the actor: history outlives a guest's right to be forgotten.
-        return (
-            f"storefront:customer:{self.customer_id}"
-            if self.kind == "customer"
-            else ("storefront:guest")
-        )
+        if self.kind == "customer":
+            return f"storefront:customer:{self.customer_id}"
+        return "storefront:guest"
 
     @property
     def identity(self) -> str:
@@ -57,8 +55,8 @@ def hash_token(token: str) -> str:
 
 
 def new_token(tenant_id: str) -> str:
-    # The tenant id has no "_" after its prefix and the random part is hex, so the token
-    # splits unambiguously at its last "_".
+    # The random part is hex (no "_"), so the token splits at its last "_" into the tenant
+    # id and the secret.
     return f"{TOKEN_PREFIX}{tenant_id}_{secrets.token_hex(32)}"
 
 

@@ -34,7 +34,7 @@ from returnstack.returns.attachments_endpoints import (
 )
 from returnstack.returns.schemas import AttachmentOut, CancelBody, Preview, ReturnOut, ReturnPage
 from returnstack.storefront import service
-from returnstack.storefront.auth import HEADER, Storefront, StorefrontCaller, guest_attempt
+from returnstack.storefront.auth import Storefront, StorefrontCaller, guest_attempt
 from returnstack.storefront.schemas import (
     SessionCreate,
     SessionOut,
@@ -232,7 +232,7 @@ def upload_attachment(
 @router.get(
     "/v1/storefront/returns/{return_id}/attachments/{attachment_id}",
     response_class=StreamingResponse,
-    responses={**DOWNLOAD_RESPONSES, **errors(*CALLER_ERRORS, NotFound)},
+    responses={200: DOWNLOAD_RESPONSES[200], **errors(*CALLER_ERRORS, NotFound)},
 )
 def download_attachment(
     return_id: str, attachment_id: str, caller: Storefront, session: DbSession, storage: Storage
@@ -242,6 +242,3 @@ def download_attachment(
         session, caller=caller, reference=return_id, attachment_id=attachment_id
     )
     return stream(storage, row)
-
-
-__all__ = ["HEADER", "router"]
