@@ -28,6 +28,16 @@ class Requester:
     email: str | None
     storefront: bool = False  # storefront callers never learn that an order exists
 
+    def owns(self, customer_id: str | None, email: str | None) -> bool:
+        """Whether an order or return with this customer id and email is the requester's:
+        a customer owns rows with their id, and rows with their email but no customer id
+        (guest purchases); someone known by email alone owns the rows with that email."""
+        if self.customer_id is not None:
+            if customer_id == self.customer_id:
+                return True
+            return customer_id is None and self.email is not None and email == self.email
+        return self.email is not None and email == self.email
+
 
 @dataclass
 class CheckedItem:
@@ -82,12 +92,6 @@ class Checked:
         ]
 
 
-def _owned(order: Order, requester: Requester) -> bool:
-    if requester.customer_id is not None and order.customer_id == requester.customer_id:
-        return True
-    return requester.email is not None and order.email == requester.email
-
-
 def check_items(
     session: Session,
     *,
@@ -129,10 +133,15 @@ def check_items(
         item = CheckedItem(index=index, request=request)
         checked.append(item)
         order = orders.get(request.order_id)
-        if order is None or (requester.storefront and not _owned(order, requester)):
+        owned = order is not None and (
+            requester.owns(order.customer_id, order.email)
+            # Staff may take back an anonymous sale (a store receipt with no customer).
+            or (not requester.storefront and order.customer_id is None and order.email is None)
+        )
+        if order is None or (requester.storefront and not owned):
             item.errors.append(("order_not_found", f"No order {request.order_id!r}."))
             continue
-        if not _owned(order, requester):
+        if not owned:
             item.errors.append(
                 ("order_not_owned", f"Order {request.order_id!r} belongs to another customer.")
             )
@@ -179,9 +188,9 @@ def check_items(
         merchant_fault = reason is not None and reason.merchant_fault
         item.fee_basis_points = 0 if merchant_fault else terms.fee_basis_points
     # Staff may name the customer by id alone: the owned orders tell the rest.
-    owned = next((orders[i.request.order_id] for i in checked if i.order is not None), None)
-    customer_id = requester.customer_id or (owned.customer_id if owned else None)
-    email = requester.email or (owned.email if owned else None)
+    first = next((orders[i.request.order_id] for i in checked if i.order is not None), None)
+    customer_id = requester.customer_id or (first.customer_id if first else None)
+    email = requester.email or (first.email if first else None)
     any_fee_bearing = any(
         item.line is not None
         and not (item.request.reason in reasons and reasons[item.request.reason].merchant_fault)

@@ -387,7 +387,7 @@ def apply_action(
     """Run one action of the state machine on a return (locked for the transaction)."""
     transition = TRANSITIONS[action]
     ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
-    if requester is not None and not _belongs_to(ret, requester):
+    if requester is not None and not requester.owns(ret.customer_id, ret.email):
         raise NotFound(f"No return {reference!r}.")
     _check_version(ret, if_match)
     received = _received_anything(session, ret)
@@ -453,12 +453,6 @@ def apply_action(
     )
     changes["status"] = [before["status"], ret.status]
     return _publish(session, ret=ret, event_type=transition.event_type, changes=changes)
-
-
-def _belongs_to(ret: Return, requester: Requester) -> bool:
-    if requester.customer_id is not None and ret.customer_id == requester.customer_id:
-        return True
-    return requester.email is not None and ret.email == requester.email
 
 
 def _reclaim(session: Session, ret: Return) -> None:

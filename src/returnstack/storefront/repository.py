@@ -31,22 +31,6 @@ def owned(
     return condition
 
 
-def owns(
-    *,
-    kind: str,
-    customer_id: str | None,
-    email: str | None,
-    row_customer_id: str | None,
-    row_email: str | None,
-) -> bool:
-    """The same rule as `owned`, for a row in hand."""
-    if kind == "guest":
-        return email is not None and row_email == email
-    if customer_id is not None and row_customer_id == customer_id:
-        return True
-    return row_customer_id is None and email is not None and row_email == email
-
-
 def insert_session(
     session: Session,
     *,

@@ -14,7 +14,7 @@ import jwt
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
-from returnstack.kit.errors import AuthenticationFailed, Conflict, NotFound, ValidationFailed
+from returnstack.kit.errors import AuthenticationFailed, Conflict, NotFound
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, Return, Tenant
 from returnstack.orders.service import render_orders
@@ -119,13 +119,7 @@ def _owned_by(caller: StorefrontCaller, model: type[Order] | type[Return]) -> Co
 
 
 def _owns(caller: StorefrontCaller, row: Order | Return) -> bool:
-    return repository.owns(
-        kind=caller.kind,
-        customer_id=caller.customer_id,
-        email=caller.email,
-        row_customer_id=row.customer_id,
-        row_email=row.email,
-    )
+    return caller.requester.owns(row.customer_id, row.email)
 
 
 def own_return(
@@ -229,68 +223,9 @@ def get_return(session: Session, *, caller: StorefrontCaller, reference: str) ->
 # --- opening and cancelling returns --------------------------------------------------------
 
 
-def _foreign_items(session: Session, *, caller: StorefrontCaller, data: ReturnCreate) -> set[int]:
-    """Items naming an order that shares the customer's email but belongs to another
-    customer id. Eligibility counts an email match as ownership whatever the order's
-    customer id; the storefront does not, so it answers `order_not_found` for those."""
-    if caller.kind != "customer" or caller.email is None:
-        return set()  # the two rules agree
-    order_ids = sorted({item.order_id for item in data.items})
-    foreign = {
-        order.id
-        for order in repository.orders_of(session, tenant_id=caller.tenant_id, order_ids=order_ids)
-        if not _owns(caller, order)
-    }
-    return {index for index, item in enumerate(data.items) if item.order_id in foreign}
-
-
-def _preview_without(
-    session: Session, *, caller: StorefrontCaller, data: ReturnCreate, foreign: set[int]
-) -> dict[str, Any]:
-    """The preview with `foreign` items answered `order_not_found`: exactly what the
-    eligibility check gives for an unknown order (no line, no value, no fee)."""
-    kept = [index for index in range(len(data.items)) if index not in foreign]
-    if kept:
-        subset = data.model_copy(update={"items": [data.items[index] for index in kept]})
-        preview = service.preview_return(
-            session, tenant_id=caller.tenant_id, requester=caller.requester, data=subset
-        )
-        items = [item | {"index": kept[item["index"]]} for item in preview["items"]]
-    else:
-        preview = {
-            "currency": None,
-            "fees": {"restocking": 0, "shipping": 0},
-            "total": 0,
-        }
-        items = []
-    for index in foreign:
-        request = data.items[index]
-        items.append(
-            {
-                "index": index,
-                "order_id": request.order_id,
-                "line_id": request.line_id,
-                "product_id": request.product_id,
-                "quantity": request.quantity,
-                "eligible": False,
-                "errors": [
-                    {"code": "order_not_found", "message": f"No order {request.order_id!r}."}
-                ],
-                "unit_price": None,
-                "refundable": 0,
-                "fee": 0,
-            }
-        )
-    items.sort(key=lambda item: item["index"])
-    return preview | {"eligible": False, "items": items}
-
-
 def preview_return(
     session: Session, *, caller: StorefrontCaller, data: ReturnCreate
 ) -> dict[str, Any]:
-    foreign = _foreign_items(session, caller=caller, data=data)
-    if foreign:
-        return _preview_without(session, caller=caller, data=data, foreign=foreign)
     return service.preview_return(
         session, tenant_id=caller.tenant_id, requester=caller.requester, data=data
     )
@@ -300,21 +235,6 @@ def open_return(
     session: Session, *, caller: StorefrontCaller, data: ReturnCreate
 ) -> dict[str, Any]:
     """Open a return for the caller (`source: "storefront"`), from one or more of their orders."""
-    foreign = _foreign_items(session, caller=caller, data=data)
-    if foreign:
-        preview = _preview_without(session, caller=caller, data=data, foreign=foreign)
-        raise ValidationFailed(
-            "Some items cannot be returned; nothing was created.",
-            details=[
-                {
-                    "path": f"items[{item['index']}]",
-                    "message": error["message"],
-                    "code": error["code"],
-                }
-                for item in preview["items"]
-                for error in item["errors"]
-            ],
-        )
     rendered = service.open_return(
         session,
         tenant_id=caller.tenant_id,
