@@ -1,0 +1,236 @@
+"""Fresh databases, real server processes, and the memory of a process read from /proc."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "RETURNSTACK_BENCH_POSTGRES_URL",
+    os.environ.get("RETURNSTACK_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test"),
+)
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@dataclass
+class Target:
+    """A fresh database: its URL for the service, and the temp directory of the run."""
+
+    backend: str
+    url: str
+    workdir: Path
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.url.removeprefix("sqlite:///"))
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str, postgres_url: str = DEFAULT_POSTGRES_URL) -> Iterator[Target]:
+    """A new SQLite file in a temp dir, or a new PostgreSQL database dropped afterwards."""
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"returnstack-bench-{uuid.uuid4().hex[:8]}"
+    workdir.mkdir(parents=True)
+    try:
+        if backend == "sqlite":
+            yield Target(backend, f"sqlite:///{workdir / 'bench.db'}", workdir)
+            return
+        name = f"returnstack_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(libpq(postgres_url), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        base = postgres_url.rpartition("/")[0]
+        try:
+            yield Target(backend, f"{base}/{name}", workdir)
+        finally:
+            with psycopg.connect(libpq(postgres_url), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def service_env(target: Target) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RETURNSTACK_")}
+    env.update(
+        RETURNSTACK_DATABASE_URL=target.url,
+        RETURNSTACK_DATA_DIR=str(target.workdir / "data"),
+        RETURNSTACK_RATE_LIMIT_PER_SECOND="0",
+        RETURNSTACK_LOG_REQUESTS="false",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def returnstack_command() -> str:
+    beside = Path(sys.executable).parent / "returnstack"
+    found = str(beside) if beside.exists() else shutil.which("returnstack")
+    if found is None:
+        raise RuntimeError("the `returnstack` command is not installed (pip install -e .)")
+    return found
+
+
+def cli_json(target: Target, *args: str) -> dict[str, object]:
+    """Run `returnstack ARGS --json` against the target database; its JSON answer."""
+    done = subprocess.run(
+        [returnstack_command(), *args, "--json"],
+        env=service_env(target),
+        cwd=target.workdir,  # no stray .env file is read
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"returnstack {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    answer: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in kB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time used so far by a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by a process (all its threads)."""
+    return sum(cpu_times(pid))
+
+
+class ServerProcess:
+    """A server started as a subprocess, ready once GET /healthz answers."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path, name: str) -> None:
+        self.command = command
+        self.env = env
+        self.cwd = cwd
+        self.name = name
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = cwd / f"{name}.log"
+        self._sampler: threading.Thread | None = None
+        self._sampling = threading.Event()
+        self.sampled_peak_kb = 0
+        self.final_hwm_kb = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout_s: float = 60) -> "ServerProcess":
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not answer /healthz in {timeout_s}s")
+            time.sleep(0.1)
+        self._sampling.set()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while self._sampling.is_set():
+            with contextlib.suppress(OSError):
+                rss = proc_status(self.pid)["VmRSS"]
+                self.sampled_peak_kb = max(self.sampled_peak_kb, rss)
+            time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(self.pid)
+
+    def memory(self) -> dict[str, int]:
+        return proc_status(self.pid)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(OSError, KeyError):
+            self.final_hwm_kb = proc_status(self.pid)["VmHWM"]
+        self._sampling.clear()
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def returnstack_server(target: Target) -> ServerProcess:
+    command = [returnstack_command(), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    return ServerProcess(command, service_env(target), target.workdir, "returnstack")
+
+
+def bare_server(target: Target, mode: str) -> ServerProcess:
+    """The framework ceiling (bench/bare_app.py), served like `returnstack serve` serves."""
+    env = service_env(target)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "bench.bare_app", "--port", "{port}", "--mode", mode]
+    return ServerProcess(command, env, target.workdir, f"bare-{mode}")
