@@ -66,6 +66,12 @@ class NotFound(ApiError):
     message = "Not found."
 
 
+class MethodNotAllowed(ApiError):
+    status_code = 405
+    type = "method_not_allowed"
+    message = "This method is not allowed on this path."
+
+
 class Conflict(ApiError):
     status_code = 409
     type = "conflict"
@@ -142,6 +148,7 @@ _STATUS_TYPES = {
     401: AuthenticationFailed,
     403: Forbidden,
     404: NotFound,
+    405: MethodNotAllowed,
     409: Conflict,
     412: PreconditionFailed,
     413: PayloadTooLarge,

@@ -3,8 +3,24 @@
 from typing import Annotated
 
 from fastapi import Depends, Header, Query
+from starlette.convertors import Convertor, register_url_convertor
 
 from returnstack.kit.errors import InvalidRequest
+
+
+class ClientIdConvertor(Convertor[str]):
+    """A client id in a path: any non-empty text, "/" included (`{order_id:client_id}`)."""
+
+    regex = ".+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("client_id", ClientIdConvertor())
 
 
 def if_match_version(

@@ -38,6 +38,7 @@ class IdempotentRequest:
                 IdempotencyKey.request_hash,
                 IdempotencyKey.status_code,
                 IdempotencyKey.response_body,
+                IdempotencyKey.response_headers,
             ).where(
                 IdempotencyKey.tenant_id == tenant_id,
                 IdempotencyKey.key == self.key,
@@ -51,11 +52,18 @@ class IdempotentRequest:
                 "This Idempotency-Key was used with a different request body.",
                 details=[{"path": "Idempotency-Key", "message": "reused with a different body"}],
             )
-        return RawJSONResponse(
-            row.response_body, status_code=row.status_code, headers={"Idempotent-Replayed": "true"}
-        )
+        headers = dict(row.response_headers or {}) | {"Idempotent-Replayed": "true"}
+        return RawJSONResponse(row.response_body, status_code=row.status_code, headers=headers)
 
-    def remember(self, session: Session, *, tenant_id: str, status_code: int, body: bytes) -> None:
+    def remember(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        status_code: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         if self.key is None:
             return
         now = datetime.now(UTC)
@@ -76,6 +84,7 @@ class IdempotentRequest:
                     "request_hash": self.fingerprint,
                     "status_code": status_code,
                     "response_body": body,
+                    "response_headers": headers,
                     "created_at": now,
                 }
             ],
@@ -105,10 +114,11 @@ class IdempotentRequest:
             return replay
         payload = produce()
         body = orjson.dumps(payload)
-        self.remember(session, tenant_id=tenant_id, status_code=status_code, body=body)
-        return RawJSONResponse(
-            body, status_code=status_code, headers=headers(payload) if headers else None
+        extra = headers(payload) if headers else None
+        self.remember(
+            session, tenant_id=tenant_id, status_code=status_code, body=body, headers=extra
         )
+        return RawJSONResponse(body, status_code=status_code, headers=extra)
 
 
 async def idempotent_request(request: Request) -> IdempotentRequest:

@@ -112,7 +112,8 @@ class RequestMiddleware:
     def _observe(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"
+        # The route's template without convertors: /v1/orders/{order_id}
+        path = getattr(route, "path_format", None) or "unmatched"
         method = scope["method"]
         REQUESTS.labels(path, method, str(status)).inc()
         LATENCY.labels(path, method).observe(elapsed)

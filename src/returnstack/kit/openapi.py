@@ -72,6 +72,21 @@ def install_openapi(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(_EXTRA_SCHEMAS)
         components["Error"] = ERROR_SCHEMA
+        # FastAPI documents its own 422 shape; every error here has the contract's shape.
+        fastapi_422 = {"$ref": "#/components/schemas/HTTPValidationError"}
+        for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
+            response = operation.get("responses", {}).get("422")
+            if (
+                response
+                and response.get("content", {}).get("application/json", {}).get("schema")
+                == fastapi_422
+            ):
+                response["description"] = "validation_failed"
+                response["content"] = {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                }
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
         app.openapi_schema = schema
         return schema
 

@@ -36,10 +36,15 @@ def _currency(value: str) -> str:
     return code
 
 
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
 def _timestamp_input(value: Any) -> Any:
     # RFC 3339 strings only: a bare number is ambiguous (seconds? milliseconds?).
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 timestamp string with an offset")
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 timestamp with an offset: 2026-11-02T14:03:00Z")
     return value
 
 

@@ -64,6 +64,10 @@ class ReturnItem(Base):
     variant_id: Mapped[str | None] = mapped_column(ClientId)
     quantity: Mapped[int]
     received_quantity: Mapped[int] = mapped_column(default=0)
+    # Of the units received, those that came back in good order and those damaged: receipts
+    # of one item may have different outcomes, and only these two may be refunded.
+    good_quantity: Mapped[int] = mapped_column(default=0)
+    damaged_quantity: Mapped[int] = mapped_column(default=0)
     reason: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(String(4000))
     resolution: Mapped[str] = mapped_column(String(20))

@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from returnstack.models.base import Base, Currency, UTCDateTime
+from returnstack.models.base import Base, Currency, Json, UTCDateTime
 
 
 class Tenant(Base):
@@ -52,4 +52,5 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int]
     response_body: Mapped[bytes]
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(Json)  # e.g. the ETag
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -3,7 +3,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from returnstack.kit.deps import DbSession
-from returnstack.kit.errors import AuthenticationFailed, Forbidden, NotFound
+from returnstack.kit.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
+from returnstack.kit.http import ClientIdConvertor  # noqa: F401  (registers {…:client_id})
 from returnstack.kit.openapi import errors
 from returnstack.orders.schemas import Order
 from returnstack.orders.service import get_order
@@ -13,9 +14,9 @@ router = APIRouter(tags=["orders"])
 
 
 @router.get(
-    "/v1/orders/{order_id}",
+    "/v1/orders/{order_id:client_id}",  # client ids may contain "/"
     response_model=Order,
-    responses=errors(AuthenticationFailed, Forbidden, NotFound),
+    responses=errors(InvalidRequest, AuthenticationFailed, Forbidden, NotFound),
 )
 def read_order(
     order_id: Annotated[str, Path(min_length=1, max_length=128)],

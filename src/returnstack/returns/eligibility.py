@@ -74,14 +74,19 @@ class Checked:
         return all(not item.errors for item in self.items)
 
     @property
+    def _eligible_items(self) -> list[CheckedItem]:
+        # The money counts the items that can be returned, even when others cannot.
+        return [item for item in self.items if not item.errors]
+
+    @property
     def restocking_fee(self) -> int:
         # Fees are exact; what is shown is what the floor of the refund leaves out.
-        return ceil(sum((item.fee for item in self.items), Fraction(0)))
+        return ceil(sum((item.fee for item in self._eligible_items), Fraction(0)))
 
     @property
     def total(self) -> int:
-        value = sum(item.value for item in self.items)
-        fees = sum((item.fee for item in self.items), Fraction(0))
+        value = sum(item.value for item in self._eligible_items)
+        fees = sum((item.fee for item in self._eligible_items), Fraction(0))
         return max(0, floor(value - fees) - self.shipping_fee)
 
     def error_details(self) -> list[dict[str, str]]:
@@ -193,6 +198,7 @@ def check_items(
     email = requester.email or (first.email if first else None)
     any_fee_bearing = any(
         item.line is not None
+        and not item.errors
         and not (item.request.reason in reasons and reasons[item.request.reason].merchant_fault)
         for item in checked
     )

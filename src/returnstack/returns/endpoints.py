@@ -2,6 +2,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from pydantic import AwareDatetime
+from sqlalchemy.orm import Session
 
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
@@ -15,7 +16,7 @@ from returnstack.kit.errors import (
     ValidationFailed,
 )
 from returnstack.kit.http import IfMatch, Limit, etag
-from returnstack.kit.idempotency import Idempotency
+from returnstack.kit.idempotency import Idempotency, IdempotentRequest
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
 from returnstack.kit.types import normalize_email
@@ -33,7 +34,7 @@ from returnstack.returns.schemas import (
     ReturnPage,
     ReturnUpdate,
 )
-from returnstack.tenants.auth import SecretKey
+from returnstack.tenants.auth import Principal, SecretKey
 
 router = APIRouter(tags=["returns"])
 
@@ -203,10 +204,19 @@ def delete_return(
 
 
 def _action(
-    action: str, return_id: str, body: Any, principal: Any, session: Any, if_match: int | None
-) -> JSONResponse:
-    return _json(
-        service.apply_action(
+    action: str,
+    return_id: str,
+    body: Any,
+    principal: Principal,
+    session: Session,
+    if_match: int | None,
+    idempotency: IdempotentRequest,
+) -> RawJSONResponse:
+    return idempotency.respond(
+        session,
+        tenant_id=principal.tenant_id,
+        status_code=200,
+        produce=lambda: service.apply_action(
             session,
             tenant_id=principal.tenant_id,
             reference=return_id,
@@ -214,7 +224,8 @@ def _action(
             body=body,
             actor=principal.actor,
             if_match=if_match,
-        )
+        ),
+        headers=_with_etag,
     )
 
 
@@ -229,36 +240,54 @@ def approve(
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
+    idempotency: Idempotency,
     body: Annotated[NoteBody | None, Body()] = None,
-) -> JSONResponse:
+) -> RawJSONResponse:
     """requested -> approved."""
-    return _action("approve", return_id, body or NoteBody(), principal, session, if_match)
+    return _action(
+        "approve", return_id, body or NoteBody(), principal, session, if_match, idempotency
+    )
 
 
 @router.post("/v1/returns/{return_id}/decline", response_model=ReturnOut, responses=ACTION_ERRORS)
 def decline(
-    return_id: str, body: DeclineBody, principal: SecretKey, session: DbSession, if_match: IfMatch
-) -> JSONResponse:
+    return_id: str,
+    body: DeclineBody,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    idempotency: Idempotency,
+) -> RawJSONResponse:
     """requested -> declined; its items no longer count against their orders."""
-    return _action("decline", return_id, body, principal, session, if_match)
+    return _action("decline", return_id, body, principal, session, if_match, idempotency)
 
 
 @router.post("/v1/returns/{return_id}/receive", response_model=ReturnOut, responses=ACTION_ERRORS)
 def receive(
-    return_id: str, body: ReceiveBody, principal: SecretKey, session: DbSession, if_match: IfMatch
-) -> JSONResponse:
+    return_id: str,
+    body: ReceiveBody,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    idempotency: Idempotency,
+) -> RawJSONResponse:
     """approved or received -> received; partial receipts add up."""
-    return _action("receive", return_id, body, principal, session, if_match)
+    return _action("receive", return_id, body, principal, session, if_match, idempotency)
 
 
 @router.post("/v1/returns/{return_id}/refund", response_model=ReturnOut, responses=ACTION_ERRORS)
 def refund(
-    return_id: str, body: RefundBody, principal: SecretKey, session: DbSession, if_match: IfMatch
-) -> JSONResponse:
+    return_id: str,
+    body: RefundBody,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
+    idempotency: Idempotency,
+) -> RawJSONResponse:
     """received -> refunded. The default amount is the value of what was received (outcome
     `received`, and `damaged` if the policy refunds it) minus fees, rounded down; an explicit
     amount may be lower, never higher."""
-    return _action("refund", return_id, body, principal, session, if_match)
+    return _action("refund", return_id, body, principal, session, if_match, idempotency)
 
 
 @router.post("/v1/returns/{return_id}/close", response_model=ReturnOut, responses=ACTION_ERRORS)
@@ -267,10 +296,13 @@ def close(
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
+    idempotency: Idempotency,
     body: Annotated[NoteBody | None, Body()] = None,
-) -> JSONResponse:
+) -> RawJSONResponse:
     """refunded or declined -> closed."""
-    return _action("close", return_id, body or NoteBody(), principal, session, if_match)
+    return _action(
+        "close", return_id, body or NoteBody(), principal, session, if_match, idempotency
+    )
 
 
 @router.post("/v1/returns/{return_id}/cancel", response_model=ReturnOut, responses=ACTION_ERRORS)
@@ -279,10 +311,13 @@ def cancel(
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
+    idempotency: Idempotency,
     body: Annotated[CancelBody | None, Body()] = None,
-) -> JSONResponse:
+) -> RawJSONResponse:
     """requested or approved -> cancelled (not once anything was received)."""
-    return _action("cancel", return_id, body or CancelBody(), principal, session, if_match)
+    return _action(
+        "cancel", return_id, body or CancelBody(), principal, session, if_match, idempotency
+    )
 
 
 @router.post("/v1/returns/{return_id}/reopen", response_model=ReturnOut, responses=ACTION_ERRORS)
@@ -291,10 +326,13 @@ def reopen(
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
+    idempotency: Idempotency,
     body: Annotated[NoteBody | None, Body()] = None,
-) -> JSONResponse:
+) -> RawJSONResponse:
     """closed or cancelled -> requested (not for returns recorded from events)."""
-    return _action("reopen", return_id, body or NoteBody(), principal, session, if_match)
+    return _action(
+        "reopen", return_id, body or NoteBody(), principal, session, if_match, idempotency
+    )
 
 
 policy_router = APIRouter(tags=["policy"])

@@ -103,11 +103,20 @@ def render_returns(
             _row(ret, _RETURN_COLUMNS),
             items[ret.id],
             history[ret.id],
-            store=store_resource(stores.get(ret.store_id)) if ret.store_id else None,
+            store=_store(ret.store_id, stores),
             attachments=attachments[ret.id],
         )
         for ret in returns
     ]
+
+
+def _store(store_id: str | None, stores: dict[str, Store]) -> dict[str, Any] | None:
+    if store_id is None:
+        return None
+    known = stores.get(store_id)
+    if known is None:  # named by a return before any event described it
+        return {"id": store_id, "name": None, "city": None, "country": None}
+    return store_resource(known)
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, return_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created_at), str(return_id)
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None or not isinstance(return_id, str):
+            raise ValueError("not a cursor of this API")
+        return moment, return_id
     except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
         raise InvalidRequest(
             "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
@@ -177,15 +189,17 @@ def _filtered(query: Select[Any], tenant_id: str, filters: ReturnFilters) -> Sel
             )
         )
     if filters.q:
-        pattern = f"%{filters.q.lower()}%"
+        # The text is matched literally: % and _ are not wildcards here.
+        literal = filters.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
         matches = [
-            func.lower(Return.external_id).like(pattern),
-            func.lower(Return.email).like(pattern),
-            func.lower(Return.note).like(pattern),
+            func.lower(Return.external_id).like(pattern, escape="\\"),
+            func.lower(Return.email).like(pattern, escape="\\"),
+            func.lower(Return.note).like(pattern, escape="\\"),
             exists().where(
                 ReturnItem.tenant_id == Return.tenant_id,
                 ReturnItem.return_id == Return.id,
-                func.lower(ReturnItem.note).like(pattern),
+                func.lower(ReturnItem.note).like(pattern, escape="\\"),
             ),
         ]
         number = parse_number(filters.q.strip())

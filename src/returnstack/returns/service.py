@@ -105,6 +105,8 @@ def record_returns(
                     "variant_id": item.variant_id,
                     "quantity": item.quantity,
                     "received_quantity": item.quantity,
+                    "good_quantity": item.quantity,
+                    "damaged_quantity": 0,
                     "reason": reason,
                     "note": note,
                     "resolution": "refund",
@@ -210,6 +212,8 @@ def _item_rows(tenant_id: str, return_id: str, checked: Checked) -> list[dict[st
                 "variant_id": item.line["variant_id"],
                 "quantity": item.request.quantity,
                 "received_quantity": 0,
+                "good_quantity": 0,
+                "damaged_quantity": 0,
                 "reason": item.request.reason,
                 "note": item.request.note,
                 "resolution": item.request.resolution,
@@ -360,17 +364,19 @@ def _items_of(session: Session, ret: Return) -> list[ReturnItem]:
     )
 
 
-def refundable_amount(session: Session, ret: Return, items: list[ReturnItem]) -> int:
-    """Value of what was received (and damaged, if the policy refunds it) minus fees,
-    rounded down to the minor unit."""
+def refundable(session: Session, ret: Return, items: list[ReturnItem]) -> tuple[int, int]:
+    """(refund, restocking fee) for everything received so far: the value of the units that
+    came back in good order (and damaged ones, if the policy refunds them) minus their exact
+    fees and the shipping fee, rounded down to the minor unit."""
     policy = get_policy(session, tenant_id=ret.tenant_id)
-    refundable_outcomes = {"received", "damaged"} if policy.refund_damaged_items else {"received"}
-    value = Fraction(0)
+    value, fees = Fraction(0), Fraction(0)
     for item in items:
-        if item.outcome in refundable_outcomes and item.unit_price is not None:
-            item_value = item.unit_price * item.received_quantity
-            value += item_value - Fraction(item_value * item.fee_basis_points, 10_000)
-    return max(0, floor(value) - ret.fee_shipping)
+        units = item.good_quantity + (item.damaged_quantity if policy.refund_damaged_items else 0)
+        if units and item.unit_price is not None:
+            item_value = item.unit_price * units
+            value += item_value
+            fees += Fraction(item_value * item.fee_basis_points, 10_000)
+    return max(0, floor(value - fees) - ret.fee_shipping), ceil(fees)
 
 
 def apply_action(
@@ -419,12 +425,15 @@ def apply_action(
     elif action == "receive":
         changes["items"] = _receive(session, ret, body)
     elif action == "refund":
-        items = _items_of(session, ret)
-        limit = refundable_amount(session, ret, items)
+        # A reopened return may be refunded again: only for what was not refunded yet.
+        already = ret.refund_amount or 0
+        total, restocking_fee = refundable(session, ret, _items_of(session, ret))
+        limit = max(0, total - already)
         amount = limit if body.amount is None else body.amount
         if amount > limit:
             raise ValidationFailed(
-                f"The refund may be at most {limit}, the refundable value of what was received.",
+                f"The refund may be at most {limit}: the refundable value of what was "
+                "received, less what was refunded before.",
                 details=[
                     {
                         "path": "amount",
@@ -433,10 +442,14 @@ def apply_action(
                     }
                 ],
             )
-        changes["refund"] = [None, {"amount": amount, "method": body.method}]
-        ret.refund_amount = amount
+        before_refund = (
+            None if ret.refund_amount is None else {"amount": already, "method": ret.refund_method}
+        )
+        changes["refund"] = [before_refund, {"amount": already + amount, "method": body.method}]
+        ret.refund_amount = already + amount
         ret.refund_method = body.method
         ret.refunded_at = now
+        ret.fee_restocking = restocking_fee  # what was charged, on what came back
     if transition.target == Status.closed:
         ret.closed_at = now
     ret.status = transition.target
@@ -491,12 +504,15 @@ def _reclaim(session: Session, ret: Return) -> None:
 
 
 def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str, Any]]:
-    items = {(item.order_id, item.line_id): item for item in _items_of(session, ret)}
+    # A line may appear in several items of a return: receipts fill them in order.
+    items_by_line: dict[tuple[str, str | None], list[ReturnItem]] = {}
+    for item in _items_of(session, ret):
+        items_by_line.setdefault((item.order_id, item.line_id), []).append(item)
     details = []
-    changed = []
+    changed: dict[int, ReturnItem] = {}
     for index, receipt in enumerate(body.items):
-        item = items.get((receipt.order_id, receipt.line_id))
-        if item is None:
+        items = items_by_line.get((receipt.order_id, receipt.line_id))
+        if not items:
             details.append(
                 {
                     "path": f"items[{index}]",
@@ -506,34 +522,46 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                 }
             )
             continue
-        if item.received_quantity + receipt.quantity > item.quantity:
+        room = sum(item.quantity - item.received_quantity for item in items)
+        if receipt.quantity > room:
             details.append(
                 {
                     "path": f"items[{index}].quantity",
-                    "message": f"at most {item.quantity - item.received_quantity} more",
+                    "message": f"at most {room} more",
                     "code": "quantity_exceeds_requested",
                 }
             )
             continue
-        item.received_quantity += receipt.quantity
-        item.outcome = receipt.outcome
-        item.disposition = receipt.disposition or (
-            "restock" if receipt.outcome == "received" else "not_restocked"
-        )
-        changed.append(
-            {
-                "order_id": item.order_id,
-                "line_id": item.line_id,
-                "received_quantity": item.received_quantity,
-                "outcome": item.outcome,
-                "disposition": item.disposition,
-            }
-        )
+        left = receipt.quantity
+        for item in items:
+            take = min(left, item.quantity - item.received_quantity)
+            if take <= 0:
+                continue
+            left -= take
+            item.received_quantity += take
+            if receipt.outcome == "received":
+                item.good_quantity += take
+            elif receipt.outcome == "damaged":
+                item.damaged_quantity += take
+            item.outcome = receipt.outcome  # the latest receipt's, as the API shows it
+            item.disposition = receipt.disposition or (
+                "restock" if receipt.outcome == "received" else "not_restocked"
+            )
+            changed[item.position] = item
     if details:
         raise ValidationFailed(
             "Some receipts do not match the return; nothing was received.", details=details
         )
-    return changed
+    return [
+        {
+            "order_id": item.order_id,
+            "line_id": item.line_id,
+            "received_quantity": item.received_quantity,
+            "outcome": item.outcome,
+            "disposition": item.disposition,
+        }
+        for _, item in sorted(changed.items())
+    ]
 
 
 def update_return(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 00:16:16.467136
+Create Date: 2026-11-22 00:23:20.446718
 """
 
 from collections.abc import Sequence
@@ -141,6 +141,8 @@ def upgrade() -> None:
         sa.Column("variant_id", sa.String(length=128), nullable=True),
         sa.Column("quantity", sa.Integer(), nullable=False),
         sa.Column("received_quantity", sa.Integer(), nullable=False),
+        sa.Column("good_quantity", sa.Integer(), nullable=False),
+        sa.Column("damaged_quantity", sa.Integer(), nullable=False),
         sa.Column("reason", sa.String(length=64), nullable=False),
         sa.Column("note", sa.String(length=4000), nullable=True),
         sa.Column("resolution", sa.String(length=20), nullable=False),
@@ -270,6 +272,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("response_body", sa.LargeBinary(), nullable=False),
+        sa.Column("response_headers", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.id"], name=op.f("fk_idempotency_keys_tenant_id_tenants")
