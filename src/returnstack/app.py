@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from returnstack import __version__
 from returnstack.config import Settings, get_settings
@@ -64,6 +65,21 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
         log_requests=settings.log_requests,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "If-Match",
+            "X-Request-Id",
+            "X-Storefront-Session",
+        ],
+        expose_headers=["ETag", "Retry-After", "X-Request-Id", "Idempotent-Replayed"],
+        max_age=600,
     )
     app.include_router(health_router)
     app.include_router(events_router)

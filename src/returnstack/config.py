@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_requests: bool = Field(True, description="One JSON log line per request.")
     webhooks_allow_private: bool = False
+    cors_origins: list[str] = Field(
+        ["*"],
+        description='Origins whose browsers may call the API: a JSON list; "*" allows any.',
+    )
 
     @field_validator("database_url")
     @classmethod

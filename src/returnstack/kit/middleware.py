@@ -18,6 +18,8 @@ log = logging.getLogger("returnstack.http")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+UPLOAD_BODY_BYTES = 10 * 1024 * 1024 + 64 * 1024  # a 10 MiB attachment and its multipart frame
+
 INTERNAL_ERROR = {
     "error": {
         "type": "internal_error",
@@ -49,6 +51,9 @@ class RequestMiddleware:
         status = 500
         response_started = False
         limit = self.max_body_bytes
+        if scope["method"] == "POST" and scope["path"].endswith("/attachments"):
+            # Uploads have their own limit (checked by the upload); leave room for multipart.
+            limit = max(limit, UPLOAD_BODY_BYTES)
 
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
