@@ -11,7 +11,7 @@ from returnstack.kit.errors import InvalidRequest
 class ClientIdConvertor(Convertor[str]):
     """A client id in a path: any non-empty text, "/" included (`{order_id:client_id}`)."""
 
-    regex = ".+"
+    regex = r"[\s\S]+"  # any character, newlines included
 
     def convert(self, value: str) -> str:
         return value

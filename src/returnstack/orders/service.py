@@ -31,6 +31,14 @@ def store_resource(store: StoreRef | Store | None) -> dict[str, Any] | None:
     return {"id": store.id, "name": store.name, "city": store.city, "country": store.country}
 
 
+def load_stores(session: Session, *, tenant_id: str, ids: Iterable[str | None]) -> dict[str, Store]:
+    wanted = {store_id for store_id in ids if store_id}
+    if not wanted:
+        return {}
+    query = select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(wanted))
+    return {store.id: store for store in session.scalars(query)}
+
+
 def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreRef]) -> None:
     """Upsert the stores named by events; details given later fill in or replace older ones."""
     now = datetime.now(UTC)
@@ -233,17 +241,7 @@ def render_orders(
     )
     for order_id, line_id, product_id, variant_id, claimed, returned in rows:
         claims[order_id].append((line_id, product_id, variant_id, claimed or 0, returned or 0))
-    store_ids = {order.store_id for order in orders if order.store_id}
-    stores = (
-        {
-            store.id: store
-            for store in session.scalars(
-                select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(store_ids))
-            )
-        }
-        if store_ids
-        else {}
-    )
+    stores = load_stores(session, tenant_id=tenant_id, ids={order.store_id for order in orders})
     rendered = []
     for order in orders:
         lines = lines_by_order[order.id]

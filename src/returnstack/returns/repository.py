@@ -1,19 +1,17 @@
 """Reading returns: by id or number, for update, and as filtered, paginated lists."""
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from returnstack.kit.errors import InvalidRequest, NotFound
+from returnstack.kit.errors import NotFound
+from returnstack.kit.pagination import decode_cursor, encode_cursor
 from returnstack.models import Attachment, Return, ReturnHistory, ReturnItem, Store
-from returnstack.orders.service import store_resource
+from returnstack.orders.service import load_stores, store_resource
 from returnstack.returns.render import render_return
 
 _ITEM_COLUMNS = [c.key for c in ReturnItem.__table__.columns]
@@ -87,17 +85,7 @@ def render_returns(
                 "url": f"/v1/returns/{attachment.return_id}/attachments/{attachment.id}",
             }
         )
-    store_ids = {ret.store_id for ret in returns if ret.store_id}
-    stores = (
-        {
-            store.id: store
-            for store in session.scalars(
-                select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(store_ids))
-            )
-        }
-        if store_ids
-        else {}
-    )
+    stores = load_stores(session, tenant_id=tenant_id, ids={ret.store_id for ret in returns})
     return [
         render_return(
             _row(ret, _RETURN_COLUMNS),
@@ -133,25 +121,6 @@ class ReturnFilters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     q: str | None = None
-
-
-def encode_cursor(ret: Return) -> str:
-    raw = orjson.dumps([ret.created_at.isoformat(), ret.id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, return_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None or not isinstance(return_id, str):
-            raise ValueError("not a cursor of this API")
-        return moment, return_id
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest(
-            "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
-        ) from None
 
 
 def _filtered(query: Select[Any], tenant_id: str, filters: ReturnFilters) -> Select[Any]:
@@ -230,5 +199,6 @@ def list_returns(
     rows = list(
         session.scalars(query.order_by(Return.created_at.desc(), Return.id.desc()).limit(limit + 1))
     )
-    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:limit], next_cursor

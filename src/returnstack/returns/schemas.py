@@ -62,10 +62,9 @@ class ReturnItemCreate(_Strict):
         return self
 
 
-class ReturnCreate(_Strict):
-    customer: CustomerRef | None = Field(
-        None, description="Defaults to the customer of the first order."
-    )
+class ReturnRequest(_Strict):
+    """What a return asks for; the storefront's body (its session names the customer)."""
+
     channel: Literal["online", "offline"] = "online"
     store: StoreRef | None = None
     items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
@@ -74,6 +73,14 @@ class ReturnCreate(_Strict):
     note: Note | None = None
 
     _metadata = field_validator("metadata")(_check_metadata)
+
+
+class ReturnCreate(ReturnRequest):
+    """Staff's body: a return request, for a customer."""
+
+    customer: CustomerRef | None = Field(
+        None, description="Defaults to the customer of the first order."
+    )
 
 
 class ReturnUpdate(_Strict):

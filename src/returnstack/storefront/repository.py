@@ -1,15 +1,12 @@
 """The storefront's SQL: sessions, and which orders and returns a caller owns."""
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from returnstack.kit.errors import InvalidRequest
+from returnstack.kit.pagination import decode_cursor, encode_cursor
 from returnstack.models import Customer, Order, Return, StorefrontSession
 
 
@@ -100,25 +97,6 @@ def orders_of(session: Session, *, tenant_id: str, order_ids: list[str]) -> list
     )
 
 
-def _encode_cursor(at: datetime, row_id: str) -> str:
-    raw = orjson.dumps([at.isoformat(), row_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        value = datetime.fromisoformat(at)
-        if value.tzinfo is None:
-            raise ValueError("naive")
-        return value, str(row_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest(
-            "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
-        ) from None
-
-
 def _page(
     session: Session,
     model: Any,
@@ -132,7 +110,7 @@ def _page(
     """Newest first by (timestamp, id); the cursor is the last row's pair."""
     query = select(model).where(condition)
     if cursor is not None:
-        at, row_id = _decode_cursor(cursor)
+        at, row_id = decode_cursor(cursor)
         query = query.where(or_(at_column < at, and_(at_column == at, id_column < row_id)))
     rows = list(
         session.scalars(query.order_by(at_column.desc(), id_column.desc()).limit(limit + 1))
@@ -140,7 +118,7 @@ def _page(
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = _encode_cursor(getattr(last, at_column.key), getattr(last, id_column.key))
+        next_cursor = encode_cursor(getattr(last, at_column.key), getattr(last, id_column.key))
     return rows[:limit], next_cursor
 
 

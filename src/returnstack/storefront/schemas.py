@@ -1,20 +1,12 @@
 """Requests and responses of the storefront API (API.md 4.1)."""
 
 from datetime import datetime
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from returnstack.kit.types import ClientId, Email, Note
+from returnstack.kit.types import ClientId, Email
 from returnstack.orders.schemas import Order, OrderLine
-from returnstack.returns.schemas import (
-    MAX_ITEMS,
-    ExternalId,
-    ReturnCreate,
-    ReturnItemCreate,
-    StoreRef,
-    _check_metadata,
-)
+from returnstack.returns.schemas import ReturnCreate, ReturnRequest
 
 MAX_TOKEN_CHARS = 8192
 
@@ -51,17 +43,8 @@ class SessionOut(BaseModel):
     expires_at: datetime
 
 
-class StorefrontReturnCreate(_Strict):
+class StorefrontReturnCreate(ReturnRequest):
     """POST /v1/returns without `customer`: the session names the customer."""
-
-    channel: Literal["online", "offline"] = "online"
-    store: StoreRef | None = None
-    items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
-    external_id: ExternalId | None = None
-    metadata: dict[str, Any] | None = None
-    note: Note | None = None
-
-    _metadata = field_validator("metadata")(_check_metadata)
 
     def as_return_create(self) -> ReturnCreate:
         return ReturnCreate.model_validate(self.model_dump(exclude_unset=True))
