@@ -53,12 +53,13 @@ def post_events(
     the valid events are written and the invalid ones listed in `rejected`. An event whose
     `id` was recorded before is a duplicate and changes nothing. A 200 means committed.
     """
-    replay = idempotency.replay(session, tenant_id=principal.tenant_id)
-    if replay is not None:
-        return replay
+    # Validation first: no transaction (nor SQLite's write lock) is held while it runs.
     batch = check_batch(parse_body(body))
     if batch.rejected and not partial:
         raise all_or_nothing_error(batch.rejected)
+    replay = idempotency.replay(session, tenant_id=principal.tenant_id)
+    if replay is not None:
+        return replay
     result = record_events(
         session,
         tenant_id=principal.tenant_id,

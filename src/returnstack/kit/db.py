@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from returnstack.config import Settings
@@ -130,11 +131,37 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
         cursor.close()
 
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE: a waiting thread then
+    # starts the moment the writer before it ends, where SQLite's busy handler would poll
+    # with sleeps of up to 100 ms. (SQLite's own lock still guards the data, and writers in
+    # other processes; the busy timeout still applies to them.)
+    writers = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get("returnstack_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
+        if not conn.get_execution_options().get("returnstack_write"):
             conn.exec_driver_sql("BEGIN")
+            return
+        if not writers.acquire(timeout=30):
+            raise OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked"))
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release()
+            raise
+        conn.info["holds_writer_lock"] = True
+
+    def _release(conn: Connection) -> None:
+        if conn.info.pop("holds_writer_lock", False):
+            writers.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        # A connection that went back to the pool without COMMIT or ROLLBACK events.
+        if record.info.pop("holds_writer_lock", False):
+            writers.release()
 
     return engine

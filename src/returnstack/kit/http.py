@@ -23,7 +23,7 @@ class ClientIdConvertor(Convertor[str]):
 register_url_convertor("client_id", ClientIdConvertor())
 
 
-def if_match_version(
+async def if_match_version(
     if_match: Annotated[
         str | None,
         Header(alias="If-Match", description='The version you last saw: "3". Stale: 412.'),

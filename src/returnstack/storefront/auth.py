@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from returnstack.kit.deps import DbSession
+from returnstack.kit.deps import read_session
 from returnstack.kit.errors import AuthenticationFailed, RateLimited
 from returnstack.kit.ratelimit import check_rate_limit
 from returnstack.returns.eligibility import Requester
@@ -97,7 +97,6 @@ def refuse_session(message: str, reason: str) -> AuthenticationFailed:
 
 def storefront_caller(
     request: Request,
-    session: DbSession,
     token: Annotated[
         str | None,
         Header(
@@ -109,11 +108,12 @@ def storefront_caller(
     if not token:
         raise refuse_session(f"A storefront session is required: {HEADER}: <session>.", "missing")
     tenant_id = parse_token(token.strip())
-    caller = (
-        resolve_session(session, tenant_id=tenant_id, token_hash=hash_token(token.strip()))
-        if tenant_id is not None
-        else None
-    )
+    caller = None
+    if tenant_id is not None:
+        with read_session(request) as session:
+            caller = resolve_session(
+                session, tenant_id=tenant_id, token_hash=hash_token(token.strip())
+            )
     if caller is None:
         raise refuse_session(
             "The storefront session is unknown or expired; open a new one.",

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import text
 
-from returnstack.kit.deps import DbSession
+from returnstack.kit.deps import read_session
 from returnstack.kit.errors import AuthenticationFailed, Forbidden
 from returnstack.kit.ratelimit import check_rate_limit
 from returnstack.tenants.service import hash_key
@@ -50,9 +50,10 @@ def _bearer(request: Request) -> str:
     return token
 
 
-def authenticate(request: Request, session: DbSession) -> Principal:
+def authenticate(request: Request) -> Principal:
     token = _bearer(request)
-    row = session.execute(_KEY_LOOKUP, {"h": hash_key(token)}).first()
+    with read_session(request) as session:
+        row = session.execute(_KEY_LOOKUP, {"h": hash_key(token)}).first()
     if row is None:
         raise _refuse("The API key is unknown or revoked.", "unknown or revoked key")
     principal = Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
@@ -61,7 +62,7 @@ def authenticate(request: Request, session: DbSession) -> Principal:
     return principal
 
 
-def require_secret_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+async def require_secret_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     if principal.kind != "secret":
         raise Forbidden(
             "This endpoint needs a secret key (sk_...); publishable keys may only send events."
