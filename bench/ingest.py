@@ -141,6 +141,7 @@ def _load(
     console.print(f"  {label}: {sum(_lines(f) for f in files)} requests, {len(files)} clients …")
     user_before, system_before = server.cpu_times()
     machine_before = _machine_cpu()
+    steal_before = _machine_steal()
     children_before = _children_cpu()
     result = loadgen.run(opts.tool, f"{server.base_url}/v1/events", files, auth)
     user_after, system_after = server.cpu_times()
@@ -152,6 +153,7 @@ def _load(
     # the load generator, and everything else (PostgreSQL, other people's processes).
     elapsed = max(result.duration_s, 1e-9)
     busy = (_machine_cpu() - machine_before) / elapsed
+    steal = (_machine_steal() - steal_before) / elapsed
     server_cores = result.extra["server_cpu_s"] / elapsed
     loadgen_cores = (_children_cpu() - children_before) / elapsed
     result.extra["cores_busy"] = {
@@ -159,6 +161,7 @@ def _load(
         "server": round(server_cores, 2),
         "load_generator": round(loadgen_cores, 2),
         "rest": round(max(0.0, busy - server_cores - loadgen_cores), 2),
+        "stolen_by_host": round(steal, 2),
     }
     result.extra["server_cpu_us_per_request"] = round(
         1e6 * result.extra["server_cpu_s"] / max(1, result.requests), 1
@@ -205,11 +208,21 @@ def _bodies(
     )
 
 
+def _proc_stat_cpu() -> list[int]:
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:9]]
+
+
 def _machine_cpu() -> float:
     """CPU seconds all cores have spent busy since boot (from /proc/stat)."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:8]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    values = _proc_stat_cpu()
+    return (sum(values[:7]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_steal() -> float:
+    """CPU seconds stolen by the hypervisor since boot: time this virtual machine's cores
+    wanted to run while the host ran something else."""
+    return _proc_stat_cpu()[7] / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:
@@ -349,6 +362,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             "warmup_events": opts.warmup_events,
             "events_per_s": round(batch_events_per_s, 1),
             "rows_per_event": {n: round(delta[n] / opts.events, 3) for n in ceiling.TABLES},
+            "rows_written": sum(delta.values()),
             "rows_per_s": round(sum(delta.values()) / batch.duration_s, 1),
             "http": batch.as_dict(),
         },
@@ -523,10 +537,10 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--store-order",
-        choices=["sorted", "random"],
-        default="sorted",
-        help="order of the events of a batch: by store id (default), or as generated "
-        "(random: reproduces the PostgreSQL deadlock of README, Known problems)",
+        choices=["random", "sorted"],
+        default="random",
+        help="order of the events of a batch: as generated (default), or by store id "
+        "(the workaround for the PostgreSQL deadlock of README, Known problems)",
     )
     parser.add_argument(
         "--wait-idle",

@@ -42,6 +42,9 @@ def render_one(result: dict[str, Any]) -> str:
         else f"PostgreSQL {machine.get('postgresql')}"
     )
     single_target = targets.get("single_ratio")
+    rows_written = batch.get("rows_written") or round(
+        sum(batch["rows_per_event"].values()) * batch["events"]
+    )
     lines = [
         f"### {backend}",
         "",
@@ -70,7 +73,7 @@ def render_one(result: dict[str, Any]) -> str:
         f"| events/s | {batch['events_per_s']:,.0f} | {roof['events_per_s']:,.0f} |",
         f"| rows/s | {batch['rows_per_s']:,.0f} | {roof['rows_per_s']:,.0f} |",
         f"| events measured / rows written | {batch['events']:,} / "
-        f"{round(batch['rows_per_s'] * batch['http']['duration_s']):,} | "
+        f"{rows_written:,} | "
         f"{roof['events']:,} / {roof['rows']:,} |",
         f"| time | {batch['http']['duration_s']:.1f} s | {roof['seconds']:.2f} s |",
         f"| request latency p50 / p99 | {batch['http']['p50_ms']:.0f} / "

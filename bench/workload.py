@@ -89,13 +89,13 @@ def bodies(
     per_request: int,
     lines: int | None = 3,
     seed: int = 1,
-    sort_stores: bool = True,
+    sort_stores: bool = False,
 ) -> Iterator[bytes]:
     """Request bodies of `per_request` purchases (`lines` lines each; None: 1 to 3).
 
-    With `sort_stores`, the events of a body are ordered by store id, so every request
-    upserts the stores it names in the same order. (With random order, concurrent batches
-    naming the same stores deadlock on PostgreSQL: see README, "Known problems".)
+    With `sort_stores`, the events of a body are ordered by store id, so every request names
+    its stores in the same order (before bf502cd, concurrent batches naming the same stores
+    in different orders deadlocked on PostgreSQL; see README, "Known problems").
     """
     rng = random.Random(f"{phase}:{seed}")
     now = datetime.now(UTC)
