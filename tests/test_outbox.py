@@ -5,10 +5,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from returnstack.events.service import record_events
 from returnstack.events.validation import check_batch
+from returnstack.kit import bulk
 from returnstack.models import Event, Order, OrderLine, OutboxEvent, Return, ReturnItem
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, item, purchase, return_event, unique
@@ -226,7 +227,10 @@ def test_a_transaction_that_fails_after_recording_leaves_no_facts_and_no_message
 
 
 def test_a_request_that_fails_after_writing_leaves_no_facts_and_no_messages(
-    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+    client: TestClient,
+    tenant: TenantFixture,
+    database: DatabaseFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Over HTTP: the request records facts and messages, then the last statement of the
     request (storing the Idempotency-Key response) fails. The client gets a 500 and the
@@ -235,23 +239,21 @@ def test_a_request_that_fails_after_writing_leaves_no_facts_and_no_messages(
     body = batch(sale, return_event(order_id=sale["order_id"]))
     key = unique("idem")
     seen: list[str] = []
+    execute = bulk._execute
 
-    def after(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
-        if tenant.id not in repr(parameters):
-            return
-        seen.append(statement.split()[2] if statement.startswith("INSERT") else statement[:20])
-        if statement.startswith("INSERT INTO idempotency_keys"):
+    def failing_execute(session: Any, model: Any, rows: Any, suffix: str, **kw: Any) -> Any:
+        seen.append(model.__tablename__)
+        if model.__tablename__ == "idempotency_keys":
             raise RuntimeError("injected failure after the work was written")
+        return execute(session, model, rows, suffix, **kw)
 
-    event.listen(database.db.engine, "after_cursor_execute", after)
+    monkeypatch.setattr(bulk, "_execute", failing_execute)
     try:
         response = client.post(
             "/v1/events", json=body, headers={**tenant.headers, "Idempotency-Key": key}
         )
     finally:
-        event.remove(database.db.engine, "after_cursor_execute", after)
+        monkeypatch.undo()
 
     assert response.status_code == 500
     error = response.json()["error"]

@@ -23,6 +23,7 @@ from typing import Any, cast
 import orjson
 from sqlalchemy import JSON, Table
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from returnstack.models.base import Base, UTCDateTime
@@ -107,25 +108,36 @@ def _execute(
     *,
     returning: bool,
 ) -> list[Any]:
-    connection = session.connection()
-    dialect = connection.dialect.name
+    connection = session.connection()  # begins the session's transaction if need be
+    dialect = connection.dialect
     table = _table(model)
     columns = tuple(rows[0])
-    values = _tuples(rows, columns, _converters(dialect, table, columns))
-    if dialect == "postgresql":
-        arrays = tuple(list(column) for column in zip(*values, strict=True))
-        result = connection.exec_driver_sql(_postgresql_sql(table, columns, suffix), arrays)
-        return [row[0] for row in result] if returning else []
-    if not returning:
-        connection.exec_driver_sql(_sqlite_sql(table, columns, suffix, 1), values)
-        return []
-    returned: list[Any] = []
-    for start in range(0, len(values), SQLITE_ROWS_PER_STATEMENT):
-        chunk = values[start : start + SQLITE_ROWS_PER_STATEMENT]
-        flat = tuple(value for row in chunk for value in row)
-        sql = _sqlite_sql(table, columns, suffix, len(chunk))
-        returned.extend(row[0] for row in connection.exec_driver_sql(sql, flat))
-    return returned
+    values = _tuples(rows, columns, _converters(dialect.name, table, columns))
+    # The driver's own cursor, in the session's transaction: SQLAlchemy's execution layer
+    # costs more per statement than a small insert does.
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sql = ""
+    try:
+        if dialect.name == "postgresql":
+            sql = _postgresql_sql(table, columns, suffix)
+            cursor.execute(sql, tuple(list(column) for column in zip(*values, strict=True)))
+            return [row[0] for row in cursor.fetchall()] if returning else []
+        if not returning:
+            sql = _sqlite_sql(table, columns, suffix, 1)
+            cursor.executemany(sql, values)
+            return []
+        returned: list[Any] = []
+        for start in range(0, len(values), SQLITE_ROWS_PER_STATEMENT):
+            chunk = values[start : start + SQLITE_ROWS_PER_STATEMENT]
+            sql = _sqlite_sql(table, columns, suffix, len(chunk))
+            cursor.execute(sql, tuple(value for row in chunk for value in row))
+            returned.extend(row[0] for row in cursor.fetchall())
+        return returned
+    except dialect.loaded_dbapi.Error as exc:
+        # The exception SQLAlchemy would raise (IntegrityError, DataError, ...).
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
 
 
 def insert_rows(

@@ -67,6 +67,19 @@ class Database:
                 session.rollback()
                 raise
 
+    def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One row of a quick read outside any transaction, on the driver's own cursor
+        (authentication, on every request). `sql` uses ? placeholders."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(sql if self.is_sqlite else sql.replace("?", "%s"), params)
+            row = cursor.fetchone()
+            cursor.close()
+            return None if row is None else tuple(row)
+        finally:
+            raw.close()  # the pool rolls back what a driver may have begun
+
     def session(self, *, write: bool = False) -> Session:
         return (self._writer if write else self._reader)()
 

@@ -4,9 +4,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import text
 
-from returnstack.kit.deps import read_session
+from returnstack.kit.db import Database
 from returnstack.kit.errors import AuthenticationFailed, Forbidden
 from returnstack.kit.ratelimit import check_rate_limit
 from returnstack.tenants.service import hash_key
@@ -25,9 +24,9 @@ class Principal:
 
 
 # One indexed lookup per request; no cache, so a revoked key is refused at once everywhere.
-_KEY_LOOKUP = text(
+_KEY_LOOKUP = (
     "SELECT k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
-    "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = :h AND k.revoked_at IS NULL"
+    "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ? AND k.revoked_at IS NULL"
 )
 
 
@@ -52,8 +51,10 @@ def _bearer(request: Request) -> str:
 
 def authenticate(request: Request) -> Principal:
     token = _bearer(request)
-    with read_session(request) as session:
-        row = session.execute(_KEY_LOOKUP, {"h": hash_key(token)}).first()
+    # A read of its own: the request's transaction (and SQLite's write lock) begins only
+    # when the request writes, after it is authenticated and its body validated.
+    db: Database = request.app.state.db
+    row = db.fetch_one(_KEY_LOOKUP, (hash_key(token),))
     if row is None:
         raise _refuse("The API key is unknown or revoked.", "unknown or revoked key")
     principal = Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
