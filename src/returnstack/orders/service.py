@@ -52,6 +52,12 @@ def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreR
                 row[field] = value  # a detail given later replaces; an absent one keeps
     if not rows:
         return
+    # Write only stores that are new or whose details change: an upsert locks its row until
+    # commit, and every batch naming a busy store would otherwise queue behind the others.
+    for known in load_stores(session, tenant_id=tenant_id, ids=rows).values():
+        row = rows[known.id]
+        if all(row[field] is None or row[field] == getattr(known, field) for field in keep):
+            del rows[known.id]
     insert_rows(
         session,
         Store,
