@@ -74,7 +74,9 @@ def postgres_server_url(worker_id: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFixture]:
+def database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DatabaseFixture]:
     tmp = tmp_path_factory.mktemp(request.param)
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'returnstack.db'}"
@@ -121,7 +123,9 @@ class TenantFixture:
 
 def make_tenant(db: Database, *, currency: str = "EUR") -> TenantFixture:
     with db.transaction() as session:
-        tenant = create_tenant(session, name=f"t-{uuid.uuid4().hex[:12]}", default_currency=currency)
+        tenant = create_tenant(
+            session, name=f"t-{uuid.uuid4().hex[:12]}", default_currency=currency
+        )
         secret = create_key(session, tenant=tenant, kind="secret")
         publishable = create_key(session, tenant=tenant, kind="publishable")
     return TenantFixture(
