@@ -25,7 +25,7 @@ class Settings(BaseSettings):
             "promises); FULL also survives power loss, at one fsync per commit."
         ),
     )
-    db_pool_size: int = Field(10, ge=1, le=200)
+    db_pool_size: int = Field(10, ge=1, le=40, description="Connections kept open per process.")
     auto_migrate: bool = Field(
         True, description="Apply pending migrations when a command or the server starts."
     )

@@ -20,6 +20,10 @@ from returnstack.config import Settings
 
 log = logging.getLogger("returnstack.db")
 
+# Sync endpoints run on AnyIO's thread pool (40 threads): as many connections may be wanted at
+# once, so the pool may overflow up to that, rather than time requests out under load.
+THREAD_POOL_SIZE = 40
+
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
@@ -44,7 +48,7 @@ class Database:
             self.engine = create_engine(
                 self.url,
                 pool_size=settings.db_pool_size,
-                max_overflow=settings.db_pool_size,
+                max_overflow=THREAD_POOL_SIZE - settings.db_pool_size,
                 pool_recycle=1800,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
@@ -124,7 +128,7 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         settings.database_url,
         connect_args={"check_same_thread": False, "timeout": 30},
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=THREAD_POOL_SIZE - settings.db_pool_size,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
