@@ -1,11 +1,13 @@
 """Request-scoped dependencies shared by every domain."""
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from returnstack.kit.db import Database
 
@@ -27,6 +29,23 @@ def _roll_back(session: Session) -> None:
         session.close()
 
 
+_commit_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _commits() -> CapacityLimiter:
+    """Commits and rollbacks get threads of their own (their own capacity limiter, one per
+    event loop): a request holding SQLite's write lock or PostgreSQL row locks must be able
+    to commit even when every thread of the default pool is taken by requests waiting for
+    those locks, or they would wait for each other."""
+    loop = asyncio.get_running_loop()
+    limiter = _commit_limiters.get(loop)
+    if limiter is None:
+        limiter = _commit_limiters[loop] = CapacityLimiter(16)
+    return limiter
+
+
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """The request's one transaction: committed before the response is sent, so a 2xx
     means committed; rolled back on any error. Reads do not take SQLite's write lock.
@@ -38,9 +57,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_roll_back, session)
+        await to_thread.run_sync(_roll_back, session, limiter=_commits())
         raise
-    await run_in_threadpool(_commit, session)
+    await to_thread.run_sync(_commit, session, limiter=_commits())
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
