@@ -2,7 +2,10 @@
 
 import sys
 
-BENCHMARKS = {"ingest": "ingestion: batches vs the database ceiling, one-event requests, memory"}
+BENCHMARKS = {
+    "ingest": "ingestion: batches vs the database ceiling, one-event requests, memory",
+    "returns": "returns lifecycle: create, approve, receive, refund, close at a fixed rate",
+}
 
 
 def main(argv: list[str]) -> int:
@@ -11,6 +14,10 @@ def main(argv: list[str]) -> int:
         for name, what in BENCHMARKS.items():
             print(f"  {name:<10} {what}")
         return 0 if not argv or argv[0] in ("-h", "--help", "help") else 2
+    if argv[0] == "returns":
+        from bench import returns
+
+        return returns.cli(argv[1:])
     from bench import ingest
 
     return ingest.cli(argv[1:])

@@ -1,0 +1,766 @@
+"""The returns-lifecycle benchmark (`python -m bench returns`): returns of 2 items from 2 orders
+opened and taken through approve -> receive -> refund -> close at a fixed request rate, against
+a real server, on a database holding N orders (1,000,000 by default).
+
+Per backend, on a fresh database:
+1. `returnstack tenants create` / `keys create` (the CLI; this also builds the schema).
+2. N orders loaded with the service's own bulk path: `record_events` in-process, 5,000
+   events a transaction (`Database(settings).transaction()`), as `returnstack import` does.
+   PostgreSQL then gets `VACUUM ANALYZE` (what autovacuum would do on its own, at a moment
+   of its choosing, likely during the measured run).
+3. `returnstack serve` on a free port; an open-loop load (bench/openloop.py): R/5 pipelines
+   a second, each POST /v1/returns then approve, receive, refund and close, so R requests a
+   second in all; a warm-up, then the measured pipelines.
+4. Per action: requests, achieved req/s, latency p50/p90/p99/max from the due time, errors;
+   the server's CPU and peak RSS; the returns in the database counted by status.
+"""
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from bench import ingest, openloop, profile, workload
+from bench.server import (
+    DEFAULT_POSTGRES_URL,
+    ServerProcess,
+    Target,
+    cli_json,
+    fresh_database,
+    libpq,
+    returnstack_server,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN = "<!-- returns:begin (written by `python -m bench returns` from bench/results/) -->"
+END = "<!-- returns:end -->"
+NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+ACTIONS = ("create", "approve", "receive", "refund", "close")
+P99_TARGET_MS = 20.0
+RATE_TARGET = 200.0
+WINDOW_DAYS = 20  # orders are spread over the last 20 days: inside the default 30-day window
+LOAD_BATCH = 5_000
+REASONS = ("size_too_small", "size_too_large", "color", "defective", "unwanted", "style")
+
+console = Console()
+
+
+@dataclass
+class Options:
+    backends: list[str]
+    orders: int
+    rates: list[float]
+    duration: float
+    warmup: float
+    step_gap: float
+    workers: int
+    quick: bool
+    postgres_url: str
+    write_results: bool
+    write_readme: bool
+    command: str
+    profile_dir: Path | None
+    wait_idle: float
+
+
+def options(args: Any) -> Options:
+    quick = args.quick
+    orders = args.orders or (20_000 if quick else 1_000_000)
+    duration = args.duration or (20.0 if quick else 120.0)
+    warmup = args.warmup if args.warmup is not None else (5.0 if quick else 15.0)
+    return Options(
+        backends=["sqlite", "postgresql"] if args.backend == "both" else [args.backend],
+        orders=orders,
+        rates=args.rate,
+        duration=duration,
+        warmup=warmup,
+        step_gap=args.step_gap,
+        workers=args.workers,
+        quick=quick,
+        postgres_url=args.postgres_url or DEFAULT_POSTGRES_URL,
+        write_results=not quick and not args.profile,
+        write_readme=not quick and not args.profile and not args.no_readme,
+        command="python -m bench " + " ".join(args.argv),
+        profile_dir=Path(args.profile).resolve() if args.profile else None,
+        wait_idle=args.wait_idle,
+    )
+
+
+# --- the dataset --------------------------------------------------------------------------
+
+
+def customer_of(order: int) -> int:
+    """Orders 2c and 2c+1 are customer c's: every customer has two orders."""
+    return order // 2
+
+
+def order_id(order: int) -> str:
+    return f"ro-{order:09d}"
+
+
+def customer_id(customer: int) -> str:
+    return f"rc-{customer:09d}"
+
+
+def order_event(order: int, rng: random.Random, now: datetime) -> dict[str, Any]:
+    """A purchase of 2 or 3 lines (line ids "1", "2"[, "3"]), by a customer with an id and an
+    email, at a moment of the last 20 days; 30% in one of 40 stores (bench/workload.py)."""
+    event = workload.purchase("r", order, rng, now, lines=2 + (rng.random() < 0.5))
+    customer = customer_id(customer_of(order))
+    event["customer"] = {"id": customer, "email": f"{customer}@example.com"}
+    moment = now - timedelta(seconds=rng.randrange(60, WINDOW_DAYS * 86400))
+    event["timestamp"] = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return event
+
+
+def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
+    """Record `orders` purchases with the service's bulk path: record_events in-process,
+    LOAD_BATCH events a transaction. Events are built and validated (check_event, as
+    `returnstack import` does) outside the timed transactions, and that time is kept too."""
+    from returnstack.config import Settings
+    from returnstack.events.service import record_events
+    from returnstack.events.validation import check_event
+    from returnstack.kit.db import Database
+
+    settings = Settings(database_url=target.url, _env_file=None)
+    db = Database(settings)
+    rng = random.Random("returns:1")
+    now = datetime.now(UTC)
+    build_s = write_s = 0.0
+    accepted = 0
+    started = time.perf_counter()
+    last_report = started
+    try:
+        for first in range(0, orders, LOAD_BATCH):
+            t_build = time.perf_counter()
+            events = []
+            for number in range(first, min(orders, first + LOAD_BATCH)):
+                checked = check_event(order_event(number, rng, now))
+                if isinstance(checked, list):
+                    raise RuntimeError(f"invalid generated purchase {number}: {checked}")
+                events.append(checked)
+            t_write = time.perf_counter()
+            with db.transaction() as session:
+                result = record_events(
+                    session,
+                    tenant_id=tenant_id,
+                    default_currency="EUR",
+                    events=events,
+                    source="import",
+                    actor="bench:returns",
+                )
+            t_done = time.perf_counter()
+            build_s += t_write - t_build
+            write_s += t_done - t_write
+            accepted += result.accepted
+            if t_done - last_report > 15 or first + LOAD_BATCH >= orders:
+                last_report = t_done
+                console.print(
+                    f"    {accepted:,} orders in {t_done - started:.0f}s "
+                    f"({accepted / (t_done - started):,.0f} orders/s; "
+                    f"record_events {accepted / max(write_s, 1e-9):,.0f} orders/s)"
+                )
+    finally:
+        db.dispose()
+    seconds = time.perf_counter() - started
+    if accepted != orders:
+        raise RuntimeError(f"loaded {accepted} of {orders} orders")
+    return {
+        "orders": orders,
+        "seconds": round(seconds, 1),
+        "orders_per_s": round(orders / seconds, 1),
+        "build_and_validate_s": round(build_s, 1),
+        "record_events_s": round(write_s, 1),
+        "record_events_orders_per_s": round(orders / write_s, 1),
+        "batch": LOAD_BATCH,
+    }
+
+
+def _sql(target: Target, statement: str) -> list[tuple[Any, ...]]:
+    if target.backend == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(target.sqlite_path, timeout=60) as conn:
+            return list(conn.execute(statement))
+    with psycopg.connect(libpq(target.url), autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def table_counts(target: Target) -> dict[str, int]:
+    names = ("orders", "order_lines", "customers", "events", "returns", "return_items")
+    return {name: int(_sql(target, f"SELECT count(*) FROM {name}")[0][0]) for name in names}
+
+
+def database_size_mb(target: Target) -> float:
+    if target.backend == "sqlite":
+        files = [target.sqlite_path, *target.sqlite_path.parent.glob("bench.db-*")]
+        return round(sum(f.stat().st_size for f in files if f.exists()) / 2**20, 1)
+    size = _sql(target, "SELECT pg_database_size(current_database())")[0][0]
+    return round(int(size) / 2**20, 1)
+
+
+# --- the returns --------------------------------------------------------------------------
+
+
+def pipelines(customers: list[int], rng: random.Random) -> list[openloop.Pipeline]:
+    """Per customer: a return of line "1" of each of its two orders (quantity 1, so every
+    order line is claimed once), then approve, receive both, refund, close."""
+    result = []
+    for customer in customers:
+        orders = (order_id(2 * customer), order_id(2 * customer + 1))
+        items = [
+            {
+                "order_id": order,
+                "line_id": "1",
+                "quantity": 1,
+                "reason": rng.choice(REASONS),
+                "resolution": "refund",
+            }
+            for order in orders
+        ]
+        create = {"customer": {"id": customer_id(customer)}, "channel": "online", "items": items}
+        receive = {
+            "items": [{"order_id": order, "line_id": "1", "quantity": 1} for order in orders]
+        }
+        result.append(
+            openloop.Pipeline(
+                (
+                    openloop.Step(
+                        "create", "POST", "/v1/returns", orjson.dumps(create), "requested"
+                    ),
+                    openloop.Step(
+                        "approve", "POST", "/v1/returns/{id}/approve", b"{}", "approved"
+                    ),
+                    openloop.Step(
+                        "receive", "POST", "/v1/returns/{id}/receive", orjson.dumps(receive),
+                        "received",
+                    ),
+                    openloop.Step(
+                        "refund", "POST", "/v1/returns/{id}/refund",
+                        b'{"method":"original_payment"}', "refunded",
+                    ),
+                    openloop.Step("close", "POST", "/v1/returns/{id}/close", b"{}", "closed"),
+                )
+            )
+        )  # fmt: skip
+    return result
+
+
+def step_gap(rate: float, nominal_s: float) -> float:
+    """The gap between the steps of a pipeline: about `nominal_s`, but offset by one request
+    interval from a multiple of the pipeline interval, so the requests of all pipelines come
+    evenly spaced (one every 1/rate s) instead of five at a time."""
+    per_pipeline = len(ACTIONS) / rate
+    return round(nominal_s / per_pipeline) * per_pipeline + 1 / rate
+
+
+def figures(run: openloop.Run, measured_from: int, pipelines_measured: int) -> dict[str, Any]:
+    """Per action (and all together): the measured pipelines' requests and latencies."""
+    samples = [s for s in run.samples if s.pipeline >= measured_from]
+    result: dict[str, Any] = {}
+    for action in (*ACTIONS, "all"):
+        chosen = [s for s in samples if action in ("all", s.action)]
+        expected = pipelines_measured * (len(ACTIONS) if action == "all" else 1)
+        from_due = sorted(1000 * (s.done - s.due) for s in chosen)
+        from_send = sorted(1000 * (s.done - s.sent) for s in chosen)
+        send_delay = sorted(1000 * (s.sent - s.due) for s in chosen)
+        failed = [s for s in chosen if not s.ok]
+        span = (max(s.done for s in chosen) - min(s.due for s in chosen)) if chosen else 0.0
+        late = sum(1 for s in chosen if s.sent - s.due > 0.001)
+        result[action] = {
+            "requests": len(chosen),
+            "expected": expected,
+            "errors": len(failed) + (expected - len(chosen)),
+            "not_sent": expected - len(chosen),
+            "first_error": failed[0].error if failed else "",
+            # successful answers a second; for "all", see below
+            "requests_per_s": round((len(chosen) - len(failed)) / span, 1) if span else 0.0,
+            "p50_ms": round(openloop.percentile(from_due, 0.50), 2),
+            "p90_ms": round(openloop.percentile(from_due, 0.90), 2),
+            "p99_ms": round(openloop.percentile(from_due, 0.99), 2),
+            "max_ms": round(from_due[-1], 2) if from_due else 0.0,
+            "service_p50_ms": round(openloop.percentile(from_send, 0.50), 2),
+            "service_p99_ms": round(openloop.percentile(from_send, 0.99), 2),
+            "sent_late_share": round(late / len(chosen), 4) if chosen else 0.0,
+            "send_delay_p99_ms": round(openloop.percentile(send_delay, 0.99), 2),
+        }
+    # All actions together: the sum of their rates (a span from the first due time to the
+    # last answer would also hold the length of a pipeline, some 2 s, and read low).
+    result["all"]["requests_per_s"] = round(sum(result[a]["requests_per_s"] for a in ACTIONS), 1)
+    return result
+
+
+class _Window:
+    """CPU of the server and of the machine over the measured window [start, end]."""
+
+    def __init__(self, server: ServerProcess, start: float, end: float) -> None:
+        self.server = server
+        self.start, self.end = start, end
+        self.values: dict[str, float] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for label, moment in (("before", self.start), ("after", self.end)):
+            delay = moment - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.values[f"server_{label}"] = self.server.cpu_seconds()
+            self.values[f"machine_{label}"] = ingest._machine_cpu()
+            self.values[f"at_{label}"] = time.monotonic()
+
+    def result(self) -> dict[str, float]:
+        self.thread.join()
+        elapsed = self.values["at_after"] - self.values["at_before"]
+        server = self.values["server_after"] - self.values["server_before"]
+        machine = self.values["machine_after"] - self.values["machine_before"]
+        return {
+            "seconds": round(elapsed, 2),
+            "server_cpu_s": round(server, 2),
+            "server_cores": round(server / elapsed, 2),
+            "machine_cores": round(machine / elapsed, 2),
+        }
+
+
+def _wait_idle(seconds: float) -> float:
+    busy = ingest.cpu_busy()
+    deadline = time.monotonic() + seconds
+    while busy > 0.10 and time.monotonic() < deadline:
+        console.print(f"  waiting for a quiet machine ({busy:.0%} busy) …")
+        busy = ingest.cpu_busy(5.0)
+    if busy > 0.10:
+        console.print(
+            f"[yellow]other processes keep {busy:.0%} of the cores busy: they share the cores "
+            "with the benchmark, and its figures will be worse[/yellow]"
+        )
+    return busy
+
+
+def measure(
+    target: Target, auth: str, rate: float, customers: list[int], opts: Options
+) -> dict[str, Any]:
+    """One run at `rate` requests a second, on a server of its own."""
+    per_second = rate / len(ACTIONS)
+    warm_count = round(opts.warmup * per_second)
+    measured_count = len(customers) - warm_count
+    work = pipelines(customers, random.Random(f"returns:reasons:{rate}"))
+    gap = step_gap(rate, opts.step_gap)
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    closed_before = _closed(target)
+    busy = _wait_idle(opts.wait_idle) if opts.wait_idle else ingest.cpu_busy()
+    server = returnstack_server(target)
+    name = f"returns-{target.backend}-{rate:g}"
+    with server:
+        console.print(
+            f"  {rate:g} req/s = {per_second:g} returns/s x {len(ACTIONS)} requests, steps "
+            f"{gap * 1000:.0f} ms apart; warm-up {opts.warmup:g}s, measured {opts.duration:g}s "
+            f"(returnstack serve: pid {server.pid}) …"
+        )
+        t0 = time.monotonic() + 3.0
+        window = _Window(server, t0 + opts.warmup, t0 + opts.warmup + opts.duration)
+        window.thread.start()
+        profiler = (
+            profile.Profiler(server.pid, opts.profile_dir / f"{name}.txt")
+            if opts.profile_dir
+            else None
+        )
+        if profiler:
+            profiler.__enter__()
+        try:
+            run = openloop.run(
+                "127.0.0.1",
+                server.port,
+                headers,
+                work,
+                per_second=per_second,
+                step_gap=gap,
+                workers=opts.workers,
+                t0=t0,
+            )
+        finally:
+            if profiler:
+                profiler.__exit__()
+        cpu = window.result()
+        memory_end = server.memory()
+    # The whole log, kept (git-ignored) for when something went wrong.
+    (RESULTS / f"{name}-server-log.tmp").write_bytes(server.log_path.read_bytes())
+    actions = figures(run, warm_count, measured_count)
+    cpu["server_cpu_us_per_request"] = round(
+        1e6 * cpu["server_cpu_s"] / max(1, actions["all"]["requests"])
+    )
+    # The load generator's CPU is known for its whole run only: spread evenly over it.
+    sending_s = max(s.done for s in run.samples) - run.t0 if run.samples else 1.0
+    cpu["load_generator_cores"] = round(run.worker_cpu_s / max(sending_s, 1e-9), 2)
+    cpu["rest_cores"] = round(
+        max(0.0, cpu["machine_cores"] - cpu["server_cores"] - cpu["load_generator_cores"]), 2
+    )
+    targets = {
+        action: {
+            "target_p99_ms": P99_TARGET_MS,
+            "p99_ms": actions[action]["p99_ms"],
+            "errors": actions[action]["errors"],
+            "met": actions[action]["p99_ms"] < P99_TARGET_MS and not actions[action]["errors"],
+        }
+        for action in ACTIONS
+    }
+    ok_steps = Counter(sample.pipeline for sample in run.samples if sample.ok)
+    completed = sum(1 for count in ok_steps.values() if count == len(ACTIONS))
+    result: dict[str, Any] = {
+        "rate_req_per_s": rate,
+        "cpu_busy_before_start": round(busy, 3),
+        "returns_per_s": per_second,
+        "step_gap_ms": round(gap * 1000, 1),
+        "warmup_s": opts.warmup,
+        "duration_s": opts.duration,
+        "warmup_returns": warm_count,
+        "measured_returns": measured_count,
+        "load_generator_workers": opts.workers,
+        "load_generator_cpu_us_per_request": round(
+            1e6 * run.worker_cpu_s / max(1, len(run.samples))
+        ),
+        "actions": actions,
+        "server": {
+            "measured_window": cpu,
+            "peak_rss_mb": round(server.final_hwm_kb / 1024, 1),
+            "sampled_peak_rss_mb": round(server.sampled_peak_kb / 1024, 1),
+            "rss_at_end_mb": round(memory_end["VmRSS"] / 1024, 1),
+            "log_errors": _log_errors(server.log_path.read_text(errors="replace")),
+        },
+        "returns_closed": _closed(target) - closed_before,
+        "returns_completed_by_client": completed,
+        "targets": targets,
+        "target_met": all(t["met"] for t in targets.values()),
+    }
+    if opts.profile_dir is not None:
+        raw = opts.profile_dir / f"{name}.txt"
+        result["profile"] = {
+            "raw": str(raw),
+            "all": profile.summarize(raw, top=25),
+            **{
+                focus: profile.summarize(raw, top=25, focus=focus)
+                for focus in ("create_return", "_action")
+            },
+        }
+    return result
+
+
+def _closed(target: Target) -> int:
+    return int(_sql(target, "SELECT count(*) FROM returns WHERE status = 'closed'")[0][0])
+
+
+def _log_errors(log: str) -> dict[str, int]:
+    """The server's logged errors, by their last line (the exception), most frequent first."""
+    counts: dict[str, int] = {}
+    for line in log.splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict) or entry.get("level") not in ("error", "critical"):
+            continue
+        text = str(entry.get("exception") or entry.get("event") or "")
+        last = text.strip().splitlines()[-1][:200] if text.strip() else "?"
+        counts[last] = counts.get(last, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+
+
+def run_backend(backend: str, opts: Options) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    source = ingest._source_state()
+    busy = _wait_idle(opts.wait_idle)
+    counts = [round((opts.warmup + opts.duration) * rate / len(ACTIONS)) for rate in opts.rates]
+    customers_available = opts.orders // 2
+    if sum(counts) > customers_available:
+        raise SystemExit(
+            f"{sum(counts)} returns need as many customers; "
+            f"{opts.orders} orders make only {customers_available}"
+        )
+    with fresh_database(backend, opts.postgres_url) as target:
+        tenant = cli_json(target, "tenants", "create", "bench", "--currency", "EUR")
+        key = cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")
+        console.print(f"  database {target.url}, tenant {tenant['id']}")
+        console.print(f"  loading {opts.orders:,} orders (record_events, {LOAD_BATCH:,} a batch) …")
+        load = load_orders(target, str(tenant["id"]), opts.orders)
+        if backend == "postgresql":
+            t_vacuum = time.perf_counter()
+            _sql(target, "VACUUM ANALYZE")
+            load["vacuum_analyze_s"] = round(time.perf_counter() - t_vacuum, 1)
+            console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.0f}s")
+        load["tables"] = table_counts(target)
+        load["database_mb"] = database_size_mb(target)
+        console.print(f"    rows: {load['tables']}; database {load['database_mb']:,.0f} MB")
+
+        # Customers drawn at random among all, each used once (so each order line once).
+        chosen = random.Random("returns:customers").sample(range(customers_available), sum(counts))
+        runs = []
+        for rate, count in zip(opts.rates, counts, strict=True):
+            runs.append(measure(target, f"Bearer {key['key']}", rate, chosen[:count], opts))
+            chosen = chosen[count:]
+            print_run(backend, opts.orders, runs[-1])
+        statuses = dict(_sql(target, "SELECT status, count(*) FROM returns GROUP BY status"))
+        machine = ingest._versions(target)
+    return {
+        "backend": backend,
+        "started_at": started.isoformat(timespec="seconds"),
+        "command": opts.command,
+        "quick": opts.quick,
+        "profiled": opts.profile_dir is not None,
+        "cpu_busy_before_start": round(busy, 3),
+        "source": source,
+        "machine": machine,
+        "dataset": {
+            "orders": opts.orders,
+            "customers": customers_available,
+            "orders_per_customer": 2,
+            "lines_per_order": "2 or 3",
+            "order_age_days": f"0-{WINDOW_DAYS}",
+            "load": load,
+        },
+        "load_generator": "open loop (bench/openloop.py); latency from the due time",
+        "runs": runs,
+        "returns_by_status": statuses,
+    }
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
+    table = Table(
+        title=f"returns lifecycle, {backend}, {orders:,} orders, {run['rate_req_per_s']:g} req/s"
+    )
+    for column in ("action", "requests", "ok/s", "p50", "p90", "p99", "max", "p99 send", "errors"):
+        table.add_column(column, justify="left" if column == "action" else "right")
+    for action, f in run["actions"].items():
+        table.add_row(
+            action,
+            f"{f['requests']:,}",
+            f"{f['requests_per_s']:,.1f}",
+            f"{f['p50_ms']:.1f}",
+            f"{f['p90_ms']:.1f}",
+            f"{f['p99_ms']:.1f}",
+            f"{f['max_ms']:.0f}",
+            f"{f['service_p99_ms']:.1f}",
+            str(f["errors"]),
+        )
+    console.print(table)
+    window = run["server"]["measured_window"]
+    console.print(
+        f"  server CPU {window['server_cores']:.2f} cores ({window['server_cpu_us_per_request']} "
+        f"µs/request), machine {window['machine_cores']:.2f} cores busy (rest "
+        f"{window['rest_cores']:.2f}); load generator "
+        f"{run['load_generator_cpu_us_per_request']} µs/request; peak RSS "
+        f"{run['server']['peak_rss_mb']:.0f} MB; returns closed {run['returns_closed']:,} "
+        f"(client saw {run['returns_completed_by_client']:,} complete)"
+    )
+    if run["server"]["log_errors"]:
+        console.print(f"  server log errors: {run['server']['log_errors']}")
+    verdict = "[green]met[/green]" if run["target_met"] else "[red]NOT met[/red]"
+    console.print(f"  target p99 < {P99_TARGET_MS:g} ms for every action, no errors: {verdict}")
+    for focus, summary in run.get("profile", {}).items():
+        if not isinstance(summary, dict) or not summary.get("samples"):
+            continue
+        for kind in ("inclusive", "self_lines"):
+            listing = Table(title=f"profile ({focus}): {kind}, {summary['samples']} samples")
+            listing.add_column("share", justify="right")
+            listing.add_column("where")
+            for where, share in summary[kind]:
+                listing.add_row(f"{share:.1%}", where)
+            console.print(listing)
+
+
+def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
+    window = run["server"]["measured_window"]
+    lines = [
+        f"**{run['rate_req_per_s']:g} req/s** ({run['returns_per_s']:g} returns a second, steps "
+        f"{run['step_gap_ms']:.0f} ms apart; {run['warmup_s']:g} s warm-up, then "
+        f"{run['measured_returns']:,} returns measured over {run['duration_s']:g} s; other "
+        f"processes kept {run['cpu_busy_before_start']:.0%} of the cores busy just before):",
+        "",
+        "| action | requests | ok/s | p50 | p90 | p99 | max | errors | p99 < 20 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for action, f in run["actions"].items():
+        target = run["targets"].get(action)
+        verdict = "" if target is None else ("**met**" if target["met"] else "**not met**")
+        lines.append(
+            f"| {action} | {f['requests']:,} | {f['requests_per_s']:,.1f} | "
+            f"{f['p50_ms']:,.1f} ms | {f['p90_ms']:,.1f} ms | {f['p99_ms']:,.1f} ms | "
+            f"{f['max_ms']:,.0f} ms | {f['errors']:,} | {verdict} |"
+        )
+    service = ", ".join(
+        f"{action} {run['actions'][action]['service_p99_ms']:,.1f}" for action in ACTIONS
+    )
+    errors = "; ".join(f"{count} x `{text}`" for text, count in run["server"]["log_errors"].items())
+    lines += [
+        "",
+        f"p99 from the actual send (ms): {service}. Server {window['server_cores']:.2f} cores, "
+        f"{window['server_cpu_us_per_request']:,} µs of CPU a request. Cores busy: "
+        f"{window['machine_cores']:.2f} of {cpus} (server {window['server_cores']:.2f}, load "
+        f"generator {window['load_generator_cores']:.2f} = "
+        f"{run['load_generator_cpu_us_per_request']} µs a request, rest "
+        f"{window['rest_cores']:.2f}: PostgreSQL where it is the backend, and any other "
+        "process). Peak RSS of the server "
+        f"{run['server']['peak_rss_mb']:.0f} MB. Returns closed: "
+        f"{run['returns_closed']:,} of {run['warmup_returns'] + run['measured_returns']:,}."
+        + (f" Server errors logged: {errors}." if errors else ""),
+        "",
+    ]
+    return lines
+
+
+def render_one(result: dict[str, Any]) -> str:
+    machine, data = result["machine"], result["dataset"]
+    load = data["load"]
+    engine = (
+        f"SQLite {machine.get('sqlite')}"
+        if "sqlite" in machine
+        else f"PostgreSQL {machine.get('postgresql')}"
+    )
+    lines = [
+        f"#### {NAMES.get(result['backend'], result['backend'])}",
+        "",
+        f"Run of {result['started_at']}: `{result['command']}` ({machine['cpus']} cores, "
+        f"{machine['cpu_model'] or 'unknown CPU'}, shared by the server, the database and the "
+        f"load generator; {engine}; Python {machine['python']}; source "
+        f"{result['source']['commit']}"
+        f"{' + uncommitted changes in src/' if result['source']['src_dirty'] else ''}; other "
+        f"processes kept {result['cpu_busy_before_start']:.0%} of the cores busy just before "
+        "the run).",
+        "",
+        f"Dataset: {data['orders']:,} orders ({data['customers']:,} customers with 2 orders "
+        f"each; {load['tables']['order_lines']:,} lines; orders 0-{WINDOW_DAYS} days old), "
+        f"loaded with `record_events` in {load['seconds']:,.0f} s ({load['orders_per_s']:,.0f} "
+        f"orders/s; {load['record_events_orders_per_s']:,.0f} orders/s inside the "
+        "transactions)"
+        + (
+            f", then `VACUUM ANALYZE` ({load['vacuum_analyze_s']:,.0f} s)"
+            if "vacuum_analyze_s" in load
+            else ""
+        )
+        + f"; database {load['database_mb']:,.0f} MB.",
+        "",
+    ]
+    for run in result["runs"]:
+        lines += _render_run(run, machine["cpus"])
+    at_target = next(
+        (r for r in result["runs"] if r["rate_req_per_s"] == RATE_TARGET), result["runs"][0]
+    )
+    lines += [
+        f"Target (p99 < {P99_TARGET_MS:g} ms at {RATE_TARGET:g} req/s for create and each "
+        f"action, no errors), at {at_target['rate_req_per_s']:g} req/s: "
+        f"**{'met' if at_target['target_met'] else 'not met'}**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, files: list[Path]) -> None:
+    results = [json.loads(path.read_text()) for path in files if path.exists()]
+    block = f"{BEGIN}\n\n" + "\n".join(render_one(r) for r in results) + f"\n{END}"
+    text = readme.read_text() if readme.exists() else ""
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n## Returns lifecycle\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def main(args: Any) -> int:
+    opts = options(args)
+    RESULTS.mkdir(exist_ok=True)
+    for backend in opts.backends:
+        console.rule(f"[bold]returns, {backend}")
+        result = run_backend(backend, opts)
+        suffix = (
+            ".json" if opts.write_results else "-profiled.tmp" if opts.profile_dir else "-quick.tmp"
+        )
+        path = RESULTS / f"returns-{backend}{suffix}"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"results: {path}")
+    if opts.write_readme:
+        update_readme(README, [RESULTS / f"returns-{b}.json" for b in ("sqlite", "postgresql")])
+        console.print(f"figures written to {README}")
+    return 0
+
+
+def _rates(text: str) -> list[float]:
+    rates = [float(part) for part in text.split(",") if part.strip()]
+    if not rates or any(rate <= 0 for rate in rates):
+        raise argparse.ArgumentTypeError("one or more positive rates, comma-separated")
+    return rates
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench returns", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--orders", type=int, help="orders in the database (default 1000000)")
+    parser.add_argument(
+        "--rate",
+        type=_rates,
+        default=[RATE_TARGET],
+        help="requests a second, all actions together (default 200); several, comma-separated "
+        "(200,50), measure one after the other on the same database, each on a fresh server",
+    )
+    parser.add_argument("--duration", type=float, help="measured seconds (default 120)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds (default 15)")
+    parser.add_argument(
+        "--step-gap",
+        type=float,
+        default=0.5,
+        help="seconds between the steps of one return (default about 0.5)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="load generator processes (default 2)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="20,000 orders, 20 s measured; results not recorded",
+    )
+    parser.add_argument(
+        "--postgres-url", help=f"server to create the database on (default {DEFAULT_POSTGRES_URL})"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy the server during each run (raw stacks into DIR); figures not recorded",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for other processes to leave the cores idle",
+    )
+    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    args = parser.parse_args(argv)
+    args.argv = ["returns", *argv]
+    if args.workers < 1:
+        parser.error("--workers must be positive")
+    start = time.monotonic()
+    code = main(args)
+    console.print(f"done in {time.monotonic() - start:.0f}s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
