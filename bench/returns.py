@@ -362,6 +362,7 @@ def measure(
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     closed_before = _closed(target)
     busy = _wait_idle(opts.wait_idle) if opts.wait_idle else ingest.cpu_busy()
+    source = ingest._source_state()  # what the server runs: src/ is installed editable
     server = returnstack_server(target)
     name = f"returns-{target.backend}-{rate:g}"
     with server:
@@ -421,6 +422,7 @@ def measure(
     completed = sum(1 for count in ok_steps.values() if count == len(ACTIONS))
     result: dict[str, Any] = {
         "rate_req_per_s": rate,
+        "source": source,
         "cpu_busy_before_start": round(busy, 3),
         "returns_per_s": per_second,
         "step_gap_ms": round(gap * 1000, 1),
@@ -588,7 +590,9 @@ def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
     lines = [
         f"**{run['rate_req_per_s']:g} req/s** ({run['returns_per_s']:g} returns a second, steps "
         f"{run['step_gap_ms']:.0f} ms apart; {run['warmup_s']:g} s warm-up, then "
-        f"{run['measured_returns']:,} returns measured over {run['duration_s']:g} s; other "
+        f"{run['measured_returns']:,} returns measured over {run['duration_s']:g} s; server "
+        f"source {run['source']['commit']}"
+        f"{' + uncommitted changes in src/' if run['source']['src_dirty'] else ''}; other "
         f"processes kept {run['cpu_busy_before_start']:.0%} of the cores busy just before):",
         "",
         "| action | requests | ok/s | p50 | p90 | p99 | max | errors | p99 < 20 ms |",
@@ -636,7 +640,7 @@ def render_one(result: dict[str, Any]) -> str:
         "",
         f"Run of {result['started_at']}: `{result['command']}` ({machine['cpus']} cores, "
         f"{machine['cpu_model'] or 'unknown CPU'}, shared by the server, the database and the "
-        f"load generator; {engine}; Python {machine['python']}; source "
+        f"load generator; {engine}; Python {machine['python']}; source at the start "
         f"{result['source']['commit']}"
         f"{' + uncommitted changes in src/' if result['source']['src_dirty'] else ''}; other "
         f"processes kept {result['cpu_busy_before_start']:.0%} of the cores busy just before "
@@ -656,6 +660,7 @@ def render_one(result: dict[str, Any]) -> str:
         "",
     ]
     for run in result["runs"]:
+        run.setdefault("source", result["source"])  # results written before runs had theirs
         lines += _render_run(run, machine["cpus"])
     at_target = next(
         (r for r in result["runs"] if r["rate_req_per_s"] == RATE_TARGET), result["runs"][0]
