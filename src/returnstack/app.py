@@ -8,6 +8,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from returnstack import __version__
 from returnstack.config import Settings, get_settings
+from returnstack.customers.endpoints import router as customers_router
+from returnstack.customers.segment_endpoints import router as segments_router
 from returnstack.events.endpoints import router as events_router
 from returnstack.kit import migrate
 from returnstack.kit.db import Database
@@ -88,4 +90,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(policy_router)
     app.include_router(attachments_router)
     app.include_router(storefront_router)
+    app.include_router(segments_router)  # before customers: /v1/customers is its list
+    app.include_router(customers_router)
     return app

@@ -5,6 +5,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +30,8 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+profiles_app = typer.Typer(help="Customer profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
 
 console = Console(stderr=True)
 out = Console()
@@ -253,6 +256,53 @@ def _resolve_tenant(db: Database, tenant: str | None) -> Tenant:
     if len(tenants) != 1:
         raise InvalidRequest("More than one tenant (or none): choose one with --tenant.")
     return tenants[0]
+
+
+@profiles_app.command("rebuild")
+def profiles_rebuild(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant id or name (default: every tenant).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report differences (exit 1 if any).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recompute customer profiles from the facts (orders, lines, returns) and report
+    where the incrementally kept ones differ; then store the recomputed ones."""
+    from returnstack.customers.profiles import rebuild
+    from returnstack.tenants.service import find_tenant
+
+    db = _database()
+    reports = []
+    with _errors(as_json):
+        with db.transaction(write=False) as session:
+            if tenant is not None:
+                found = find_tenant(session, tenant)
+                tenants = [(found.id, found.name)]
+            else:
+                tenants = [
+                    (t.id, t.name) for t in session.scalars(select(Tenant).order_by(Tenant.id))
+                ]
+        for tenant_id, name in tenants:
+            with db.transaction() as session:  # one tenant at a time: short write locks
+                report = rebuild(session, tenant_id=tenant_id, write=not check)
+            reports.append({"tenant_id": tenant_id, "name": name, **asdict(report)})
+    total = sum(report["differences"] for report in reports)
+
+    def human() -> None:
+        for report in reports:
+            state = "rewritten" if report["written"] else ("unchanged" if not check else "checked")
+            out.print(
+                f"{report['name']} ({report['tenant_id']}): {report['profiles']:,} profiles, "
+                f"{report['differences']:,} differences, {state}"
+            )
+            for example in report["examples"]:
+                out.print(f"  {example['owner']} {example['currency']}: {example['fields']}")
+
+    _emit(as_json, {"tenants": reports, "differences": total}, human)
+    if check and total:
+        raise typer.Exit(1)
 
 
 @app.command("import")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from returnstack.customers.profiles import ProfileChanges
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent
@@ -101,9 +102,11 @@ def record_events(
             returns.append(RecordedReturn(server_id, event, currency))
 
     remember_stores(session, tenant_id=tenant_id, stores=stores)
-    remember_customers(session, tenant_id=tenant_id, identities=identities)
-    record_purchases(session, tenant_id=tenant_id, purchases=purchases)
-    record_returns(session, tenant_id=tenant_id, recorded=returns, actor=actor)
+    links = remember_customers(session, tenant_id=tenant_id, identities=identities)
+    profiles = ProfileChanges(session, tenant_id, links)
+    record_purchases(session, tenant_id=tenant_id, purchases=purchases, profiles=profiles)
+    record_returns(session, tenant_id=tenant_id, recorded=returns, actor=actor, profiles=profiles)
+    profiles.apply()
     return RecordResult(
         accepted=len(inserted),
         duplicates=len(events) - len(inserted),

@@ -121,7 +121,7 @@ def _execute(
         if dialect.name == "postgresql":
             sql = _postgresql_sql(table, columns, suffix)
             cursor.execute(sql, tuple(list(column) for column in zip(*values, strict=True)))
-            return [row[0] for row in cursor.fetchall()] if returning else []
+            return list(cursor.fetchall()) if returning else []
         if not returning:
             sql = _sqlite_sql(table, columns, suffix, 1)
             cursor.executemany(sql, values)
@@ -131,7 +131,7 @@ def _execute(
             chunk = values[start : start + SQLITE_ROWS_PER_STATEMENT]
             sql = _sqlite_sql(table, columns, suffix, len(chunk))
             cursor.execute(sql, tuple(value for row in chunk for value in row))
-            returned.extend(row[0] for row in cursor.fetchall())
+            returned.extend(cursor.fetchall())
         return returned
     except dialect.loaded_dbapi.Error as exc:
         # The exception SQLAlchemy would raise (IntegrityError, DataError, ...).
@@ -168,4 +168,20 @@ def insert_rows_returning(
     """INSERT ... RETURNING `returning` (one column): its values for the rows inserted."""
     if not rows:
         return []
-    return _execute(session, model, rows, f"{on_conflict} RETURNING {returning}", returning=True)
+    suffix = f"{on_conflict} RETURNING {returning}"
+    return [row[0] for row in _execute(session, model, rows, suffix, returning=True)]
+
+
+def upsert_rows_returning(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    on_conflict: str,
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """INSERT ... RETURNING several columns: one tuple per row inserted or updated."""
+    if not rows:
+        return []
+    suffix = f"{on_conflict} RETURNING {', '.join(returning)}"
+    return [tuple(row) for row in _execute(session, model, rows, suffix, returning=True)]

@@ -5,6 +5,7 @@ from returnstack.models.customers import Customer, CustomerEmail
 from returnstack.models.events import Event
 from returnstack.models.orders import Order, OrderLine, Store
 from returnstack.models.outbox import OutboxEvent
+from returnstack.models.profiles import CustomerProfile, Segment
 from returnstack.models.returns import Attachment, Policy, Return, ReturnHistory, ReturnItem
 from returnstack.models.storefront import StorefrontSession
 from returnstack.models.tenants import ApiKey, IdempotencyKey, Tenant, TenantCounter
@@ -15,6 +16,7 @@ __all__ = [
     "Base",
     "Customer",
     "CustomerEmail",
+    "CustomerProfile",
     "Event",
     "IdempotencyKey",
     "Order",
@@ -24,6 +26,7 @@ __all__ = [
     "Return",
     "ReturnHistory",
     "ReturnItem",
+    "Segment",
     "Store",
     "StorefrontSession",
     "Tenant",

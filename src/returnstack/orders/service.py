@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
+from returnstack.customers.profiles import ProfileChanges, lines_delta, order_delta
 from returnstack.events.schemas import PurchaseEvent, StoreRef
-from returnstack.kit.bulk import insert_rows
+from returnstack.kit.bulk import insert_rows, insert_rows_returning, upsert_rows_returning
 from returnstack.kit.errors import NotFound
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
@@ -69,7 +70,11 @@ def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreR
 
 
 def record_purchases(
-    session: Session, *, tenant_id: str, purchases: Sequence[RecordedPurchase]
+    session: Session,
+    *,
+    tenant_id: str,
+    purchases: Sequence[RecordedPurchase],
+    profiles: ProfileChanges,
 ) -> None:
     """Create the orders (the first purchase of an order makes it) and their lines.
 
@@ -145,12 +150,67 @@ def record_purchases(
                 },
             )
         )
-    # Sorted by key, so concurrent requests lock rows in one order (no deadlocks).
+    # Sorted by key, so concurrent requests lock rows in one order (no deadlocks). The sort
+    # is stable: of two rows with one key, the earlier event's is the one inserted.
     orders.sort(key=itemgetter("id"))
     lines.sort(key=itemgetter("order_id", "line_id"))
-    insert_rows(session, Order, orders, on_conflict="ON CONFLICT DO NOTHING")
-    insert_rows(session, OrderLine, lines, on_conflict="ON CONFLICT DO NOTHING")
+    new_orders = set(
+        insert_rows_returning(
+            session, Order, orders, on_conflict="ON CONFLICT DO NOTHING", returning="id"
+        )
+    )
+    new_lines = set(
+        upsert_rows_returning(
+            session,
+            OrderLine,
+            lines,
+            on_conflict="ON CONFLICT DO NOTHING",
+            returning=("order_id", "line_id"),
+        )
+    )
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
+    _count_in_profiles(session, tenant_id, profiles, orders, new_orders, lines, new_lines)
+
+
+def _count_in_profiles(
+    session: Session,
+    tenant_id: str,
+    profiles: ProfileChanges,
+    orders: list[dict[str, Any]],
+    new_orders: set[str],
+    lines: list[dict[str, Any]],
+    new_lines: set[tuple[str, str]],
+) -> None:
+    """Add the new orders and lines to their customers' profiles (a line a later event
+    adds to a known order counts for that order's customer and currency)."""
+    owners: dict[str, tuple[str | None, str | None, str]] = {}
+    for order in orders:
+        if order["id"] in new_orders and order["id"] not in owners:
+            owners[order["id"]] = (order["customer_id"], order["email"], order["currency"])
+            profiles.add(
+                order["customer_id"],
+                order["email"],
+                order["currency"],
+                order_delta(channel=order["channel"], placed_at=order["placed_at"]),
+            )
+    counted: set[tuple[str, str]] = set()
+    added: dict[str, list[tuple[int, int]]] = {}
+    for line in lines:
+        key = (line["order_id"], line["line_id"])
+        if key in new_lines and key not in counted:
+            counted.add(key)
+            added.setdefault(line["order_id"], []).append((line["quantity"], line["unit_price"]))
+    known = [order_id for order_id in added if order_id not in owners]
+    if known:
+        query = select(Order.id, Order.customer_id, Order.email, Order.currency).where(
+            Order.tenant_id == tenant_id, Order.id.in_(known)
+        )
+        owners.update(
+            {order_id: (cid, email, cur) for order_id, cid, email, cur in session.execute(query)}
+        )
+    for order_id, order_lines in added.items():
+        customer_id, email, currency = owners[order_id]
+        profiles.add(customer_id, email, currency, lines_delta(order_lines))
 
 
 def allocate_to_lines(

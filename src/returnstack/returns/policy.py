@@ -155,4 +155,7 @@ def put_policy(session: Session, *, tenant_id: str, policy: PolicyDocument) -> P
         on_conflict="ON CONFLICT (tenant_id) DO UPDATE SET "
         "document = excluded.document, updated_at = excluded.updated_at",
     )
+    from returnstack.customers.profiles import reevaluate_flags  # profiles read policies
+
+    reevaluate_flags(session, tenant_id=tenant_id)
     return policy

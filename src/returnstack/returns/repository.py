@@ -110,6 +110,9 @@ def _store(store_id: str | None, stores: dict[str, Store]) -> dict[str, Any] | N
 @dataclass(frozen=True)
 class ReturnFilters:
     customer_id: str | None = None
+    # With customer_id: also the returns recorded under these emails alone (a guest's,
+    # before the email was linked to the customer).
+    guest_emails: tuple[str, ...] = ()
     email: str | None = None
     status: tuple[str, ...] = ()
     order_id: str | None = None
@@ -126,7 +129,14 @@ class ReturnFilters:
 def _filtered(query: Select[Any], tenant_id: str, filters: ReturnFilters) -> Select[Any]:
     conditions = [Return.tenant_id == tenant_id]
     if filters.customer_id is not None:
-        conditions.append(Return.customer_id == filters.customer_id)
+        conditions.append(
+            or_(
+                Return.customer_id == filters.customer_id,
+                and_(Return.customer_id.is_(None), Return.email.in_(filters.guest_emails)),
+            )
+            if filters.guest_emails
+            else Return.customer_id == filters.customer_id
+        )
     if filters.email is not None:
         conditions.append(Return.email == filters.email)
     if filters.status:

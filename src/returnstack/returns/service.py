@@ -11,6 +11,9 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from returnstack.customers.profiles import ProfileChanges, return_delta
+from returnstack.customers.service import Identity
+from returnstack.customers.service import remember as remember_customers
 from returnstack.events.schemas import ReturnEvent
 from returnstack.kit.bulk import insert_rows
 from returnstack.kit.errors import (
@@ -50,7 +53,12 @@ class RecordedReturn:
 
 
 def record_returns(
-    session: Session, *, tenant_id: str, recorded: Sequence[RecordedReturn], actor: str
+    session: Session,
+    *,
+    tenant_id: str,
+    recorded: Sequence[RecordedReturn],
+    actor: str,
+    profiles: ProfileChanges,
 ) -> list[str]:
     """Store returns that already happened elsewhere: closed, `source: "event"`, counted as
     returned (and claimed) against their order's lines. Returns their ids."""
@@ -127,6 +135,18 @@ def record_returns(
             "actor": actor,
             "note": f"recorded from event {event.id}",
         }
+        profiles.add(
+            event.customer.id,
+            event.customer.email,
+            entry.currency,
+            return_delta(
+                channel=event.channel,
+                created_at=event.timestamp,
+                units_before=0,
+                units_received=sum(item["quantity"] for item in ret_items),
+                refunded=refund.amount if refund else 0,
+            ),
+        )
         returns.append(ret)
         items.extend(ret_items)
         history.append(entry_history)
@@ -288,6 +308,13 @@ def open_return(
             "Some items cannot be returned; nothing was created.", details=checked.error_details()
         )
     assert checked.currency is not None
+    if data.customer is not None and data.customer.id and data.customer.email:
+        # A request naming both links them, as an event naming both does.
+        remember_customers(
+            session,
+            tenant_id=tenant_id,
+            identities=[Identity(data.customer.id, data.customer.email)],
+        )
     now = datetime.now(UTC)
     (number,) = next_numbers(session, tenant_id=tenant_id, name="return_number", count=1)
     ret = Return(
@@ -332,6 +359,22 @@ def _check_version(ret: Return, if_match: int | None) -> None:
             details=[{"path": "If-Match", "message": f"current version is {ret.version}"}],
             extra={"current_version": ret.version},
         )
+
+
+def _count_in_profile(
+    session: Session, ret: Return, *, units_before: int, units_received: int, refunded: int = 0
+) -> None:
+    """Units coming back and money refunded count in the customer's profile."""
+    profiles = ProfileChanges(session, ret.tenant_id)
+    delta = return_delta(
+        channel=ret.channel,
+        created_at=ret.created_at,
+        units_before=units_before,
+        units_received=units_received,
+        refunded=refunded,
+    )
+    profiles.add(ret.customer_id, ret.email, ret.currency, delta)
+    profiles.apply()
 
 
 def _received_anything(session: Session, ret: Return) -> bool:
@@ -424,6 +467,8 @@ def apply_action(
         ret.closed_at = None
     elif action == "receive":
         changes["items"] = _receive(session, ret, body)
+        units = sum(receipt.quantity for receipt in body.items)
+        _count_in_profile(session, ret, units_before=int(received), units_received=units)
     elif action == "refund":
         # A reopened return may be refunded again: only for what was not refunded yet.
         already = ret.refund_amount or 0
@@ -447,6 +492,7 @@ def apply_action(
         )
         changes["refund"] = [before_refund, {"amount": already + amount, "method": body.method}]
         ret.refund_amount = already + amount
+        _count_in_profile(session, ret, units_before=1, units_received=0, refunded=amount)
         ret.refund_method = body.method
         ret.refunded_at = now
         ret.fee_restocking = restocking_fee  # what was charged, on what came back

@@ -1,0 +1,157 @@
+"""Customer profiles: read by id or email, the customer's orders and returns, erasure."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from sqlalchemy import and_, or_, select
+
+from returnstack.customers import erasure
+from returnstack.customers.render import customer_profile, email_profile, linked_emails
+from returnstack.customers.schemas import CustomerProfileOut, OrderPage
+from returnstack.kit.deps import DbSession
+from returnstack.kit.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
+from returnstack.kit.http import (
+    ClientIdConvertor,  # noqa: F401  (registers {…:client_id})
+    Limit,
+)
+from returnstack.kit.openapi import errors
+from returnstack.kit.pagination import decode_cursor, encode_cursor
+from returnstack.kit.types import normalize_email
+from returnstack.models import Order
+from returnstack.orders.service import render_orders
+from returnstack.returns import repository
+from returnstack.returns.attachments import AttachmentStorage
+from returnstack.returns.attachments_endpoints import get_storage
+from returnstack.returns.schemas import ReturnPage
+from returnstack.tenants.auth import SecretKey
+
+router = APIRouter(tags=["customers"])
+
+READ_ERRORS = errors(InvalidRequest, AuthenticationFailed, Forbidden, NotFound)
+CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
+Cursor = Annotated[str | None, Query(max_length=500)]
+
+
+def _not_found(customer_id: str) -> NotFound:
+    return NotFound(f"No customer {customer_id!r}.")
+
+
+@router.get("/v1/customers/lookup", response_model=CustomerProfileOut, responses=READ_ERRORS)
+def lookup_customer(
+    email: Annotated[str, Query(min_length=3, max_length=320)],
+    principal: SecretKey,
+    session: DbSession,
+) -> dict[str, Any]:
+    """The profile of the customer an email belongs to; for an email no customer claimed
+    yet (a guest), the guest's own profile, with `customer.id` null."""
+    try:
+        normalized = normalize_email(email)
+    except ValueError as exc:
+        raise InvalidRequest(details=[{"path": "email", "message": str(exc)}]) from None
+    profile = email_profile(session, tenant_id=principal.tenant_id, email=normalized)
+    if profile is None:
+        raise NotFound("No customer with this email.")
+    return profile
+
+
+# The sub-resources come before the profile: a customer id may contain "/".
+@router.get(
+    "/v1/customers/{customer_id:client_id}/orders", response_model=OrderPage, responses=READ_ERRORS
+)
+def customer_orders(
+    customer_id: CustomerId,
+    principal: SecretKey,
+    session: DbSession,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """The customer's orders, newest first (also those placed under a linked email alone)."""
+    tenant_id = principal.tenant_id
+    if customer_profile(session, tenant_id=tenant_id, customer_id=customer_id) is None:
+        raise _not_found(customer_id)
+    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    query = select(Order).where(
+        Order.tenant_id == tenant_id,
+        or_(
+            Order.customer_id == customer_id,
+            and_(Order.customer_id.is_(None), Order.email.in_(emails)),
+        ),
+    )
+    if cursor is not None:
+        placed_at, order_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Order.placed_at < placed_at,
+                and_(Order.placed_at == placed_at, Order.id < order_id),
+            )
+        )
+    rows = list(
+        session.scalars(query.order_by(Order.placed_at.desc(), Order.id.desc()).limit(limit + 1))
+    )
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {
+        "data": render_orders(session, tenant_id=tenant_id, orders=rows[:limit]),
+        "next_cursor": encode_cursor(last.placed_at, last.id) if last else None,
+    }
+
+
+@router.get(
+    "/v1/customers/{customer_id:client_id}/returns",
+    response_model=ReturnPage,
+    responses=READ_ERRORS,
+)
+def customer_returns(
+    customer_id: CustomerId,
+    principal: SecretKey,
+    session: DbSession,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """The customer's returns, newest first (also those made as a guest with a linked email)."""
+    tenant_id = principal.tenant_id
+    if customer_profile(session, tenant_id=tenant_id, customer_id=customer_id) is None:
+        raise _not_found(customer_id)
+    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    filters = repository.ReturnFilters(customer_id=customer_id, guest_emails=tuple(emails))
+    rows, next_cursor = repository.list_returns(
+        session, tenant_id=tenant_id, filters=filters, limit=limit, cursor=cursor
+    )
+    return {
+        "data": repository.render_returns(session, tenant_id=tenant_id, returns=rows),
+        "next_cursor": next_cursor,
+    }
+
+
+@router.get(
+    "/v1/customers/{customer_id:client_id}",
+    response_model=CustomerProfileOut,
+    responses=READ_ERRORS,
+)
+def read_customer(customer_id: CustomerId, principal: SecretKey, session: DbSession) -> Any:
+    """The customer's profile: per currency what they bought, returned and were refunded,
+    and their net (return-adjusted) revenue; channels; flags such as `serial_returner`."""
+    profile = customer_profile(session, tenant_id=principal.tenant_id, customer_id=customer_id)
+    if profile is None:
+        raise _not_found(customer_id)
+    return profile
+
+
+@router.delete(
+    "/v1/customers/{customer_id:client_id}",
+    status_code=204,
+    response_class=Response,
+    responses=READ_ERRORS,
+)
+def erase_customer(
+    customer_id: CustomerId,
+    principal: SecretKey,
+    session: DbSession,
+    storage: Annotated[AttachmentStorage, Depends(get_storage)],
+) -> Response:
+    """Erase the customer's personal data: their id and emails on orders and returns,
+    notes, metadata and attachments of their returns, their profile and sessions. What
+    they bought and returned still counts, anonymously, for products and reports."""
+    erasure.erase_customer(
+        session, tenant_id=principal.tenant_id, customer_id=customer_id, storage=storage
+    )
+    return Response(status_code=204)

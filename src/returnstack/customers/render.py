@@ -1,0 +1,112 @@
+"""Profiles as the API shows them: one customer (or guest email), all currencies."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from returnstack.customers.profiles import SERIAL_RETURNER, customer_owner, guest_owner
+from returnstack.kit.timefmt import rfc3339
+from returnstack.models import Customer, CustomerEmail, CustomerProfile
+
+TOTALS = (
+    "orders",
+    "items_purchased",
+    "gross_revenue",
+    "returns",
+    "items_returned",
+    "refunded",
+    "net_revenue",
+    "return_rate_items",
+    "return_rate_value",
+)
+
+
+def render_profile(
+    *,
+    customer_id: str | None,
+    email: str | None,
+    emails: Sequence[str],
+    rows: Sequence[CustomerProfile],
+) -> dict[str, Any]:
+    def edge(values: list[datetime | None], pick: Any) -> str | None:
+        present = [value for value in values if value is not None]
+        return rfc3339(pick(present)) if present else None
+
+    flags = sorted({SERIAL_RETURNER for row in rows if row.serial_returner})
+    return {
+        "customer": {"id": customer_id, "email": email, "emails": list(emails)},
+        "first_order_at": edge([row.first_order_at for row in rows], min),
+        "last_order_at": edge([row.last_order_at for row in rows], max),
+        "last_return_at": edge([row.last_return_at for row in rows], max),
+        "totals": {
+            row.currency: {name: getattr(row, name) for name in TOTALS}
+            for row in sorted(rows, key=lambda row: row.currency)
+        },
+        "channels": {
+            channel: {
+                "orders": sum(getattr(row, f"{channel}_orders") for row in rows),
+                "returns": sum(getattr(row, f"{channel}_returns") for row in rows),
+            }
+            for channel in ("online", "offline")
+        },
+        "flags": flags,
+    }
+
+
+def _rows(session: Session, tenant_id: str, owner: str) -> list[CustomerProfile]:
+    return list(
+        session.scalars(
+            select(CustomerProfile)
+            .where(CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner == owner)
+            .execution_options(populate_existing=True)  # written around the ORM
+        )
+    )
+
+
+def linked_emails(session: Session, *, tenant_id: str, customer_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(CustomerEmail.email)
+            .where(CustomerEmail.tenant_id == tenant_id, CustomerEmail.customer_id == customer_id)
+            .order_by(CustomerEmail.email)
+        )
+    )
+
+
+def customer_profile(
+    session: Session, *, tenant_id: str, customer_id: str
+) -> dict[str, Any] | None:
+    """The customer's profile; None for an id never seen (or erased)."""
+    customer = session.get(Customer, (tenant_id, customer_id))
+    rows = _rows(session, tenant_id, customer_owner(customer_id))
+    if customer is None and not rows:
+        return None
+    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    email = customer.email if customer is not None and customer.email else None
+    return render_profile(
+        customer_id=customer_id,
+        email=email or (emails[0] if emails else None),
+        emails=emails,
+        rows=rows,
+    )
+
+
+def email_profile(session: Session, *, tenant_id: str, email: str) -> dict[str, Any] | None:
+    """The profile of the customer an email is linked to, else of that email as a guest."""
+    link = session.get(CustomerEmail, (tenant_id, email))
+    if link is not None and link.customer_id is not None:
+        return customer_profile(session, tenant_id=tenant_id, customer_id=link.customer_id)
+    rows = _rows(session, tenant_id, guest_owner(email))
+    if link is None and not rows:
+        return None
+    return render_profile(customer_id=None, email=email, emails=[email], rows=rows)
+
+
+def render_owner(session: Session, *, tenant_id: str, owner: str) -> dict[str, Any] | None:
+    kind, _, key = owner.partition(":")
+    if kind == "c":
+        return customer_profile(session, tenant_id=tenant_id, customer_id=key)
+    return email_profile(session, tenant_id=tenant_id, email=key)
