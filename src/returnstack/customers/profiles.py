@@ -186,8 +186,12 @@ def linked_customers(
     wanted = sorted(set(emails))
     if not wanted:
         return {}
-    query = select(CustomerEmail.email, CustomerEmail.customer_id).where(
-        CustomerEmail.tenant_id == tenant_id, CustomerEmail.email.in_(wanted)
+    # FOR SHARE: a link being made meanwhile either commits first (and is read here) or
+    # waits until this transaction has written its guest rows (and then merges them).
+    query = (
+        select(CustomerEmail.email, CustomerEmail.customer_id)
+        .where(CustomerEmail.tenant_id == tenant_id, CustomerEmail.email.in_(wanted))
+        .with_for_update(read=True)
     )
     links: dict[str, str | None] = dict.fromkeys(wanted)
     links.update({email: customer_id for email, customer_id in session.execute(query)})
