@@ -453,6 +453,8 @@ def demo(
         auth = f"-H 'Authorization: Bearer {secret.key}'"
         out.print(f"  curl -s {base}/v1/returns?limit=5 {auth}")
         out.print(f"  curl -s {base}/v1/orders/W-100000 {auth}")
+        out.print(f"  curl -s {base}/v1/customers/cust_00251 {auth}")
+        out.print(f"  curl -s -G {base}/v1/customers {auth} --data-urlencode 'where=returns > 2'")
         out.print(f"  open {base}/docs")
 
     _emit(as_json, payload, human)
