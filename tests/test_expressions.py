@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from returnstack.customers.expressions import (
     MAX_DEPTH,
@@ -265,3 +267,31 @@ def test_compiled_sql_binds_every_value() -> None:
 )
 def test_timestamps(text: str, expected: datetime | None) -> None:
     assert parse_timestamp(text) == expected
+
+
+def test_numbers_out_of_range() -> None:
+    assert tree(f"orders <= {2**63 - 1}") == Comparison("orders", "<=", 2**63 - 1)
+    assert error(f"orders <= {2**63}")["message"].endswith("is out of range")
+    assert error("return_rate_value < " + "9" * 500)["position"] == 20
+    assert tree("return_rate_value < 0.000001") == Comparison("return_rate_value", "<", 1e-06)
+
+
+_TOKENS = [
+    "orders", "email", "flags", "last_return_at", "currency", "nope", "and", "or", "not",
+    "in", "null", "(", ")", "[", "]", ",", "=", "!=", "<", ">=", '"EUR"', "'x'",
+    '"2026-01-01"', '"serial_returner"', "1", "-2", "0.5", '"', "\\", "@", " ",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_TOKENS), max_size=12).map(" ".join) | st.text(max_size=60))
+@settings(max_examples=400, deadline=None)
+def test_anything_parses_or_is_a_400_with_a_position(text: str) -> None:
+    try:
+        node = parse(text)
+    except InvalidRequest as exc:
+        (detail,) = exc.details
+        assert 0 <= detail["position"] <= len(text)
+        assert detail["message"]
+        return
+    if node is not None:
+        compile_where(text)

@@ -593,6 +593,8 @@ def test_saved_segments(client: TestClient, tenant: TenantFixture) -> None:
         ("GET", f"/v1/segments/{everyone['id']}/customers"),
         ("DELETE", f"/v1/segments/{everyone['id']}"),
         ("GET", "/v1/segments/seg_nope"),
+        ("GET", "/v1/segments/" + "x" * 300),
+        ("DELETE", "/v1/segments/seg_%00"),
     ):
         response = client.request(method, url, headers=tenant.headers)
         assert response.status_code == 404, (method, url)

@@ -312,14 +312,17 @@ def _value(field: Field, token: Token) -> Value:
         return moment
     if token.type != "NUMBER":
         raise invalid(f"{field.name} is a number: write it without quotes", _at(token))
+    if field.kind == "integer" and "." in token:
+        raise invalid(f"{field.name} is a whole number", _at(token))
+    out_of_range = invalid(f"{token[:30]} is out of range", _at(token))
+    if len(token) > 40:  # before converting: far beyond any value either way
+        raise out_of_range
     if field.kind == "integer":
-        if "." in token:
-            raise invalid(f"{field.name} is a whole number", _at(token))
         number = int(token)
         if abs(number) > MAX_INTEGER:
-            raise invalid(f"{token} is out of range", _at(token))
+            raise out_of_range
         return number
-    return float(token)  # a rate
+    return float(token)  # a rate; 40 characters stay finite
 
 
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "/": "/", "n": "\n", "r": "\r", "t": "\t"}

@@ -52,7 +52,7 @@ SortParam = Annotated[
     ),
 ]
 Cursor = Annotated[str | None, Query(max_length=1000)]
-SegmentId = Annotated[str, Path(min_length=1, max_length=40)]
+SegmentId = Annotated[str, Path(description="seg_...")]
 
 
 class CustomerRow(BaseModel):

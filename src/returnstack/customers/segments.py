@@ -21,7 +21,6 @@ from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from returnstack.customers.expressions import (
-    EMAIL,
     FIELDS,
     SERIAL_RETURNER,
     Field,
@@ -53,6 +52,9 @@ COLUMNS = (
     "flags",
 )
 TIMESTAMPS = ("first_order_at", "last_order_at", "last_return_at")
+VALUES = COLUMNS[:-1]  # read as they are (but timestamps), in this order; then:
+FLAG = len(VALUES)  # serial_returner (-> flags)
+_TIMESTAMP_INDEXES = tuple(VALUES.index(name) for name in TIMESTAMPS)
 SORTABLE = tuple(name for name in COLUMNS if name != "flags")
 DEFAULT_SORT = "customer_id"  # customers by id, then guests by email; each by currency
 CSV_BATCH = 1000  # rows fetched from the database, and written, at a time
@@ -68,6 +70,12 @@ class Sort:
     @property
     def spec(self) -> str:
         return f"-{self.field.name}" if self.descending else self.field.name
+
+    @property
+    def by_key(self) -> bool:
+        """customer_id ascending, nulls (guests) last, is the order of the table's key
+        (owner: "c:<customer id>" before "g:<email>"), which its index reads as it is."""
+        return self.field.name == "customer_id" and not self.descending
 
 
 def parse_sort(value: str | None) -> Sort:
@@ -95,37 +103,22 @@ def _rows_query(tenant_id: str, condition: ColumnElement[bool]) -> RowsQuery:
             Customer.id == CustomerProfile.customer_id,
         ),
     )
+    values = [FIELDS[name].column.label(name) for name in VALUES]
     return (
-        select(
-            CustomerProfile.customer_id,
-            EMAIL.label("email"),
-            CustomerProfile.currency,
-            CustomerProfile.orders,
-            CustomerProfile.items_purchased,
-            CustomerProfile.gross_revenue,
-            CustomerProfile.returns,
-            CustomerProfile.items_returned,
-            CustomerProfile.refunded,
-            CustomerProfile.net_revenue,
-            CustomerProfile.return_rate_items,
-            CustomerProfile.return_rate_value,
-            CustomerProfile.first_order_at,
-            CustomerProfile.last_order_at,
-            CustomerProfile.last_return_at,
-            CustomerProfile.serial_returner,
-            CustomerProfile.owner,
-        )
+        select(*values, CustomerProfile.serial_returner, CustomerProfile.owner)
         .select_from(joined)
         .where(CustomerProfile.tenant_id == tenant_id, condition)
     )
 
 
 def _sorted(query: RowsQuery, sort: Sort) -> RowsQuery:
+    tie = (CustomerProfile.owner.asc(), CustomerProfile.currency.asc())
+    if sort.by_key:
+        return query.order_by(*tie)
     column = sort.field.column
     key = column.desc() if sort.descending else column.asc()
-    return query.order_by(
-        key.nulls_last(), CustomerProfile.owner.asc(), CustomerProfile.currency.asc()
-    )
+    # (Only where a null can be: the index of net_revenue then serves both directions.)
+    return query.order_by(key.nulls_last() if sort.field.nullable else key, *tie)
 
 
 def _after(sort: Sort, value: Any, owner: str, currency: str) -> ColumnElement[bool]:
@@ -135,9 +128,13 @@ def _after(sort: Sort, value: Any, owner: str, currency: str) -> ColumnElement[b
         CustomerProfile.owner > owner,
         and_(CustomerProfile.owner == owner, CustomerProfile.currency > currency),
     )
+    if sort.by_key:
+        return tie
     if value is None:  # nulls come last: only later nulls follow
         return and_(column.is_(None), tie)
     beyond = column < value if sort.descending else column > value
+    if not sort.field.nullable:
+        return or_(beyond, and_(column == value, tie))
     return or_(beyond, and_(column == value, tie), column.is_(None))
 
 
@@ -190,10 +187,10 @@ def _decode(sort: Sort, cursor: str) -> tuple[Any, str, str]:
 
 
 def render_row(row: Row[Any]) -> dict[str, Any]:
-    data = {name: row._mapping[name] for name in COLUMNS if name != "flags"}
+    data = dict(zip(VALUES, row[:FLAG], strict=True))
     for name in TIMESTAMPS:
         data[name] = rfc3339(data[name])
-    data["flags"] = [SERIAL_RETURNER] if row.serial_returner else []
+    data["flags"] = [SERIAL_RETURNER] if row[FLAG] else []
     return data
 
 
@@ -222,9 +219,11 @@ def count_customers(session: Session, *, tenant_id: str, condition: ColumnElemen
 
 
 def _csv_cells(row: Row[Any]) -> list[Any]:
-    data = render_row(row)
-    data["flags"] = ";".join(data["flags"])
-    return ["" if data[name] is None else data[name] for name in COLUMNS]
+    cells = list(row[:FLAG])
+    for index in _TIMESTAMP_INDEXES:
+        cells[index] = rfc3339(cells[index])
+    cells.append(SERIAL_RETURNER if row[FLAG] else "")  # several flags: joined with ;
+    return ["" if cell is None else cell for cell in cells]
 
 
 def stream_csv(
@@ -246,8 +245,9 @@ def stream_csv(
     writer.writerow(COLUMNS)
     yield flush()
     with db.transaction(write=False) as session:
-        result = session.execute(query.execution_options(yield_per=CSV_BATCH))
-        for batch in result.partitions():
+        streamed = query.execution_options(stream_results=True, max_row_buffer=CSV_BATCH)
+        result = session.connection().execute(streamed)
+        for batch in result.partitions(CSV_BATCH):
             writer.writerows(_csv_cells(row) for row in batch)
             yield flush()
 
