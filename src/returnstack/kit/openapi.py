@@ -26,6 +26,10 @@ ERROR_SCHEMA = {
                             "path": {"type": "string"},
                             "message": {"type": "string"},
                             "code": {"type": "string"},
+                            "position": {
+                                "type": "integer",
+                                "description": "0-based character offset (errors in `where`)",
+                            },
                         },
                     },
                 },
