@@ -269,7 +269,27 @@ def test_erasure_removes_the_person_and_keeps_anonymous_facts(
     ret = api.open(
         wanted(order, quantity=1, reason="other", note="call me at 555"), customer={"id": who["id"]}
     )
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"png-body" * 10
+    uploaded = api.http.post(
+        f"/v1/returns/{ret['id']}/attachments",
+        files={"file": ("me.png", png, "image/png")},
+        headers=api.tenant.headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    stored = database.settings.data_dir / "attachments" / tenant.id / ret["id"]
+    assert any(stored.iterdir())
+    session = api.post(
+        "/v1/storefront/sessions",
+        {"order_id": order["order_id"], "email": who["email"]},
+        headers=api.tenant.publishable_headers,
+    )
+    assert session.status_code == 201, session.text
+    token = session.json()["session"]
+
     assert api.delete(f"/v1/customers/{who['id']}").status_code == 204
+    assert not any(stored.iterdir())  # the files went with the commit
+    refused = api.http.get("/v1/storefront/orders", headers={"X-Storefront-Session": token})
+    assert refused.status_code == 401
     profile(api, who["id"], expect=404)
     lookup(api, who["email"], expect=404)
     assert api.delete(f"/v1/customers/{who['id']}").status_code == 404
