@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import merge_guests
-from returnstack.kit.bulk import insert_rows, upsert_rows_returning
+from returnstack.kit.bulk import insert_rows
 from returnstack.models import Customer, CustomerEmail
 
 
@@ -18,14 +18,11 @@ class Identity:
     name: str | None = None
 
 
-def remember(
-    session: Session, *, tenant_id: str, identities: Iterable[Identity]
-) -> dict[str, str | None]:
+def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]) -> None:
     """Create or update the customers and emails named, linking an email to a customer id
     once both arrive together (the first link wins, so merges are deterministic).
 
-    Returns the customer each email named is linked to now (None: a guest email). A guest
-    whose email was just linked has its profile moved to the customer.
+    A guest whose email was just linked has its profile moved to the customer.
     """
     now = datetime.now(UTC)
     customers: dict[str, dict[str, object]] = {}
@@ -51,23 +48,20 @@ def remember(
         "email = COALESCE(excluded.email, customers.email), "
         "name = COALESCE(excluded.name, customers.name), updated_at = excluded.updated_at",
     )
-    links: dict[str, str | None] = dict(
-        upsert_rows_returning(
-            session,
-            CustomerEmail,
-            [
-                {"tenant_id": tenant_id, "email": email, "customer_id": cid, "created_at": now}
-                for email, cid in sorted(emails.items())
-            ],
-            on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "
-            "customer_id = COALESCE(customer_emails.customer_id, excluded.customer_id)",
-            returning=("email", "customer_id"),
-        )
+    insert_rows(
+        session,
+        CustomerEmail,
+        [
+            {"tenant_id": tenant_id, "email": email, "customer_id": cid, "created_at": now}
+            for email, cid in sorted(emails.items())
+        ],
+        on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "
+        "customer_id = COALESCE(customer_emails.customer_id, excluded.customer_id)",
     )
-    # Only an email that came with a customer id can have been linked just now.
+    # Only an email that came with a customer id can have been linked just now, and only
+    # to that customer: an email linked before has no guest rows left.
     merge_guests(
         session,
         tenant_id=tenant_id,
-        links={email: links[email] for email, cid in emails.items() if cid is not None},
+        links={email: cid for email, cid in emails.items() if cid is not None},
     )
-    return links

@@ -102,8 +102,8 @@ def record_events(
             returns.append(RecordedReturn(server_id, event, currency))
 
     remember_stores(session, tenant_id=tenant_id, stores=stores)
-    links = remember_customers(session, tenant_id=tenant_id, identities=identities)
-    profiles = ProfileChanges(session, tenant_id, links)
+    remember_customers(session, tenant_id=tenant_id, identities=identities)
+    profiles = ProfileChanges(session, tenant_id)
     record_purchases(session, tenant_id=tenant_id, purchases=purchases, profiles=profiles)
     record_returns(session, tenant_id=tenant_id, recorded=returns, actor=actor, profiles=profiles)
     profiles.apply()

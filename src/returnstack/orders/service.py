@@ -85,7 +85,7 @@ def record_purchases(
         return
     now = datetime.now(UTC)
     orders = []
-    lines = []
+    lines: list[dict[str, Any]] = []
     domain_events = []
     for purchase in purchases:
         event = purchase.event
@@ -106,7 +106,7 @@ def record_purchases(
         )
         order_lines = []
         for position, item in enumerate(event.items, start=1):
-            line = {
+            line: dict[str, Any] = {
                 "tenant_id": tenant_id,
                 "order_id": event.order_id,
                 "line_id": item.line_id or str(position),
@@ -159,11 +159,24 @@ def record_purchases(
             session, Order, orders, on_conflict="ON CONFLICT DO NOTHING", returning="id"
         )
     )
-    new_lines = set(
+    # The lines of an order made just now are all new (the first of a repeated line id
+    # wins, as the database would keep it); those a later event adds to a known order may
+    # exist already, and the database says which were inserted.
+    new_lines: set[tuple[str, str]] = set()
+    of_new_orders, of_known_orders = [], []
+    for line in lines:
+        key = (line["order_id"], line["line_id"])
+        if line["order_id"] not in new_orders:
+            of_known_orders.append(line)
+        elif key not in new_lines:
+            new_lines.add(key)
+            of_new_orders.append(line)
+    insert_rows(session, OrderLine, of_new_orders)
+    new_lines.update(
         upsert_rows_returning(
             session,
             OrderLine,
-            lines,
+            of_known_orders,
             on_conflict="ON CONFLICT DO NOTHING",
             returning=("order_id", "line_id"),
         )
