@@ -449,8 +449,9 @@ class Reference:
         channel: str,
         items: Sequence[Mapping[str, Any]],
         prediction: OpenPrediction,
+        customer: Mapping[str, Any] | None = None,
     ) -> LifecycleReturn:
-        """Mirror a return the API opened."""
+        """Mirror a return the API opened for the request's `customer`."""
         assert prediction.currency is not None
         merged: dict[tuple[str, str], LifecycleItem] = {}
         for item in items:
@@ -469,9 +470,9 @@ class Reference:
             items=list(merged.values()),
         )
         self.returns[return_id] = ret
-        # A return carrying both a customer id and an email links them, as an event does.
-        if ret.customer_id is not None or ret.email is not None:
-            self.remember(ret.customer_id, ret.email)
+        # A request naming both a customer id and an email links them, as an event does.
+        if customer and customer.get("id") and customer.get("email"):
+            self.remember(customer["id"], customer["email"])
         return ret
 
     def api_allowed(self, ret: LifecycleReturn) -> list[str]:
@@ -627,9 +628,8 @@ class Reference:
     def expect_lookup(self, email: str) -> Expected:
         """GET /v1/customers/lookup?email=: the linked customer's profile, else the guest's."""
         email = normalize_email(email) or ""
-        if email not in self.emails:
-            return Expected("absent")
-        linked = self.emails[email]
+        linked = self.emails.get(email)
         if linked is not None:
             return self.expect_customer(linked)
-        return self._expect(f"g:{email}", known=True)
+        # A guest: an email seen in events, or only in returns opened for anonymous sales.
+        return self._expect(f"g:{email}", known=email in self.emails)

@@ -499,6 +499,7 @@ def _facts(tenant_id: str) -> Select[Any]:
         .where(
             Return.tenant_id == tenant_id,
             or_(Return.customer_id.is_not(None), Return.email.is_not(None)),
+            counted,  # nothing is back yet: nothing to count (and no refund either)
         )
     )
     return union_all(orders, returns)  # type: ignore[return-value]
