@@ -5,6 +5,7 @@ import sys
 BENCHMARKS = {
     "ingest": "ingestion: batches vs the database ceiling, one-event requests, memory",
     "returns": "returns lifecycle: create, approve, receive, refund, close at a fixed rate",
+    "profiles": "customer profiles: lookups, a segment count, CSV export on 1 M customers",
 }
 
 
@@ -18,6 +19,10 @@ def main(argv: list[str]) -> int:
         from bench import returns
 
         return returns.cli(argv[1:])
+    if argv[0] == "profiles":
+        from bench import profiles
+
+        return profiles.cli(argv[1:])
     from bench import ingest
 
     return ingest.cli(argv[1:])

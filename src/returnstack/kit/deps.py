@@ -2,10 +2,10 @@
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CancelScope, CapacityLimiter, to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
@@ -57,9 +57,22 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await to_thread.run_sync(_roll_back, session, limiter=_commits())
+        await _finish(_roll_back, session)
         raise
-    await to_thread.run_sync(_commit, session, limiter=_commits())
+    await _finish(_commit, session)
+
+
+async def _finish(finish: Callable[[Session], None], session: Session) -> None:
+    """Commit or roll back on a thread of its own, shielded from the request's cancellation
+    (its client gone); if cancelled even so before the thread ran, roll back right here. A
+    session left open keeps its pooled connection (and, on SQLite, the write lock) until
+    garbage collection, and a few of those under load exhaust the pool for good."""
+    try:
+        with CancelScope(shield=True):
+            await to_thread.run_sync(finish, session, limiter=_commits())
+    except BaseException:
+        _roll_back(session)  # nothing if the thread already closed it
+        raise
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]

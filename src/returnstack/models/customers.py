@@ -30,7 +30,11 @@ class CustomerEmail(Base):
     """
 
     __tablename__ = "customer_emails"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = (
+        # A customer's emails (profiles, erasure).
+        Index("ix_customer_emails_tenant_id_customer_id", "tenant_id", "customer_id"),
+        {"sqlite_with_rowid": False},
+    )
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(254), primary_key=True)
