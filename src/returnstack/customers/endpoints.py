@@ -16,6 +16,7 @@ from returnstack.kit.http import (
 )
 from returnstack.kit.openapi import errors
 from returnstack.kit.pagination import decode_cursor, encode_cursor
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import normalize_email
 from returnstack.models import Order
 from returnstack.orders.service import render_orders
@@ -25,7 +26,7 @@ from returnstack.returns.attachments_endpoints import get_storage
 from returnstack.returns.schemas import ReturnPage
 from returnstack.tenants.auth import SecretKey
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["customers"])
 
 READ_ERRORS = errors(InvalidRequest, AuthenticationFailed, Forbidden, NotFound)
 CustomerId = Annotated[str, Path(min_length=1, max_length=128)]

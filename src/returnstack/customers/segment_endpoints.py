@@ -21,10 +21,11 @@ from returnstack.kit.errors import (
 from returnstack.kit.http import Limit
 from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.openapi import errors
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import NoNul
 from returnstack.tenants.auth import SecretKey
 
-router = APIRouter(tags=["segments"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["segments"])
 
 STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
 CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}

@@ -19,9 +19,10 @@ from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.metrics import EVENTS_INGESTED
 from returnstack.kit.openapi import errors, json_body, raw_body
 from returnstack.kit.responses import RawJSONResponse
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.tenants.auth import AnyKey
 
-router = APIRouter(tags=["events"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["events"])
 
 
 @router.post(

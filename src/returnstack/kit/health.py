@@ -7,9 +7,10 @@ from sqlalchemy import func, select, text
 from returnstack.kit.db import Database
 from returnstack.kit.metrics import REGISTRY
 from returnstack.kit.responses import JSONResponse
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.models import OutboxEvent
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["operations"])
 
 
 @router.get("/healthz")

@@ -6,11 +6,12 @@ from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
 from returnstack.kit.http import ClientIdConvertor  # noqa: F401  (registers {…:client_id})
 from returnstack.kit.openapi import errors
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.orders.schemas import Order
 from returnstack.orders.service import get_order
 from returnstack.tenants.auth import SecretKey
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["orders"])
 
 
 @router.get(

@@ -21,12 +21,13 @@ from returnstack.kit.errors import (
 from returnstack.kit.idempotency import Idempotency, IdempotentRequest
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import RawJSONResponse
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.returns import attachments
 from returnstack.returns.repository import find_return
 from returnstack.returns.schemas import AttachmentOut
 from returnstack.tenants.auth import SecretKey
 
-router = APIRouter(tags=["attachments"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["attachments"])
 
 _storage_lock = threading.Lock()
 

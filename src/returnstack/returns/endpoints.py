@@ -19,6 +19,7 @@ from returnstack.kit.http import IfMatch, Limit, etag
 from returnstack.kit.idempotency import Idempotency, IdempotentRequest
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import normalize_email
 from returnstack.returns import policy as policies
 from returnstack.returns import repository, service
@@ -36,7 +37,7 @@ from returnstack.returns.schemas import (
 )
 from returnstack.tenants.auth import Principal, SecretKey
 
-router = APIRouter(tags=["returns"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["returns"])
 
 STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
 
@@ -335,7 +336,7 @@ def reopen(
     )
 
 
-policy_router = APIRouter(tags=["policy"])
+policy_router = APIRouter(route_class=RenderInThreadRoute, tags=["policy"])
 
 
 @policy_router.get(

@@ -23,6 +23,7 @@ from returnstack.kit.http import IfMatch, Limit, etag
 from returnstack.kit.idempotency import Idempotency, IdempotentRequest
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.returns.attachments_endpoints import (
     DOWNLOAD_RESPONSES,
     MULTIPART_BODY,
@@ -43,7 +44,7 @@ from returnstack.storefront.schemas import (
 )
 from returnstack.tenants.auth import AnyKey
 
-router = APIRouter(tags=["storefront"])
+router = APIRouter(route_class=RenderInThreadRoute, tags=["storefront"])
 
 SESSION_ERRORS = (AuthenticationFailed, InvalidRequest, RateLimited)
 Cursor = Annotated[str | None, Query(max_length=500)]
