@@ -6,8 +6,8 @@ row, so the write path hands plain values to the driver:
 - SQLite: `executemany` of one prepared INSERT (in process, so a statement per row is cheap);
   one multi-row statement when RETURNING is needed.
 - PostgreSQL: one `INSERT ... SELECT * FROM unnest($1::type[], ...)` per call, with one array
-  per column. The statement text never changes, so the server plans it once; a multi-row
-  VALUES list would be re-parsed with every row count.
+  per column, sent in binary. The statement text never changes, so the server plans it
+  once; a multi-row VALUES list would be re-parsed with every row count.
 
 The conflict clauses are the same on both: `ON CONFLICT ... DO NOTHING / DO UPDATE SET
 col = excluded.col`, and `RETURNING`. Values are converted here as the ORM types would
@@ -75,7 +75,8 @@ def _sqlite_sql(table: Table, columns: tuple[str, ...], suffix: str, rows: int) 
 @lru_cache(maxsize=256)
 def _postgresql_sql(table: Table, columns: tuple[str, ...], suffix: str) -> str:
     dialect = postgresql.dialect()
-    arrays = ", ".join(f"%s::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
+    # %b: the arrays travel in binary (no text to format and parse on either side).
+    arrays = ", ".join(f"%b::{table.c[name].type.compile(dialect=dialect)}[]" for name in columns)
     names = ", ".join(columns)
     return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {suffix}".rstrip()
 
