@@ -4,9 +4,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
 
 from returnstack.customers import erasure
-from returnstack.customers.render import customer_profile, email_profile, linked_emails
+from returnstack.customers.render import (
+    customer_exists,
+    customer_profile,
+    email_profile,
+    linked_emails,
+)
 from returnstack.customers.schemas import CustomerProfileOut, OrderPage
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
@@ -35,6 +41,13 @@ Cursor = Annotated[str | None, Query(max_length=500)]
 
 def _not_found(customer_id: str) -> NotFound:
     return NotFound(f"No customer {customer_id!r}.")
+
+
+def _emails_of_known(session: Session, tenant_id: str, customer_id: str) -> list[str]:
+    """The customer's linked emails; 404 for a customer never seen (or erased)."""
+    if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
+        raise _not_found(customer_id)
+    return linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
 
 
 @router.get("/v1/customers/lookup", response_model=CustomerProfileOut, responses=READ_ERRORS)
@@ -68,9 +81,7 @@ def customer_orders(
 ) -> dict[str, Any]:
     """The customer's orders, newest first (also those placed under a linked email alone)."""
     tenant_id = principal.tenant_id
-    if customer_profile(session, tenant_id=tenant_id, customer_id=customer_id) is None:
-        raise _not_found(customer_id)
-    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    emails = _emails_of_known(session, tenant_id, customer_id)
     query = select(Order).where(
         Order.tenant_id == tenant_id,
         or_(
@@ -110,9 +121,7 @@ def customer_returns(
 ) -> dict[str, Any]:
     """The customer's returns, newest first (also those made as a guest with a linked email)."""
     tenant_id = principal.tenant_id
-    if customer_profile(session, tenant_id=tenant_id, customer_id=customer_id) is None:
-        raise _not_found(customer_id)
-    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    emails = _emails_of_known(session, tenant_id, customer_id)
     filters = repository.ReturnFilters(customer_id=customer_id, guest_emails=tuple(emails))
     rows, next_cursor = repository.list_returns(
         session, tenant_id=tenant_id, filters=filters, limit=limit, cursor=cursor

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 
 from returnstack.customers.profiles import customer_owner
-from returnstack.customers.render import linked_emails
+from returnstack.customers.render import customer_exists, linked_emails
 from returnstack.kit.errors import NotFound
 from returnstack.models import (
     Attachment,
@@ -41,15 +41,9 @@ def erase_customer(
 
     Attachment files are deleted after the transaction commits (a rollback keeps them).
     """
-    customer = session.get(Customer, (tenant_id, customer_id), with_for_update=True)
-    owner = customer_owner(customer_id)
-    has_profile = session.scalar(
-        select(CustomerProfile.owner)
-        .where(CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner == owner)
-        .limit(1)
-    )
-    if customer is None and has_profile is None:
+    if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
         raise NotFound(f"No customer {customer_id!r}.")
+    owner = customer_owner(customer_id)
     emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
     identifiers = [customer_id, *emails]
 
@@ -91,8 +85,9 @@ def erase_customer(
             CustomerEmail.tenant_id == tenant_id, CustomerEmail.customer_id == customer_id
         )
     )
-    if customer is not None:
-        session.delete(customer)
+    session.execute(
+        delete(Customer).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
+    )
     _scrub_stored_payloads(session, tenant_id, identifiers)
 
 

@@ -146,13 +146,12 @@ def return_delta(
 class ProfileChanges:
     """Collects the deltas of one transaction's facts and applies them in one statement.
 
-    Facts name their customer id and email as recorded; `links` maps emails to the customer
-    they are linked to (None: a guest), for those already known to the caller.
+    Facts name their customer id and email as recorded; an email alone is resolved to the
+    customer it is linked to, if any, when the deltas are applied.
     """
 
     session: Session
     tenant_id: str
-    links: dict[str, str | None] = field(default_factory=dict)
     _facts: list[tuple[str | None, str | None, str, Delta]] = field(default_factory=list)
 
     def add(self, customer_id: str | None, email: str | None, currency: str, delta: Delta) -> None:
@@ -162,11 +161,11 @@ class ProfileChanges:
     def apply(self) -> None:
         if not self._facts:
             return
-        unknown = {email for cid, email, _, _ in self._facts if cid is None and email}
-        self.links.update(linked_customers(self.session, self.tenant_id, unknown - set(self.links)))
+        alone = {email for cid, email, _, _ in self._facts if cid is None and email}
+        links = linked_customers(self.session, self.tenant_id, alone)
         rows: dict[tuple[str, str], tuple[str | None, str | None, Delta]] = {}
         for customer_id, email, currency, delta in self._facts:
-            customer_id = customer_id or (self.links.get(email) if email else None)
+            customer_id = customer_id or (links.get(email) if email else None)
             if customer_id is not None:
                 key, guest = (customer_owner(customer_id), currency), None
             else:

@@ -76,6 +76,19 @@ def linked_emails(session: Session, *, tenant_id: str, customer_id: str) -> list
     )
 
 
+def customer_exists(session: Session, *, tenant_id: str, customer_id: str) -> bool:
+    """Known by a customer record or by profile rows (not erased)."""
+    if session.get(Customer, (tenant_id, customer_id)) is not None:
+        return True
+    owner = customer_owner(customer_id)
+    found = session.scalar(
+        select(CustomerProfile.owner)
+        .where(CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner == owner)
+        .limit(1)
+    )
+    return found is not None
+
+
 def customer_profile(
     session: Session, *, tenant_id: str, customer_id: str
 ) -> dict[str, Any] | None:
