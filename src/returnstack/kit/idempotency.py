@@ -28,6 +28,9 @@ MAX_KEY_LENGTH = 255
 class IdempotentRequest:
     key: str | None
     fingerprint: str
+    # Whose key space the key lives in (the API key's kind): a publishable key's key never
+    # replays or blocks a secret key's request (API.md section 2).
+    scope: str
 
     def replay(self, session: Session, *, tenant_id: str) -> RawJSONResponse | None:
         """The stored response for this key, or None when the work should be done."""
@@ -41,6 +44,7 @@ class IdempotentRequest:
                 IdempotencyKey.response_headers,
             ).where(
                 IdempotencyKey.tenant_id == tenant_id,
+                IdempotencyKey.scope == self.scope,
                 IdempotencyKey.key == self.key,
                 IdempotencyKey.created_at > datetime.now(UTC) - TTL,
             )
@@ -70,6 +74,7 @@ class IdempotentRequest:
         session.execute(
             delete(IdempotencyKey).where(
                 IdempotencyKey.tenant_id == tenant_id,
+                IdempotencyKey.scope == self.scope,
                 IdempotencyKey.key == self.key,
                 IdempotencyKey.created_at <= now - TTL,
             )
@@ -80,6 +85,7 @@ class IdempotentRequest:
             [
                 {
                     "tenant_id": tenant_id,
+                    "scope": self.scope,
                     "key": self.key,
                     "request_hash": self.fingerprint,
                     "status_code": status_code,
@@ -121,6 +127,13 @@ class IdempotentRequest:
         return RawJSONResponse(body, status_code=status_code, headers=extra)
 
 
+def _scope(request: Request) -> str:
+    """The key space of the caller: publishable keys (pk_...) have their own. Authentication
+    checks that the key is what its prefix says, so no caller can pick another's scope."""
+    _, _, token = request.headers.get("authorization", "").partition(" ")
+    return "publishable" if token.strip().startswith("pk_") else "secret"
+
+
 async def idempotent_request(request: Request) -> IdempotentRequest:
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
@@ -137,7 +150,7 @@ async def idempotent_request(request: Request) -> IdempotentRequest:
         )
         digest.update(body)
         fingerprint = digest.hexdigest()
-    return IdempotentRequest(key=key, fingerprint=fingerprint)
+    return IdempotentRequest(key=key, fingerprint=fingerprint, scope=_scope(request))
 
 
 Idempotency = Annotated[IdempotentRequest, Depends(idempotent_request)]

@@ -6,6 +6,7 @@ from returnstack.models.events import Event
 from returnstack.models.orders import Order, OrderLine, Store
 from returnstack.models.outbox import OutboxEvent
 from returnstack.models.profiles import CustomerProfile, Segment
+from returnstack.models.reported import ReportedEvent, ReportedItem
 from returnstack.models.returns import Attachment, Policy, Return, ReturnHistory, ReturnItem
 from returnstack.models.storefront import StorefrontSession
 from returnstack.models.tenants import ApiKey, IdempotencyKey, Tenant, TenantCounter
@@ -23,6 +24,8 @@ __all__ = [
     "OrderLine",
     "OutboxEvent",
     "Policy",
+    "ReportedEvent",
+    "ReportedItem",
     "Return",
     "ReturnHistory",
     "ReturnItem",

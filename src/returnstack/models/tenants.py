@@ -14,6 +14,9 @@ class Tenant(Base):
     default_currency: Mapped[str] = mapped_column(Currency)
     # Kept retrievable (unlike API keys): it verifies storefront tokens and vendor signatures.
     signing_secret: Mapped[str] = mapped_column(String(200))
+    # After `tenants rotate-secret`: the secret it replaced, still accepted until it expires.
+    previous_signing_secret: Mapped[str | None] = mapped_column(String(200))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -48,6 +51,9 @@ class IdempotencyKey(Base):
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    # Whose key it is: "secret", "publishable", or a storefront caller. A key of one scope
+    # never replays or blocks a request of another (API.md section 2).
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int]

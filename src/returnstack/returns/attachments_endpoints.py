@@ -113,7 +113,11 @@ def upload_idempotency(
 ) -> IdempotentRequest:
     if idempotency.key is None:
         return idempotency
-    return IdempotentRequest(key=idempotency.key, fingerprint=content_fingerprint(request, upload))
+    return IdempotentRequest(
+        key=idempotency.key,
+        fingerprint=content_fingerprint(request, upload),
+        scope=idempotency.scope,
+    )
 
 
 Storage = Annotated[attachments.AttachmentStorage, Depends(get_storage)]

@@ -56,7 +56,7 @@ def _scoped(idempotency: IdempotentRequest, caller: StorefrontCaller) -> Idempot
     if idempotency.key is None:
         return idempotency
     digest = hashlib.sha256(f"{caller.identity}\n{idempotency.key}".encode()).hexdigest()
-    return IdempotentRequest(key=f"storefront:{digest}", fingerprint=idempotency.fingerprint)
+    return IdempotentRequest(key=digest, fingerprint=idempotency.fingerprint, scope="storefront")
 
 
 def _json(payload: dict[str, Any], status_code: int = 200) -> JSONResponse:
