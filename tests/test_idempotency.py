@@ -1,14 +1,15 @@
 """Idempotency-Key on POST /v1/events (API.md 1; docs/api.md "Idempotency-Key")."""
 
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from returnstack.models import Event, OutboxEvent, Return
+from returnstack.models import Event, IdempotencyKey, OutboxEvent, Return
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, item, purchase, return_event, unique
 
@@ -211,3 +212,49 @@ def test_concurrent_requests_with_one_key_do_the_work_once(
             assert response.content == final.content
         else:
             assert response.json()["error"]["type"] == "conflict"
+
+
+def test_a_key_expires_after_24_hours(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    key = unique("idem")
+    first = post(client, tenant, batch(purchase()), key)
+    assert first.status_code == 200, first.text
+    # Age the stored response past its 24 h life.
+    with database.db.transaction() as session:
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.tenant_id == tenant.id, IdempotencyKey.key == key)
+            .values(created_at=datetime.now(UTC) - timedelta(hours=24, seconds=1))
+        )
+
+    # The key is free again: another body is not a conflict but new work, and is remembered.
+    second_body = batch(purchase())
+    second = post(client, tenant, second_body, key)
+    assert second.status_code == 200, second.text
+    assert second.json()["accepted"] == 1
+    assert "Idempotent-Replayed" not in second.headers
+    replay = post(client, tenant, second_body, key)
+    assert replay.content == second.content
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_key_just_under_24_hours_still_replays(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    key = unique("idem")
+    body = batch(purchase())
+    first = post(client, tenant, body, key)
+    with database.db.transaction() as session:
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.tenant_id == tenant.id, IdempotencyKey.key == key)
+            .values(created_at=datetime.now(UTC) - timedelta(hours=23, minutes=59))
+        )
+
+    again = post(client, tenant, body, key)
+    other = post(client, tenant, batch(purchase()), key)
+
+    assert again.content == first.content
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409, other.text
