@@ -1,6 +1,7 @@
 """The `returnstack` command: the server, migrations, tenants and keys, import and the demo."""
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -8,18 +9,19 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from returnstack.config import get_settings
 from returnstack.kit import migrate
 from returnstack.kit.db import Database
-from returnstack.kit.errors import ApiError
+from returnstack.kit.errors import ApiError, ServiceUnavailable
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Tenant
 
@@ -71,13 +73,22 @@ def _errors(as_json: bool = False) -> Iterator[None]:
     try:
         yield
     except ApiError as error:
-        if as_json:
-            sys.stdout.write(json.dumps(error.body()) + "\n")
-        else:
-            console.print(f"[red]error:[/red] {error.message}")
-            for detail in error.details:
-                console.print(f"  {detail.get('path')}: {detail.get('message')}")
-        raise typer.Exit(1) from None
+        _fail(as_json, error)
+    except OperationalError as error:
+        # Unreachable or unusable database: its message may carry the URL, so it goes to the
+        # log, not to stdout.
+        logging.getLogger("returnstack.cli").error("database unavailable: %s", error.orig)
+        _fail(as_json, ServiceUnavailable("The database is unreachable."))
+
+
+def _fail(as_json: bool, error: ApiError) -> NoReturn:
+    if as_json:
+        sys.stdout.write(json.dumps(error.body()) + "\n")
+    else:
+        console.print(f"[red]error:[/red] {error.message}")
+        for detail in error.details:
+            console.print(f"  {detail.get('path')}: {detail.get('message')}")
+    raise typer.Exit(1) from None
 
 
 # --- server -------------------------------------------------------------------------------
@@ -109,12 +120,20 @@ def serve(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
+def db_upgrade(as_json: JsonFlag = False) -> None:
     """Apply pending migrations."""
-    db = _database(migrate_schema=False)
-    migrate.upgrade(db.engine)
-    db.dispose()
-    console.print("database is up to date")
+    with _errors(as_json):
+        db = _database(migrate_schema=False)
+        try:
+            migrate.upgrade(db.engine)
+            revision = migrate.current_revision(db.engine)
+        finally:
+            db.dispose()
+    _emit(
+        as_json,
+        {"status": "up_to_date", "revision": revision},
+        lambda: console.print(f"database is up to date (revision {revision})"),
+    )
 
 
 # --- tenants and keys ---------------------------------------------------------------------
@@ -129,7 +148,8 @@ def tenants_create(
     """Create a tenant; prints its id and signing secret (shown once)."""
     from returnstack.tenants.service import create_tenant
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction() as session:
         tenant = create_tenant(session, name=name, default_currency=currency)
         payload = {
@@ -149,7 +169,8 @@ def tenants_create(
 @tenants_app.command("list")
 def tenants_list(as_json: JsonFlag = False) -> None:
     """List tenants."""
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with db.transaction(write=False) as session:
         tenants = list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
     rows = [
@@ -180,7 +201,8 @@ def keys_create(
     """Create an API key; prints it once (only its hash is stored)."""
     from returnstack.tenants.service import create_key, find_tenant
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction() as session:
         created = create_key(session, tenant=find_tenant(session, tenant), kind=kind.value)
 
@@ -196,7 +218,8 @@ def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     """List a tenant's keys (prefixes only)."""
     from returnstack.tenants.service import find_tenant, list_keys
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction(write=False) as session:
         keys = list_keys(session, tenant=find_tenant(session, tenant))
     rows: list[dict[str, Any]] = [
@@ -230,7 +253,8 @@ def keys_revoke(key_id: str, as_json: JsonFlag = False) -> None:
     """Revoke a key; it is refused at once."""
     from returnstack.tenants.service import revoke_key
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction() as session:
         key = revoke_key(session, key_id=key_id)
     payload = {
@@ -273,7 +297,8 @@ def profiles_rebuild(
     from returnstack.customers.profiles import rebuild
     from returnstack.tenants.service import find_tenant
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     reports = []
     with _errors(as_json):
         with db.transaction(write=False) as session:
@@ -322,7 +347,8 @@ def import_file(
     from returnstack.events.importer import LineError, import_events, open_counted
 
     chosen = fmt.value if fmt else ("csv" if file.suffix.lower() == ".csv" else "jsonl")
-    db = _database(long_running=True)
+    with _errors(as_json):
+        db = _database(long_running=True)
     with _errors(as_json):
         target = _resolve_tenant(db, tenant)
     size = file.stat().st_size
@@ -393,7 +419,8 @@ def demo(
     from returnstack.events.validation import check_event
     from returnstack.tenants.service import create_key, create_tenant
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with db.transaction() as session:
         tenant = session.scalar(select(Tenant).where(Tenant.name == "demo"))
         signing_secret = None

@@ -106,6 +106,12 @@ class RateLimited(ApiError):
     message = "Too many requests."
 
 
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    type = "unavailable"
+    message = "The service is unavailable."
+
+
 def format_path(loc: Iterable[int | str], prefix: str = "") -> str:
     """('events', 3, 'items', 0, 'quantity') -> 'events[3].items[0].quantity'."""
     path = prefix
