@@ -418,6 +418,7 @@ def test_a_reopened_refunded_return_never_refunds_the_same_units_twice(
     paid = []
     for row in outbox_rows(database, api.tenant.id, ret["id"]):
         if row.type == "return.refunded":
+            assert row.changes is not None
             before, after = row.changes["refund"]
             paid.append(after["amount"] - (before["amount"] if before else 0))
     assert paid == [1000, 1000]
