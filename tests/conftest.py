@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -23,6 +24,12 @@ POSTGRES_URL = os.environ.get(
     "RETURNSTACK_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test"
 )
 BACKENDS = ["sqlite", "postgresql"]
+
+# Under CI, property tests are derandomised (a run is reproducible and a failure is seen
+# again by re-running) and print the failing example's blob for @reproduce_failure.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _libpq(url: str) -> str:
