@@ -10,9 +10,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from hypothesis import settings as hypothesis_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from returnstack.app import create_app
 from returnstack.config import Settings
