@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -97,9 +98,12 @@ class Server:
     Use as a context manager, or call stop() in a finally: the process never outlives the test.
     """
 
-    def __init__(self, database_url: str, workdir: Path, **env: str) -> None:
+    def __init__(
+        self, database_url: str, workdir: Path, *, args: Sequence[str] = (), **env: str
+    ) -> None:
         self.database_url = database_url
         self.workdir = workdir
+        self.args = list(args)  # more `serve` options, e.g. ["--workers", "2"]
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -118,7 +122,15 @@ class Server:
             self.port = free_port()
             with self.stdout_path.open("ab") as stdout, self.stderr_path.open("ab") as stderr:
                 self.process = subprocess.Popen(
-                    [str(RETURNSTACK), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                    [
+                        str(RETURNSTACK),
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.port),
+                        *self.args,
+                    ],
                     cwd=self.workdir,
                     env=process_env(
                         self.database_url,
@@ -175,6 +187,19 @@ class Server:
         status = process.wait(timeout=wait)
         self.process = None
         return status
+
+    def processes(self) -> list[int]:
+        """The pids of the server's process group (the server and any workers it started)."""
+        assert self.process is not None, "not running"
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended while we looked
+            if int(fields[2]) == self.process.pid and fields[0] != "Z":  # pgrp, state
+                found.append(int(stat.parent.name))
+        return found
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
