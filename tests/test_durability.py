@@ -115,11 +115,11 @@ def test_acknowledged_writes_survive_a_crash_under_load(
             response = http.get(f"/v1/orders/{event['order_id']}")
             assert response.status_code == 200, (event["order_id"], response.text)
         progress = {"requested": 0, "approved": 1, "cancelled": 2}
-        for return_id, status in acked.returns.items():
+        for return_id, acked_status in acked.returns.items():
             response = http.get(f"/v1/returns/{return_id}")
             assert response.status_code == 200, (return_id, response.text)
             # At least as far as acknowledged (a later action may have committed unanswered).
-            assert progress[response.json()["status"]] >= progress[status], return_id
+            assert progress[response.json()["status"]] >= progress[acked_status], return_id
         # Claims agree with the returns that survived: cancelled returns claim nothing.
         for order in seed:
             line = http.get(f"/v1/orders/{order['order_id']}").json()["lines"][0]
