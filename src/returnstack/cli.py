@@ -415,6 +415,7 @@ def demo(
 ) -> None:
     """Set up a database with a demo tenant and realistic data, print keys, start the server."""
     from returnstack import demo as demo_data
+    from returnstack.events.schemas import Trust
     from returnstack.events.service import record_events
     from returnstack.events.validation import check_event
     from returnstack.tenants.service import create_key, create_tenant
@@ -442,6 +443,7 @@ def demo(
                 events=batch,
                 source="demo",
                 actor="cli:demo",
+                trust=Trust.verified,
             ).accepted
         batch.clear()
 

@@ -3,7 +3,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Query
 
-from returnstack.events.schemas import EventBatch, EventBatchResult
+from returnstack.events.schemas import EventBatch, EventBatchResult, Trust
 from returnstack.events.service import record_events
 from returnstack.events.validation import all_or_nothing_error, check_batch, parse_body
 from returnstack.kit.deps import DbSession
@@ -68,6 +68,7 @@ def post_events(
         events=batch.valid,
         source="api",
         actor=principal.actor,
+        trust=Trust.verified,
     )
     payload = orjson.dumps(
         {

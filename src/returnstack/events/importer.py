@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from returnstack.events.schemas import Trust
 from returnstack.events.service import record_events
 from returnstack.events.validation import ValidEvent, check_event
 from returnstack.kit.db import Database
@@ -173,6 +174,7 @@ def import_events(
                 events=batch,
                 source="import",
                 actor=actor,
+                trust=Trust.verified,
             )
         report.accepted += result.accepted
         report.duplicates += result.duplicates

@@ -1,5 +1,6 @@
 """The native event format of POST /v1/events (API.md section 3)."""
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -18,6 +19,16 @@ from returnstack.kit.types import (
     Timestamp,
     Url,
 )
+
+
+class Trust(StrEnum):
+    """Who vouches for an event (API.md section 2). A secret key (or a vendor credential that
+    proves the tenant's secret) records facts: *verified*. A publishable key is public, so
+    what it sends is only *reported*: a signal kept apart, never an order, return or profile."""
+
+    verified = "verified"
+    reported = "reported"
+
 
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_ITEMS_PER_EVENT = 500

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from returnstack.customers.profiles import ProfileChanges
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
-from returnstack.events.schemas import PurchaseEvent, ReturnEvent
+from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
 from returnstack.kit.bulk import insert_rows_returning
 from returnstack.kit.ids import new_id
 from returnstack.models import Event
@@ -34,6 +34,7 @@ def record_events(
     events: Sequence[PurchaseEvent | ReturnEvent],
     source: str,
     actor: str,
+    trust: Trust,
 ) -> RecordResult:
     """Record validated events; an id seen before (in this call or any earlier one) is a
     duplicate and changes nothing. Flushes, never commits: the caller owns the transaction."""
