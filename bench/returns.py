@@ -132,6 +132,7 @@ def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
     LOAD_BATCH events a transaction. Events are built and validated (check_event, as
     `returnstack import` does) outside the timed transactions, and that time is kept too."""
     from returnstack.config import Settings
+    from returnstack.events.schemas import Trust
     from returnstack.events.service import record_events
     from returnstack.events.validation import check_event
     from returnstack.kit.db import Database
@@ -162,6 +163,7 @@ def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
                     events=events,
                     source="import",
                     actor="bench:returns",
+                    trust=Trust.verified,
                 )
             t_done = time.perf_counter()
             build_s += t_write - t_build

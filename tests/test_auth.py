@@ -111,7 +111,8 @@ def test_publishable_key_may_send_events_but_not_read_orders(
     response = client.post("/v1/events", json=batch(event), headers=tenant.publishable_headers)
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == 1
-    assert order_exists(client, tenant, event["order_id"])
+    # Reported, not a fact (API.md 2): no order is made; tests/test_trust.py has the rest.
+    assert not order_exists(client, tenant, event["order_id"])
 
     known = client.get(f"/v1/orders/{event['order_id']}", headers=tenant.publishable_headers)
     assert_refused(known, 403, "forbidden")

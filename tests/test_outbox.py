@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from returnstack.events.schemas import Trust
 from returnstack.events.service import record_events
 from returnstack.events.validation import check_batch
 from returnstack.kit import bulk
@@ -186,6 +187,7 @@ def test_a_transaction_that_fails_after_recording_leaves_no_facts_and_no_message
                 events=events,
                 source="api",
                 actor="test",
+                trust=Trust.verified,
             )
             assert result.accepted == 2
             session.flush()
@@ -215,6 +217,7 @@ def test_a_transaction_that_fails_after_recording_leaves_no_facts_and_no_message
             events=events,
             source="api",
             actor="test",
+            trust=Trust.verified,
         )
     assert facts(database, tenant.id) == {
         "events": 2,

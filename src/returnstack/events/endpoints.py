@@ -68,7 +68,8 @@ def post_events(
         events=batch.valid,
         source="api",
         actor=principal.actor,
-        trust=Trust.verified,
+        # A publishable key is public: what it sends is reported, never a fact (API.md 2).
+        trust=Trust.reported if principal.kind == "publishable" else Trust.verified,
     )
     payload = orjson.dumps(
         {

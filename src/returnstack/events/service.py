@@ -4,6 +4,7 @@
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,10 +12,12 @@ from sqlalchemy.orm import Session
 from returnstack.customers.profiles import ProfileChanges
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
+from returnstack.events.reported import ledger_row as reported_row
+from returnstack.events.reported import record_reported
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
 from returnstack.kit.bulk import insert_rows_returning
 from returnstack.kit.ids import new_id
-from returnstack.models import Event
+from returnstack.models import Event, ReportedEvent
 from returnstack.orders.service import RecordedPurchase, record_purchases, remember_stores
 from returnstack.returns.service import RecordedReturn, record_returns
 
@@ -36,8 +39,11 @@ def record_events(
     actor: str,
     trust: Trust,
 ) -> RecordResult:
-    """Record validated events; an id seen before (in this call or any earlier one) is a
-    duplicate and changes nothing. Flushes, never commits: the caller owns the transaction."""
+    """Record validated events; an id seen before (in this call or any earlier one, of the
+    same trust) is a duplicate and changes nothing. Verified events are facts: orders,
+    returns, customers and profiles. Reported ones (a publishable key's) are kept apart as
+    signals only (events/reported.py). Flushes, never commits: the caller owns the
+    transaction."""
     now = datetime.now(UTC)
     first_by_client_id: dict[str, str] = {}
     unique: list[tuple[str, PurchaseEvent | ReturnEvent]] = []
@@ -49,47 +55,80 @@ def record_events(
     if not unique:
         return RecordResult()
 
-    # The ledger decides what is new: a unique (tenant, client id) with ON CONFLICT DO
-    # NOTHING, so concurrent requests with the same ids cannot both record them.
+    # Each trust has its own ledger, so ids are scoped by trust: a reported id never makes
+    # a verified event a duplicate. The ledger decides what is new: a unique (tenant, client
+    # id) with ON CONFLICT DO NOTHING, so concurrent requests cannot both record one id.
+    ledger: type[Event] | type[ReportedEvent] = Event if trust is Trust.verified else ReportedEvent
+    rows: dict[str, dict[str, Any]] = {}
+    for server_id, event in unique:
+        if trust is Trust.verified:
+            row = _ledger_row(event, server_id=server_id)
+        else:
+            row = reported_row(
+                event, server_id=server_id, currency=event.currency or default_currency
+            )
+        rows[event.id] = row | {"tenant_id": tenant_id, "received_at": now, "source": source}
     inserted = set(
         insert_rows_returning(
             session,
-            Event,
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "id": server_id,
-                    "client_id": event.id,
-                    "type": event.type,
-                    "order_id": event.order_id,
-                    "occurred_at": event.timestamp,
-                    "received_at": now,
-                    "source": source,
-                }
-                # Sorted, as every insert below: concurrent requests naming the same keys
-                # then lock them in one order and cannot deadlock (PostgreSQL).
-                for server_id, event in sorted(unique, key=lambda pair: pair[1].id)
-            ],
+            ledger,
+            # Sorted, as every insert below: concurrent requests naming the same keys
+            # then lock them in one order and cannot deadlock (PostgreSQL).
+            [rows[client_id] for client_id in sorted(rows)],
             on_conflict="ON CONFLICT DO NOTHING",
             returning="client_id",
         )
     )
     seen_before = [event.id for _, event in unique if event.id not in inserted]
     if seen_before:
-        rows = session.execute(
-            select(Event.client_id, Event.id).where(
-                Event.tenant_id == tenant_id, Event.client_id.in_(seen_before)
+        known = session.execute(
+            select(ledger.client_id, ledger.id).where(
+                ledger.tenant_id == tenant_id, ledger.client_id.in_(seen_before)
             )
         )
-        first_by_client_id.update({client_id: server_id for client_id, server_id in rows})
+        first_by_client_id.update({client_id: server_id for client_id, server_id in known})
 
+    new = [(server_id, event) for server_id, event in unique if event.id in inserted]
+    if trust is Trust.verified:
+        _record_facts(
+            session, tenant_id=tenant_id, default_currency=default_currency, new=new, actor=actor
+        )
+    else:
+        record_reported(
+            session, tenant_id=tenant_id, recorded=[(rows[event.id], event) for _, event in new]
+        )
+    return RecordResult(
+        accepted=len(inserted),
+        duplicates=len(events) - len(inserted),
+        ids=[first_by_client_id[event.id] for event in events],
+    )
+
+
+def _ledger_row(event: PurchaseEvent | ReturnEvent, *, server_id: str) -> dict[str, Any]:
+    return {
+        "id": server_id,
+        "client_id": event.id,
+        "type": event.type,
+        "order_id": event.order_id,
+        "occurred_at": event.timestamp,
+    }
+
+
+def _record_facts(
+    session: Session,
+    *,
+    tenant_id: str,
+    default_currency: str,
+    new: Sequence[tuple[str, PurchaseEvent | ReturnEvent]],
+    actor: str,
+) -> None:
+    """Verified events just added to the ledger become orders, returns, customers, stores
+    and profile changes."""
     purchases: list[RecordedPurchase] = []
     returns: list[RecordedReturn] = []
     identities: list[Identity] = []
     stores = []
-    for server_id, event in unique:
-        if event.id not in inserted:
-            continue
+    for server_id, event in new:
         currency = event.currency or default_currency
         if event.store is not None:
             stores.append(event.store)
@@ -108,8 +147,3 @@ def record_events(
     record_purchases(session, tenant_id=tenant_id, purchases=purchases, profiles=profiles)
     record_returns(session, tenant_id=tenant_id, recorded=returns, actor=actor, profiles=profiles)
     profiles.apply()
-    return RecordResult(
-        accepted=len(inserted),
-        duplicates=len(events) - len(inserted),
-        ids=[first_by_client_id[event.id] for event in events],
-    )

@@ -25,6 +25,8 @@ EVENT_TYPES = frozenset(
         "return.updated",
         "return.recorded",
         "purchase.recorded",
+        "purchase.reported",
+        "return.reported",
         "customer.flagged",
     }
 )
