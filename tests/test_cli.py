@@ -287,6 +287,9 @@ def test_demo_sets_up_a_working_database_in_the_current_directory(tmp_path: Path
     db_file = tmp_path / "returnstack.db"
     assert db_file.exists(), "the default database is ./returnstack.db in the working directory"
     assert loaded["events_loaded"] == len(expected_events)
+    # A storefront pixel's events are loaded too, as reported (product signals only).
+    pixel = list(demo_data.generate_reported(count=orders // 20))
+    assert loaded["reported_events_loaded"] == len(pixel)
     assert loaded["secret_key"].startswith("sk_")
     assert loaded["publishable_key"].startswith("pk_")
 
@@ -303,6 +306,7 @@ def test_demo_sets_up_a_working_database_in_the_current_directory(tmp_path: Path
     assert second.returncode == 0, str(second)
     again = second.json()
     assert again["events_loaded"] == 0
+    assert again["reported_events_loaded"] == 0
     assert again["tenant_id"] == loaded["tenant_id"]
 
     settings = Settings(
@@ -323,6 +327,10 @@ def test_demo_sets_up_a_working_database_in_the_current_directory(tmp_path: Path
                     "/v1/events", json=batch(purchase()), headers=auth(run["publishable_key"])
                 )
                 assert sent.status_code == 200, sent.text
+            # The pixel's orders are not orders.
+            reported_order = pixel[0]["order_id"]
+            refused = client.get(f"/v1/orders/{reported_order}", headers=auth(loaded["secret_key"]))
+            assert refused.status_code == 404, refused.text
             # The demo data is there exactly once: every purchase's lines, never doubled.
             purchase_event = next(e for e in expected_events if e["order_id"] == first_order)
             lines = client.get(

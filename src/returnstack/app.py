@@ -30,7 +30,9 @@ returnstack is a self-hostable returns platform: returns management, event colle
 (online and in store), return-adjusted customer profiles and product return signals.
 
 Authenticate with `Authorization: Bearer <key>`: secret keys (`sk_...`) may use everything;
-publishable keys (`pk_...`) may only send events and use the storefront.
+publishable keys (`pk_...`) are public and may only send events and use the storefront.
+Events sent with a publishable key are *reported*: kept for product signals, never orders,
+returns, refunds, customers or profiles (facts come from secret keys).
 """
 
 

@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from enum import StrEnum
@@ -430,33 +430,37 @@ def demo(
             signing_secret = tenant.signing_secret
         secret = create_key(session, tenant=tenant, kind="secret")
         publishable = create_key(session, tenant=tenant, kind="publishable")
-    accepted = 0
+    accepted = {Trust.verified: 0, Trust.reported: 0}
     batch: list[Any] = []
 
-    def flush() -> None:
-        nonlocal accepted
+    def flush(trust: Trust) -> None:
         with db.transaction() as session:
-            accepted += record_events(
+            accepted[trust] += record_events(
                 session,
                 tenant_id=tenant.id,
                 default_currency=tenant.default_currency,
                 events=batch,
                 source="demo",
                 actor="cli:demo",
-                trust=Trust.verified,
+                trust=trust,
             ).accepted
         batch.clear()
 
-    with console.status("loading demo data…", spinner="dots"):
-        for raw in demo_data.generate(orders=orders):
+    def load(events: Iterable[dict[str, Any]], trust: Trust) -> None:
+        for raw in events:
             checked = check_event(raw)
             if isinstance(checked, list):
                 raise RuntimeError(f"demo generator made an invalid event: {checked}")
             batch.append(checked)
             if len(batch) >= 500:
-                flush()
+                flush(trust)
         if batch:
-            flush()
+            flush(trust)
+
+    with console.status("loading demo data…", spinner="dots"):
+        # The operator's data is verified; a storefront pixel's (publishable key) reported.
+        load(demo_data.generate(orders=orders), Trust.verified)
+        load(demo_data.generate_reported(count=max(1, orders // 20)), Trust.reported)
         with db.transaction() as session:
             opened = demo_data.open_lifecycle_returns(session, tenant_id=tenant.id)
     db.dispose()
@@ -465,7 +469,8 @@ def demo(
         "tenant_id": tenant.id,
         "secret_key": secret.key,
         "publishable_key": publishable.key,
-        "events_loaded": accepted,
+        "events_loaded": accepted[Trust.verified],
+        "reported_events_loaded": accepted[Trust.reported],
         "returns_opened": opened,
         "url": base,
     }
@@ -474,7 +479,9 @@ def demo(
 
     def human() -> None:
         out.print(
-            f"[bold]returnstack demo[/bold]: tenant {tenant.id}, {accepted} new events loaded"
+            f"[bold]returnstack demo[/bold]: tenant {tenant.id}, "
+            f"{accepted[Trust.verified]} new events loaded "
+            f"(and {accepted[Trust.reported]} reported by a storefront pixel)"
         )
         out.print(f"  secret key:      {secret.key}")
         out.print(f"  publishable key: {publishable.key}")

@@ -196,6 +196,48 @@ def generate(
         yield return_event
 
 
+def generate_reported(
+    *, count: int = 150, seed: int = 13, now: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """What a storefront pixel sends with the publishable key: anonymous purchases and a few
+    returns, recorded as *reported* product signals (never orders or returns)."""
+    rng = random.Random(seed)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    for number in range(count):
+        at = now - timedelta(days=rng.uniform(0.5, 60), minutes=rng.randint(0, 600))
+        product_id, _, category, price, variants, return_chance = rng.choice(CATALOG)
+        item = {
+            "line_id": "1",
+            "product_id": product_id,
+            "variant_id": f"{product_id}-{rng.choice(variants)}" if variants else None,
+            "quantity": 1,
+            "unit_price": price,
+            "category": category,
+        }
+        order_id = f"PIXEL-{200000 + number}"
+        yield {
+            "type": "purchase",
+            "id": f"demo-pixel-purchase-{number}",
+            "timestamp": at.isoformat(),
+            "order_id": order_id,
+            "currency": "USD",
+            "items": [item],
+        }
+        returned_at = at + timedelta(days=rng.uniform(2, 20))
+        if rng.random() < return_chance and returned_at < now:
+            reason = rng.choice(REASONS_BY_CATEGORY[category.split("/")[0]])
+            yield {
+                "type": "return",
+                "id": f"demo-pixel-return-{number}",
+                "timestamp": returned_at.isoformat(),
+                "order_id": order_id,
+                "currency": "USD",
+                # A return event names someone; a reported one keeps none of it.
+                "customer": {"email": f"pixel.{number}@example.com"},
+                "items": [{"product_id": product_id, "quantity": 1, "reason": reason}],
+            }
+
+
 def open_lifecycle_returns(session: Any, *, tenant_id: str, count: int = 60, seed: int = 11) -> int:
     """Returns opened by staff and moved through the lifecycle, so every status shows up.
 

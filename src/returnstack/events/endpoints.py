@@ -53,6 +53,12 @@ def post_events(
     answers 422 listing every invalid event, and nothing is written. With `?partial=true`
     the valid events are written and the invalid ones listed in `rejected`. An event whose
     `id` was recorded before is a duplicate and changes nothing. A 200 means committed.
+
+    With a secret key the events are facts: orders, returns, refunds, customers, profiles.
+    With a publishable key (public: web pages, apps, tills) they are only *reported*: kept
+    for product signals, announced as `purchase.reported` / `return.reported`, and never
+    an order, a return, a refund, a customer or a profile. Event ids and Idempotency-Keys
+    are scoped by trust: a reported id never makes a verified event a duplicate.
     """
     # Validation first: no transaction (nor SQLite's write lock) is held while it runs.
     batch = check_batch(parse_body(body))

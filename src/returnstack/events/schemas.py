@@ -160,5 +160,5 @@ class EventBatchResult(BaseModel):
     rejected: list[RejectedEvent]
     ids: list[str] = Field(
         description="Server ids of the accepted and duplicate events, in request order "
-        "(a duplicate gets the id of the event first recorded)."
+        "(a duplicate gets the id of the event first recorded with that id and trust)."
     )
