@@ -306,7 +306,7 @@ def test_reported_events_are_kept_apart_and_raise_only_reported_messages(
         ).all()
         nothing_else = {
             model.__tablename__: session.scalars(
-                select(model).where(model.tenant_id == api.tenant.id)  # type: ignore[attr-defined]
+                select(model).where(model.tenant_id == api.tenant.id)
             ).all()
             for model in (Event, Order, Return, Customer, CustomerEmail, Store)
         }
