@@ -24,6 +24,7 @@ from returnstack.returns.attachments_endpoints import router as attachments_rout
 from returnstack.returns.endpoints import policy_router
 from returnstack.returns.endpoints import router as returns_router
 from returnstack.storefront.endpoints import router as storefront_router
+from returnstack.storefront.signin import GuestSignIns
 
 DESCRIPTION = """\
 returnstack is a self-hostable returns platform: returns management, event collection
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         if settings.rate_limit_per_second > 0
         else None
     )
+    app.state.guest_sign_ins = GuestSignIns()
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(

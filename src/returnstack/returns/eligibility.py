@@ -31,11 +31,14 @@ class Requester:
     def owns(self, customer_id: str | None, email: str | None) -> bool:
         """Whether an order or return with this customer id and email is the requester's:
         a customer owns rows with their id, and rows with their email but no customer id
-        (guest purchases); someone known by email alone owns the rows with that email."""
+        (guest purchases); someone known by email alone owns the rows with that email, and a
+        storefront guest only those without a customer account (API.md 4.1)."""
         if self.customer_id is not None:
             if customer_id == self.customer_id:
                 return True
             return customer_id is None and self.email is not None and email == self.email
+        if self.storefront and customer_id is not None:
+            return False
         return self.email is not None and email == self.email
 
 

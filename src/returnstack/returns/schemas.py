@@ -63,7 +63,7 @@ class ReturnItemCreate(_Strict):
 
 
 class ReturnRequest(_Strict):
-    """What a return asks for; the storefront's body (its session names the customer)."""
+    """What a return asks for."""
 
     channel: Literal["online", "offline"] = "online"
     store: StoreRef | None = None

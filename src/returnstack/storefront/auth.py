@@ -1,11 +1,9 @@
 """Storefront sessions: opaque tokens that name their tenant, the X-Storefront-Session
-dependency, and the limiter of failed guest sign-ins."""
+dependency, and the limits on failed guest sign-ins (storefront/signin.py)."""
 
 import hashlib
 import math
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.deps import read_session
 from returnstack.kit.errors import AuthenticationFailed, RateLimited
-from returnstack.kit.ratelimit import check_rate_limit
+from returnstack.kit.ratelimit import check_rate_limit, client_address
 from returnstack.returns.eligibility import Requester
 from returnstack.storefront import repository
+from returnstack.storefront.signin import GuestSignIns
 
 TOKEN_PREFIX = "sfs_"
 HEADER = "X-Storefront-Session"
@@ -76,7 +75,7 @@ def resolve_session(
     session: Session, *, tenant_id: str, token_hash: str
 ) -> StorefrontCaller | None:
     """The caller of a live session, or None. Checked on every request: a customer's email
-    is read again (it may have changed), and a guest's email must still have orders."""
+    is read again (it may have changed), and a guest's email must still have guest orders."""
     row = repository.find_session(session, tenant_id=tenant_id, token_hash=token_hash)
     if row is None:
         return None
@@ -84,7 +83,7 @@ def resolve_session(
         assert row.customer_id is not None
         email = repository.customer_email(session, tenant_id=tenant_id, customer_id=row.customer_id)
         return StorefrontCaller(tenant_id, "customer", row.customer_id, email, token_hash)
-    if row.email is None or not repository.email_has_orders(
+    if row.email is None or not repository.email_has_guest_orders(
         session, tenant_id=tenant_id, email=row.email
     ):
         return None
@@ -129,103 +128,24 @@ Storefront = Annotated[StorefrontCaller, Depends(storefront_caller)]
 # --- failed guest sign-ins -------------------------------------------------------------------
 
 
-class FailureLimiter:
-    """Token buckets that only failures drain: each key allows `burst` failures, and earns
-    one back every `1 / rate` seconds. While a key's bucket is empty every attempt is
-    refused, right or wrong, so guessing cannot tell a right pair from a blocked one.
-
-    Per process, like the API-key limiter: with N replicas an attacker gets N times more."""
-
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, last = self._buckets.get(key, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - last) * self.rate)
-
-    def wait(self, key: str) -> float:
-        """0 when an attempt may be made, else the seconds until one may."""
-        now = time.monotonic()
-        with self._lock:
-            tokens = self._tokens(key, now)
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-
-    def fail(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._buckets) >= self.max_keys:
-                self._forget_full(now)
-            self._buckets[key] = (max(0.0, self._tokens(key, now) - 1), now)
-
-    def _forget_full(self, now: float) -> None:
-        full = [key for key in self._buckets if self._tokens(key, now) >= self.burst]
-        for key in full:
-            del self._buckets[key]
-        if len(self._buckets) >= self.max_keys:  # under attack from everywhere: start over
-            self._buckets.clear()
+def guest_sign_ins(request: Request) -> GuestSignIns:
+    limits: GuestSignIns = request.app.state.guest_sign_ins
+    return limits
 
 
-# Per client address and tenant: 20 failures, then one more a minute.
-GUEST_FAILURES_PER_CLIENT = (1 / 60, 20)
-# Per order and tenant, from anywhere: 5 failures, then one more a minute.
-GUEST_FAILURES_PER_ORDER = (1 / 60, 5)
-
-_limiters_lock = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class GuestLimiters:
-    per_client: FailureLimiter
-    per_order: FailureLimiter
-
-
-def guest_limiters(request: Request) -> GuestLimiters:
-    state = request.app.state
-    limiters: GuestLimiters | None = getattr(state, "storefront_guest_limiters", None)
-    if limiters is None:
-        with _limiters_lock:
-            limiters = getattr(state, "storefront_guest_limiters", None)
-            if limiters is None:
-                limiters = GuestLimiters(
-                    FailureLimiter(*GUEST_FAILURES_PER_CLIENT),
-                    FailureLimiter(*GUEST_FAILURES_PER_ORDER),
-                )
-                state.storefront_guest_limiters = limiters
-    return limiters
-
-
-@dataclass(frozen=True, slots=True)
-class GuestAttempt:
-    """The keys one guest sign-in counts against."""
-
-    limiters: GuestLimiters
-    client_key: str
-    order_key: str
-
-    def check(self) -> None:
-        wait = max(
-            self.limiters.per_client.wait(self.client_key),
-            self.limiters.per_order.wait(self.order_key),
+def check_guest_sign_in(request: Request, *, tenant_id: str, order_id: str) -> None:
+    """429 while this client may not try this order (see storefront/signin.py)."""
+    wait = guest_sign_ins(request).wait(
+        tenant_id=tenant_id, order_id=order_id, client=client_address(request)
+    )
+    if wait:
+        raise RateLimited(
+            "Too many failed sign-ins; retry after the delay in Retry-After.",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-        if wait:
-            raise RateLimited(
-                "Too many failed sign-ins; retry after the delay in Retry-After.",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
-
-    def failed(self) -> None:
-        self.limiters.per_client.fail(self.client_key)
-        self.limiters.per_order.fail(self.order_key)
 
 
-def guest_attempt(request: Request, *, tenant_id: str, order_id: str) -> GuestAttempt:
-    client = request.client.host if request.client else "unknown"
-    return GuestAttempt(
-        limiters=guest_limiters(request),
-        client_key=f"{tenant_id}:{client}",
-        order_key=f"{tenant_id}:{order_id}",
+def guest_sign_in_failed(request: Request, *, tenant_id: str, order_id: str) -> None:
+    guest_sign_ins(request).failed(
+        tenant_id=tenant_id, order_id=order_id, client=client_address(request)
     )

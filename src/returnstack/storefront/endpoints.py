@@ -33,14 +33,21 @@ from returnstack.returns.attachments_endpoints import (
     UploadIdempotency,
     stream,
 )
-from returnstack.returns.schemas import AttachmentOut, CancelBody, Preview, ReturnOut, ReturnPage
+from returnstack.returns.schemas import AttachmentOut, CancelBody, Preview
 from returnstack.storefront import service
-from returnstack.storefront.auth import Storefront, StorefrontCaller, guest_attempt
+from returnstack.storefront.auth import (
+    Storefront,
+    StorefrontCaller,
+    check_guest_sign_in,
+    guest_sign_in_failed,
+)
 from returnstack.storefront.schemas import (
     SessionCreate,
     SessionOut,
     StorefrontOrderPage,
+    StorefrontReturn,
     StorefrontReturnCreate,
+    StorefrontReturnPage,
 )
 from returnstack.tenants.auth import AnyKey
 
@@ -91,12 +98,11 @@ def create_session(
         return JSONResponse(payload, status_code=201)
     assert data.order_id is not None
     assert data.email is not None
-    attempt = guest_attempt(request, tenant_id=principal.tenant_id, order_id=data.order_id)
-    attempt.check()
+    check_guest_sign_in(request, tenant_id=principal.tenant_id, order_id=data.order_id)
     if not service.guest_pair_matches(
         session, tenant_id=principal.tenant_id, order_id=data.order_id, email=data.email
     ):
-        attempt.failed()
+        guest_sign_in_failed(request, tenant_id=principal.tenant_id, order_id=data.order_id)
         raise AuthenticationFailed(service.GUEST_REFUSED)
     payload = service.open_guest_session(session, tenant_id=principal.tenant_id, email=data.email)
     return JSONResponse(payload, status_code=201)
@@ -119,7 +125,9 @@ def list_orders(
     return service.list_orders(session, caller=caller, limit=limit, cursor=cursor)
 
 
-@router.get("/v1/storefront/returns", response_model=ReturnPage, responses=errors(*CALLER_ERRORS))
+@router.get(
+    "/v1/storefront/returns", response_model=StorefrontReturnPage, responses=errors(*CALLER_ERRORS)
+)
 def list_returns(
     caller: Storefront, session: DbSession, limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
@@ -130,7 +138,7 @@ def list_returns(
 @router.post(
     "/v1/storefront/returns",
     status_code=201,
-    response_model=ReturnOut,
+    response_model=StorefrontReturn,
     responses=errors(*CALLER_ERRORS, Conflict, ValidationFailed),
 )
 def create_return(
@@ -138,7 +146,8 @@ def create_return(
 ) -> RawJSONResponse:
     """Open a return (`source: "storefront"`) of items from one or more of the caller's
     orders, in one currency. The body is that of POST /v1/returns without `customer` (the
-    session names the customer; sending one is 422). Orders that are not the caller's are
+    session names the customer) and without the staff's `note`, `external_id` and
+    `metadata` (sending any is 422). Orders that are not the caller's are
     `order_not_found`; the other codes are those of POST /v1/returns."""
     scoped = _scoped(idempotency, caller)
     return scoped.respond(
@@ -162,7 +171,7 @@ def preview_return(data: StorefrontReturnCreate, caller: Storefront, session: Db
 
 @router.get(
     "/v1/storefront/returns/{return_id}",
-    response_model=ReturnOut,
+    response_model=StorefrontReturn,
     responses=errors(*CALLER_ERRORS, NotFound),
 )
 def read_return(return_id: str, caller: Storefront, session: DbSession) -> JSONResponse:
@@ -172,7 +181,7 @@ def read_return(return_id: str, caller: Storefront, session: DbSession) -> JSONR
 
 @router.post(
     "/v1/storefront/returns/{return_id}/cancel",
-    response_model=ReturnOut,
+    response_model=StorefrontReturn,
     responses=errors(
         *CALLER_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
     ),

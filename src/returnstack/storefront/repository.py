@@ -19,9 +19,10 @@ def owned(
     email_column: InstrumentedAttribute[str | None],
 ) -> ColumnElement[bool]:
     """What a caller owns, as SQL. A customer: rows with their id, or with their email and
-    no customer id (what they bought as a guest). A guest: rows with their email."""
+    no customer id (what they bought as a guest). A guest: rows with their email and no
+    customer id (a registered customer signs in with a customer token)."""
     if kind == "guest":
-        return email_column == email
+        return and_(customer_column.is_(None), email_column == email)
     condition: ColumnElement[bool] = customer_column == customer_id
     if email is not None:
         condition = or_(condition, and_(customer_column.is_(None), email_column == email))
@@ -77,17 +78,28 @@ def customer_email(session: Session, *, tenant_id: str, customer_id: str) -> str
     )
 
 
-def order_email(session: Session, *, tenant_id: str, order_id: str) -> str | None:
+def guest_order_email(session: Session, *, tenant_id: str, order_id: str) -> str | None:
+    """The email of an order without a customer account (a guest order), else None."""
     if "\x00" in order_id:
         return None
     return session.scalar(
-        select(Order.email).where(Order.tenant_id == tenant_id, Order.id == order_id)
+        select(Order.email).where(
+            Order.tenant_id == tenant_id, Order.id == order_id, Order.customer_id.is_(None)
+        )
     )
 
 
-def email_has_orders(session: Session, *, tenant_id: str, email: str) -> bool:
+def email_has_guest_orders(session: Session, *, tenant_id: str, email: str) -> bool:
     return bool(
-        session.scalar(select(exists().where(Order.tenant_id == tenant_id, Order.email == email)))
+        session.scalar(
+            select(
+                exists().where(
+                    Order.tenant_id == tenant_id,
+                    Order.email == email,
+                    Order.customer_id.is_(None),
+                )
+            )
+        )
     )
 
 

@@ -1,12 +1,24 @@
 """Requests and responses of the storefront API (API.md 4.1)."""
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from returnstack.kit.types import ClientId, Email
 from returnstack.orders.schemas import Order, OrderLine
-from returnstack.returns.schemas import ReturnCreate, ReturnRequest
+from returnstack.returns.schemas import (
+    MAX_ITEMS,
+    AttachmentOut,
+    CustomerOut,
+    FeesOut,
+    HistoryOut,
+    RefundOut,
+    ReturnCreate,
+    ReturnItemCreate,
+    StoreOut,
+    StoreRef,
+)
 
 MAX_TOKEN_CHARS = 8192
 
@@ -43,11 +55,70 @@ class SessionOut(BaseModel):
     expires_at: datetime
 
 
-class StorefrontReturnCreate(ReturnRequest):
-    """POST /v1/returns without `customer`: the session names the customer."""
+class StorefrontReturnCreate(_Strict):
+    """The body of POST /v1/returns without `customer` (the session names the customer) and
+    without the staff's fields `note`, `external_id` and `metadata` (customers write their
+    notes on the items)."""
+
+    channel: Literal["online", "offline"] = "online"
+    store: StoreRef | None = None
+    items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
 
     def as_return_create(self) -> ReturnCreate:
         return ReturnCreate.model_validate(self.model_dump(exclude_unset=True))
+
+
+# --- the return as its customer sees it -----------------------------------------------------
+
+
+class StorefrontReturnItem(BaseModel):
+    order_id: str
+    line_id: str | None
+    product_id: str
+    variant_id: str | None
+    quantity: int
+    received_quantity: int
+    reason: str
+    note: str | None = Field(description="The customer's note on the item.")
+    resolution: str
+    unit_price: int | None
+    outcome: str | None = Field(
+        description="How the item came back: received, damaged, wrong_item, lost_in_transit."
+    )
+
+
+class StorefrontHistoryEntry(HistoryOut):
+    """`actor` is `merchant` for the staff's steps (whose notes are not shown), or the
+    storefront caller (`storefront:customer:<id>`, `storefront:guest`)."""
+
+
+class StorefrontReturn(BaseModel):
+    """A return as its customer sees it: the staff's `note`, `external_id`, `metadata`, the
+    items' `disposition` and who on the staff did what are left out."""
+
+    id: str
+    number: str
+    status: str
+    source: str
+    channel: str
+    store: StoreOut | None
+    customer: CustomerOut | None
+    currency: str
+    items: list[StorefrontReturnItem]
+    refund: RefundOut | None
+    fees: FeesOut
+    attachments: list[AttachmentOut]
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    version: int
+    allowed_actions: list[str] = Field(description='`["cancel"]` or `[]`.')
+    history: list[StorefrontHistoryEntry]
+
+
+class StorefrontReturnPage(BaseModel):
+    data: list[StorefrontReturn]
+    next_cursor: str | None
 
 
 class StorefrontOrderLine(OrderLine):

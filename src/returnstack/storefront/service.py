@@ -7,6 +7,7 @@ orders are `order_not_found`, other people's returns and attachments are 404.
 
 import logging
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -30,6 +31,7 @@ log = logging.getLogger("returnstack.storefront")
 
 SESSION_TTL = timedelta(hours=1)
 TOKEN_LEEWAY_SECONDS = 30
+MAX_TOKEN_LIFETIME = timedelta(hours=24)
 # One session creation in this many also deletes the tenant's expired sessions.
 PRUNE_ONE_IN = 50
 # Statuses in which a storefront caller may still add evidence to a return.
@@ -78,6 +80,7 @@ def open_customer_session(session: Session, *, tenant_id: str, token: str) -> di
             "The customer token is invalid or expired.",
             details=[{"path": "customer_token", "message": str(exc) or "invalid token"}],
         ) from None
+    _check_lifetime(claims)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 1 <= len(subject) <= 128 or "\x00" in subject:
         raise AuthenticationFailed(
@@ -89,11 +92,30 @@ def open_customer_session(session: Session, *, tenant_id: str, token: str) -> di
     )
 
 
+def _check_lifetime(claims: dict[str, Any]) -> None:
+    """A customer token lives at most 24 h: from its `iat`, or (without one) from now. A
+    stolen long-lived token would otherwise open sessions for as long as it says."""
+    limit = MAX_TOKEN_LIFETIME.total_seconds()
+    issued_at = claims.get("iat")
+    if issued_at is not None:
+        too_long = claims["exp"] - issued_at > limit
+        reason = "exp must be at most 24 hours after iat"
+    else:
+        too_long = claims["exp"] - time.time() > limit + TOKEN_LEEWAY_SECONDS
+        reason = "exp must be at most 24 hours from now"
+    if too_long:
+        raise AuthenticationFailed(
+            "The customer token is invalid or expired.",
+            details=[{"path": "customer_token", "message": reason}],
+        )
+
+
 GUEST_REFUSED = "No order matches this order id and email."
 
 
 def guest_pair_matches(session: Session, *, tenant_id: str, order_id: str, email: str) -> bool:
-    order_email = repository.order_email(session, tenant_id=tenant_id, order_id=order_id)
+    """Whether the order is a guest order (no customer account) with this email."""
+    order_email = repository.guest_order_email(session, tenant_id=tenant_id, order_id=order_id)
     # Compared in constant time; emails are stored and validated in lower case.
     return secrets.compare_digest((order_email or "").encode(), email.encode()) and bool(
         order_email
@@ -141,22 +163,57 @@ def storefront_url(return_id: str, attachment_id: str) -> str:
     return f"/v1/storefront/returns/{return_id}/attachments/{attachment_id}"
 
 
+RETURN_FIELDS = (
+    "id",
+    "number",
+    "status",
+    "source",
+    "channel",
+    "store",
+    "customer",
+    "currency",
+    "refund",
+    "fees",
+    "created_at",
+    "updated_at",
+    "closed_at",
+    "version",
+)
+ITEM_FIELDS = (
+    "order_id",
+    "line_id",
+    "product_id",
+    "variant_id",
+    "quantity",
+    "received_quantity",
+    "reason",
+    "note",
+    "resolution",
+    "unit_price",
+    "outcome",
+)
+
+
 def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
-    """A return as its customer sees it: attachment links under /v1/storefront, staff notes
-    and staff identities left out of the history, and only the actions the customer may take."""
-    view = dict(rendered)
+    """A return as its customer sees it (storefront.schemas.StorefrontReturn), picked field
+    by field from the staff's, so that a field added for staff never shows here unseen: no
+    staff note, external id, metadata or disposition; attachment links under /v1/storefront;
+    staff steps in the history as `merchant`, without their notes; only `cancel` as an
+    action."""
+    view = {field: rendered[field] for field in RETURN_FIELDS}
+    view["items"] = [{field: item[field] for field in ITEM_FIELDS} for item in rendered["items"]]
     view["attachments"] = [
         attachment | {"url": storefront_url(rendered["id"], attachment["id"])}
         for attachment in rendered["attachments"]
+    ]
+    view["allowed_actions"] = [
+        action for action in rendered["allowed_actions"] if action == "cancel"
     ]
     view["history"] = [
         entry
         if str(entry["actor"]).startswith("storefront:")
         else entry | {"actor": "merchant", "note": None}
         for entry in rendered["history"]
-    ]
-    view["allowed_actions"] = [
-        action for action in rendered["allowed_actions"] if action == "cancel"
     ]
     return view
 

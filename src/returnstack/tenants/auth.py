@@ -7,7 +7,7 @@ from fastapi import Depends, Request
 
 from returnstack.kit.db import Database
 from returnstack.kit.errors import AuthenticationFailed, Forbidden
-from returnstack.kit.ratelimit import check_rate_limit
+from returnstack.kit.ratelimit import check_rate_limit, client_address
 from returnstack.tenants.service import hash_key
 
 
@@ -58,7 +58,12 @@ def authenticate(request: Request) -> Principal:
     if row is None:
         raise _refuse("The API key is unknown or revoked.", "unknown or revoked key")
     principal = Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
-    check_rate_limit(request, principal.key_id)
+    # A secret key is one caller; a publishable key is every shopper of the tenant, so its
+    # traffic is counted per client address.
+    bucket = principal.key_id
+    if principal.kind != "secret":
+        bucket = f"{principal.key_id}:{client_address(request)}"
+    check_rate_limit(request, bucket)
     request.state.principal = principal
     return principal
 
