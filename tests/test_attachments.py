@@ -442,7 +442,12 @@ def test_the_file_is_removed_when_the_transaction_rolls_back(
                 out.write(PNG)
             with (tmp_path / "upload").open("rb") as source:
                 made = attachments.add_attachment(
-                    session, storage=storage, ret=ret, source=source, filename="a.png"
+                    session,
+                    storage=storage,
+                    ret=ret,
+                    source=source,
+                    filename="a.png",
+                    quota_bytes=0,
                 )
             keys.append(attachments.storage_key(tenant.id, ret_id, made["id"]))
             assert (tmp_path / keys[0]).read_bytes() == PNG

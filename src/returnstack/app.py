@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware.cors import CORSMiddleware
 
 from returnstack import __version__
 from returnstack.config import Settings, get_settings
@@ -12,6 +11,7 @@ from returnstack.customers.endpoints import router as customers_router
 from returnstack.customers.segment_endpoints import router as segments_router
 from returnstack.events.endpoints import router as events_router
 from returnstack.kit import migrate
+from returnstack.kit.cors import RouteCORS
 from returnstack.kit.db import Database
 from returnstack.kit.errors import install_error_handlers
 from returnstack.kit.health import router as health_router
@@ -73,19 +73,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         log_requests=settings.log_requests,
     )
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "Idempotency-Key",
-            "If-Match",
-            "X-Request-Id",
-            "X-Storefront-Session",
-        ],
-        expose_headers=["ETag", "Retry-After", "X-Request-Id", "Idempotent-Replayed"],
-        max_age=600,
+        RouteCORS,
+        public_origins=settings.cors_origins,
+        staff_origins=settings.cors_staff_origins,
     )
     app.include_router(health_router)
     app.include_router(events_router)

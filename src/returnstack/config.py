@@ -34,12 +34,23 @@ class Settings(BaseSettings):
         1000.0, ge=0, description="Requests per second per API key and process; 0 disables."
     )
     rate_limit_burst: int = Field(2000, ge=1)
+    attachment_quota_bytes: int = Field(
+        10 * 1024**3,
+        ge=0,
+        description="Attachment storage per tenant (bytes, default 10 GiB); 0 means no quota.",
+    )
     log_level: str = "INFO"
     log_requests: bool = Field(True, description="One JSON log line per request.")
     webhooks_allow_private: bool = False
     cors_origins: list[str] = Field(
         ["*"],
-        description='Origins whose browsers may call the API: a JSON list; "*" allows any.',
+        description="Origins whose browsers may call the public routes (/v1/storefront/*, "
+        'POST /v1/events and the event compatibility paths): a JSON list; "*" allows any.',
+    )
+    cors_staff_origins: list[str] = Field(
+        [],
+        description="Origins whose browsers may call the rest of the API (default none: "
+        "secret keys belong on servers).",
     )
 
     @field_validator("database_url")

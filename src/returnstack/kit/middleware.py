@@ -51,12 +51,15 @@ class RequestMiddleware:
         status = 500
         response_started = False
         limit = self.max_body_bytes
-        if scope["method"] == "POST" and scope["path"].endswith("/attachments"):
+        upload = scope["method"] == "POST" and scope["path"].endswith("/attachments")
+        if upload:
             # Uploads have their own limit (checked by the upload); leave room for multipart.
+            # Their declared size is checked once the caller is authenticated (an unknown
+            # caller gets 401, whatever its body), and the limit applies while reading.
             limit = max(limit, UPLOAD_BODY_BYTES)
 
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if not upload and declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(scope, receive, send, request_id, limit)
             self._observe(scope, 413, started, request_id)
             return

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from returnstack.config import Settings
 from returnstack.kit.errors import NotFound, PayloadTooLarge, ValidationFailed
 from returnstack.kit.ids import new_id
-from returnstack.models import Attachment, Return
+from returnstack.models import Attachment, Return, Tenant
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.returns.repository import find_return, render_returns
@@ -201,6 +201,30 @@ def _read_head(source: BinaryIO) -> tuple[bytes, str]:
     return head, content_type
 
 
+def _check_quota(session: Session, *, tenant_id: str, size: int, quota_bytes: int) -> None:
+    """413 when a file of `size` bytes would take the tenant's attachments past
+    `quota_bytes` (0: no quota). The tenant's row is locked first (on PostgreSQL; SQLite
+    writers hold the write lock), so two uploads at once cannot both take the last bytes."""
+    if not quota_bytes:
+        return
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    used = session.scalar(
+        select(func.coalesce(func.sum(Attachment.size), 0)).where(Attachment.tenant_id == tenant_id)
+    )
+    if (used or 0) + size > quota_bytes:
+        raise PayloadTooLarge(
+            f"This upload would exceed the tenant's attachment storage quota of {quota_bytes} "
+            "bytes; delete returns' files or raise RETURNSTACK_ATTACHMENT_QUOTA_BYTES.",
+            details=[
+                {
+                    "path": "file",
+                    "message": f"{used} of {quota_bytes} bytes are used; this file has {size}",
+                    "code": "quota_exceeded",
+                }
+            ],
+        )
+
+
 def _remove_on_rollback(session: Session, storage: AttachmentStorage, key: str) -> None:
     def remove(_session: Session) -> None:
         try:
@@ -218,6 +242,7 @@ def add_attachment(
     ret: Return,
     source: BinaryIO,
     filename: str | None,
+    quota_bytes: int,
     url: Callable[[str, str], str] = staff_url,
 ) -> dict[str, Any]:
     """Store an uploaded file on a return (whose row the caller locked) and answer the
@@ -239,6 +264,10 @@ def add_attachment(
             ],
         )
     head, content_type = _read_head(source)
+    position = source.tell()
+    size = source.seek(0, os.SEEK_END) - (position - len(head))
+    source.seek(position)
+    _check_quota(session, tenant_id=ret.tenant_id, size=size, quota_bytes=quota_bytes)
     attachment_id = new_id("att")
     key = storage_key(ret.tenant_id, ret.id, attachment_id)
     reader = _Reader(source, head)
@@ -294,10 +323,18 @@ def attach_to_return(
     reference: str,
     source: BinaryIO,
     filename: str | None,
+    quota_bytes: int,
 ) -> dict[str, Any]:
     """Staff upload: the return by id or number, locked for the transaction."""
     ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
-    return add_attachment(session, storage=storage, ret=ret, source=source, filename=filename)
+    return add_attachment(
+        session,
+        storage=storage,
+        ret=ret,
+        source=source,
+        filename=filename,
+        quota_bytes=quota_bytes,
+    )
 
 
 def find_attachment(session: Session, *, ret: Return, attachment_id: str) -> Attachment:

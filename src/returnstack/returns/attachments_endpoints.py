@@ -19,6 +19,7 @@ from returnstack.kit.errors import (
     ValidationFailed,
 )
 from returnstack.kit.idempotency import Idempotency, IdempotentRequest
+from returnstack.kit.middleware import UPLOAD_BODY_BYTES
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
@@ -71,8 +72,16 @@ async def received_file(
     request: Request, _idempotency: Idempotency
 ) -> AsyncIterator[UploadFile | None]:
     """The multipart field `file`, received before the endpoint's transaction begins (so a
-    slow upload never holds a database lock). Depends on the Idempotency-Key dependency so
-    that, when a key is sent, the body is read and kept before the form is parsed."""
+    slow upload never holds a database lock), and after the caller is authenticated (the
+    endpoints name the caller first): nobody unknown makes the server read or parse a body.
+    Depends on the Idempotency-Key dependency so that, when a key is sent, the body is read
+    and kept before the form is parsed."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > UPLOAD_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"The request body exceeds the limit of {UPLOAD_BODY_BYTES} bytes for uploads.",
+            details=[{"path": "file", "message": f"larger than {UPLOAD_BODY_BYTES} bytes"}],
+        )
     form: FormData = await request.form(max_files=1, max_fields=10)
     try:
         upload = form.get("file")
@@ -120,7 +129,14 @@ def upload_idempotency(
     )
 
 
+def quota_bytes(request: Request) -> int:
+    """The tenant's attachment storage quota (RETURNSTACK_ATTACHMENT_QUOTA_BYTES)."""
+    quota: int = request.app.state.settings.attachment_quota_bytes
+    return quota
+
+
 Storage = Annotated[attachments.AttachmentStorage, Depends(get_storage)]
+QuotaBytes = Annotated[int, Depends(quota_bytes)]
 UploadIdempotency = Annotated[IdempotentRequest, Depends(upload_idempotency)]
 
 UPLOAD_ERRORS = errors(
@@ -146,13 +162,14 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     openapi_extra=MULTIPART_BODY,
 )
 def upload_attachment(
-    _received: ReceivedFile,  # first: the body is received before the transaction begins
+    principal: SecretKey,  # first: nobody unknown makes the server read a body
+    _received: ReceivedFile,  # then the body, received before the transaction begins
     return_id: str,
-    principal: SecretKey,
     session: DbSession,
     upload: Upload,
     idempotency: UploadIdempotency,
     storage: Storage,
+    quota: QuotaBytes,
 ) -> RawJSONResponse:
     """Attach a photo or document (JPEG, PNG, WebP or PDF, told apart by their content, at
     most 10 MB; at most 20 per return) to a return. Other content is 422 naming `file`;
@@ -168,6 +185,7 @@ def upload_attachment(
             reference=return_id,
             source=upload.file,
             filename=upload.filename,
+            quota_bytes=quota,
         ),
     )
 

@@ -27,6 +27,7 @@ from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.returns.attachments_endpoints import (
     DOWNLOAD_RESPONSES,
     MULTIPART_BODY,
+    QuotaBytes,
     ReceivedFile,
     Storage,
     Upload,
@@ -214,13 +215,14 @@ def cancel_return(
     openapi_extra=MULTIPART_BODY,
 )
 def upload_attachment(
-    _received: ReceivedFile,  # first: the body is received before the transaction begins
+    caller: Storefront,  # first: nobody unknown makes the server read a body
+    _received: ReceivedFile,  # then the body, received before the transaction begins
     return_id: str,
-    caller: Storefront,
     session: DbSession,
     upload: Upload,
     idempotency: UploadIdempotency,
     storage: Storage,
+    quota: QuotaBytes,
 ) -> RawJSONResponse:
     """Attach a photo or document (JPEG, PNG, WebP or PDF, at most 10 MB) to one of the
     caller's returns, until it is refunded, declined, closed or cancelled (then 409)."""
@@ -235,6 +237,7 @@ def upload_attachment(
             reference=return_id,
             source=upload.file,
             filename=upload.filename,
+            quota_bytes=quota,
         ),
     )
 

@@ -336,6 +336,7 @@ def attach(
     reference: str,
     source: BinaryIO,
     filename: str | None,
+    quota_bytes: int,
 ) -> dict[str, Any]:
     """Evidence on the caller's own return, while it is still being handled."""
     ret = own_return(session, caller=caller, reference=reference, for_update=True)
@@ -345,7 +346,13 @@ def attach(
             details=[{"path": "status", "message": f"is {ret.status}"}],
         )
     return attachments.add_attachment(
-        session, storage=storage, ret=ret, source=source, filename=filename, url=storefront_url
+        session,
+        storage=storage,
+        ret=ret,
+        source=source,
+        filename=filename,
+        quota_bytes=quota_bytes,
+        url=storefront_url,
     )
 
 
