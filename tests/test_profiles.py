@@ -13,6 +13,7 @@ from tests.conftest import DatabaseFixture, TenantFixture
 from tests.e2e import run_cli
 from tests.factories import item, purchase, unique
 from tests.returns_helpers import Api, all_outbox, line, wanted
+from tests.test_storefront import token as customer_token
 
 
 @pytest.fixture
@@ -282,7 +283,7 @@ def test_erasure_removes_the_person_and_keeps_anonymous_facts(
     assert any(stored.iterdir())
     session = api.post(
         "/v1/storefront/sessions",
-        {"order_id": order["order_id"], "email": who["email"]},
+        {"customer_token": customer_token(api.tenant, who["id"])},
         headers=api.tenant.publishable_headers,
     )
     assert session.status_code == 201, session.text
