@@ -352,7 +352,7 @@ def test_expired_sessions_are_pruned_when_sessions_are_opened(
             .where(StorefrontSession.tenant_id == tenant.id)
             .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
         )
-    monkeypatch.setattr(storefront_service, "PRUNE_ONE_IN", 1)
+    monkeypatch.setattr(storefront_service, "PRUNE_EVERY", timedelta(0))
     new = customer_headers(client, tenant, unique("cust"))[HEADER]
     with database.db.transaction(write=False) as session:
         hashes = session.scalars(
@@ -360,6 +360,16 @@ def test_expired_sessions_are_pruned_when_sessions_are_opened(
         ).all()
     assert hashes == [hash_token(new)]
     assert hash_token(old) not in hashes
+
+
+def test_expired_sessions_are_pruned_once_a_minute_per_tenant() -> None:
+    due = storefront_service._pruning_due
+    now = datetime.now(UTC)
+    tenant_id, other = unique("t"), unique("t")
+    assert due(tenant_id, now)
+    assert not due(tenant_id, now + timedelta(seconds=59))
+    assert due(other, now + timedelta(seconds=59))
+    assert due(tenant_id, now + timedelta(seconds=60))
 
 
 def test_a_session_names_its_tenant_and_cannot_be_moved_to_another(

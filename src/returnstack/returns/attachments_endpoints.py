@@ -81,6 +81,7 @@ async def received_file(
         raise PayloadTooLarge(
             f"The request body exceeds the limit of {UPLOAD_BODY_BYTES} bytes for uploads.",
             details=[{"path": "file", "message": f"larger than {UPLOAD_BODY_BYTES} bytes"}],
+            headers={"Connection": "close"},  # the unread body is not worth draining
         )
     form: FormData = await request.form(max_files=1, max_fields=10)
     try:

@@ -7,6 +7,7 @@ orders are `order_not_found`, other people's returns and attachments are 404.
 
 import logging
 import secrets
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -33,7 +34,11 @@ SESSION_TTL = timedelta(hours=1)
 TOKEN_LEEWAY_SECONDS = 30
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
 # One session creation in this many also deletes the tenant's expired sessions.
-PRUNE_ONE_IN = 50
+# A tenant's expired sessions are deleted when one of its sessions is opened, at most once
+# this often per process: on a schedule, not by chance, and never a scan per sign-in.
+PRUNE_EVERY = timedelta(minutes=1)
+_last_pruned: dict[str, datetime] = {}  # tenant id -> last prune (one entry per tenant)
+_last_pruned_lock = threading.Lock()
 # Statuses in which a storefront caller may still add evidence to a return.
 ATTACHABLE = frozenset({Status.requested, Status.approved, Status.received})
 
@@ -41,11 +46,20 @@ ATTACHABLE = frozenset({Status.requested, Status.approved, Status.received})
 # --- sessions ------------------------------------------------------------------------------
 
 
+def _pruning_due(tenant_id: str, now: datetime) -> bool:
+    with _last_pruned_lock:
+        last = _last_pruned.get(tenant_id)
+        if last is not None and now - last < PRUNE_EVERY:
+            return False
+        _last_pruned[tenant_id] = now
+        return True
+
+
 def _open_session(
     session: Session, *, tenant_id: str, kind: str, customer_id: str | None, email: str | None
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
-    if secrets.randbelow(PRUNE_ONE_IN) == 0:
+    if _pruning_due(tenant_id, now):
         repository.delete_expired_sessions(session, tenant_id=tenant_id, now=now)
     token = new_token(tenant_id)
     expires_at = now + SESSION_TTL
