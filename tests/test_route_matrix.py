@@ -105,7 +105,7 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
         (method, route.path_format)
         for route in api_routes(app)
         if route.path_format not in NOT_API
-        for method in route.methods
+        for method in route.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
 

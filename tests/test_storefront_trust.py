@@ -395,8 +395,8 @@ def test_the_storefront_shows_returns_without_staff_fields(
     to_cancel = open_return(client, headers, wanted(order, "2"))
     views = [received, to_cancel]
     for ret in (received, to_cancel):
-        patch = {"note": "internal: check", "external_id": "zendesk-5512"}
-        patch |= {"metadata": {"risk": "fraud-watch"}}
+        patch: dict[str, Any] = {"note": "internal: check", "external_id": "zendesk-5512"}
+        patch["metadata"] = {"risk": "fraud-watch"}
         response = client.patch(f"/v1/returns/{ret['id']}", json=patch, headers=staff)
         assert response.status_code == 200, response.text
         assert response.json()["metadata"] == {"risk": "fraud-watch"}  # staff see it all
