@@ -27,13 +27,13 @@ from returnstack.returns.schemas import CancelBody, ReturnCreate
 from returnstack.returns.state import Status
 from returnstack.storefront import repository
 from returnstack.storefront.auth import StorefrontCaller, hash_token, new_token
+from returnstack.storefront.schemas import StorefrontReturn
 
 log = logging.getLogger("returnstack.storefront")
 
 SESSION_TTL = timedelta(hours=1)
 TOKEN_LEEWAY_SECONDS = 30
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
-# One session creation in this many also deletes the tenant's expired sessions.
 # A tenant's expired sessions are deleted when one of its sessions is opened, at most once
 # this often per process: on a schedule, not by chance, and never a scan per sign-in.
 PRUNE_EVERY = timedelta(minutes=1)
@@ -208,6 +208,9 @@ ITEM_FIELDS = (
 )
 
 
+VIEW_ORDER = tuple(StorefrontReturn.model_fields)  # the documented order, every field
+
+
 def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
     """A return as its customer sees it (storefront.schemas.StorefrontReturn), picked field
     by field from the staff's, so that a field added for staff never shows here unseen: no
@@ -229,7 +232,7 @@ def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
         else entry | {"actor": "merchant", "note": None}
         for entry in rendered["history"]
     ]
-    return view
+    return {field: view[field] for field in VIEW_ORDER}
 
 
 def _line_view(line: dict[str, Any], order: Order, policy: Any, now: datetime) -> dict[str, Any]:
