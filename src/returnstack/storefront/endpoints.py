@@ -83,11 +83,13 @@ def create_session(
     """Open a storefront session (1 hour) with a publishable key (a secret key works too).
 
     - `{"customer_token": "<JWT>"}`: HS256, signed with the tenant's signing secret by the
-      merchant's backend; `sub` is the customer id, `exp` is required. A bad, expired or
-      otherwise signed token is 401.
-    - `{"order_id": "...", "email": "..."}`: a guest; the email must be the order's (any
-      case). A wrong pair is 401 without saying which half was wrong; after repeated
-      failures (per client address, and per order) every attempt is 429 for a while.
+      merchant's backend; `sub` is the customer id, `exp` is required and at most 24 h after
+      `iat` (or after now). A bad, expired, too long-lived or otherwise signed token is 401.
+    - `{"order_id": "...", "email": "..."}`: a guest, for an order bought without a customer
+      account; the email must be the order's (any case). A wrong pair (or an account's
+      order) is 401 without saying which half was wrong. Repeated failures from a client
+      address, on one order or on many, make its attempts 429 (`Retry-After` at most 60 s);
+      failures from elsewhere never lock anyone else out.
 
     Idempotency-Key is not honoured here: a replay would have to store the session token,
     and opening a second session is harmless.
