@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from tests.conftest import TenantFixture
+from returnstack.app import create_app
+from returnstack.kit.routing import RenderInThreadRoute
+from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 from tests.test_attachments import JPEG, upload
 from tests.test_routing import api_routes
@@ -116,6 +118,18 @@ def test_every_route_has_its_place_in_the_matrix(app: FastAPI) -> None:
     assert missing == [], f"add these routes to MATRIX (one line each): {missing}"
     assert sorted(set(MATRIX) - routes) == [], "MATRIX names routes the app does not have"
     assert all(len(expected) == len(CALLERS) for expected in MATRIX.values())
+
+
+def test_a_new_route_fails_the_matrix_until_it_has_a_line(database: DatabaseFixture) -> None:
+    app = create_app(database.settings, database=database.db)
+    router = APIRouter(route_class=RenderInThreadRoute)
+
+    @router.get("/v1/brand-new/{thing_id}")
+    def brand_new(thing_id: str) -> dict[str, str]:
+        return {"id": thing_id}
+
+    app.include_router(router)
+    assert sorted(app_routes(app) - set(MATRIX)) == [("GET", "/v1/brand-new/{thing_id}")]
 
 
 @dataclass
