@@ -23,12 +23,16 @@ Per process, like the API's rate limit: with N replicas an attacker gets N times
 import time
 from collections.abc import Callable
 
-from returnstack.kit.ratelimit import MAX_KEYS, TokenBuckets
+from returnstack.kit.ratelimit import TokenBuckets
 
 ONE_A_MINUTE = 1 / 60
 FAILURES_PER_CLIENT = 20
 FAILURES_PER_ORDER_AND_CLIENT = 5
 FAILURES_PER_ORDER = 10
+# Buckets kept per kind (only those not full again: a bucket refills in at most 20 minutes).
+# About 400 bytes each, so a flood of failures holds at most ~25 MB per process; beyond it
+# the least recently failed are forgotten.
+MAX_KEYS = 20_000
 
 
 class GuestSignIns:
