@@ -1,5 +1,6 @@
 """`python -m bench <benchmark> [options]`; see bench/README.md."""
 
+import importlib
 import sys
 
 BENCHMARKS = {
@@ -7,25 +8,22 @@ BENCHMARKS = {
     "returns": "returns lifecycle: create, approve, receive, refund, close at a fixed rate",
     "profiles": "customer profiles: lookups, a segment count, CSV export on 1 M customers",
 }
+README = "readme"  # rewrite every benchmark's figures in README.md from bench/results/
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == [README]:
+        for name in BENCHMARKS:
+            importlib.import_module(f"bench.{name}").BENCH.update_readme()
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in BENCHMARKS:
         print("usage: python -m bench <benchmark> [options]   (<benchmark> --help for its options)")
         for name, what in BENCHMARKS.items():
             print(f"  {name:<10} {what}")
+        print(f"  {README:<10} rewrite the figures in bench/README.md from bench/results/")
         return 0 if not argv or argv[0] in ("-h", "--help", "help") else 2
-    if argv[0] == "returns":
-        from bench import returns
-
-        return returns.cli(argv[1:])
-    if argv[0] == "profiles":
-        from bench import profiles
-
-        return profiles.cli(argv[1:])
-    from bench import ingest
-
-    return ingest.cli(argv[1:])
+    code: int = importlib.import_module(f"bench.{argv[0]}").cli(argv[1:])
+    return code
 
 
 if __name__ == "__main__":

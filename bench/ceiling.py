@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import ForeignKeyConstraint, Table, UniqueConstraint
 
+from bench.harness import sql
 from bench.server import Target, libpq
 from returnstack.config import Settings
 from returnstack.kit.db import Database
@@ -79,12 +80,7 @@ def _quote(identifier: str) -> str:
 
 
 def count_rows(target: Target) -> dict[str, int]:
-    queries = {name: f"SELECT count(*) FROM {_quote(name)}" for name in TABLES}
-    if target.backend == "sqlite":
-        with sqlite3.connect(target.sqlite_path) as conn:
-            return {name: conn.execute(sql).fetchone()[0] for name, sql in queries.items()}
-    with psycopg.connect(libpq(target.url)) as conn:
-        return {name: conn.execute(sql).fetchone()[0] for name, sql in queries.items()}  # type: ignore[index]
+    return {name: int(sql(target, f"SELECT count(*) FROM {_quote(name)}")[0][0]) for name in TABLES}
 
 
 def _templates(target: Target, name: str, phase: str) -> list[tuple[Any, ...]]:

@@ -12,50 +12,25 @@ Per backend, on a fresh database:
 6. Peak RSS of the server process (VmHWM from /proc), over its whole life.
 """
 
-import contextlib
-import json
-import os
-import platform
-import resource
-import sqlite3
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from rich.console import Console
 from rich.table import Table
 
-from bench import ceiling, loadgen, profile, workload
-from bench.server import (
-    DEFAULT_POSTGRES_URL,
-    ServerProcess,
-    Target,
-    bare_server,
-    cli_json,
-    fresh_database,
-    libpq,
-    returnstack_server,
-)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parent / "README.md"
+from bench import ceiling, harness, loadgen, profile, workload
+from bench.harness import console
+from bench.server import ServerProcess, Target, bare_server, fresh_database, returnstack_server
 
 BATCH_RATIO_TARGET = {"sqlite": 0.40, "postgresql": 0.20}  # of the database ceiling
 SINGLE_RATIO_TARGET = {"sqlite": 0.50}  # of bare FastAPI's req/s
 PEAK_RSS_TARGET_MB = 300
 
-console = Console()
-
 
 @dataclass
-class Options:
-    backends: list[str]
+class Options(harness.Options):
     events: int
     warmup_events: int
     per_request: int
@@ -63,28 +38,20 @@ class Options:
     single: int
     single_warmup: int
     tool: str
-    quick: bool
-    postgres_url: str
-    write_readme: bool
-    command: str
-    profile_dir: Path | None
     sort_stores: bool
-    wait_idle: float
     profile_wall: bool
 
 
-def options(args: Any) -> Options:
-    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    quick = args.quick
-    events = args.events or (20_000 if quick else 200_000)
-    single = args.single or (3_000 if quick else 30_000)
+def options(args: Any, argv: list[str]) -> Options:
+    events = args.events or (20_000 if args.quick else 200_000)
+    single = args.single or (3_000 if args.quick else 30_000)
     tool = args.loadgen
     if tool == "auto":
         tool = "wrk" if loadgen.available("wrk") else "python"
     elif not loadgen.available(tool):
         raise SystemExit("wrk is not installed (apt-get install wrk), or use --loadgen python")
     return Options(
-        backends=backends,
+        **harness.common(BENCH, args, argv),
         events=events,
         warmup_events=min(20_000, max(2_000, events // 10)),
         per_request=100,
@@ -92,57 +59,21 @@ def options(args: Any) -> Options:
         single=single,
         single_warmup=min(3_000, max(500, single // 10)),
         tool=tool,
-        quick=quick,
-        postgres_url=args.postgres_url or DEFAULT_POSTGRES_URL,
-        write_readme=not quick and not args.no_readme and not args.profile,
-        command="python -m bench " + " ".join(args.argv),
-        profile_dir=Path(args.profile).resolve() if args.profile else None,
         sort_stores=args.store_order == "sorted",
-        wait_idle=args.wait_idle,
         profile_wall=args.profile_wall,
     )
-
-
-def main(args: Any) -> int:
-    opts = options(args)
-    RESULTS.mkdir(exist_ok=True)
-    produced = []
-    for backend in opts.backends:
-        console.rule(f"[bold]{backend}")
-        result = run_backend(backend, opts)
-        suffix = "-profiled.tmp" if opts.profile_dir else "-quick.tmp" if opts.quick else ".json"
-        name = f"ingest-{backend}{suffix}"
-        path = RESULTS / name
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print_result(result)
-        console.print(f"results: {path}")
-        produced.append(result)
-    if opts.write_readme:
-        from bench import report
-
-        report.update_readme(
-            README, [RESULTS / f"ingest-{b}.json" for b in ("sqlite", "postgresql")]
-        )
-        console.print(f"figures written to {README}")
-    missed = [
-        f"{r['backend']}: {name}"
-        for r in produced
-        for name, t in r["targets"].items()
-        if not t["met"]
-    ]
-    if missed:
-        console.print("[yellow]targets not met:[/yellow] " + ", ".join(missed))
-    return 0
 
 
 def _load(
     opts: Options, server: ServerProcess, files: list[Path], auth: str, label: str
 ) -> loadgen.LoadResult:
-    console.print(f"  {label}: {sum(_lines(f) for f in files)} requests, {len(files)} clients …")
+    console.print(
+        f"  {label}: {sum(loadgen.count_lines(f) for f in files)} requests, {len(files)} clients …"
+    )
     user_before, system_before = server.cpu_times()
-    machine_before = _machine_cpu()
-    steal_before = _machine_steal()
-    children_before = _children_cpu()
+    machine_before = harness.machine_cpu()
+    steal_before = harness.machine_steal()
+    children_before = harness.children_cpu()
     called = time.monotonic()
     result = loadgen.run(opts.tool, f"{server.base_url}/v1/events", files, auth)
     called = time.monotonic() - called
@@ -155,10 +86,10 @@ def _load(
     # the load generator, and everything else (PostgreSQL, other people's processes). Over
     # the whole call: the Python load generator's start-up is outside its measured window.
     elapsed = max(called, 1e-9)
-    busy = (_machine_cpu() - machine_before) / elapsed
-    steal = (_machine_steal() - steal_before) / elapsed
+    busy = (harness.machine_cpu() - machine_before) / elapsed
+    steal = (harness.machine_steal() - steal_before) / elapsed
     server_cores = result.extra["server_cpu_s"] / elapsed
-    loadgen_cores = (_children_cpu() - children_before) / elapsed
+    loadgen_cores = (harness.children_cpu() - children_before) / elapsed
     result.extra["cores_busy"] = {
         "all": round(busy, 2),
         "server": round(server_cores, 2),
@@ -184,15 +115,9 @@ def _load(
     return result
 
 
-def _profiled(opts: Options, pid: int, name: str) -> contextlib.AbstractContextManager[Any]:
-    if opts.profile_dir is None:
-        return contextlib.nullcontext()
-    return profile.Profiler(pid, opts.profile_dir / f"{name}.txt", idle=opts.profile_wall)
-
-
-def _lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for _ in handle)
+def _raw(opts: Options, backend: str, phase: str) -> Path | None:
+    """Where py-spy writes the raw stacks of a phase, when profiling."""
+    return None if opts.profile_dir is None else opts.profile_dir / f"{backend}-{phase}.txt"
 
 
 def _bodies(
@@ -211,62 +136,13 @@ def _bodies(
     )
 
 
-def _proc_stat_cpu() -> list[int]:
-    with open("/proc/stat") as stat:
-        return [int(v) for v in stat.readline().split()[1:9]]
-
-
-def _machine_cpu() -> float:
-    """CPU seconds all cores have spent busy since boot (from /proc/stat)."""
-    values = _proc_stat_cpu()
-    return (sum(values[:7]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_steal() -> float:
-    """CPU seconds stolen by the hypervisor since boot: time this virtual machine's cores
-    wanted to run while the host ran something else."""
-    return _proc_stat_cpu()[7] / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's finished children (wrk, the Python clients)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_busy(seconds: float = 2.0) -> float:
-    """The share of all cores busy over `seconds` (from /proc/stat), before the run."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return idle, sum(values[:8])
-
-    idle0, total0 = sample()
-    time.sleep(seconds)
-    idle1, total1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
-
-
 def run_backend(backend: str, opts: Options) -> dict[str, Any]:
-    started = datetime.now(UTC)
-    source = _source_state()
-    busy = cpu_busy()
-    deadline = time.monotonic() + opts.wait_idle
-    while busy > 0.10 and time.monotonic() < deadline:
-        console.print(f"  waiting for a quiet machine ({busy:.0%} busy) …")
-        busy = cpu_busy(5.0)
-    if busy > 0.10:
-        console.print(
-            f"[yellow]other processes keep {busy:.0%} of the cores busy: they share the cores "
-            "with the benchmark, and its figures will be lower[/yellow]"
-        )
+    started = harness.started_at()
+    source = harness.source_state()
+    busy = harness.wait_idle(opts.wait_idle)
     with fresh_database(backend, opts.postgres_url) as target:
-        tenant = cli_json(target, "tenants", "create", "bench")
-        key = cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")
-        auth = f"Bearer {key['key']}"
-        console.print(f"  database {target.url}, tenant {tenant['id']}; generating bodies …")
+        _, auth = harness.bench_tenant(target)
+        console.print("  generating bodies …")
         files = {
             "w": _bodies(opts, target, "w", opts.warmup_events, opts.per_request, 3),
             "m": _bodies(opts, target, "m", opts.events, opts.per_request, 3),
@@ -278,7 +154,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             console.print(f"  returnstack serve: pid {server.pid}, port {server.port}")
             _load(opts, server, files["w"], auth, "batch warm-up")
             before = ceiling.count_rows(target)
-            with _profiled(opts, server.pid, f"{backend}-batch"):
+            with profile.profiling(server.pid, _raw(opts, backend, "batch"), opts.profile_wall):
                 batch = _load(opts, server, files["m"], auth, "batch measured")
             after = ceiling.count_rows(target)
             batch_memory = server.memory()
@@ -299,7 +175,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                 f"({roof.rows} rows in {roof.seconds:.2f}s)"
             )
             _load(opts, server, files["u"], auth, "one-event warm-up")
-            with _profiled(opts, server.pid, f"{backend}-single"):
+            with profile.profiling(server.pid, _raw(opts, backend, "single"), opts.profile_wall):
                 single = _load(opts, server, files["s"], auth, "one-event measured")
             singles_recorded = ceiling.count_rows(target)["events"] - roof.counts_after["events"]
             if singles_recorded != opts.single + opts.single_warmup:
@@ -310,7 +186,8 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             with bare_server(target, mode) as app:
                 _load(opts, app, files["u"], auth, f"bare FastAPI ({mode}) warm-up")
                 bare[mode] = _load(opts, app, files["s"], auth, f"bare FastAPI ({mode}) measured")
-        versions = _versions(target)
+        versions = harness.machine(target)
+        connections = harness.connection_memory(target)
 
     profiles = {}
     if opts.profile_dir is not None:
@@ -342,7 +219,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         }
     return {
         "backend": backend,
-        "started_at": started.isoformat(timespec="seconds"),
+        "started_at": started,
         "command": opts.command,
         "quick": opts.quick,
         "profiled": opts.profile_dir is not None,
@@ -381,77 +258,12 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             "peak_rss_mb": round(peak_mb, 1),
             "peak_rss_after_batch_mb": round(batch_memory["VmHWM"] / 1024, 1),
             "sampled_peak_rss_mb": round(server.sampled_peak_kb / 1024, 1),
+            "connections": connections,
         },
         "targets": targets,
         "server_log_tail": server_log[-1500:],
         **({"profile": profiles} if profiles else {}),
     }
-
-
-def _versions(target: Target) -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), ""
-            )
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "packages": {
-            name: _version(name)
-            for name in (
-                "fastapi",
-                "starlette",
-                "uvicorn",
-                "pydantic",
-                "sqlalchemy",
-                "psycopg",
-                "uvloop",
-                "httptools",
-            )
-        },
-        "shared_cores": "server, load generator and database share the same cores",
-    }
-    if target.backend == "sqlite":
-        info["sqlite"] = sqlite3.sqlite_version
-    else:
-        with psycopg.connect(libpq(target.url)) as conn:
-            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-    try:
-        info["wrk"] = subprocess.run(
-            ["wrk", "-v"], capture_output=True, text=True, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError):
-        info["wrk"] = None
-    return info
-
-
-def _source_state() -> dict[str, Any]:
-    """The commit the server ran, and whether src/ had uncommitted changes (an editable
-    install runs the working tree)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=RESULTS.parent.parent, capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "src_dirty": bool(git("status", "--porcelain", "src")),
-    }
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def print_result(result: dict[str, Any]) -> None:
@@ -494,25 +306,136 @@ def print_result(result: dict[str, Any]) -> None:
             "",
         )
     console.print(table)
-    for phase, summary in result.get("profile", {}).items():
-        if not summary.get("samples"):
-            continue
-        for kind in ("inclusive", "self", "self_lines"):
-            listing = Table(title=f"profile, {phase} phase: {kind} ({summary['samples']} samples)")
-            listing.add_column("share", justify="right")
-            listing.add_column("where")
-            for where, share in summary[kind]:
-                listing.add_row(f"{share:.1%}", where)
-            console.print(listing)
+    harness.print_profile(result.get("profile", {}), kinds=("inclusive", "self", "self_lines"))
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
+
+
+def render_one(result: dict[str, Any]) -> str:
+    backend = harness.NAMES[result["backend"]]
+    machine = result["machine"]
+    targets = result["targets"]
+    ratios = result["ratios"]
+    batch, roof, single, memory = (
+        result["batch"],
+        result["ceiling"],
+        result["single"],
+        result["memory"],
+    )
+    service, bare, bare_sync = (
+        single["service"],
+        single["bare_fastapi_async"],
+        single["bare_fastapi_sync"],
+    )
+    single_target = targets.get("single_ratio")
+    rows_written = batch.get("rows_written") or round(
+        sum(batch["rows_per_event"].values()) * batch["events"]
+    )
+    lines = [
+        f"### {backend}",
+        "",
+        f"Run of {result['started_at']}: `{result['command']}` "
+        f"({machine['cpus']} cores, {machine['cpu_model'] or 'unknown CPU'}; "
+        f"{harness.engine(machine)}; "
+        f"Python {machine['python']}; load generator {result['load_generator']['tool']} with "
+        f"{result['load_generator']['clients']} connections; source {result['source']['commit']}"
+        f"{harness.dirty(result['source'])}; "
+        f"other processes kept {result['cpu_busy_before_start']:.0%} of the cores busy "
+        "just before the run).",
+        "",
+        "| ratio (same run) | value | target | |",
+        "| --- | ---: | ---: | --- |",
+        f"| batch ingestion: service events/s ÷ ceiling events/s | "
+        f"**{_pct(ratios['batch_vs_ceiling'])}** | ≥ {_pct(targets['batch_ratio']['target'])} | "
+        f"{harness.verdict(targets['batch_ratio'])} |",
+        f"| one-event requests: service req/s ÷ bare FastAPI req/s | "
+        f"**{_pct(ratios['single_vs_bare_fastapi'])}** | "
+        f"{'≥ ' + _pct(single_target['target']) if single_target else '-'} | "
+        f"{harness.verdict(single_target)} |",
+        f"| peak RSS of the server process | **{memory['peak_rss_mb']:.0f} MB** | "
+        f"< {targets['peak_rss_mb']['target']} MB | {harness.verdict(targets['peak_rss_mb'])} |",
+        "",
+        "| batch ingestion (100 purchases x 3 lines a request) | service | ceiling |",
+        "| --- | ---: | ---: |",
+        f"| events/s | {batch['events_per_s']:,.0f} | {roof['events_per_s']:,.0f} |",
+        f"| rows/s | {batch['rows_per_s']:,.0f} | {roof['rows_per_s']:,.0f} |",
+        f"| events measured / rows written | {batch['events']:,} / "
+        f"{rows_written:,} | "
+        f"{roof['events']:,} / {roof['rows']:,} |",
+        f"| time | {batch['http']['duration_s']:.1f} s | {roof['seconds']:.2f} s |",
+        f"| request latency p50 / p99 | {batch['http']['p50_ms']:.0f} / "
+        f"{batch['http']['p99_ms']:.0f} ms | - |",
+        f"| server process CPU per event | "
+        f"{1e6 * batch['http']['extra']['server_cpu_s'] / batch['events']:.0f} µs | - |",
+        "",
+        "Rows per event: "
+        + ", ".join(f"{name} {count:g}" for name, count in batch["rows_per_event"].items())
+        + f". Ceiling: {roof['method']}.",
+        "",
+        "| one-event requests (1 purchase, 1-3 lines) | req/s | p50 | p99 | server CPU/request |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, figures in (
+        ("service (`returnstack serve`)", service),
+        ("bare FastAPI, async endpoint (the ceiling)", bare),
+        ("bare FastAPI, sync endpoint (thread pool; information)", bare_sync),
+    ):
+        lines.append(
+            f"| {label} | {figures['requests_per_s']:,.0f} | {figures['p50_ms']:.2f} ms | "
+            f"{figures['p99_ms']:.2f} ms | {figures['extra']['server_cpu_us_per_request']:.0f} µs |"
+        )
+
+    def cores(figures: dict[str, Any]) -> str:
+        busy = figures["extra"].get("cores_busy")
+        if not busy:
+            return "not recorded"
+        return (
+            f"{busy['all']:.2f} of {machine['cpus']} (server {busy['server']:.2f}, load generator "
+            f"{busy['load_generator']:.2f}, rest {busy['rest']:.2f})"
+        )
+
+    lines += [
+        "",
+        f"Cores busy (CPU seconds per second) during the measured batch: {cores(batch['http'])}; "
+        f"during the service's one-event requests: {cores(service)}; during bare FastAPI's: "
+        f"{cores(bare)}. The rest is PostgreSQL's processes where it is the backend, and any "
+        "other process on the machine.",
+        "",
+        f"Memory: peak RSS (VmHWM) {memory['peak_rss_mb']:.0f} MB over the server's life; "
+        f"{memory['peak_rss_after_batch_mb']:.0f} MB at the end of the batch phase."
+        + _connections(memory.get("connections")),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _connections(limits: dict[str, Any] | None) -> str:
+    """What the server's connections may hold (results recorded before it have nothing)."""
+    if limits is None:
+        return ""
+    text = f" The server's pool opens at most {limits['max_connections']} connections"
+    cache = limits.get("sqlite_page_cache_mib_per_connection")
+    if cache is None:
+        return text + "."
+    return (
+        f"{text}, each with a SQLite page cache of up to {cache:g} MiB, so up to "
+        f"{cache * limits['max_connections']:,.0f} MiB of page cache on a large database."
+    )
+
+
+BENCH = harness.Benchmark("ingest", "figures", "Figures", render_one)
 
 
 def cli(argv: list[str]) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m bench ingest", description=__doc__.splitlines()[0]
+    parser = harness.parser(
+        BENCH,
+        __doc__.splitlines()[0],
+        quick="a short run (20,000 events, 3,000 one-event requests); results not recorded",
+        profile="py-spy the server during the measured phases (raw stacks into DIR); "
+        "the run's figures are then not recorded",
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument(
         "--events", type=int, help="measured batch events (default 200000; quick 20000)"
     )
@@ -520,19 +443,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument(
         "--single", type=int, help="measured one-event requests (default 30000; quick 3000)"
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="a short run; results not recorded in README"
-    )
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument(
-        "--postgres-url", help=f"server to create the database on (default {DEFAULT_POSTGRES_URL})"
-    )
-    parser.add_argument(
-        "--profile",
-        metavar="DIR",
-        help="py-spy the server during the measured phases (raw stacks into DIR); "
-        "the run's figures are then not recorded",
-    )
     parser.add_argument(
         "--profile-wall",
         action="store_true",
@@ -545,24 +456,11 @@ def cli(argv: list[str]) -> int:
         help="order of the events of a batch: as generated (default), or by store id "
         "(the workaround for the PostgreSQL deadlock of README, Known problems)",
     )
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to leave the cores idle",
-    )
-    parser.add_argument(
-        "--no-readme", action="store_true", help="do not update the figures in README.md"
-    )
     args = parser.parse_args(argv)
-    args.argv = ["ingest", *argv]
     if args.events is not None and args.events % 100:
         parser.error("--events must be a multiple of 100")
-    start = time.monotonic()
-    code = main(args)
-    console.print(f"done in {time.monotonic() - start:.0f}s")
-    return code
+    opts = options(args, argv)
+    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts), print_result)
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def _run_wrk(url: str, files: list[Path], auth: str, timeout_s: float) -> LoadRe
     expected = [directory / f"bodies-{index}.txt" for index in range(1, len(files) + 1)]
     if sorted(files) != sorted(expected):
         raise ValueError("wrk needs the body files named bodies-1.txt ... bodies-N.txt")
-    bodies = sum(_count_lines(path) for path in files)
+    bodies = sum(count_lines(path) for path in files)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
     marker = Path(script.name).with_suffix(".done")
@@ -206,7 +206,7 @@ def _run_wrk(url: str, files: list[Path], auth: str, timeout_s: float) -> LoadRe
     )
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(1 for _ in handle)
 

@@ -9,6 +9,7 @@ threads waiting for a core look busy); with `idle`, every thread, waiting or not
 wall-clock time of a request goes, lock and I/O waits included).
 """
 
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,13 @@ class Profiler:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def profiling(
+    pid: int, output: Path | None, idle: bool = False
+) -> contextlib.AbstractContextManager[object]:
+    """A Profiler on `pid` writing `output`, or nothing when `output` is None."""
+    return contextlib.nullcontext() if output is None else Profiler(pid, output, idle=idle)
 
 
 def _frames(stack: str) -> list[tuple[str, str]]:

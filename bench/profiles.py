@@ -22,9 +22,7 @@ Per backend, on a fresh database:
    memory: streaming).
 """
 
-import argparse
 import contextlib
-import json
 import math
 import random
 import statistics
@@ -35,37 +33,24 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from rich.console import Console
-from rich.table import Table
 
-from bench import ingest, openloop, profile, workload
-from bench.server import (
-    DEFAULT_POSTGRES_URL,
-    ServerProcess,
-    Target,
-    cli_json,
-    fresh_database,
-    proc_status,
-    returnstack_server,
-)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parent / "README.md"
-BEGIN = "<!-- profiles:begin (written by `python -m bench profiles` from bench/results/) -->"
-END = "<!-- profiles:end -->"
-NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+from bench import harness, openloop, profile, workload
+from bench.harness import console
+from bench.server import ServerProcess, Target, fresh_database, proc_status, returnstack_server
 
 # Targets
 LOOKUP_P99_TARGET_MS = 5.0
-RATE = 50.0  # lookups a second: moderate (a lookup costs the server some 7 ms of CPU here)
+RATE = 50.0  # lookups a second: moderate (a lookup costs the server milliseconds of CPU)
 SEGMENT_COUNT_TARGET_S = {"postgresql": 1.0}  # GET /v1/segments/{id}, every run
 EXPORT_ROWS_PER_S_TARGET = 50_000
 EXPORT_FLAT_MARGIN_MB = 10.0  # RSS growth of the large export at most that of the small + this
+# What segments.stream_csv sets for an export (PostgreSQL: plan the cursor to read every row);
+# the driver's baseline read runs with the same settings.
+EXPORT_SETTINGS: dict[str, dict[str, float]] = {"postgresql": {"cursor_tuple_fraction": 1.0}}
 
 # The segment counted (three conditions) and the shape of the dataset.
 SEGMENT_WHERE = 'net_revenue >= 100000 and return_rate_value < 0.25 and currency = "EUR"'
@@ -87,12 +72,9 @@ REASONS = ("size_too_small", "size_too_large", "color", "defective", "unwanted",
 GEN_CHUNK = 10_000  # people per generated chunk (one seeded generator each: deterministic)
 TRANSACTION_PEOPLE = 20_000  # people per load transaction (about 200,000 lines)
 
-console = Console()
-
 
 @dataclass
-class Options:
-    backends: list[str]
+class Options(harness.Options):
     customers: int
     lines: int
     lookups: int
@@ -104,21 +86,13 @@ class Options:
     load_workers: int
     segment_runs: int
     export_rows: int
-    quick: bool
-    postgres_url: str
-    write_results: bool
-    write_readme: bool
-    command: str
-    wait_idle: float
-    profile_dir: Path | None
 
 
-def options(args: Any) -> Options:
-    quick = args.quick
-    customers = args.customers or (20_000 if quick else 1_000_000)
-    lookups = args.lookups or (2_000 if quick else 20_000)
+def options(args: Any, argv: list[str]) -> Options:
+    customers = args.customers or (20_000 if args.quick else 1_000_000)
+    lookups = args.lookups or (2_000 if args.quick else 20_000)
     return Options(
-        backends=["sqlite", "postgresql"] if args.backend == "both" else [args.backend],
+        **harness.common(BENCH, args, argv),
         customers=customers,
         lines=args.lines or customers * 10,
         lookups=lookups,
@@ -130,13 +104,6 @@ def options(args: Any) -> Options:
         load_workers=args.load_workers,
         segment_runs=args.segment_runs,
         export_rows=args.export_rows or max(1_000, customers // 10),
-        quick=quick,
-        postgres_url=args.postgres_url or DEFAULT_POSTGRES_URL,
-        write_results=not quick and not args.profile,
-        write_readme=not quick and not args.profile and not args.no_readme,
-        command="python -m bench " + " ".join(args.argv),
-        wait_idle=args.wait_idle,
-        profile_dir=Path(args.profile).resolve() if args.profile else None,
     )
 
 
@@ -586,22 +553,6 @@ def load_dataset(target: Target, tenant_id: str, plan: Plan, workers: int) -> di
 # --- the database, read directly ----------------------------------------------------------
 
 
-@contextlib.contextmanager
-def driver_connection(target: Target) -> Iterator[Any]:
-    """A plain driver connection (sqlite3 / psycopg) made by the service's own engine, so on
-    SQLite with the PRAGMAs the server's connections have (cache size, WAL)."""
-    from returnstack.config import Settings
-    from returnstack.kit.db import Database
-
-    db = Database(Settings(database_url=target.url, _env_file=None))
-    raw = db.engine.raw_connection()
-    try:
-        yield raw.driver_connection
-    finally:
-        raw.close()
-        db.dispose()
-
-
 def query(conn: Any, backend: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Rows of `sql` (? placeholders), in a transaction of its own (ended at once)."""
     cursor = conn.cursor()
@@ -653,20 +604,6 @@ def profile_stats(conn: Any, backend: str) -> dict[str, Any]:
     }
 
 
-def database_size_mb(target: Target) -> float:
-    from bench.returns import database_size_mb as size
-
-    return size(target)
-
-
-def _vacuum(target: Target, statement: str) -> float:
-    from bench.returns import _sql
-
-    started = time.perf_counter()
-    _sql(target, statement)
-    return round(time.perf_counter() - started, 1)
-
-
 # --- measurements on the server -----------------------------------------------------------
 
 
@@ -693,12 +630,9 @@ def open_loop(
 ) -> dict[str, Any]:
     """Every step a pipeline of its own, `opts.rate` a second (bench/openloop.py); latency
     per action and together, the server's CPU over the sending window."""
-    from bench.returns import _Window
-
     work = [openloop.Pipeline((step,)) for step in steps]
     t0 = time.monotonic() + 3.0
-    window = _Window(server, t0, t0 + len(work) / opts.rate)
-    window.thread.start()
+    window = harness.CpuWindow(server, t0, t0 + len(work) / opts.rate)
     run = openloop.run(
         "127.0.0.1",
         server.port,
@@ -910,18 +844,27 @@ def driver_read(target: Target, conn: Any, tenant_id: str, where: str) -> dict[s
     )
     dialect = sqlite.dialect() if target.backend == "sqlite" else postgresql.dialect()
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    started = time.perf_counter()
+    # The planner settings segments.stream_csv gives its export's transaction.
+    settings = EXPORT_SETTINGS.get(target.backend, {})
     rows = 0
     cursor = conn.cursor() if target.backend == "sqlite" else conn.cursor(name="bench_export")
     try:
+        for name, value in settings.items():
+            conn.execute(f"SET LOCAL {name} = {value}")
+        started = time.perf_counter()
         cursor.execute(sql)
         while batch := cursor.fetchmany(1000):
             rows += len(batch)
+        seconds = time.perf_counter() - started
     finally:
         cursor.close()
         conn.rollback()
-    seconds = time.perf_counter() - started
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds),
+        "settings": settings,
+    }
 
 
 def _client(server: ServerProcess, auth: str) -> httpx.Client:
@@ -934,19 +877,15 @@ def _serving(
 ) -> Iterator[ServerProcess]:
     """`returnstack serve` for one phase; afterwards (also after a failure) its whole log is
     kept (git-ignored), and its peak RSS and logged errors go into `figures[phase]`."""
-    from bench.returns import _log_errors
-
     server = returnstack_server(target)
     try:
         with server:
             console.print(f"  returnstack serve: pid {server.pid}, port {server.port}")
             yield server
     finally:
-        log = server.log_path.read_bytes() if server.log_path.exists() else b""
-        (RESULTS / f"profiles-{backend}-{phase}-server-log.tmp").write_bytes(log)
         figures[phase] = {
             "peak_rss_mb": round(server.final_hwm_kb / 1024, 1),
-            "log_errors": _log_errors(log.decode(errors="replace")),
+            "log_errors": harness.keep_log(server, f"profiles-{backend}-{phase}"),
         }
 
 
@@ -979,40 +918,21 @@ def measure_lookups(
                 for focus in (None, "read_customer", "lookup_customer")
             },
         }
-        _print_profile(lookups["profile"])
+        harness.print_profile(lookups["profile"])
     for action, figures in lookups["latency"].items():
         console.print(f"    {action}: {_brief(figures)}")
     return floor, lookups
 
 
-def _print_profile(summaries: dict[str, Any]) -> None:
-    for focus, summary in summaries.items():
-        if not isinstance(summary, dict) or not summary.get("samples"):
-            continue
-        for kind in ("inclusive", "self_lines"):
-            listing = Table(title=f"profile ({focus}): {kind}, {summary['samples']} samples")
-            listing.add_column("share", justify="right")
-            listing.add_column("where")
-            for where, share in summary[kind]:
-                listing.add_row(f"{share:.1%}", where)
-            console.print(listing)
-
-
 def run_backend(backend: str, opts: Options) -> dict[str, Any]:
-    from bench.returns import _wait_idle
-
-    started = datetime.now(UTC)
-    source = ingest._source_state()
+    started = harness.started_at()
+    source = harness.source_state()
     console.print(f"  planning {opts.customers:,} customers, {opts.lines:,} lines …")
     planned = time.perf_counter()
     plan = make_plan(opts.customers, opts.lines)
     plan_s = round(time.perf_counter() - planned, 1)
     with fresh_database(backend, opts.postgres_url) as target:
-        tenant = cli_json(target, "tenants", "create", "bench", "--currency", "EUR")
-        key = cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")
-        tenant_id = str(tenant["id"])
-        auth = f"Bearer {key['key']}"
-        console.print(f"  database {target.url}, tenant {tenant_id}")
+        tenant_id, auth = harness.bench_tenant(target, "EUR")
         console.print(
             f"  loading {plan.customers:,} customers + {plan.guests:,} guests, "
             f"{len(plan.lines_per_order):,} orders, {opts.lines:,} lines (insert_rows) …"
@@ -1020,9 +940,9 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         load = load_dataset(target, tenant_id, plan, opts.load_workers)
         load["plan_s"] = plan_s  # drawn before, not in `seconds`
         if backend == "postgresql":
-            load["vacuum_analyze_s"] = _vacuum(target, "VACUUM ANALYZE")
+            load["vacuum_analyze_s"] = harness.timed_sql(target, "VACUUM ANALYZE")
             console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.1f}s")
-        load["database_mb"] = database_size_mb(target)
+        load["database_mb"] = harness.database_size_mb(target)
         console.print(
             f"    {load['rows_total']:,} rows in {load['seconds']:.1f}s ({load['rows_per_s']:,} "
             f"rows/s; the workers spent {load['generate_s']:.1f}s generating, "
@@ -1032,11 +952,13 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         console.print("  rebuilding profiles (customers.profiles.rebuild) …")
         rebuilt = rebuild_profiles(target, tenant_id)
         if backend == "postgresql":
-            rebuilt["vacuum_analyze_s"] = _vacuum(target, "VACUUM ANALYZE customer_profiles")
+            rebuilt["vacuum_analyze_s"] = harness.timed_sql(
+                target, "VACUUM ANALYZE customer_profiles"
+            )
         else:  # the WAL back into the database now, not by the server's checkpointer later
-            rebuilt["checkpoint_s"] = _vacuum(target, "PRAGMA wal_checkpoint(TRUNCATE)")
-        rebuilt["database_mb"] = database_size_mb(target)
-        with driver_connection(target) as conn:
+            rebuilt["checkpoint_s"] = harness.timed_sql(target, "PRAGMA wal_checkpoint(TRUNCATE)")
+        rebuilt["database_mb"] = harness.database_size_mb(target)
+        with harness.driver_connection(target) as conn:
             rebuilt["stats"] = profile_stats(conn, backend)
             console.print(
                 f"    {rebuilt['profiles']:,} profile rows in {rebuilt['seconds']:.1f}s; "
@@ -1046,8 +968,8 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                 size: export_threshold(conn, backend, tenant_id, rows)
                 for size, rows in (("small", opts.export_rows // 10), ("large", opts.export_rows))
             }
-            busy = _wait_idle(opts.wait_idle) if opts.wait_idle else ingest.cpu_busy()
-            server_source = ingest._source_state()  # what the server runs (editable install)
+            busy = harness.wait_idle(opts.wait_idle) if opts.wait_idle else harness.cpu_busy()
+            server_source = harness.source_state()  # what the server runs (editable install)
             # Two servers, one after the other: lookups; then the segment and the exports
             # (whose memory is then measured on a server that has done nothing else).
             servers: dict[str, Any] = {}
@@ -1083,11 +1005,11 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                 exports["large_driver_read"] = driver_read(
                     target, conn, tenant_id, exports_where["large"][0]
                 )
-        machine = ingest._versions(target)
+        machine = harness.machine(target)
     targets = _targets(backend, lookups, segment, exports)
     return {
         "backend": backend,
-        "started_at": started.isoformat(timespec="seconds"),
+        "started_at": started,
         "command": opts.command,
         "quick": opts.quick,
         "profiled": opts.profile_dir is not None,
@@ -1171,10 +1093,15 @@ def _targets(
 # --- output -------------------------------------------------------------------------------
 
 
-def _verdict(target: dict[str, Any] | None) -> str:
-    if target is None:
-        return "(no target)"
-    return "**met**" if target["met"] else "**not met**"
+def _baseline(backend: str, export: dict[str, Any], read: dict[str, Any]) -> str:
+    """The baseline and ratio cells of the export: only for a driver read made with the
+    export's own planner settings (results before they were recorded read otherwise)."""
+    if read.get("settings", {}) != EXPORT_SETTINGS.get(backend, {}):
+        return "not comparable (driver read without the export's planner settings) | -"
+    return (
+        f"driver reads the same rows at {read['rows_per_s']:,} rows/s | "
+        f"{export['rows_per_s'] / max(read['rows_per_s'], 1):.0%}"
+    )
 
 
 def render_one(result: dict[str, Any]) -> str:
@@ -1182,24 +1109,18 @@ def render_one(result: dict[str, Any]) -> str:
     load, rebuilt = data["load"], data["rebuild"]
     stats, rows = rebuilt["stats"], load["rows"]
     targets = result["targets"]
-    engine = (
-        f"SQLite {machine.get('sqlite')}"
-        if "sqlite" in machine
-        else f"PostgreSQL {machine.get('postgresql')}"
-    )
-    dirty = " + uncommitted changes in src/" if result["source"]["src_dirty"] else ""
     every = result["lookups"]["latency"]["all"]
     floor = result["healthz"]["latency"]["all"]
     segment, exports = result["segment"], result["exports"]
     large, small, bare_read = exports["large"], exports["small"], exports["large_driver_read"]
     count_target = targets.get("segment_count_s")
     lines = [
-        f"#### {NAMES.get(result['backend'], result['backend'])}",
+        f"#### {harness.NAMES[result['backend']]}",
         "",
         f"Run of {result['started_at']}: `{result['command']}` ({machine['cpus']} cores, "
         f"{machine['cpu_model'] or 'unknown CPU'}, shared by the server, the database and the "
-        f"load generator; {engine}; Python {machine['python']}; source "
-        f"{result['source']['commit']}{dirty}; other processes kept "
+        f"load generator; {harness.engine(machine)}; Python {machine['python']}; source "
+        f"{result['source']['commit']}{harness.dirty(result['source'])}; other processes kept "
         f"{result['cpu_busy_before_start']:.0%} of the cores busy just before the measurements).",
         "",
         f"Dataset: {data['customers']:,} customers and {data['guests']:,} guest emails; "
@@ -1232,21 +1153,21 @@ def render_one(result: dict[str, Any]) -> str:
         f"| profile lookup p99 ({result['email_share']:.0%} by email) | "
         f"**{every['p99_ms']:,.2f} ms** | `/healthz` p99 {floor['p99_ms']:,.2f} ms | "
         f"{every['p99_ms'] / max(floor['p99_ms'], 1e-9):,.1f}x | < {LOOKUP_P99_TARGET_MS:g} ms | "
-        f"{_verdict(targets['lookup_p99_ms'])} |",
+        f"{harness.verdict(targets['lookup_p99_ms'])} |",
         f"| segment count, GET /v1/segments/{{id}}: median / max of {segment['runs']} | "
         f"**{segment['http_median_s']:,.3f} / {segment['http_max_s']:,.3f} s** | bare SQL count "
         f"{segment['sql_median_s']:,.3f} / {segment['sql_max_s']:,.3f} s | "
         f"{segment['http_median_s'] / max(segment['sql_median_s'], 1e-9):,.1f}x | "
         + (f"< {count_target['target']:g} s | " if count_target else "- | ")
-        + f"{_verdict(count_target)} |",
-        f"| CSV export of {large['rows']:,} rows | **{large['rows_per_s']:,} rows/s** | driver "
-        f"reads the same rows at {bare_read['rows_per_s']:,} rows/s | "
-        f"{large['rows_per_s'] / max(bare_read['rows_per_s'], 1):.0%} | "
-        f"> {EXPORT_ROWS_PER_S_TARGET:,} rows/s | {_verdict(targets['export_rows_per_s'])} |",
+        + f"{harness.verdict(count_target)} |",
+        f"| CSV export of {large['rows']:,} rows | **{large['rows_per_s']:,} rows/s** | "
+        + _baseline(result["backend"], large, bare_read)
+        + f" | > {EXPORT_ROWS_PER_S_TARGET:,} rows/s | "
+        f"{harness.verdict(targets['export_rows_per_s'])} |",
         f"| server RSS growth during the export of {large['rows']:,} rows | "
         f"**+{large['rss_growth_mb']:g} MB** | +{small['rss_growth_mb']:g} MB for "
         f"{small['rows']:,} rows | - | ≤ +{EXPORT_FLAT_MARGIN_MB:g} MB more | "
-        f"{_verdict(targets['export_flat_memory'])} |",
+        f"{harness.verdict(targets['export_flat_memory'])} |",
         "",
         f"Requests at {result['rate_req_per_s']:g} a second, open loop (latency from the due "
         f"time; {result['lookup_warmup']:,} lookups of warm-up first, not counted):",
@@ -1309,54 +1230,21 @@ def render_one(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, files: list[Path]) -> None:
-    results = [json.loads(path.read_text()) for path in files if path.exists()]
-    body = "\n".join(render_one(r) for r in results) or "(no full run recorded yet)\n"
-    block = f"{BEGIN}\n\n{body}\n{END}"
-    text = readme.read_text() if readme.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n## Customer profiles\n\n" + block + "\n"
-    readme.write_text(text)
+BENCH = harness.Benchmark("profiles", "profiles", "Customer profiles", render_one)
 
 
-def main(args: Any) -> int:
-    opts = options(args)
-    RESULTS.mkdir(exist_ok=True)
-    produced = []
-    for backend in opts.backends:
-        console.rule(f"[bold]profiles, {backend}")
-        result = run_backend(backend, opts)
-        suffix = (
-            ".json" if opts.write_results else "-profiled.tmp" if opts.profile_dir else "-quick.tmp"
-        )
-        path = RESULTS / f"profiles-{backend}{suffix}"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        console.print(render_one(result))
-        console.print(f"results: {path}")
-        produced.append(result)
-    if opts.write_readme:
-        update_readme(README, [RESULTS / f"profiles-{b}.json" for b in ("sqlite", "postgresql")])
-        console.print(f"figures written to {README}")
-    missed = [
-        f"{r['backend']}: {name}"
-        for r in produced
-        for name, t in r["targets"].items()
-        if not t["met"]
-    ]
-    if missed:
-        console.print("[yellow]targets not met:[/yellow] " + ", ".join(missed))
-    return 0
+def show(result: dict[str, Any]) -> None:
+    console.print(render_one(result))
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench profiles", description=__doc__.splitlines()[0]
+    parser = harness.parser(
+        BENCH,
+        __doc__.splitlines()[0],
+        quick="20,000 customers, 200,000 lines, 2,000 lookups; results not recorded",
+        profile="py-spy the server during the measured lookups (--gil; raw stacks into DIR); "
+        "figures then not recorded",
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--customers", type=int, help="customers (default 1000000; --quick 20000)")
     parser.add_argument("--lines", type=int, help="purchase lines (default 10 per customer)")
     parser.add_argument(
@@ -1392,39 +1280,13 @@ def cli(argv: list[str]) -> int:
         help="rows of the large CSV export (default 100000 = customers / 10; the small one "
         "a tenth of it)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="20,000 customers, 200,000 lines, 2,000 lookups; results not recorded",
-    )
-    parser.add_argument(
-        "--postgres-url", help=f"server to create the database on (default {DEFAULT_POSTGRES_URL})"
-    )
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="before the measurements, wait up to SECONDS for other processes to leave the "
-        "cores idle",
-    )
-    parser.add_argument(
-        "--profile",
-        metavar="DIR",
-        help="py-spy the server during the measured lookups (--gil; raw stacks into DIR); "
-        "figures then not recorded",
-    )
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args(argv)
-    args.argv = ["profiles", *argv]
     if args.rate <= 0 or min(args.workers, args.load_workers, args.segment_runs) < 1:
         parser.error("--rate, --workers, --load-workers and --segment-runs must be positive")
     if not 0 <= args.email_share <= 1:
         parser.error("--email-share is a share, 0 to 1")
-    start = time.monotonic()
-    code = main(args)
-    console.print(f"done in {time.monotonic() - start:.0f}s")
-    return code
+    opts = options(args, argv)
+    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts), show)
 
 
 if __name__ == "__main__":

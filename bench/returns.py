@@ -16,38 +16,20 @@ Per backend, on a fresh database:
 """
 
 import argparse
-import json
 import random
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
-from rich.console import Console
 from rich.table import Table
 
-from bench import ingest, openloop, profile, workload
-from bench.server import (
-    DEFAULT_POSTGRES_URL,
-    ServerProcess,
-    Target,
-    cli_json,
-    fresh_database,
-    libpq,
-    returnstack_server,
-)
-
-RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parent / "README.md"
-BEGIN = "<!-- returns:begin (written by `python -m bench returns` from bench/results/) -->"
-END = "<!-- returns:end -->"
-NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+from bench import harness, openloop, profile, workload
+from bench.harness import console
+from bench.server import Target, fresh_database, returnstack_server
 
 ACTIONS = ("create", "approve", "receive", "refund", "close")
 P99_TARGET_MS = 20.0
@@ -56,47 +38,26 @@ WINDOW_DAYS = 20  # orders are spread over the last 20 days: inside the default 
 LOAD_BATCH = 5_000
 REASONS = ("size_too_small", "size_too_large", "color", "defective", "unwanted", "style")
 
-console = Console()
-
 
 @dataclass
-class Options:
-    backends: list[str]
+class Options(harness.Options):
     orders: int
     rates: list[float]
     duration: float
     warmup: float
     step_gap: float
     workers: int
-    quick: bool
-    postgres_url: str
-    write_results: bool
-    write_readme: bool
-    command: str
-    profile_dir: Path | None
-    wait_idle: float
 
 
-def options(args: Any) -> Options:
-    quick = args.quick
-    orders = args.orders or (20_000 if quick else 1_000_000)
-    duration = args.duration or (20.0 if quick else 120.0)
-    warmup = args.warmup if args.warmup is not None else (5.0 if quick else 15.0)
+def options(args: Any, argv: list[str]) -> Options:
     return Options(
-        backends=["sqlite", "postgresql"] if args.backend == "both" else [args.backend],
-        orders=orders,
+        **harness.common(BENCH, args, argv),
+        orders=args.orders or (20_000 if args.quick else 1_000_000),
         rates=args.rate,
-        duration=duration,
-        warmup=warmup,
+        duration=args.duration or (20.0 if args.quick else 120.0),
+        warmup=args.warmup if args.warmup is not None else (5.0 if args.quick else 15.0),
         step_gap=args.step_gap,
         workers=args.workers,
-        quick=quick,
-        postgres_url=args.postgres_url or DEFAULT_POSTGRES_URL,
-        write_results=not quick and not args.profile,
-        write_readme=not quick and not args.profile and not args.no_readme,
-        command="python -m bench " + " ".join(args.argv),
-        profile_dir=Path(args.profile).resolve() if args.profile else None,
-        wait_idle=args.wait_idle,
     )
 
 
@@ -192,28 +153,9 @@ def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
     }
 
 
-def _sql(target: Target, statement: str) -> list[tuple[Any, ...]]:
-    if target.backend == "sqlite":
-        import sqlite3
-
-        with sqlite3.connect(target.sqlite_path, timeout=60) as conn:
-            return list(conn.execute(statement))
-    with psycopg.connect(libpq(target.url), autocommit=True) as conn:
-        cursor = conn.execute(statement)
-        return list(cursor.fetchall()) if cursor.description else []
-
-
 def table_counts(target: Target) -> dict[str, int]:
     names = ("orders", "order_lines", "customers", "events", "returns", "return_items")
-    return {name: int(_sql(target, f"SELECT count(*) FROM {name}")[0][0]) for name in names}
-
-
-def database_size_mb(target: Target) -> float:
-    if target.backend == "sqlite":
-        files = [target.sqlite_path, *target.sqlite_path.parent.glob("bench.db-*")]
-        return round(sum(f.stat().st_size for f in files if f.exists()) / 2**20, 1)
-    size = _sql(target, "SELECT pg_database_size(current_database())")[0][0]
-    return round(int(size) / 2**20, 1)
+    return {name: int(harness.sql(target, f"SELECT count(*) FROM {name}")[0][0]) for name in names}
 
 
 # --- the returns --------------------------------------------------------------------------
@@ -307,51 +249,6 @@ def figures(run: openloop.Run, measured_from: int, pipelines_measured: int) -> d
     return result
 
 
-class _Window:
-    """CPU of the server and of the machine over the measured window [start, end]."""
-
-    def __init__(self, server: ServerProcess, start: float, end: float) -> None:
-        self.server = server
-        self.start, self.end = start, end
-        self.values: dict[str, float] = {}
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        for label, moment in (("before", self.start), ("after", self.end)):
-            delay = moment - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.values[f"server_{label}"] = self.server.cpu_seconds()
-            self.values[f"machine_{label}"] = ingest._machine_cpu()
-            self.values[f"at_{label}"] = time.monotonic()
-
-    def result(self) -> dict[str, float]:
-        self.thread.join()
-        elapsed = self.values["at_after"] - self.values["at_before"]
-        server = self.values["server_after"] - self.values["server_before"]
-        machine = self.values["machine_after"] - self.values["machine_before"]
-        return {
-            "seconds": round(elapsed, 2),
-            "server_cpu_s": round(server, 2),
-            "server_cores": round(server / elapsed, 2),
-            "machine_cores": round(machine / elapsed, 2),
-        }
-
-
-def _wait_idle(seconds: float) -> float:
-    busy = ingest.cpu_busy()
-    deadline = time.monotonic() + seconds
-    while busy > 0.10 and time.monotonic() < deadline:
-        console.print(f"  waiting for a quiet machine ({busy:.0%} busy) …")
-        busy = ingest.cpu_busy(5.0)
-    if busy > 0.10:
-        console.print(
-            f"[yellow]other processes keep {busy:.0%} of the cores busy: they share the cores "
-            "with the benchmark, and its figures will be worse[/yellow]"
-        )
-    return busy
-
-
 def measure(
     target: Target, auth: str, rate: float, customers: list[int], opts: Options
 ) -> dict[str, Any]:
@@ -363,8 +260,8 @@ def measure(
     gap = step_gap(rate, opts.step_gap)
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     closed_before = _closed(target)
-    busy = _wait_idle(opts.wait_idle) if opts.wait_idle else ingest.cpu_busy()
-    source = ingest._source_state()  # what the server runs: src/ is installed editable
+    busy = harness.wait_idle(opts.wait_idle) if opts.wait_idle else harness.cpu_busy()
+    source = harness.source_state()  # what the server runs: src/ is installed editable
     server = returnstack_server(target)
     name = f"returns-{target.backend}-{rate:g}"
     with server:
@@ -374,16 +271,9 @@ def measure(
             f"(returnstack serve: pid {server.pid}) …"
         )
         t0 = time.monotonic() + 3.0
-        window = _Window(server, t0 + opts.warmup, t0 + opts.warmup + opts.duration)
-        window.thread.start()
-        profiler = (
-            profile.Profiler(server.pid, opts.profile_dir / f"{name}.txt")
-            if opts.profile_dir
-            else None
-        )
-        if profiler:
-            profiler.__enter__()
-        try:
+        window = harness.CpuWindow(server, t0 + opts.warmup, t0 + opts.warmup + opts.duration)
+        raw = opts.profile_dir / f"{name}.txt" if opts.profile_dir else None
+        with profile.profiling(server.pid, raw):
             run = openloop.run(
                 "127.0.0.1",
                 server.port,
@@ -394,13 +284,9 @@ def measure(
                 workers=opts.workers,
                 t0=t0,
             )
-        finally:
-            if profiler:
-                profiler.__exit__()
         cpu = window.result()
         memory_end = server.memory()
-    # The whole log, kept (git-ignored) for when something went wrong.
-    (RESULTS / f"{name}-server-log.tmp").write_bytes(server.log_path.read_bytes())
+    log_errors = harness.keep_log(server, name)
     actions = figures(run, warm_count, measured_count)
     cpu["server_cpu_us_per_request"] = round(
         1e6 * cpu["server_cpu_s"] / max(1, actions["all"]["requests"])
@@ -442,15 +328,14 @@ def measure(
             "peak_rss_mb": round(server.final_hwm_kb / 1024, 1),
             "sampled_peak_rss_mb": round(server.sampled_peak_kb / 1024, 1),
             "rss_at_end_mb": round(memory_end["VmRSS"] / 1024, 1),
-            "log_errors": _log_errors(server.log_path.read_text(errors="replace")),
+            "log_errors": log_errors,
         },
         "returns_closed": _closed(target) - closed_before,
         "returns_completed_by_client": completed,
         "targets": targets,
         "target_met": all(t["met"] for t in targets.values()),
     }
-    if opts.profile_dir is not None:
-        raw = opts.profile_dir / f"{name}.txt"
+    if raw is not None:
         result["profile"] = {
             "raw": str(raw),
             "all": profile.summarize(raw, top=25),
@@ -463,29 +348,13 @@ def measure(
 
 
 def _closed(target: Target) -> int:
-    return int(_sql(target, "SELECT count(*) FROM returns WHERE status = 'closed'")[0][0])
-
-
-def _log_errors(log: str) -> dict[str, int]:
-    """The server's logged errors, by their last line (the exception), most frequent first."""
-    counts: dict[str, int] = {}
-    for line in log.splitlines():
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(entry, dict) or entry.get("level") not in ("error", "critical"):
-            continue
-        text = str(entry.get("exception") or entry.get("event") or "")
-        last = text.strip().splitlines()[-1][:200] if text.strip() else "?"
-        counts[last] = counts.get(last, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+    return int(harness.sql(target, "SELECT count(*) FROM returns WHERE status = 'closed'")[0][0])
 
 
 def run_backend(backend: str, opts: Options) -> dict[str, Any]:
-    started = datetime.now(UTC)
-    source = ingest._source_state()
-    busy = _wait_idle(opts.wait_idle)
+    started = harness.started_at()
+    source = harness.source_state()
+    busy = harness.wait_idle(opts.wait_idle)
     counts = [round((opts.warmup + opts.duration) * rate / len(ACTIONS)) for rate in opts.rates]
     customers_available = opts.orders // 2
     if sum(counts) > customers_available:
@@ -494,32 +363,30 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             f"{opts.orders} orders make only {customers_available}"
         )
     with fresh_database(backend, opts.postgres_url) as target:
-        tenant = cli_json(target, "tenants", "create", "bench", "--currency", "EUR")
-        key = cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")
-        console.print(f"  database {target.url}, tenant {tenant['id']}")
+        tenant_id, auth = harness.bench_tenant(target, "EUR")
         console.print(f"  loading {opts.orders:,} orders (record_events, {LOAD_BATCH:,} a batch) …")
-        load = load_orders(target, str(tenant["id"]), opts.orders)
+        load = load_orders(target, tenant_id, opts.orders)
         if backend == "postgresql":
             t_vacuum = time.perf_counter()
-            _sql(target, "VACUUM ANALYZE")
+            harness.sql(target, "VACUUM ANALYZE")
             load["vacuum_analyze_s"] = round(time.perf_counter() - t_vacuum, 1)
             console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.0f}s")
         load["tables"] = table_counts(target)
-        load["database_mb"] = database_size_mb(target)
+        load["database_mb"] = harness.database_size_mb(target)
         console.print(f"    rows: {load['tables']}; database {load['database_mb']:,.0f} MB")
 
         # Customers drawn at random among all, each used once (so each order line once).
         chosen = random.Random("returns:customers").sample(range(customers_available), sum(counts))
         runs = []
         for rate, count in zip(opts.rates, counts, strict=True):
-            runs.append(measure(target, f"Bearer {key['key']}", rate, chosen[:count], opts))
+            runs.append(measure(target, auth, rate, chosen[:count], opts))
             chosen = chosen[count:]
             print_run(backend, opts.orders, runs[-1])
-        statuses = dict(_sql(target, "SELECT status, count(*) FROM returns GROUP BY status"))
-        machine = ingest._versions(target)
+        statuses = dict(harness.sql(target, "SELECT status, count(*) FROM returns GROUP BY status"))
+        machine = harness.machine(target)
     return {
         "backend": backend,
-        "started_at": started.isoformat(timespec="seconds"),
+        "started_at": started,
         "command": opts.command,
         "quick": opts.quick,
         "profiled": opts.profile_dir is not None,
@@ -575,16 +442,7 @@ def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
         console.print(f"  server log errors: {run['server']['log_errors']}")
     verdict = "[green]met[/green]" if run["target_met"] else "[red]NOT met[/red]"
     console.print(f"  target p99 < {P99_TARGET_MS:g} ms for every action, no errors: {verdict}")
-    for focus, summary in run.get("profile", {}).items():
-        if not isinstance(summary, dict) or not summary.get("samples"):
-            continue
-        for kind in ("inclusive", "self_lines"):
-            listing = Table(title=f"profile ({focus}): {kind}, {summary['samples']} samples")
-            listing.add_column("share", justify="right")
-            listing.add_column("where")
-            for where, share in summary[kind]:
-                listing.add_row(f"{share:.1%}", where)
-            console.print(listing)
+    harness.print_profile(run.get("profile", {}))
 
 
 def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
@@ -594,7 +452,7 @@ def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
         f"{run['step_gap_ms']:.0f} ms apart; {run['warmup_s']:g} s warm-up, then "
         f"{run['measured_returns']:,} returns measured over {run['duration_s']:g} s; server "
         f"source {run['source']['commit']}"
-        f"{' + uncommitted changes in src/' if run['source']['src_dirty'] else ''}; other "
+        f"{harness.dirty(run['source'])}; other "
         f"processes kept {run['cpu_busy_before_start']:.0%} of the cores busy just before):",
         "",
         "| action | requests | ok/s | p50 | p90 | p99 | max | errors | p99 < 20 ms |",
@@ -632,19 +490,14 @@ def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
 def render_one(result: dict[str, Any]) -> str:
     machine, data = result["machine"], result["dataset"]
     load = data["load"]
-    engine = (
-        f"SQLite {machine.get('sqlite')}"
-        if "sqlite" in machine
-        else f"PostgreSQL {machine.get('postgresql')}"
-    )
     lines = [
-        f"#### {NAMES.get(result['backend'], result['backend'])}",
+        f"#### {harness.NAMES[result['backend']]}",
         "",
         f"Run of {result['started_at']}: `{result['command']}` ({machine['cpus']} cores, "
         f"{machine['cpu_model'] or 'unknown CPU'}, shared by the server, the database and the "
-        f"load generator; {engine}; Python {machine['python']}; source at the start "
-        f"{result['source']['commit']}"
-        f"{' + uncommitted changes in src/' if result['source']['src_dirty'] else ''}; other "
+        f"load generator; {harness.engine(machine)}; Python {machine['python']}; source at the "
+        f"start {result['source']['commit']}"
+        f"{harness.dirty(result['source'])}; other "
         f"processes kept {result['cpu_busy_before_start']:.0%} of the cores busy just before "
         "the run).",
         "",
@@ -676,35 +529,7 @@ def render_one(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, files: list[Path]) -> None:
-    results = [json.loads(path.read_text()) for path in files if path.exists()]
-    block = f"{BEGIN}\n\n" + "\n".join(render_one(r) for r in results) + f"\n{END}"
-    text = readme.read_text() if readme.exists() else ""
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n## Returns lifecycle\n\n" + block + "\n"
-    readme.write_text(text)
-
-
-def main(args: Any) -> int:
-    opts = options(args)
-    RESULTS.mkdir(exist_ok=True)
-    for backend in opts.backends:
-        console.rule(f"[bold]returns, {backend}")
-        result = run_backend(backend, opts)
-        suffix = (
-            ".json" if opts.write_results else "-profiled.tmp" if opts.profile_dir else "-quick.tmp"
-        )
-        path = RESULTS / f"returns-{backend}{suffix}"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        console.print(f"results: {path}")
-    if opts.write_readme:
-        update_readme(README, [RESULTS / f"returns-{b}.json" for b in ("sqlite", "postgresql")])
-        console.print(f"figures written to {README}")
-    return 0
+BENCH = harness.Benchmark("returns", "returns", "Returns lifecycle", render_one)
 
 
 def _rates(text: str) -> list[float]:
@@ -715,10 +540,12 @@ def _rates(text: str) -> list[float]:
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench returns", description=__doc__.splitlines()[0]
+    parser = harness.parser(
+        BENCH,
+        __doc__.splitlines()[0],
+        quick="20,000 orders, 20 s measured; results not recorded",
+        profile="py-spy the server during each run (raw stacks into DIR); figures not recorded",
     )
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--orders", type=int, help="orders in the database (default 1000000)")
     parser.add_argument(
         "--rate",
@@ -738,35 +565,11 @@ def cli(argv: list[str]) -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="load generator processes (default 2)"
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="20,000 orders, 20 s measured; results not recorded",
-    )
-    parser.add_argument(
-        "--postgres-url", help=f"server to create the database on (default {DEFAULT_POSTGRES_URL})"
-    )
-    parser.add_argument(
-        "--profile",
-        metavar="DIR",
-        help="py-spy the server during each run (raw stacks into DIR); figures not recorded",
-    )
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to SECONDS for other processes to leave the cores idle",
-    )
-    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
     args = parser.parse_args(argv)
-    args.argv = ["returns", *argv]
     if args.workers < 1:
         parser.error("--workers must be positive")
-    start = time.monotonic()
-    code = main(args)
-    console.print(f"done in {time.monotonic() - start:.0f}s")
-    return code
+    opts = options(args, argv)
+    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))
 
 
 if __name__ == "__main__":
