@@ -14,11 +14,12 @@ Per backend, on a fresh database:
 4. `returnstack serve` on a free port: GET /healthz (the floor of the HTTP stack), then
    GET /v1/customers/{id} and /v1/customers/lookup?email= for random people, at a fixed
    rate (open loop, bench/openloop.py): p50/p90/p99/max from the due time.
-5. A second, fresh server (so its memory is the exports' alone): a saved segment of three conditions, GET /v1/segments/{id} (its
-   customer_count) against the bare SQL count on a plain driver connection, repeated; then
-   CSV exports (Accept: text/csv) of about 10,000 and 100,000 rows: rows/s against the
-   driver reading the same rows, and the server's RSS before, during and after each (flat
-   memory: streaming).
+5. A second, fresh server (so its memory is the exports' alone): a saved segment of three
+   conditions, GET /v1/segments/{id} (its customer_count) against the bare SQL count on a
+   plain driver connection, repeated; then CSV exports (Accept: text/csv) of about 10,000
+   and 100,000 rows: rows/s against the driver reading the same rows (with the export's
+   planner settings), and the server's RSS before, during and after each (flat memory:
+   streaming).
 """
 
 import contextlib
