@@ -28,4 +28,5 @@ def test_figures_section_is_rendered_from_the_results(
 def test_every_benchmark_has_its_markers_once() -> None:
     text = harness.README.read_text()
     for bench in BENCHMARKS:
-        assert text.count(bench.begin) == 1 and text.count(bench.end) == 1, bench.name
+        assert text.count(bench.begin) == 1, bench.name
+        assert text.count(bench.end) == 1, bench.name
