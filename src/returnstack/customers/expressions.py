@@ -342,6 +342,15 @@ def _string(token: Token) -> str:
         return _ESCAPES[code]
 
     text = _ESCAPE.sub(resolve, str(token)[1:-1])
+    if not text.isascii():
+        # As in JSON, \ud83d\ude00 is one character (a pair); half of a pair is none.
+        try:
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+        except UnicodeDecodeError:
+            raise invalid(
+                "a string must be valid Unicode: a lone surrogate escape is not a character",
+                _at(token),
+            ) from None
     if "\x00" in text:
         raise invalid("a string must not contain the NUL character", _at(token))
     return text

@@ -37,6 +37,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from returnstack.kit.bulk import upsert_rows_returning
+from returnstack.kit.errors import ValidationFailed
+from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.models import CustomerEmail, CustomerProfile, Order, OrderLine, Return, ReturnItem
 from returnstack.models.base import UTCDateTime
 from returnstack.outbox.service import DomainEvent
@@ -257,21 +259,48 @@ def _upsert(
                 "serial_returner": False,
             }
         )
+    # A delta within bounds keeps every sum below 2^54 (no overflow on either database);
+    # the sums returned are checked next. Either error rolls the request back.
+    for row in values:
+        _check_sums(row["currency"], (row[name] for name in SUMS))
     # Sorted by key, so concurrent transactions lock the rows in one order (no deadlocks).
     returned = upsert_rows_returning(
         session,
         CustomerProfile,
         values,
         on_conflict=UPSERT,
-        returning=("owner", "currency", "orders", "return_rate_value", "serial_returner"),
+        returning=("currency", "orders", "return_rate_value", "serial_returner", "owner", *SUMS),
     )
     rule = get_policy(session, tenant_id=tenant_id).serial_returner
-    changed = [
-        (owner, currency, flagged)
-        for owner, currency, orders, rate, was_flagged in returned
-        if (flagged := _is_serial_returner(rule, orders, rate)) != bool(was_flagged)
-    ]
+    changed = []
+    for currency, orders, rate, was_flagged, owner, *sums in returned:
+        _check_sums(currency, sums)
+        if (flagged := _is_serial_returner(rule, orders, rate)) != bool(was_flagged):
+            changed.append((owner, currency, flagged))
     _set_flags(session, tenant_id, changed)
+
+
+SUMS = (*COUNTERS, "net_revenue")
+
+
+def _check_sums(currency: str, sums: Iterable[Any]) -> None:
+    """Every stored sum stays within +-(2^53 - 1), which every JSON client reads exactly (on
+    SQLite a sum past 2^63 would even turn into a float); more is the client's 422."""
+    for name, value in zip(SUMS, sums, strict=True):
+        if isinstance(value, int) and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            continue
+        raise ValidationFailed(
+            f"This would bring the customer's {name} in {currency} above {MAX_SAFE_INTEGER} "
+            "(2^53 - 1), the largest amount every JSON client reads exactly; nothing was written.",
+            details=[
+                {
+                    "path": f"totals.{currency}.{name}",
+                    "message": f"would be above {MAX_SAFE_INTEGER} (2^53 - 1)",
+                    "code": "total_out_of_range",
+                    "field": name,
+                }
+            ],
+        )
 
 
 def _is_serial_returner(rule: SerialReturner, orders: int, return_rate_value: float) -> bool:

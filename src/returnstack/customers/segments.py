@@ -26,6 +26,7 @@ from returnstack.customers.expressions import (
     Field,
     compile_where,
 )
+from returnstack.kit.csvcells import spreadsheet_safe
 from returnstack.kit.db import Database
 from returnstack.kit.errors import InvalidRequest, NotFound
 from returnstack.kit.ids import new_id
@@ -223,7 +224,7 @@ def _csv_cells(row: Row[Any]) -> list[Any]:
     for index in _TIMESTAMP_INDEXES:
         cells[index] = rfc3339(cells[index])
     cells.append(SERIAL_RETURNER if row[FLAG] else "")  # several flags: joined with ;
-    return ["" if cell is None else cell for cell in cells]
+    return ["" if cell is None else spreadsheet_safe(cell) for cell in cells]
 
 
 def stream_csv(

@@ -3,9 +3,10 @@
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from returnstack.kit.types import (
+    MAX_SAFE_INTEGER,
     Amount,
     ClientId,
     CountryCode,
@@ -18,6 +19,7 @@ from returnstack.kit.types import (
     ShortText,
     Timestamp,
     Url,
+    line_value_error,
 )
 
 
@@ -67,6 +69,13 @@ class PurchaseItem(Strict):
     category: ShortText | None = Field(None, description="Slash-separated path: Apparel/Tops.")
     url: Url | None = None
 
+    @model_validator(mode="after")
+    def _value_within_bounds(self) -> "PurchaseItem":
+        error = line_value_error(self.unit_price, self.quantity)
+        if error:
+            raise ValueError(error)
+        return self
+
 
 class ReturnItem(Strict):
     line_id: ClientId | None = None
@@ -78,6 +87,24 @@ class ReturnItem(Strict):
     )
     note: Note | None = None
     unit_price: Amount | None = None
+
+    @model_validator(mode="after")
+    def _value_within_bounds(self) -> "ReturnItem":
+        error = self.unit_price is not None and line_value_error(self.unit_price, self.quantity)
+        if error:
+            raise ValueError(error)
+        return self
+
+
+def _total_within_bounds(items: list[Any]) -> list[Any]:
+    """The lines of one event add up to at most 2^53 - 1 (what any JSON client reads exactly)."""
+    total = sum(item.quantity * (item.unit_price or 0) for item in items)
+    if total > MAX_SAFE_INTEGER:
+        raise ValueError(
+            f"the lines are worth {total} in all, above {MAX_SAFE_INTEGER} (2^53 - 1), the "
+            "largest amount every JSON client reads exactly"
+        )
+    return items
 
 
 class Refund(Strict):
@@ -108,6 +135,8 @@ class PurchaseEvent(_EventBase):
     customer: CustomerRef | None = Field(None, description="Optional: anonymous sales count too.")
     items: list[PurchaseItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_EVENT)
 
+    _total = field_validator("items")(_total_within_bounds)
+
     def duplicate_line_errors(self) -> list[dict[str, str]]:
         """Lines are keyed by line id within an order: each may appear once."""
         errors, seen = [], set()
@@ -130,6 +159,8 @@ class ReturnEvent(_EventBase):
     customer: CustomerRef
     items: list[ReturnItem] = Field(min_length=1, max_length=MAX_ITEMS_PER_EVENT)
     refund: Refund | None = None
+
+    _total = field_validator("items")(_total_within_bounds)
 
     @field_validator("customer")
     @classmethod

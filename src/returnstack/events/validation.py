@@ -3,7 +3,6 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from returnstack.events.schemas import (
@@ -12,11 +11,11 @@ from returnstack.events.schemas import (
     ReturnEvent,
 )
 from returnstack.kit.errors import (
-    InvalidRequest,
     PayloadTooLarge,
     ValidationFailed,
     validation_details,
 )
+from returnstack.kit.jsontext import loads_fast
 
 EVENT_MODELS: dict[str, type[PurchaseEvent] | type[ReturnEvent]] = {
     "purchase": PurchaseEvent,
@@ -53,12 +52,7 @@ def check_event(raw: Any) -> ValidEvent | list[dict[str, Any]]:
 
 def parse_body(body: bytes) -> list[Any]:
     """The request's events list; 400 for a body that is not JSON, 413 for too many events."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            "The body is not valid JSON.", details=[{"path": "", "message": str(exc)}]
-        ) from None
+    document = loads_fast(body)
     if not isinstance(document, dict):
         raise ValidationFailed(details=[{"path": "", "message": "must be an object"}])
     unknown = sorted(set(document) - {"events"})

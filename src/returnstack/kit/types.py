@@ -1,4 +1,5 @@
-"""Field types shared by request schemas: client ids, emails, currencies, money, timestamps."""
+"""Field types shared by request schemas: client ids, emails, currencies, money, timestamps,
+and the size bounds of API.md section 1 (metadata, notes, line values)."""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,15 @@ from returnstack.kit.money import is_currency
 
 MAX_QUANTITY = 100_000
 MAX_AMOUNT = 10**12  # minor units; far above any real price, far below int64
+# The largest integer every JSON client reads exactly (JavaScript's Number.MAX_SAFE_INTEGER):
+# a line's value (unit_price x quantity) and every stored sum of money stay at or below it.
+MAX_SAFE_INTEGER = 2**53 - 1
+MAX_NOTE = 2000
+MAX_ITEMS_PER_RETURN = 500
+METADATA_KEYS = 50
+METADATA_KEY_CHARS = 40
+METADATA_VALUE_CHARS = 500
+METADATA_INTEGER = 2**53  # values are integers within +-2^53
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -82,4 +92,32 @@ Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_not_in_future)
 ]
 ShortText = Annotated[str, StringConstraints(max_length=500), NoNul]
-Note = Annotated[str, StringConstraints(max_length=4000), NoNul]
+Note = Annotated[str, StringConstraints(max_length=MAX_NOTE), NoNul]
+
+
+def line_value_error(unit_price: int, quantity: int) -> str | None:
+    """Why a line's value (unit_price x quantity) cannot be kept, or None."""
+    if unit_price * quantity > MAX_SAFE_INTEGER:
+        return (
+            f"unit_price x quantity = {unit_price * quantity} is above {MAX_SAFE_INTEGER} "
+            "(2^53 - 1), the largest amount every JSON client reads exactly"
+        )
+    return None
+
+
+# Stripe-like metadata: every JSON client reads each value exactly (no floats, no integers
+# beyond 2^53), and a PostgreSQL jsonb column can hold every key and value (no NUL).
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS), NoNul]
+MetadataValue = (
+    Annotated[str, StringConstraints(max_length=METADATA_VALUE_CHARS), NoNul]
+    | Annotated[int, Strict(), Field(ge=-METADATA_INTEGER, le=METADATA_INTEGER)]
+)
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(
+        max_length=METADATA_KEYS,
+        description=f"Up to {METADATA_KEYS} keys of 1-{METADATA_KEY_CHARS} characters; each "
+        f"value a string of at most {METADATA_VALUE_CHARS} characters or an integer within "
+        "+-2^53.",
+    ),
+]

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.models import Order
 from returnstack.orders.service import render_orders
 from returnstack.returns.policy import PolicyDocument, terms_for
@@ -195,6 +196,7 @@ def check_items(
             )
         merchant_fault = reason is not None and reason.merchant_fault
         item.fee_basis_points = 0 if merchant_fault else terms.fee_basis_points
+    _check_total(checked)
     # Staff may name the customer by id alone: the owned orders tell the rest.
     first = next((orders[i.request.order_id] for i in checked if i.order is not None), None)
     customer_id = requester.customer_id or (first.customer_id if first else None)
@@ -212,6 +214,25 @@ def check_items(
         email=email,
         shipping_fee=policy.return_shipping_fee if any_fee_bearing else 0,
     )
+
+
+def _check_total(items: list[CheckedItem]) -> None:
+    """A return is worth at most 2^53 - 1 (its refund and preview total are then amounts
+    every JSON client reads exactly): the item that takes it past is refused."""
+    total = 0
+    for item in items:
+        if item.errors or item.line is None:
+            continue
+        total += item.value
+        if total > MAX_SAFE_INTEGER:
+            item.errors.append(
+                (
+                    "total_out_of_range",
+                    f"The items up to this one are worth {total}, above {MAX_SAFE_INTEGER} "
+                    "(2^53 - 1): return them in several returns.",
+                )
+            )
+            total -= item.value
 
 
 def _find_line(

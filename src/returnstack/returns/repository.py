@@ -1,5 +1,6 @@
 """Reading returns: by id or number, for update, and as filtered, paginated lists."""
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,11 +26,21 @@ def _row(obj: Any, columns: list[str]) -> dict[str, Any]:
     return data
 
 
+_NUMBER = re.compile(r"[Rr]-([0-9]+)")
+_LARGEST_NUMBER = 2**63 - 1  # the column is a BIGINT
+
+
 def parse_number(reference: str) -> int | None:
-    """'R-000123' (any case, any zero padding) -> 123."""
-    if reference[:2].upper() == "R-" and reference[2:].isdigit() and len(reference) <= 22:
-        return int(reference[2:])
-    return None
+    """'R-000123' (any case, any zero padding) -> 123; None for anything else, including
+    digits that are not ASCII ('R-²') and numbers no return can have."""
+    match = _NUMBER.fullmatch(reference)
+    if match is None:
+        return None
+    digits = match.group(1).lstrip("0") or "0"
+    if len(digits) > 19:  # (and int() refuses strings of over 4,300 digits)
+        return None
+    number = int(digits)
+    return number if number <= _LARGEST_NUMBER else None
 
 
 def find_return(

@@ -3,32 +3,25 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from returnstack.kit.types import Amount, ClientId, Email, Note, Quantity, ShortText
+from returnstack.kit.types import (
+    MAX_ITEMS_PER_RETURN,
+    Amount,
+    ClientId,
+    Email,
+    Metadata,
+    Note,
+    Quantity,
+    ShortText,
+)
 
 Resolution = Literal["refund", "store_credit", "exchange"]
 RefundMethod = Literal["original_payment", "store_credit", "gift_card", "cash", "exchange"]
 Outcome = Literal["received", "damaged", "wrong_item", "lost_in_transit"]
 Disposition = Literal["restock", "not_restocked"]
 ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
-MAX_ITEMS = 100
-
-
-def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Stripe-like metadata: up to 50 string keys (40 chars) with short scalar values."""
-    if value is None:
-        return None
-    if len(value) > 50:
-        raise ValueError("at most 50 keys")
-    for key, item in value.items():
-        if not 1 <= len(key) <= 40 or "\x00" in key:
-            raise ValueError(f"key {key[:40]!r} must be 1-40 characters")
-        if item is not None and not isinstance(item, str | int | float | bool):
-            raise ValueError(f"value of {key!r} must be a string, number, boolean or null")
-        if isinstance(item, str) and (len(item) > 500 or "\x00" in item):
-            raise ValueError(f"value of {key!r} must be at most 500 characters")
-    return value
+MAX_ITEMS = MAX_ITEMS_PER_RETURN
 
 
 class _Strict(BaseModel):
@@ -69,10 +62,8 @@ class ReturnRequest(_Strict):
     store: StoreRef | None = None
     items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
     external_id: ExternalId | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     note: Note | None = None
-
-    _metadata = field_validator("metadata")(_check_metadata)
 
 
 class ReturnCreate(ReturnRequest):
@@ -87,9 +78,7 @@ class ReturnUpdate(_Strict):
     items: list[ReturnItemCreate] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
     note: Note | None = None
     external_id: ExternalId | None = None
-    metadata: dict[str, Any] | None = None
-
-    _metadata = field_validator("metadata")(_check_metadata)
+    metadata: Metadata | None = None
 
 
 class NoteBody(_Strict):
