@@ -34,9 +34,12 @@ def details(response: Any, status: int | tuple[int, ...]) -> list[dict[str, Any]
     statuses = status if isinstance(status, tuple) else (status,)
     assert response.status_code in statuses, response.text
     error = response.json()["error"]
-    assert error["type"] == {400: "invalid_request", 404: "not_found", 422: "validation_failed"}[
-        response.status_code
-    ]
+    assert (
+        error["type"]
+        == {400: "invalid_request", 404: "not_found", 422: "validation_failed"}[
+            response.status_code
+        ]
+    )
     assert isinstance(error["message"], str) and error["message"]
     assert all(isinstance(d["path"], str) and d["message"] for d in error["details"])
     result: list[dict[str, Any]] = error["details"]
@@ -110,9 +113,7 @@ def test_notes_up_to_2000_characters(api: Api) -> None:
     ret = api.open(item_note, note=long)
     assert (ret["note"], ret["items"][0]["note"]) == (long, long)
 
-    assert paths(api.post("/v1/returns", {"items": [wanted(order)], "note": too_long})) == {
-        "note"
-    }
+    assert paths(api.post("/v1/returns", {"items": [wanted(order)], "note": too_long})) == {"note"}
     bad_item = wanted(order, note=too_long, reason="other")
     assert paths(api.post("/v1/returns", {"items": [bad_item]})) == {"items[0].note"}
     assert paths(api.patch(f"/v1/returns/{ret['id']}", {"note": too_long})) == {"note"}
@@ -316,9 +317,7 @@ def test_a_lone_surrogate_in_storefront_and_segment_bodies_names_its_field(
         tenant.publishable_headers,
     )
     assert paths(response, (400, 422)) == {"email"}
-    response = raw_post(
-        client, "/v1/segments", f'{{"name": "s", "where": {LONE}}}', tenant.headers
-    )
+    response = raw_post(client, "/v1/segments", f'{{"name": "s", "where": {LONE}}}', tenant.headers)
     assert paths(response, (400, 422)) == {"where"}
 
 
@@ -368,7 +367,7 @@ def test_zero_padded_numbers_still_find_their_return(api: Api) -> None:
 
 # --- CSV -----------------------------------------------------------------------------------
 
-FORMULAS = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"http://x\")"]
+FORMULAS = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x")']
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(api: Api) -> None:

@@ -20,6 +20,7 @@ every run.
 import json
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -303,6 +304,7 @@ class Api:
     client: TestClient
     path_client: requests.Session
     events_schema: EventSchemas
+    sent: Counter[str] = field(default_factory=Counter)  # requests sent, per operation label
 
     def operations(self) -> Iterator[APIOperation]:
         for result in self.schema.get_all_operations():
@@ -365,6 +367,7 @@ def check_case(
         response = case.call(headers=headers)
     except requests.exceptions.InvalidHeader:
         return  # a header value no HTTP client sends (e.g. leading space): nothing was sent
+    api.sent[case.operation.label] += 1
     server_error = api.recorder.take()
     status = response.status_code
 
@@ -451,6 +454,13 @@ def _can_be_negated(operation: APIOperation) -> bool:
     return False
 
 
+def assert_every_operation_was_called(api: Api) -> None:
+    """A generator that draws nothing for an operation (every draw filtered out, a schema it
+    cannot satisfy) would leave the operation untested without a word: that is a failure."""
+    missed = sorted(op.label for op in api.operations() if api.sent[op.label] == 0)
+    assert not missed, f"no request was sent to {len(missed)} operation(s): {missed}"
+
+
 def _is_events(operation: APIOperation) -> bool:
     return (operation.method.upper(), operation.path) == EVENTS
 
@@ -463,6 +473,7 @@ def test_every_operation_with_a_secret_key(
 
     for operation in api.operations():
         fuzz_operation(operation, run, SECRET_KEY)
+    assert_every_operation_was_called(api)
     findings.assert_none()
 
 
@@ -506,6 +517,82 @@ def test_every_operation_with_a_publishable_key_and_without_a_valid_key(
 
     for operation in api.operations():
         fuzz_operation(operation, run, OTHER_KEYS, extra=bad_authorization)
+    assert_every_operation_was_called(api)
+    findings.assert_none()
+
+
+# --- explicit examples: inputs that once answered 500 ----------------------------------------
+
+_HUGE_LINE = {"product_id": "SKU-1", "quantity": 10**5, "unit_price": 10**12}
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    stamp = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    return {"type": "purchase", "id": "e-1", "timestamp": stamp, "order_id": "o-1"} | fields
+
+
+_RETURN_ITEM = {"order_id": "o-1", "line_id": "1", "quantity": 1, "reason": "unwanted"}
+# (method, path, what the request carries, expected status). Issue 8: each was a 500 once.
+KNOWN_CASES: list[tuple[str, str, dict[str, Any], int]] = [
+    ("GET", "/v1/returns/{return_id}", {"path_parameters": {"return_id": "R-²"}}, 404),
+    ("GET", "/v1/returns/{return_id}", {"path_parameters": {"return_id": "R-" + "9" * 20}}, 404),
+    ("GET", "/v1/returns", {"query": {"q": "R-" + "9" * 20}}, 200),
+    ("GET", "/v1/customers", {"query": {"where": 'email = "\\ud800"'}}, 400),
+    ("GET", "/v1/customers", {"query": {"where": 'customer_id = "\\udfff\\ud800"'}}, 400),
+    (
+        "POST",
+        "/v1/returns",
+        {"body": {"items": [_RETURN_ITEM], "metadata": {"n": 2**64 + 1}}},
+        422,
+    ),
+    ("POST", "/v1/returns", {"body": {"items": [_RETURN_ITEM], "note": "\ud800"}}, 422),
+    ("POST", "/v1/segments", {"body": {"name": "s", "where": "\ud800"}}, 422),
+    (
+        "POST",
+        "/v1/events",
+        {"body": {"events": [_event(items=[{**_HUGE_LINE, "name": "\ud800"}])]}},
+        422,
+    ),
+    # a profile pushed past 2^63 (stored as REAL on SQLite, then unreadable)
+    (
+        "POST",
+        "/v1/events",
+        {"body": {"events": [_event(customer={"id": "c-1"}, items=[_HUGE_LINE] * 92)]}},
+        422,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_parts", "expected"),
+    KNOWN_CASES,
+    ids=[f"{method} {path} {index}" for index, (method, path, _, _) in enumerate(KNOWN_CASES)],
+)
+def test_known_cases(
+    api: Api,
+    tenant: TenantFixture,
+    findings: Findings,
+    method: str,
+    path: str,
+    request_parts: dict[str, Any],
+    expected: int,
+) -> None:
+    """The inputs that once answered 500, through the checks every generated request gets."""
+    parts = dict(request_parts)
+    if "body" in parts:
+        parts["media_type"] = "application/json"
+    case = api.operation(method, path).Case(**parts)
+    check_case(api, case, findings, tenant, headers=tenant.headers, expect_status=expected)
+    findings.assert_none()
+
+
+def test_a_lone_surrogate_in_a_storefront_body_is_422(
+    api: Api, tenant: TenantFixture, findings: Findings
+) -> None:
+    case = api.operation("POST", "/v1/storefront/sessions").Case(
+        body={"order_id": "o-1", "email": "\ud800"}, media_type="application/json"
+    )
+    check_case(api, case, findings, tenant, headers=tenant.publishable_headers, expect_status=422)
     findings.assert_none()
 
 

@@ -90,7 +90,9 @@ class ReturnItem(Strict):
 
     @model_validator(mode="after")
     def _value_within_bounds(self) -> "ReturnItem":
-        error = self.unit_price is not None and line_value_error(self.unit_price, self.quantity)
+        if self.unit_price is None:
+            return self
+        error = line_value_error(self.unit_price, self.quantity)
         if error:
             raise ValueError(error)
         return self
