@@ -1,13 +1,17 @@
 """JSON bodies hold valid Unicode only (API.md 1).
 
 JSON may escape a lone UTF-16 surrogate (`"\\ud800"`), which is no character at all: no
-database can store it, UTF-8 cannot encode it, and Python's `json` accepts it. Such a string
-is refused with 422 naming the field that holds it (code `invalid_unicode`), before anything
-else reads the body. (orjson refuses it too, but only as "not JSON", without a path.)
+database can store it and UTF-8 cannot encode it. Bodies that FastAPI parses are checked by
+Pydantic, which refuses such a string in any `str` field (422 `string_unicode` naming the
+field). Bodies read by hand (`POST /v1/events`, vendor payloads) use `loads_fast`: orjson
+refuses a lone surrogate only as "not JSON", without a path, so that refusal is turned into
+the same 422 naming the field. Fields typed `Any` are not checked by Pydantic: call
+`check_text` on them.
 """
 
 import json
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -50,19 +54,11 @@ def check_text(document: Any, *, prefix: str = "") -> None:
                     "path": format_path(path, prefix),
                     "message": "must be valid Unicode: a lone surrogate escape (\\ud800-\\udfff "
                     "without its pair) is not a character",
-                    "code": "invalid_unicode",
+                    "code": "string_unicode",
                 }
                 for path in paths
             ],
         )
-
-
-def loads(body: bytes | str) -> Any:
-    """A JSON document, its integers exact (Python's `json`); 422 on a lone surrogate.
-    Raises `json.JSONDecodeError` (or RecursionError) for a body that is not JSON."""
-    document = json.loads(body)
-    check_text(document)
-    return document
 
 
 def loads_fast(body: bytes) -> Any:
@@ -71,10 +67,8 @@ def loads_fast(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        try:
+        with suppress(ValueError, RecursionError):  # (not JSON for either)
             check_text(json.loads(body))
-        except (ValueError, RecursionError):  # not JSON for either
-            pass
         raise InvalidRequest(
             "The body is not valid JSON.", details=[{"path": "", "message": str(exc)}]
         ) from None

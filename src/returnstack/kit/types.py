@@ -10,8 +10,10 @@ from pydantic import (
     AwareDatetime,
     BeforeValidator,
     Field,
+    PlainValidator,
     Strict,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from returnstack.kit.money import is_currency
@@ -108,10 +110,39 @@ def line_value_error(unit_price: int, quantity: int) -> str | None:
 # Stripe-like metadata: every JSON client reads each value exactly (no floats, no integers
 # beyond 2^53), and a PostgreSQL jsonb column can hold every key and value (no NUL).
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS), NoNul]
-MetadataValue = (
-    Annotated[str, StringConstraints(max_length=METADATA_VALUE_CHARS), NoNul]
-    | Annotated[int, Strict(), Field(ge=-METADATA_INTEGER, le=METADATA_INTEGER)]
-)
+
+
+def _metadata_value(value: Any) -> str | int:
+    # One validator for the value, so that an error names `metadata.<key>`, not a union member.
+    if isinstance(value, str):
+        if len(value) > METADATA_VALUE_CHARS:
+            raise ValueError(f"must be at most {METADATA_VALUE_CHARS} characters")
+        if "\x00" in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogate escape)") from None
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > METADATA_INTEGER:
+            raise ValueError("must be an integer within +-2^53")
+        return value
+    raise ValueError("must be a string or an integer")
+
+
+MetadataValue = Annotated[
+    str | int,
+    PlainValidator(_metadata_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": METADATA_VALUE_CHARS},
+                {"type": "integer", "minimum": -METADATA_INTEGER, "maximum": METADATA_INTEGER},
+            ]
+        }
+    ),
+]
 Metadata = Annotated[
     dict[MetadataKey, MetadataValue],
     Field(
