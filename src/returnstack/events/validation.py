@@ -9,6 +9,7 @@ from returnstack.events.schemas import (
     MAX_EVENTS_PER_REQUEST,
     PurchaseEvent,
     ReturnEvent,
+    value_errors,
 )
 from returnstack.kit.errors import (
     PayloadTooLarge,
@@ -45,9 +46,10 @@ def check_event(raw: Any) -> ValidEvent | list[dict[str, Any]]:
         event = model.model_validate(raw)
     except ValidationError as exc:
         return validation_details(exc.errors())
+    errors = value_errors(event.items)
     if isinstance(event, PurchaseEvent):
-        return event.duplicate_line_errors() or event
-    return event
+        errors += event.duplicate_line_errors()
+    return errors or event
 
 
 def parse_body(body: bytes) -> list[Any]:
