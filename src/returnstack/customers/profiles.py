@@ -57,6 +57,7 @@ COUNTERS = (
     "online_returns",
     "offline_returns",
 )
+SUMS = (*COUNTERS, "net_revenue")  # every stored sum, each within +-(2^53 - 1)
 SERIAL_RETURNER = "serial_returner"
 PROFILES = cast_type(Table, CustomerProfile.__table__)
 
@@ -269,18 +270,15 @@ def _upsert(
         CustomerProfile,
         values,
         on_conflict=UPSERT,
-        returning=("currency", "orders", "return_rate_value", "serial_returner", "owner", *SUMS),
+        returning=("owner", "currency", "orders", "return_rate_value", "serial_returner", *SUMS),
     )
     rule = get_policy(session, tenant_id=tenant_id).serial_returner
     changed = []
-    for currency, orders, rate, was_flagged, owner, *sums in returned:
+    for owner, currency, orders, rate, was_flagged, *sums in returned:
         _check_sums(currency, sums)
         if (flagged := _is_serial_returner(rule, orders, rate)) != bool(was_flagged):
             changed.append((owner, currency, flagged))
     _set_flags(session, tenant_id, changed)
-
-
-SUMS = (*COUNTERS, "net_revenue")
 
 
 def _check_sums(currency: str, sums: Iterable[Any]) -> None:
@@ -290,12 +288,12 @@ def _check_sums(currency: str, sums: Iterable[Any]) -> None:
         if isinstance(value, int) and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             continue
         raise ValidationFailed(
-            f"This would bring the customer's {name} in {currency} above {MAX_SAFE_INTEGER} "
+            f"This would take the customer's {name} in {currency} past {MAX_SAFE_INTEGER} "
             "(2^53 - 1), the largest amount every JSON client reads exactly; nothing was written.",
             details=[
                 {
                     "path": f"totals.{currency}.{name}",
-                    "message": f"would be above {MAX_SAFE_INTEGER} (2^53 - 1)",
+                    "message": f"would go past {MAX_SAFE_INTEGER} (2^53 - 1)",
                     "code": "total_out_of_range",
                     "field": name,
                 }

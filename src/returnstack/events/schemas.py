@@ -36,7 +36,7 @@ class Trust(StrEnum):
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_ITEMS_PER_EVENT = 500
 
-CODE = "total_out_of_range"
+OUT_OF_RANGE = "total_out_of_range"
 RefundMethod = Literal["original_payment", "store_credit", "gift_card", "cash", "exchange"]
 
 
@@ -93,14 +93,14 @@ def value_errors(items: Sequence[PurchaseItem | ReturnItem]) -> list[dict[str, s
             continue
         error = line_value_error(item.unit_price, item.quantity)
         if error:
-            errors.append({"path": f"items[{index}]", "message": error, "code": CODE})
+            errors.append({"path": f"items[{index}]", "message": error, "code": OUT_OF_RANGE})
         total += item.unit_price * item.quantity
     if not errors and total > MAX_SAFE_INTEGER:
         message = (
             f"the lines are worth {total} in all, above {MAX_SAFE_INTEGER} (2^53 - 1), "
             "the largest amount every JSON client reads exactly"
         )
-        errors.append({"path": "items", "message": message, "code": CODE})
+        errors.append({"path": "items", "message": message, "code": OUT_OF_RANGE})
     return errors
 
 
