@@ -6,6 +6,7 @@ nothing written; never a 500."""
 import csv
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -53,9 +54,10 @@ def paths(response: Any, status: int | tuple[int, ...] = 422) -> set[str]:
 
 def count(database: DatabaseFixture, model: Any, tenant_id: str) -> int:
     with database.db.transaction(write=False) as session:
-        return session.scalar(
+        found = session.scalar(
             select(func.count()).select_from(model).where(model.tenant_id == tenant_id)
         )
+        return found or 0
 
 
 # --- metadata ------------------------------------------------------------------------------
@@ -222,7 +224,9 @@ def test_a_profile_is_never_pushed_past_2_63(api: Api, database: DatabaseFixture
 
 
 def apply_in_one_transaction(
-    database: DatabaseFixture, tenant_id: str, facts: list[tuple[str | None, str | None, Delta]]
+    database: DatabaseFixture,
+    tenant_id: str,
+    facts: Sequence[tuple[str | None, str | None, Delta]],
 ) -> None:
     """Each fact applied on its own, as successive events of one request would be."""
     with database.db.transaction() as session:
@@ -249,9 +253,7 @@ def test_refunds_that_would_push_refunded_past_2_53_roll_back(
 def test_a_delta_past_2_63_is_422_before_the_database_sees_it(
     database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
-    facts: list[tuple[str | None, str | None, Delta]] = [
-        (None, "a@example.com", Delta(gross_revenue=2**64))
-    ]
+    facts = [(None, "a@example.com", Delta(gross_revenue=2**64))]
     with pytest.raises(ValidationFailed) as raised:
         apply_in_one_transaction(database, tenant.id, facts)
     assert {d["field"] for d in raised.value.details} >= {"gross_revenue"}
