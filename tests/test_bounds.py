@@ -3,6 +3,7 @@ notes, items a return, line values and every stored sum at most 2^53 - 1, valid 
 only, and CSV cells a spreadsheet would not run. Each limit is a 4xx naming the field, with
 nothing written; never a 500."""
 
+import asyncio
 import csv
 import io
 import json
@@ -14,7 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from returnstack.customers.profiles import Delta, ProfileChanges
-from returnstack.kit.errors import ValidationFailed
+from returnstack.events.importer import CSV_COLUMNS, read_csv
+from returnstack.events.validation import check_event
+from returnstack.kit.errors import InvalidRequest, ValidationFailed
+from returnstack.kit.http import if_match_version
 from returnstack.models import CustomerProfile, Order, Return
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, item, purchase, return_event, unique
@@ -408,3 +412,37 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(api: Api) -> None:
         assert row["net_revenue"] == "-150"
         assert row["gross_revenue"] == "100"
         assert row["return_rate_value"] == "2.5"
+
+
+# --- digits that are not ASCII -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ['"²"', "²", '"\uff11"', '"٣"'])
+def test_an_if_match_of_non_ascii_digits_is_400(value: str) -> None:
+    """Header values are latin-1 text: "²" passes str.isdigit() but not int()."""
+    with pytest.raises(InvalidRequest) as raised:
+        asyncio.run(if_match_version(value))
+    assert raised.value.details[0]["path"] == "If-Match"
+
+
+def test_an_imported_csv_cell_of_non_ascii_digits_is_a_bad_row() -> None:
+    event = purchase(items=[item(line_id="1")])
+    row = {
+        "type": "purchase",
+        "id": event["id"],
+        "timestamp": event["timestamp"],
+        "order_id": event["order_id"],
+        "currency": "EUR",
+        "line_id": "1",
+        "product_id": "SKU-1",
+        "quantity": "²",
+        "unit_price": "9" * 5000,
+    }
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerow(row)
+    ((_, raw),) = list(read_csv(io.BytesIO(buffer.getvalue().encode())))
+    checked = check_event(raw)
+    assert isinstance(checked, list)
+    assert {error["path"] for error in checked} == {"items[0].quantity", "items[0].unit_price"}

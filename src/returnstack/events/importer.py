@@ -99,7 +99,10 @@ def read_jsonl(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_cell(column: str, value: str) -> Any:
-    if column in CSV_INTEGER_COLUMNS and value.lstrip("-").isdigit():
+    digits = value.removeprefix("-")
+    # ASCII digits only (int() refuses "²", which isdigit() accepts, and reads a fullwidth
+    # "1" as 1), and not thousands of them (int() refuses those). The validator refuses the rest.
+    if column in CSV_INTEGER_COLUMNS and digits.isascii() and digits.isdigit() and len(digits) < 40:
         return int(value)
     return value
 

@@ -32,7 +32,7 @@ async def if_match_version(
     if if_match is None or if_match.strip() == "*":
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # not "²", nor "\uff11"
         raise InvalidRequest(
             "If-Match must be a version, as the ETag gives it.",
             details=[{"path": "If-Match", "message": 'must look like "3"'}],

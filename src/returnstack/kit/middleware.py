@@ -59,7 +59,13 @@ class RequestMiddleware:
             limit = max(limit, UPLOAD_BODY_BYTES)
 
         declared = _header(scope, b"content-length")
-        if not upload and declared is not None and declared.isdigit() and int(declared) > limit:
+        if (
+            not upload
+            and declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             await self._too_large(scope, receive, send, request_id, limit)
             self._observe(scope, 413, started, request_id)
             return
