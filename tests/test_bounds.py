@@ -446,3 +446,40 @@ def test_an_imported_csv_cell_of_non_ascii_digits_is_a_bad_row() -> None:
     checked = check_event(raw)
     assert isinstance(checked, list)
     assert {error["path"] for error in checked} == {"items[0].quantity", "items[0].unit_price"}
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/returns/ret_x/attachments"])
+def test_a_content_length_of_non_ascii_digits_is_no_500(
+    app: Any, tenant: TenantFixture, path: str
+) -> None:
+    """Sent as raw ASGI: HTTP clients (and servers) refuse such a header, the app must too."""
+    messages: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {tenant.secret_key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"\xb2"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    assert 400 <= status < 500

@@ -77,7 +77,7 @@ async def received_file(
     Depends on the Idempotency-Key dependency so that, when a key is sent, the body is read
     and kept before the form is parsed."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > UPLOAD_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > UPLOAD_BODY_BYTES:
         raise PayloadTooLarge(
             f"The request body exceeds the limit of {UPLOAD_BODY_BYTES} bytes for uploads.",
             details=[{"path": "file", "message": f"larger than {UPLOAD_BODY_BYTES} bytes"}],
