@@ -97,8 +97,10 @@ class Api:
     def patch(self, path: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.http.patch(path, json=body, headers=self.tenant.headers | (headers or {}))
 
-    def delete(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return self.http.delete(path, headers=self.tenant.headers | (headers or {}))
+    def delete(
+        self, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        return self.http.delete(path, headers=self.tenant.headers | (headers or {}), **kwargs)
 
     def put(self, path: str, body: Any) -> httpx.Response:
         return self.http.put(path, json=body, headers=self.tenant.headers)

@@ -1,0 +1,2 @@
+HOMES: dict[str, str] = {}
+NOT_PERSONAL: dict[str, str] = {}
