@@ -376,6 +376,7 @@ def generate(plan: Plan, tenant_id: str, start: Cursor, people: int) -> dict[str
                 {
                     "tenant_id": tenant_id,
                     "id": cid,
+                    "server_id": f"cus_C{person:025d}",
                     "email": email,
                     "name": f"Customer {person}",
                     "created_at": moments[0],
@@ -387,6 +388,7 @@ def generate(plan: Plan, tenant_id: str, start: Cursor, people: int) -> dict[str
                 "tenant_id": tenant_id,
                 "email": email,
                 "customer_id": cid,
+                "server_id": None if cid is not None else f"cus_G{person:025d}",
                 "created_at": moments[0],
             }
         )

@@ -39,6 +39,16 @@ CustomerId = Annotated[str, Path(min_length=1, max_length=128)]
 Cursor = Annotated[str | None, Query(max_length=500)]
 
 
+Email = Annotated[str, Query(min_length=3, max_length=320)]
+
+
+def _normalized(email: str) -> str:
+    try:
+        return normalize_email(email)
+    except ValueError as exc:
+        raise InvalidRequest(details=[{"path": "email", "message": str(exc)}]) from None
+
+
 def _not_found(customer_id: str) -> NotFound:
     return NotFound(f"No customer {customer_id!r}.")
 
@@ -51,21 +61,31 @@ def _emails_of_known(session: Session, tenant_id: str, customer_id: str) -> list
 
 
 @router.get("/v1/customers/lookup", response_model=CustomerProfileOut, responses=READ_ERRORS)
-def lookup_customer(
-    email: Annotated[str, Query(min_length=3, max_length=320)],
-    principal: SecretKey,
-    session: DbSession,
-) -> dict[str, Any]:
+def lookup_customer(email: Email, principal: SecretKey, session: DbSession) -> dict[str, Any]:
     """The profile of the customer an email belongs to; for an email no customer claimed
     yet (a guest), the guest's own profile, with `customer.id` null."""
-    try:
-        normalized = normalize_email(email)
-    except ValueError as exc:
-        raise InvalidRequest(details=[{"path": "email", "message": str(exc)}]) from None
-    profile = email_profile(session, tenant_id=principal.tenant_id, email=normalized)
+    profile = email_profile(session, tenant_id=principal.tenant_id, email=_normalized(email))
     if profile is None:
         raise NotFound("No customer with this email.")
     return profile
+
+
+@router.delete(
+    "/v1/customers/lookup", status_code=204, response_class=Response, responses=READ_ERRORS
+)
+def erase_by_email(
+    email: Email,
+    principal: SecretKey,
+    session: DbSession,
+    storage: Annotated[AttachmentStorage, Depends(get_storage)],
+) -> Response:
+    """Erase the person an email belongs to: a guest (known only by this email), or the
+    customer it is linked to (as `DELETE /v1/customers/{id}`, everything of theirs). 404
+    when the email was never seen or is already erased."""
+    erasure.erase_email(
+        session, tenant_id=principal.tenant_id, email=_normalized(email), storage=storage
+    )
+    return Response(status_code=204)
 
 
 # The sub-resources come before the profile: a customer id may contain "/".
@@ -159,8 +179,10 @@ def erase_customer(
     storage: Annotated[AttachmentStorage, Depends(get_storage)],
 ) -> Response:
     """Erase the customer's personal data: their id and emails on orders and returns,
-    notes, metadata and attachments of their returns, their profile and sessions. What
-    they bought and returned still counts, anonymously, for products and reports."""
+    notes, metadata and attachments of their returns, their profile and sessions, and every
+    copy (history actors, outbox events, idempotency replays, saved segments). What they
+    bought and returned still counts, anonymously, for products and reports. Records
+    `customer.erased` (data: the server id only)."""
     erasure.erase_customer(
         session, tenant_id=principal.tenant_id, customer_id=customer_id, storage=storage
     )

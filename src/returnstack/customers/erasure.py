@@ -1,11 +1,15 @@
-"""Erasing a customer's personal data (the right to be forgotten).
+"""Erasing a person's data (the right to be forgotten): a customer by id, or a person known
+only by email (a guest). `customers/personal_data.py` lists every home this clears.
 
 The facts stay, anonymous: order lines and return items still count for products and
-reports, but nothing links them to the person any more. Their profile goes, and their id
-and emails can no longer be looked up.
+reports, but nothing links them to the person any more. Their profile goes, their id and
+emails can no longer be looked up, and nothing stored or sent afterwards names them. One
+`customer.erased` event (data: the server id only) tells receivers to forget them too.
 """
 
 import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -13,7 +17,8 @@ from sqlalchemy import ColumnElement, and_, delete, event, func, or_, select, up
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
 
-from returnstack.customers.profiles import customer_owner
+from returnstack.customers.expressions import rewrite_literals
+from returnstack.customers.profiles import customer_owner, guest_owner
 from returnstack.customers.render import customer_exists, linked_emails
 from returnstack.kit.errors import NotFound
 from returnstack.models import (
@@ -27,74 +32,199 @@ from returnstack.models import (
     Return,
     ReturnHistory,
     ReturnItem,
+    Segment,
     StorefrontSession,
 )
+from returnstack.outbox.service import DomainEvent
+from returnstack.outbox.service import record as record_domain_events
 from returnstack.returns.attachments import AttachmentStorage
 
 log = logging.getLogger(__name__)
+
+STOREFRONT_CUSTOMER = "storefront:customer"  # the history actor of an erased customer
+ERASED = "[erased]"
+
+
+@dataclass(frozen=True)
+class Person:
+    """Whom to erase: a customer id (None for a guest) and every email of theirs."""
+
+    customer_id: str | None
+    emails: tuple[str, ...]  # normalised (lower case)
+    names: tuple[str, ...]  # as given in events (customers.name)
+    server_ids: tuple[str, ...]  # the ids webhooks knew them by
+
+    @property
+    def actor(self) -> str | None:
+        return f"{STOREFRONT_CUSTOMER}:{self.customer_id}" if self.customer_id else None
+
+    def named_in(self, text: str) -> bool:
+        """Whether free text names the person: an email anywhere (any case), the id as a
+        word of its own (so customer "42" is not found in "SKU-1425")."""
+        lowered = text.lower()
+        if any(email in lowered for email in self.emails):
+            return True
+        return self.customer_id is not None and _word(self.customer_id).search(text) is not None
+
+    def redact(self, text: str) -> str:
+        for email in self.emails:
+            text = re.sub(re.escape(email), ERASED, text, flags=re.IGNORECASE)
+        if self.customer_id is not None:
+            text = _word(self.customer_id).sub(ERASED, text)
+        return text
+
+
+def _word(value: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])")
 
 
 def erase_customer(
     session: Session, *, tenant_id: str, customer_id: str, storage: AttachmentStorage
 ) -> None:
-    """Erase everything that identifies the customer; 404 for an unknown (or erased) id.
-
-    Attachment files are deleted after the transaction commits (a rollback keeps them).
-    """
-    if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
+    """Erase a customer and everything recorded under their id or a linked email; 404 for
+    an unknown (or erased) id. Attachment files are deleted after the transaction commits
+    (a rollback keeps them)."""
+    person = _customer(session, tenant_id, customer_id)
+    if person is None:
         raise NotFound(f"No customer {customer_id!r}.")
-    owner = customer_owner(customer_id)
-    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
-    identifiers = [customer_id, *emails]
+    _erase(session, tenant_id, person, storage)
+
+
+def erase_email(
+    session: Session, *, tenant_id: str, email: str, storage: AttachmentStorage
+) -> None:
+    """Erase the person an email (normalised) belongs to: the customer it is linked to, or
+    else the guest known only by it; 404 when the email was never seen (or is erased)."""
+    link = session.get(CustomerEmail, (tenant_id, email))
+    if link is not None and link.customer_id is not None:
+        erase_customer(session, tenant_id=tenant_id, customer_id=link.customer_id, storage=storage)
+        return
+    if link is None and not _guest_seen(session, tenant_id, email):
+        raise NotFound("No customer with this email.")
+    person = Person(
+        customer_id=None,
+        emails=(email,),
+        names=(),
+        server_ids=(link.server_id,) if link is not None and link.server_id else (),
+    )
+    _erase(session, tenant_id, person, storage)
+
+
+def _customer(session: Session, tenant_id: str, customer_id: str) -> Person | None:
+    if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
+        return None
+    customer = session.get(Customer, (tenant_id, customer_id))
+    emails = set(linked_emails(session, tenant_id=tenant_id, customer_id=customer_id))
+    if customer is not None and customer.email and customer.email not in emails:
+        # The latest email given with the id, unless another customer owns it.
+        link = session.get(CustomerEmail, (tenant_id, customer.email))
+        if link is None or link.customer_id is None:
+            emails.add(customer.email)
+    # An email that was a guest before its link had an id of its own, which receivers
+    # may have seen.
+    guest_ids = session.scalars(
+        select(CustomerEmail.server_id)
+        .where(
+            CustomerEmail.tenant_id == tenant_id,
+            CustomerEmail.email.in_(sorted(emails)),
+            CustomerEmail.server_id.is_not(None),
+        )
+        .order_by(CustomerEmail.server_id)
+    ).all()
+    server_ids = [customer.server_id] if customer is not None else []
+    return Person(
+        customer_id=customer_id,
+        emails=tuple(sorted(emails)),
+        names=(customer.name,) if customer is not None and customer.name else (),
+        server_ids=tuple(dict.fromkeys(sid for sid in [*server_ids, *guest_ids] if sid)),
+    )
+
+
+def _guest_seen(session: Session, tenant_id: str, email: str) -> bool:
+    for model in (Order, Return):
+        found = session.scalar(
+            select(model.tenant_id)
+            .where(model.tenant_id == tenant_id, model.email == email)
+            .limit(1)
+        )
+        if found is not None:
+            return True
+    profile = session.scalar(
+        select(CustomerProfile.owner)
+        .where(
+            CustomerProfile.tenant_id == tenant_id,
+            CustomerProfile.owner == guest_owner(email),
+        )
+        .limit(1)
+    )
+    return profile is not None
+
+
+def _erase(session: Session, tenant_id: str, person: Person, storage: AttachmentStorage) -> None:
+    customer_id, emails = person.customer_id, list(person.emails)
 
     def theirs(model: type[Order] | type[Return]) -> ColumnElement[bool]:
-        return and_(
-            model.tenant_id == tenant_id,
-            or_(model.customer_id == customer_id, model.email.in_(emails)),
-        )
+        mine = model.email.in_(emails)
+        if customer_id is not None:
+            mine = or_(model.customer_id == customer_id, mine)
+        return and_(model.tenant_id == tenant_id, mine)
 
     return_ids = list(session.scalars(select(Return.id).where(theirs(Return))))
-    _erase_returns(session, tenant_id, return_ids, storage)
+    _erase_returns(session, tenant_id, person, return_ids, storage)
     # A fact of another customer that used one of these emails keeps that customer's id.
     for model in (Order, Return):
+        values: dict[str, Any] = {"email": None}
+        if customer_id is not None:
+            values["customer_id"] = func.nullif(model.customer_id, customer_id)
         session.execute(
             update(model)
             .where(theirs(model))
-            .values(
-                customer_id=func.nullif(model.customer_id, customer_id),
-                email=None,
-            )
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
+    sessions = StorefrontSession.email.in_(emails)
+    owners = [guest_owner(email) for email in emails]
+    if customer_id is not None:
+        sessions = or_(StorefrontSession.customer_id == customer_id, sessions)
+        owners.append(customer_owner(customer_id))
     session.execute(
-        delete(StorefrontSession).where(
-            StorefrontSession.tenant_id == tenant_id,
-            or_(
-                StorefrontSession.customer_id == customer_id,
-                StorefrontSession.email.in_(emails),
-            ),
-        )
+        delete(StorefrontSession).where(StorefrontSession.tenant_id == tenant_id, sessions)
     )
     session.execute(
         delete(CustomerProfile).where(
-            CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner == owner
+            CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner.in_(owners)
         )
     )
-    session.execute(
-        delete(CustomerEmail).where(
-            CustomerEmail.tenant_id == tenant_id, CustomerEmail.customer_id == customer_id
+    links = CustomerEmail.email.in_(emails)
+    if customer_id is not None:
+        links = or_(CustomerEmail.customer_id == customer_id, links)
+        session.execute(
+            delete(Customer).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
         )
+    session.execute(delete(CustomerEmail).where(CustomerEmail.tenant_id == tenant_id, links))
+    _rewrite_segments(session, tenant_id, person)
+    _drop_replays(session, tenant_id, person, return_ids)
+    _scrub_outbox(session, tenant_id, person, return_ids)
+    record_domain_events(
+        session,
+        tenant_id=tenant_id,
+        events=[DomainEvent(type="customer.erased", data={"id": sid}) for sid in person.server_ids],
     )
-    session.execute(
-        delete(Customer).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
+    log.info(
+        "customer.erased",
+        extra={"tenant_id": tenant_id, "returns": len(return_ids), "guest": customer_id is None},
     )
-    _scrub_stored_payloads(session, tenant_id, identifiers)
 
 
 def _erase_returns(
-    session: Session, tenant_id: str, return_ids: list[str], storage: AttachmentStorage
+    session: Session,
+    tenant_id: str,
+    person: Person,
+    return_ids: list[str],
+    storage: AttachmentStorage,
 ) -> None:
-    """Notes, metadata and attachments of the customer's returns; items and history stay."""
+    """Notes, metadata and attachments of the person's returns, and their name as a history
+    actor; the items and the history themselves stay."""
     if not return_ids:
         return
     session.execute(
@@ -108,11 +238,14 @@ def _erase_returns(
         .where(ReturnItem.tenant_id == tenant_id, ReturnItem.return_id.in_(return_ids))
         .values(note=None)
     )
-    session.execute(
-        update(ReturnHistory)
-        .where(ReturnHistory.tenant_id == tenant_id, ReturnHistory.return_id.in_(return_ids))
-        .values(note=None)
-    )
+    history = and_(ReturnHistory.tenant_id == tenant_id, ReturnHistory.return_id.in_(return_ids))
+    session.execute(update(ReturnHistory).where(history).values(note=None))
+    if person.actor is not None:
+        session.execute(
+            update(ReturnHistory)
+            .where(history, ReturnHistory.actor == person.actor)
+            .values(actor=STOREFRONT_CUSTOMER)
+        )
     keys = list(
         session.scalars(
             delete(Attachment)
@@ -137,50 +270,131 @@ def _delete_files_after_commit(
     event.listen(session, "after_commit", remove, once=True)
 
 
-def _scrub_stored_payloads(session: Session, tenant_id: str, identifiers: list[str]) -> None:
-    """Copies of the person's data in stored responses (idempotency replays) and in the
-    outbox (webhook events): replays are dropped, events keep their shape without it."""
-    needles = [orjson.dumps(identifier) for identifier in identifiers]
-    replays = select(IdempotencyKey.key, IdempotencyKey.response_body).where(
-        IdempotencyKey.tenant_id == tenant_id
-    )
+def _rewrite_segments(session: Session, tenant_id: str, person: Person) -> None:
+    """Saved segments stay (they are the merchant's), but a literal that names the person
+    becomes "", which no customer id or email equals: for everyone still stored, the
+    segment means what it meant."""
+
+    def names_them(field: str, value: str) -> bool:
+        if field == "email":
+            return value.strip().lower() in person.emails
+        return field == "customer_id" and value == person.customer_id
+
+    for segment in session.scalars(select(Segment).where(Segment.tenant_id == tenant_id)):
+        expression = rewrite_literals(segment.expression, names_them)
+        name = person.redact(segment.name) if person.named_in(segment.name) else segment.name
+        if (expression, name) != (segment.expression, segment.name):
+            segment.expression, segment.name = expression, name
+    session.flush()
+
+
+def _drop_replays(session: Session, tenant_id: str, person: Person, return_ids: list[str]) -> None:
+    """Stored responses (idempotency replays, every scope) that name the person or show one
+    of their returns. A retry with such a key does the work again, as after 24 h."""
+    exact = [orjson.dumps(value) for value in (person.customer_id, person.actor) if value]
+    emails = [email.encode() for email in person.emails]
+    returns = [return_id.encode() for return_id in return_ids]
+
+    def names_them(key: str, body: bytes) -> bool:
+        lowered = body.lower()
+        return (
+            person.named_in(key)
+            or any(needle in body for needle in exact)
+            or any(email in lowered for email in emails)
+            or any(return_id in body for return_id in returns)
+        )
+
+    replays = select(IdempotencyKey.scope, IdempotencyKey.key, IdempotencyKey.response_body)
     stale = [
-        key
-        for key, body in session.execute(replays.execution_options(yield_per=1000))
-        if any(needle in body for needle in needles)
+        (scope, key)
+        for scope, key, body in session.execute(
+            replays.where(IdempotencyKey.tenant_id == tenant_id).execution_options(yield_per=1000)
+        )
+        if names_them(key, bytes(body))
     ]
-    for start in range(0, len(stale), 500):
+    for scope, key in stale:
         session.execute(
             delete(IdempotencyKey).where(
                 IdempotencyKey.tenant_id == tenant_id,
-                IdempotencyKey.key.in_(stale[start : start + 500]),
+                IdempotencyKey.scope == scope,
+                IdempotencyKey.key == key,
             )
         )
-    text = func.cast(OutboxEvent.data, sqltypes.Text)
-    mentions = or_(*(text.contains(orjson.dumps(i).decode(), autoescape=True) for i in identifiers))
-    secret = set(identifiers)
-    for row in session.scalars(
-        select(OutboxEvent).where(OutboxEvent.tenant_id == tenant_id, mentions)
-    ):
-        row.data = _scrub(row.data, secret)
+
+
+def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: list[str]) -> None:
+    """Outbox events (webhook payloads) keep their shape without the person: values that
+    name them are removed, and events about their returns lose notes, metadata and
+    attachments, in `data` and on both sides of `changes`."""
+    quoted = [orjson.dumps(value).decode() for value in (person.customer_id, person.actor) if value]
+    found = []
+    for column in (OutboxEvent.data, OutboxEvent.changes):
+        text = func.cast(column, sqltypes.Text)
+        found.extend(text.contains(needle, autoescape=True) for needle in quoted + return_ids)
+        found.extend(func.lower(text).contains(email, autoescape=True) for email in person.emails)
+    if not found:
+        return
+    rows = session.scalars(
+        select(OutboxEvent).where(OutboxEvent.tenant_id == tenant_id, or_(*found))
+    )
+    ids = set(return_ids)
+    for row in rows:
+        scrub = _Scrubber(person, wipe=isinstance(row.data, dict) and row.data.get("id") in ids)
+        row.data = scrub.value(row.data)
         if row.changes is not None:
-            row.changes = _scrub(row.changes, secret)
+            row.changes = scrub.changes(row.changes)
+    session.flush()
 
 
-def _scrub(value: Any, secret: set[str]) -> Any:
-    """The same JSON with the person's identifiers, notes and metadata removed."""
-    if isinstance(value, dict):
+# What the events of an erased person's return lose: free text and files.
+_WIPED_DATA: dict[str, Any] = {"note": None, "metadata": {}, "attachments": []}
+_WIPED_SIDE: dict[str, Any] = {"note": None, "metadata": {}, "attachments": None}
+
+
+@dataclass(frozen=True)
+class _Scrubber:
+    person: Person
+    wipe: bool  # the event is about one of the person's returns
+
+    def value(self, value: Any, key: str | None = None) -> Any:
+        if self.wipe and key in _WIPED_DATA and value is not None:
+            return _WIPED_DATA[key]
+        if isinstance(value, dict):
+            return {
+                name: self.value(item, name)
+                for name, item in value.items()
+                if not self.person.named_in(str(name))
+            }
+        if isinstance(value, list):
+            return [
+                self.value(item)
+                for item in value
+                if not (isinstance(item, str) and self._names(item))
+            ]
+        if isinstance(value, str):
+            return self._string(value)
+        return value
+
+    def changes(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """`{field: [before, after]}`: each side is scrubbed (or wiped) as the field's value."""
         scrubbed: dict[str, Any] = {}
-        for key, item in value.items():
-            if key == "note" and isinstance(item, str):
-                scrubbed[key] = None
-            elif key == "metadata" and isinstance(item, dict):
-                scrubbed[key] = {}
+        for field, pair in changes.items():
+            if self.wipe and field in _WIPED_SIDE and isinstance(pair, list):
+                scrubbed[field] = [None if side is None else _WIPED_SIDE[field] for side in pair]
+            elif isinstance(pair, list):
+                scrubbed[field] = [
+                    self._string(side) if isinstance(side, str) else self.value(side, field)
+                    for side in pair
+                ]
             else:
-                scrubbed[key] = _scrub(item, secret)
+                scrubbed[field] = self.value(pair, field)
         return scrubbed
-    if isinstance(value, list):
-        return [_scrub(item, secret) for item in value]
-    if isinstance(value, str) and value in secret:
-        return None
-    return value
+
+    def _names(self, text: str) -> bool:
+        person = self.person
+        return text == person.customer_id or text in person.names or person.named_in(text)
+
+    def _string(self, text: str) -> str | None:
+        if self.person.actor is not None and text == self.person.actor:
+            return STOREFRONT_CUSTOMER
+        return None if self._names(text) else text

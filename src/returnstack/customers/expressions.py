@@ -189,6 +189,35 @@ def compile_where(text: str | None) -> ColumnElement[bool]:
     return true() if node is None else to_sql(node)
 
 
+def rewrite_literals(text: str, names: Callable[[str, str], bool]) -> str:
+    """The expression with every quoted literal compared to `customer_id` or `email` for
+    which `names(field, value)` holds replaced by `""` (which no id or email equals); the
+    rest of the text unchanged. Text that does not parse is returned as it is."""
+    try:
+        tree = _PARSER.parse(text)
+    except UnexpectedInput:
+        return text
+    spans = []
+    for node in tree.iter_subtrees():
+        if node.data not in ("compare", "in_list", "not_in_list"):
+            continue
+        field = str(node.children[0])
+        if field not in ("customer_id", "email"):
+            continue
+        literals = node.children[2:] if node.data == "compare" else node.children[1].children
+        for token in literals:
+            if isinstance(token, Token) and token.type == "STRING":
+                try:
+                    value = _string(token)
+                except InvalidRequest:
+                    continue
+                if names(field, value):
+                    spans.append((_at(token), token.end_pos or 0))
+    for start, end in sorted(spans, reverse=True):
+        text = f'{text[:start]}""{text[end:]}'
+    return text
+
+
 def _syntax_error(exc: UnexpectedInput, text: str) -> InvalidRequest:
     if isinstance(exc, UnexpectedCharacters):
         position = exc.pos_in_stream or 0

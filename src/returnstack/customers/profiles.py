@@ -306,8 +306,9 @@ def _is_serial_returner(rule: SerialReturner, orders: int, return_rate_value: fl
 
 
 def _set_flags(session: Session, tenant_id: str, changed: list[tuple[str, str, bool]]) -> None:
-    """Store flag changes; a customer newly flagged is news (`customer.flagged`)."""
-    flagged_owners: dict[str, list[str]] = {}
+    """Store flag changes; each is news: `customer.flagged` when a (customer, currency) is
+    newly flagged, `customer.unflagged` when its flag clears."""
+    by_owner: dict[tuple[bool, str], list[str]] = {}
     for owner, currency, flagged in changed:
         session.execute(
             update(CustomerProfile)
@@ -318,21 +319,24 @@ def _set_flags(session: Session, tenant_id: str, changed: list[tuple[str, str, b
             )
             .values(serial_returner=flagged)
         )
-        if flagged:
-            flagged_owners.setdefault(owner, []).append(currency)
-    if not flagged_owners:
+        by_owner.setdefault((flagged, owner), []).append(currency)
+    if not by_owner:
         return
     from returnstack.customers.render import render_owner  # render reads these rows
 
     events = []
-    for owner, currencies in sorted(flagged_owners.items()):
+    # Flags set first, then cleared; owners in order: the same order on every run.
+    for (flagged, owner), currencies in sorted(
+        by_owner.items(), key=lambda e: (not e[0][0], e[0][1])
+    ):
         profile = render_owner(session, tenant_id=tenant_id, owner=owner)
         if profile is None:
             continue
+        kind = "flagged" if flagged else "unflagged"
         events.append(
             DomainEvent(
-                type="customer.flagged",
-                data={**profile, "flagged_currencies": sorted(currencies)},
+                type=f"customer.{kind}",
+                data={**profile, f"{kind}_currencies": sorted(currencies)},
                 changes=None,
             )
         )

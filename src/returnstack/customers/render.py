@@ -26,6 +26,7 @@ TOTALS = (
 
 def render_profile(
     *,
+    server_id: str | None,
     customer_id: str | None,
     email: str | None,
     emails: Sequence[str],
@@ -37,6 +38,7 @@ def render_profile(
 
     flags = sorted({SERIAL_RETURNER for row in rows if row.serial_returner})
     return {
+        "id": server_id,
         "customer": {"id": customer_id, "email": email, "emails": list(emails)},
         "first_order_at": edge([row.first_order_at for row in rows], min),
         "last_order_at": edge([row.last_order_at for row in rows], max),
@@ -100,6 +102,7 @@ def customer_profile(
     emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
     email = customer.email if customer is not None and customer.email else None
     return render_profile(
+        server_id=customer.server_id if customer is not None else None,
         customer_id=customer_id,
         email=email or (emails[0] if emails else None),
         emails=emails,
@@ -115,7 +118,13 @@ def email_profile(session: Session, *, tenant_id: str, email: str) -> dict[str, 
     rows = _rows(session, tenant_id, guest_owner(email))
     if link is None and not rows:
         return None
-    return render_profile(customer_id=None, email=email, emails=[email], rows=rows)
+    return render_profile(
+        server_id=link.server_id if link is not None else None,
+        customer_id=None,
+        email=email,
+        emails=[email],
+        rows=rows,
+    )
 
 
 def render_owner(session: Session, *, tenant_id: str, owner: str) -> dict[str, Any] | None:

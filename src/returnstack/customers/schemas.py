@@ -32,6 +32,11 @@ class Channels(BaseModel):
 
 
 class CustomerProfileOut(BaseModel):
+    id: str | None = Field(
+        description="The server's opaque id of this customer or guest (`cus_...`), stable for "
+        "its lifetime; webhooks name the customer by it (`customer.erased` carries only this). "
+        "A guest whose email is linked to a customer takes the customer's id."
+    )
     customer: CustomerIdentity
     first_order_at: str | None
     last_order_at: str | None

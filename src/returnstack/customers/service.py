@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import merge_guests
 from returnstack.kit.bulk import insert_rows
+from returnstack.kit.ids import new_id
 from returnstack.models import Customer, CustomerEmail
 
 
@@ -33,6 +34,8 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
             customers[identity.customer_id] = {
                 "tenant_id": tenant_id,
                 "id": identity.customer_id,
+                # A customer keeps the id it got first (the upsert below never changes it).
+                "server_id": known["server_id"] if known else new_id("cus"),
                 "email": identity.email or (known["email"] if known else None),
                 "name": identity.name or (known["name"] if known else None),
                 "created_at": now,
@@ -52,7 +55,14 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
         session,
         CustomerEmail,
         [
-            {"tenant_id": tenant_id, "email": email, "customer_id": cid, "created_at": now}
+            {
+                "tenant_id": tenant_id,
+                "email": email,
+                "customer_id": cid,
+                # Only a guest has an id of its own (a linked email shows its customer's).
+                "server_id": None if cid is not None else new_id("cus"),
+                "created_at": now,
+            }
             for email, cid in sorted(emails.items())
         ],
         on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "

@@ -52,6 +52,7 @@ class Database:
                 pool_recycle=1800,
                 json_serializer=_json_dumps,
                 json_deserializer=orjson.loads,
+                hide_parameters=True,  # they hold personal data: never in logs or errors
             )
         # Writers on SQLite take the write lock when they begin (BEGIN IMMEDIATE), so a
         # read-then-write never fails half-way with "database is locked".
@@ -131,6 +132,7 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         max_overflow=THREAD_POOL_SIZE - settings.db_pool_size,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
+        hide_parameters=True,  # they hold personal data: never in logs or errors
     )
     synchronous = settings.sqlite_synchronous
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from returnstack.kit.logs import error_fields
 from returnstack.kit.responses import JSONResponse
 
 log = logging.getLogger("returnstack.errors")
@@ -204,7 +205,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_data_error(_request: Request, exc: Exception) -> Response:
         # A value the database refuses (validation should have caught it): the client's fault.
-        log.warning("request.data_error", exc_info=exc)
+        log.warning("request.data_error", extra=error_fields(exc))
         return error_response(
             InvalidRequest(
                 "The request holds a value the database cannot store.",

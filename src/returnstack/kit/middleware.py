@@ -10,6 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from returnstack.kit.errors import PayloadTooLarge
+from returnstack.kit.logs import error_fields
 from returnstack.kit.metrics import LATENCY, REQUESTS
 from returnstack.kit.responses import JSONResponse
 
@@ -101,7 +102,7 @@ class RequestMiddleware:
             await self._too_large(scope, receive, send, request_id, limit)
         except Exception:
             # Rendered here, inside the request id's reach; the transaction was rolled back.
-            log.exception("request.failed", extra={"request_id": request_id})
+            log.error("request.failed", extra={"request_id": request_id, **error_fields()})
             if response_started:
                 raise
             status = 500
@@ -132,10 +133,11 @@ class RequestMiddleware:
         REQUESTS.labels(path, method, str(status)).inc()
         LATENCY.labels(path, method).observe(elapsed)
         if self.log_requests:
+            # The route's template, not the path: a path may name a person
+            # (/v1/customers/{customer_id}), and logs never carry personal data.
             extra: dict[str, Any] = {
                 "request_id": request_id,
                 "method": method,
-                "path": scope["path"],
                 "route": path,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),

@@ -17,6 +17,9 @@ class Customer(Base):
 
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    # cus_..., the server's opaque id of the customer: what webhooks may name without
+    # naming the person (customer.erased carries only this).
+    server_id: Mapped[str] = mapped_column(String(40))
     email: Mapped[str | None] = mapped_column(String(254))
     name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -39,4 +42,7 @@ class CustomerEmail(Base):
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(254), primary_key=True)
     customer_id: Mapped[str | None] = mapped_column(ClientId)
+    # cus_..., the server's id of the email as a guest; null for an email that came with
+    # its customer id the first time (never a guest).
+    server_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -28,6 +28,8 @@ EVENT_TYPES = frozenset(
         "purchase.reported",
         "return.reported",
         "customer.flagged",
+        "customer.unflagged",
+        "customer.erased",
     }
 )
 
