@@ -221,6 +221,24 @@ def test_serial_returner_flag_is_set_with_an_outbox_event_and_cleared(
     # A stricter policy re-evaluates: nobody is flagged at a 100 % threshold.
     api.set_policy(serial_returner={"min_orders": 1, "return_rate_value": 0.01})
     assert profile(api, who["id"])["flags"] == ["serial_returner"]
+    # A laxer one clears the flag again (policy changes re-evaluate both ways).
+    api.set_policy(serial_returner={"min_orders": 10, "return_rate_value": 0.01})
+    assert profile(api, who["id"])["flags"] == []
+
+    news = [row for row in all_outbox(database, tenant.id) if row.type.startswith("customer.")]
+    assert [row.type for row in news] == [
+        "customer.flagged",
+        "customer.unflagged",  # the big purchase
+        "customer.flagged",  # the stricter policy
+        "customer.unflagged",  # the laxer one
+    ]
+    for row in news:
+        assert row.data["customer"]["id"] == who["id"]
+        assert row.data["id"] == body["id"]
+    cleared = news[1].data
+    assert cleared["unflagged_currencies"] == ["EUR"]
+    assert cleared["flags"] == []
+    assert cleared["totals"]["EUR"]["gross_revenue"] == 103000
     check_rebuild(database, tenant)
 
 

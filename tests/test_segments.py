@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from returnstack.customers import segments
+from returnstack.kit.ids import new_id
 from returnstack.models import Customer, CustomerProfile
 from tests.conftest import DatabaseFixture, TenantFixture
 
@@ -64,6 +65,7 @@ def seed(database: DatabaseFixture, tenant_id: str, rows: list[dict[str, Any]]) 
                 Customer(
                     tenant_id=tenant_id,
                     id=customer_id,
+                    server_id=new_id("cus"),
                     email=email,
                     created_at=now,
                     updated_at=now,

@@ -308,16 +308,13 @@ def open_return(
             "Some items cannot be returned; nothing was created.", details=checked.error_details()
         )
     assert checked.currency is not None
-    identities = [Identity(checked.customer_id, None), Identity(None, checked.email)]
     if data.customer is not None and data.customer.id and data.customer.email:
         # A request naming both links them, as an event naming both does.
-        identities.append(Identity(data.customer.id, data.customer.email))
-    # Whoever the return names has a record (and a server id), as if an event had named them.
-    remember_customers(
-        session,
-        tenant_id=tenant_id,
-        identities=[who for who in identities if who.customer_id or who.email],
-    )
+        remember_customers(
+            session,
+            tenant_id=tenant_id,
+            identities=[Identity(data.customer.id, data.customer.email)],
+        )
     now = datetime.now(UTC)
     (number,) = next_numbers(session, tenant_id=tenant_id, name="return_number", count=1)
     ret = Return(
@@ -375,6 +372,13 @@ def _count_in_profile(
         units_before=units_before,
         units_received=units_received,
         refunded=refunded,
+    )
+    # Whoever gets a profile row has a record (and a server id), as if an event named them.
+    identities = [Identity(ret.customer_id, None), Identity(None, ret.email)]
+    remember_customers(
+        session,
+        tenant_id=ret.tenant_id,
+        identities=[who for who in identities if who.customer_id or who.email],
     )
     profiles.add(ret.customer_id, ret.email, ret.currency, delta)
     profiles.apply()
