@@ -192,6 +192,34 @@ def tenants_list(as_json: JsonFlag = False) -> None:
     _emit(as_json, {"data": rows}, human)
 
 
+@tenants_app.command("rotate-secret")
+def tenants_rotate_secret(
+    tenant: Annotated[str, typer.Argument(help="Tenant id or name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Replace the tenant's signing secret; prints the new one (shown once). The old one
+    still verifies customer tokens and Sailthru signatures for 24 hours."""
+    from returnstack.tenants.service import find_tenant, rotate_signing_secret
+
+    db = _database()
+    with _errors(as_json), db.transaction() as session:
+        rotated = rotate_signing_secret(session, tenant=find_tenant(session, tenant))
+        payload = {
+            "id": rotated.id,
+            "name": rotated.name,
+            "signing_secret": rotated.signing_secret,
+            "previous_secret_expires_at": rfc3339(rotated.previous_secret_expires_at),
+        }
+
+    def human() -> None:
+        out.print(f"tenant {payload['id']} ({payload['name']})")
+        out.print("new signing secret (shown once):")
+        out.print(payload["signing_secret"], soft_wrap=True)
+        out.print(f"the previous secret is accepted until {payload['previous_secret_expires_at']}")
+
+    _emit(as_json, payload, human)
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: TenantOption,

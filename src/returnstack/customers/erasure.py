@@ -164,7 +164,7 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
     customer_id, emails = person.customer_id, list(person.emails)
 
     def theirs(model: type[Order] | type[Return]) -> ColumnElement[bool]:
-        mine = model.email.in_(emails)
+        mine: ColumnElement[bool] = model.email.in_(emails)
         if customer_id is not None:
             mine = or_(model.customer_id == customer_id, mine)
         return and_(model.tenant_id == tenant_id, mine)
@@ -182,7 +182,7 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-    sessions = StorefrontSession.email.in_(emails)
+    sessions: ColumnElement[bool] = StorefrontSession.email.in_(emails)
     owners = [guest_owner(email) for email in emails]
     if customer_id is not None:
         sessions = or_(StorefrontSession.customer_id == customer_id, sessions)
@@ -195,7 +195,7 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
             CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner.in_(owners)
         )
     )
-    links = CustomerEmail.email.in_(emails)
+    links: ColumnElement[bool] = CustomerEmail.email.in_(emails)
     if customer_id is not None:
         links = or_(CustomerEmail.customer_id == customer_id, links)
         session.execute(
@@ -327,7 +327,7 @@ def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: 
     name them are removed, and events about their returns lose notes, metadata and
     attachments, in `data` and on both sides of `changes`."""
     quoted = [orjson.dumps(value).decode() for value in (person.customer_id, person.actor) if value]
-    found = []
+    found: list[ColumnElement[bool]] = []
     for column in (OutboxEvent.data, OutboxEvent.changes):
         text = func.cast(column, sqltypes.Text)
         found.extend(text.contains(needle, autoescape=True) for needle in quoted + return_ids)

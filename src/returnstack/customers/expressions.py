@@ -204,7 +204,7 @@ def rewrite_literals(text: str, names: Callable[[str, str], bool]) -> str:
         field = str(node.children[0])
         if field not in ("customer_id", "email"):
             continue
-        literals = node.children[2:] if node.data == "compare" else node.children[1].children
+        literals = node.children[2:] if node.data == "compare" else _tree(node.children[1]).children
         for token in literals:
             if isinstance(token, Token) and token.type == "STRING":
                 try:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import AuthenticationFailed, Conflict, NotFound
 from returnstack.kit.timefmt import rfc3339
-from returnstack.models import Order, Return, Tenant
+from returnstack.models import Order, Return
 from returnstack.orders.service import render_orders
 from returnstack.returns import attachments, service
 from returnstack.returns.policy import get_policy, terms_for
@@ -28,6 +28,7 @@ from returnstack.returns.state import Status
 from returnstack.storefront import repository
 from returnstack.storefront.auth import StorefrontCaller, hash_token, new_token
 from returnstack.storefront.schemas import StorefrontReturn
+from returnstack.tenants.service import valid_signing_secrets
 
 log = logging.getLogger("returnstack.storefront")
 
@@ -80,7 +81,7 @@ def _open_session(
 def open_customer_session(session: Session, *, tenant_id: str, token: str) -> dict[str, Any]:
     """A session for the customer named by `sub` of a JWT that the merchant's backend signed
     with the tenant's signing secret (HS256 only; `exp` and `sub` required)."""
-    secret = session.get_one(Tenant, tenant_id).signing_secret
+    secret = _signing_secret(token, valid_signing_secrets(session, tenant_id=tenant_id))
     try:
         claims = jwt.decode(
             token,
@@ -122,6 +123,19 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
             "The customer token is invalid or expired.",
             details=[{"path": "customer_token", "message": reason}],
         )
+
+
+def _signing_secret(token: str, secrets_now: list[str]) -> str:
+    """Of the tenant's valid secrets (after a rotation, the previous one too for 24 h), the
+    one that signed the token; the current one when none did, so verification fails as for
+    any bad signature."""
+    for secret in secrets_now:
+        try:
+            jwt.PyJWS().decode(token, secret, algorithms=["HS256"])
+        except jwt.PyJWTError:
+            continue
+        return secret
+    return secrets_now[0]
 
 
 GUEST_REFUSED = "No order matches this order id and email."

@@ -3,7 +3,7 @@
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -14,6 +14,8 @@ from returnstack.kit.money import is_currency
 from returnstack.models import ApiKey, Tenant, TenantCounter
 
 KEY_KINDS = {"secret": "sk", "publishable": "pk"}
+# After a rotation, the secret replaced is still accepted this long (API.md 10).
+PREVIOUS_SECRET_GRACE = timedelta(hours=24)
 PREFIX_LENGTH = 11  # "sk_" + 8 characters: enough to tell keys apart in a list
 
 
@@ -64,6 +66,46 @@ def find_tenant(session: Session, id_or_name: str) -> Tenant:
     if tenant is None:
         raise NotFound(f"No tenant with id or name {id_or_name!r}.")
     return tenant
+
+
+def rotate_signing_secret(session: Session, *, tenant: Tenant) -> Tenant:
+    """A new signing secret; the one it replaces stays valid for 24 h (tokens and signatures
+    made with it keep working while the merchant deploys the new one). A second rotation
+    within that time retires the oldest at once: only the secret just replaced is kept."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant.id)
+        .values(
+            signing_secret=secrets.token_urlsafe(32),
+            # The value before this UPDATE (so concurrent rotations chain, none is lost).
+            previous_signing_secret=Tenant.signing_secret,
+            previous_secret_expires_at=now + PREVIOUS_SECRET_GRACE,
+        )
+    )
+    session.refresh(tenant)
+    return tenant
+
+
+def valid_signing_secrets(
+    session: Session, *, tenant_id: str, now: datetime | None = None
+) -> list[str]:
+    """The tenant's signing secrets that verify tokens and signatures now: the current one
+    first, then the one it replaced while its 24 h last. Try them in this order."""
+    row = session.execute(
+        select(
+            Tenant.signing_secret,
+            Tenant.previous_signing_secret,
+            Tenant.previous_secret_expires_at,
+        ).where(Tenant.id == tenant_id)
+    ).one_or_none()
+    if row is None:
+        return []
+    current, previous, expires_at = row
+    moment = now or datetime.now(UTC)
+    if previous is not None and expires_at is not None and moment < expires_at:
+        return [current, previous]
+    return [current]
 
 
 def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
