@@ -513,3 +513,30 @@ def test_the_erasure_scan_would_see_a_leak(
             )
         )
     assert scan_database(database, [marker.lower()]) != []
+
+
+def test_a_short_customer_id_leaves_everyone_else_alone(
+    api: Api, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    """Customer "7" is erased; line "7", product "7" and a key "7" of others stay."""
+    api.buy(line("7", product_id="7", unit_price=700), customer={"id": "7"})
+    other = {"id": unique("cust"), "email": f"{unique('oth')}@example.com"}
+    order = api.buy(line("7", product_id="7", unit_price=700), customer=other)
+    body = {"items": [wanted(order, line_id="7", reason="other", note="7")], "metadata": {"7": "7"}}
+    key = {"Idempotency-Key": "7"}
+    assert api.post("/v1/returns", body, key).status_code == 201
+    theirs_before = [
+        row.data
+        for row in outbox(database, tenant.id)
+        if row.data.get("customer") != {"id": "7", "email": None}
+    ]
+
+    assert api.delete("/v1/customers/7").status_code == 204
+
+    theirs_after = [
+        row.data for row in outbox(database, tenant.id) if row.type != "customer.erased"
+    ]
+    assert [data for data in theirs_after if data in theirs_before] == theirs_before
+    replay = api.post("/v1/returns", body, key)
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    assert api.get(f"/v1/customers/{other['id']}").status_code == 200

@@ -291,26 +291,14 @@ def _rewrite_segments(session: Session, tenant_id: str, person: Person) -> None:
 def _drop_replays(session: Session, tenant_id: str, person: Person, return_ids: list[str]) -> None:
     """Stored responses (idempotency replays, every scope) that name the person or show one
     of their returns. A retry with such a key does the work again, as after 24 h."""
-    exact = [orjson.dumps(value) for value in (person.customer_id, person.actor) if value]
-    emails = [email.encode() for email in person.emails]
-    returns = [return_id.encode() for return_id in return_ids]
-
-    def names_them(key: str, body: bytes) -> bool:
-        lowered = body.lower()
-        return (
-            person.named_in(key)
-            or any(needle in body for needle in exact)
-            or any(email in lowered for email in emails)
-            or any(return_id in body for return_id in returns)
-        )
-
+    finder = _Finder(person, frozenset(return_ids))
     replays = select(IdempotencyKey.scope, IdempotencyKey.key, IdempotencyKey.response_body)
     stale = [
         (scope, key)
         for scope, key, body in session.execute(
             replays.where(IdempotencyKey.tenant_id == tenant_id).execution_options(yield_per=1000)
         )
-        if names_them(key, bytes(body))
+        if finder.in_key(key) or finder.in_body(bytes(body))
     ]
     for scope, key in stale:
         session.execute(
@@ -323,9 +311,10 @@ def _drop_replays(session: Session, tenant_id: str, person: Person, return_ids: 
 
 
 def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: list[str]) -> None:
-    """Outbox events (webhook payloads) keep their shape without the person: values that
-    name them are removed, and events about their returns lose notes, metadata and
-    attachments, in `data` and on both sides of `changes`."""
+    """Outbox events (webhook payloads) keep their shape without the person, in `data` and
+    on both sides of `changes`: events about them (their orders, returns, profile) lose the
+    customer reference, and those of their returns notes, metadata and attachments; in any
+    event their email disappears from free text and their storefront actor is anonymised."""
     quoted = [orjson.dumps(value).decode() for value in (person.customer_id, person.actor) if value]
     found: list[ColumnElement[bool]] = []
     for column in (OutboxEvent.data, OutboxEvent.changes):
@@ -337,13 +326,74 @@ def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: 
     rows = session.scalars(
         select(OutboxEvent).where(OutboxEvent.tenant_id == tenant_id, or_(*found))
     )
-    ids = set(return_ids)
+    finder = _Finder(person, frozenset(return_ids))
     for row in rows:
-        scrub = _Scrubber(person, wipe=isinstance(row.data, dict) and row.data.get("id") in ids)
+        data = row.data if isinstance(row.data, dict) else {}
+        scrub = _Scrubber(
+            person,
+            about=finder.about(data),
+            wipe=data.get("id") in finder.return_ids,
+        )
         row.data = scrub.value(row.data)
         if row.changes is not None:
             row.changes = scrub.changes(row.changes)
     session.flush()
+
+
+@dataclass(frozen=True)
+class _Finder:
+    """Where stored JSON names the person. Emails are distinctive: found anywhere, in any
+    case. A customer id may be short ("42", like a line id): it counts only in the places
+    that hold customer ids (a `customer` object, a `customer_id` field, the actor)."""
+
+    person: Person
+    return_ids: frozenset[str]
+
+    def is_them(self, reference: Any) -> bool:
+        """A customer object ({"id", "email", ...}) of the person."""
+        if not isinstance(reference, dict):
+            return False
+        person = self.person
+        email = reference.get("email")
+        return (person.customer_id is not None and reference.get("id") == person.customer_id) or (
+            isinstance(email, str) and email.lower() in person.emails
+        )
+
+    def about(self, data: dict[str, Any]) -> bool:
+        """The event is about the person: their order, return or profile."""
+        return data.get("id") in self.return_ids or self.is_them(data.get("customer"))
+
+    def in_text(self, text: str) -> bool:
+        lowered = text.lower()
+        return (
+            any(email in lowered for email in self.person.emails)
+            or text == self.person.actor
+            or any(return_id in text for return_id in self.return_ids)
+        )
+
+    def in_key(self, key: str) -> bool:
+        lowered = key.lower()
+        return any(email in lowered for email in self.person.emails)
+
+    def in_body(self, body: bytes) -> bool:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self.in_text(body.decode("utf-8", "replace"))
+        return self._in(value)
+
+    def _in(self, value: Any) -> bool:
+        if isinstance(value, dict):
+            if self.is_them(value.get("customer")):
+                return True
+            if self.person.customer_id is not None and (
+                value.get("customer_id") == self.person.customer_id
+            ):
+                return True
+            return any(self.in_text(str(key)) or self._in(item) for key, item in value.items())
+        if isinstance(value, list):
+            return any(self._in(item) for item in value)
+        return isinstance(value, str) and self.in_text(value)
 
 
 # What the events of an erased person's return lose: free text and files.
@@ -354,16 +404,24 @@ _WIPED_SIDE: dict[str, Any] = {"note": None, "metadata": {}, "attachments": None
 @dataclass(frozen=True)
 class _Scrubber:
     person: Person
-    wipe: bool  # the event is about one of the person's returns
+    about: bool  # the event is about the person (their order, return or profile)
+    wipe: bool  # the event is about one of their returns
 
     def value(self, value: Any, key: str | None = None) -> Any:
         if self.wipe and key in _WIPED_DATA and value is not None:
             return _WIPED_DATA[key]
         if isinstance(value, dict):
+            if key == "customer" and self._is_them(value):
+                # The reference keeps its shape, with nothing in it.
+                return {
+                    name: [] if isinstance(item, list) else None for name, item in value.items()
+                }
             return {
-                name: self.value(item, name)
+                name: None
+                if name == "customer_id" and item == self.person.customer_id
+                else self.value(item, name)
                 for name, item in value.items()
-                if not self.person.named_in(str(name))
+                if not self._names(str(name))
             }
         if isinstance(value, list):
             return [
@@ -382,17 +440,21 @@ class _Scrubber:
             if self.wipe and field in _WIPED_SIDE and isinstance(pair, list):
                 scrubbed[field] = [None if side is None else _WIPED_SIDE[field] for side in pair]
             elif isinstance(pair, list):
-                scrubbed[field] = [
-                    self._string(side) if isinstance(side, str) else self.value(side, field)
-                    for side in pair
-                ]
+                scrubbed[field] = [self.value(side, field) for side in pair]
             else:
                 scrubbed[field] = self.value(pair, field)
         return scrubbed
 
+    def _is_them(self, reference: dict[str, Any]) -> bool:
+        return _Finder(self.person, frozenset()).is_them(reference)
+
     def _names(self, text: str) -> bool:
-        person = self.person
-        return text == person.customer_id or text in person.names or person.named_in(text)
+        """Free text naming the person: their email anywhere; in an event about them, also
+        their name as given in events."""
+        lowered = text.lower()
+        if any(email in lowered for email in self.person.emails):
+            return True
+        return self.about and text in self.person.names
 
     def _string(self, text: str) -> str | None:
         if self.person.actor is not None and text == self.person.actor:
