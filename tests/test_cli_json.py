@@ -35,6 +35,10 @@ CASES: dict[str, tuple[Args, Args]] = {
         lambda t, tmp: [f"acme-{uuid.uuid4().hex[:10]}", "--currency", "EURO"],
     ),
     "tenants list": (lambda t, tmp: [], lambda t, tmp: []),  # failure: see UNREACHABLE
+    "tenants rotate-secret": (
+        lambda t, tmp: [t.id],
+        lambda t, tmp: ["no-such-tenant"],
+    ),
     "keys create": (
         lambda t, tmp: ["--tenant", t.id, "--kind", "secret"],
         lambda t, tmp: ["--tenant", "no-such-tenant", "--kind", "secret"],

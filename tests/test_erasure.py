@@ -146,7 +146,7 @@ def seed_storefront_return(
     """Opened and cancelled by the person on the storefront (history actor, storefront
     idempotency replay), with evidence uploaded."""
     key = {"Idempotency-Key": unique("sf")}
-    body = {"items": [wanted(order, reason="other", note=f"sf item: {says}")], "note": says}
+    body = {"items": [wanted(order, reason="other", note=f"sf item: {says}")]}
     opened = api.http.post("/v1/storefront/returns", json=body, headers=session | key)
     assert opened.status_code == 201, opened.text
     again = api.http.post("/v1/storefront/returns", json=body, headers=session | key)

@@ -86,6 +86,7 @@ MATRIX: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", "/v1/customers/{customer_id}/returns"):           (401, 403, 401, 401, 404),
     ("GET", "/v1/customers/{customer_id}"):                   (401, 403, 401, 401, 404),
     ("DELETE", "/v1/customers/{customer_id}"):                (401, 403, 401, 401, 404),
+    ("DELETE", "/v1/customers/lookup"):                       (401, 403, 401, 401, 404),
 }
 # fmt: on
 
@@ -169,7 +170,11 @@ def world(client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
             "customer_id": customer_id,
             "segment_id": segment.json()["id"],
         },
-        queries={("GET", "/v1/customers/lookup"): {"email": address}} | QUERIES,
+        queries={
+            ("GET", "/v1/customers/lookup"): {"email": address},
+            ("DELETE", "/v1/customers/lookup"): {"email": address},
+        }
+        | QUERIES,
         headers={
             "anonymous": {},
             "publishable": tenant.publishable_headers,

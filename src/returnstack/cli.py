@@ -201,7 +201,8 @@ def tenants_rotate_secret(
     still verifies customer tokens and Sailthru signatures for 24 hours."""
     from returnstack.tenants.service import find_tenant, rotate_signing_secret
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction() as session:
         rotated = rotate_signing_secret(session, tenant=find_tenant(session, tenant))
         payload = {
