@@ -186,7 +186,7 @@ def requests_of(ops: list[Sent], start: datetime) -> list[Request]:
 
 # --- reading every view ---------------------------------------------------------------------
 
-SERVER_ID = re.compile(r"\b(ret|evt|key|att|msg)_[0-9A-Z]{26}\b")
+SERVER_ID = re.compile(r"\b(ret|evt|key|att|msg|cus)_[0-9A-Z]{26}\b")
 
 
 def normal(value: Any) -> Any:
