@@ -2,12 +2,17 @@
 expectation is worked out by hand in the comments. Default settings: prior strength k = 20
 units, a category is a prior from 100 units sold."""
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from returnstack.products.rebuild import rebuild
 from tests.conftest import DatabaseFixture, TenantFixture
+from tests.e2e import run_cli
 from tests.factories import unique
 from tests.returns_helpers import Api, line, person, wanted
 
@@ -28,9 +33,21 @@ def rank(api: Api, body: dict[str, Any], expect: int = 200) -> dict[str, Any]:
     return result
 
 
+def check_rebuild(database: DatabaseFixture, tenant: TenantFixture) -> None:
+    """The kept signals equal a recomputation from the facts."""
+    with database.db.transaction() as session:
+        report = rebuild(session, tenant_id=tenant.id, write=False)
+    assert report.differences == 0, report.examples
+
+
+@dataclass
+class ProductsApi(Api):
+    database: DatabaseFixture
+
+
 @pytest.fixture
-def api(client: TestClient, tenant: TenantFixture, database: DatabaseFixture) -> Api:
-    return Api(client, tenant)
+def api(client: TestClient, tenant: TenantFixture, database: DatabaseFixture) -> ProductsApi:
+    return ProductsApi(client, tenant, database)
 
 
 def shop(api: Api) -> dict[str, str]:
@@ -55,7 +72,7 @@ def shop(api: Api) -> dict[str, str]:
     return ids
 
 
-def test_smoothing_shrinks_toward_the_nearest_category_with_enough_sales(api: Api) -> None:
+def test_smoothing_shrinks_toward_the_nearest_category_with_enough_sales(api: ProductsApi) -> None:
     ids = shop(api)
 
     # B: 1 sold, 1 back. Its category Apparel/Tops has 101 >= 100 units sold: the prior is
@@ -91,6 +108,7 @@ def test_smoothing_shrinks_toward_the_nearest_category_with_enough_sales(api: Ap
     assert (d["prior_source"], d["prior_category"]) == ("tenant", None)
     assert d["prior_rate"] == pytest.approx(26 / 155)
     assert d["smoothed_return_rate"] == pytest.approx(1295 / 10850)
+    check_rebuild(api.database, api.tenant)
 
 
 def test_ranking_demotes_by_smoothed_return_rate_and_explains_each_score(api: Api) -> None:
@@ -135,7 +153,7 @@ def test_ranking_demotes_by_smoothed_return_rate_and_explains_each_score(api: Ap
     assert {row["score"] for row in body["ranking"]} == {1.0}
 
 
-def test_lifecycle_returns_count_once_received_and_refunds_are_spread(api: Api) -> None:
+def test_lifecycle_returns_count_once_received_and_refunds_are_spread(api: ProductsApi) -> None:
     product_x, product_y = unique("SKU-X"), unique("SKU-Y")
     customer = person()
     order = api.buy(
@@ -151,18 +169,32 @@ def test_lifecycle_returns_count_once_received_and_refunds_are_spread(api: Api) 
     ret = api.act(ret, "approve")
     # Requested and approved, nothing back yet: nothing counts as returned.
     assert stats(api, product_x)["units_returned"] == 0
-    api.receive_all(ret)
-    x, y = stats(api, product_x), stats(api, product_y)
+    receipt_x = {"order_id": order["order_id"], "line_id": "1", "quantity": 1}
+    api.act(ret, "receive", {"items": [receipt_x]})
+    x = stats(api, product_x)
     assert (x["units_returned"], x["reasons"]) == (1, {"defective": 1})
+    assert x["categories"][0]["path"] == "Home/Kitchen"
+    assert stats(api, product_y)["units_returned"] == 0
+
+    # 500 refunded, spread over the items by their value (1 x 1000 and 2 x 500, asked
+    # for), not by what is back yet: 250 each.
+    api.act(ret, "refund", {"method": "original_payment", "amount": 500})
+    assert stats(api, product_x)["refunded"] == {"EUR": 250}
+    assert stats(api, product_y)["refunded"] == {"EUR": 250}
+
+    # Closed, reopened, the rest received and 501 more refunded: the return's 1001 is spread
+    # as a whole, 500.5 each; the remainders tie and the earlier item takes the odd unit.
+    api.act(ret, "close")
+    api.act(ret, "reopen")
+    api.act(ret, "approve")
+    receipt_y = {"order_id": order["order_id"], "line_id": "2", "quantity": 2}
+    api.act(ret, "receive", {"items": [receipt_y]})
+    api.act(ret, "refund", {"method": "original_payment", "amount": 501})
+    x, y = stats(api, product_x), stats(api, product_y)
+    assert (x["refunded"], y["refunded"]) == ({"EUR": 501}, {"EUR": 500})
     assert (y["units_returned"], y["reasons"]) == (2, {"unwanted": 2})
     assert y["by_variant"] == {"Y-RED": {"units_sold": 2, "units_returned": 2, "return_rate": 1.0}}
-    assert x["categories"][0]["path"] == "Home/Kitchen"
-
-    # 1001 refunded over items worth 1 x 1000 and 2 x 500: 500.5 each; the remainders tie
-    # and the earlier item takes the odd unit: X 501, Y 500.
-    api.act(ret, "refund", {"method": "original_payment", "amount": 1001})
-    assert stats(api, product_x)["refunded"] == {"EUR": 501}
-    assert stats(api, product_y)["refunded"] == {"EUR": 500}
+    check_rebuild(api.database, api.tenant)
 
 
 def test_a_recorded_return_refund_is_spread_by_value_and_channels_and_stores_split(
@@ -196,14 +228,17 @@ def test_a_recorded_return_refund_is_spread_by_value_and_channels_and_stores_spl
     assert body["reported"] == {"units_sold": 0, "units_returned": 0, "refunded": {}}
 
 
-def test_category_follows_the_latest_line_and_rollups_move_with_it(api: Api) -> None:
+def test_category_follows_the_latest_line_and_rollups_move_with_it(api: ProductsApi) -> None:
     product = unique("SKU")
     api.buy(line("1", product_id=product, quantity=3, category="Old/Shelf"), days_ago=5)
     # An older sale naming another category does not move it.
     api.buy(line("1", product_id=product, quantity=1, category="Elsewhere"), days_ago=9)
     assert stats(api, product)["category"] == "Old/Shelf"
     assert stats(api, product)["categories"][0] == {
-        "path": "Old/Shelf", "units_sold": 4, "units_returned": 0, "return_rate": 0.0
+        "path": "Old/Shelf",
+        "units_sold": 4,
+        "units_returned": 0,
+        "return_rate": 0.0,
     }
     # A newer one does, with all 5 units: Old/Shelf rolls up nothing any more.
     api.buy(line("1", product_id=product, quantity=1, category=" New / Rack/"), days_ago=1)
@@ -213,6 +248,7 @@ def test_category_follows_the_latest_line_and_rollups_move_with_it(api: Api) -> 
     assert body["categories"][0]["units_sold"] == 5
     listed = api.get("/v1/products", params={"category": "Old"}).json()["data"]
     assert product not in {row["product_id"] for row in listed}
+    check_rebuild(api.database, api.tenant)
 
 
 def test_products_list_sorts_filters_and_pages(api: Api) -> None:
@@ -288,9 +324,7 @@ def test_a_cursor_of_another_sort_is_refused(api: Api) -> None:
     assert response.status_code == 400
 
 
-def test_only_a_secret_key_reads_product_signals(
-    client: TestClient, tenant: TenantFixture
-) -> None:
+def test_only_a_secret_key_reads_product_signals(client: TestClient, tenant: TenantFixture) -> None:
     for method, path, body in [
         ("GET", "/v1/products/SKU-1/stats", None),
         ("GET", "/v1/products", None),
@@ -324,3 +358,56 @@ def test_erasing_a_customer_keeps_product_signals(api: Api) -> None:
     before = stats(api, product)
     assert api.delete(f"/v1/customers/{customer['id']}").status_code == 204
     assert stats(api, product) == before
+
+
+def test_rebuild_reports_and_repairs_drifted_signals(
+    api: Api, database: DatabaseFixture, tenant: TenantFixture, tmp_path: Path
+) -> None:
+    ids = shop(api)
+    with database.db.transaction() as session:
+        session.execute(
+            text(
+                "UPDATE product_signals SET units_sold = 7 WHERE tenant_id = :t AND product_id = :p"
+            ),
+            {"t": tenant.id, "p": ids["A"]},
+        )
+        session.execute(
+            text("DELETE FROM category_signals WHERE tenant_id = :t AND path = 'Home'"),
+            {"t": tenant.id},
+        )
+    checked = run_cli(
+        "profiles",
+        "rebuild",
+        "--tenant",
+        tenant.id,
+        "--check",
+        "--json",
+        database_url=database.url,
+        cwd=tmp_path,
+    )
+    assert checked.returncode == 1, str(checked)
+    products = checked.json()["tenants"][0]["products"]
+    assert products["differences"] == 2
+    tables = {example["table"]: example for example in products["examples"]}
+    assert tables["product_signals"]["kept"][2] == 7
+    assert tables["product_signals"]["rebuilt"][2] == 100
+    assert tables["category_signals"] == {
+        "table": "category_signals",
+        "key": ["Home"],
+        "kept": None,
+        "rebuilt": [50, 5],
+    }
+    assert stats(api, ids["A"])["units_sold"] == 7  # only checked
+    repaired = run_cli(
+        "profiles",
+        "rebuild",
+        "--tenant",
+        tenant.id,
+        "--json",
+        database_url=database.url,
+        cwd=tmp_path,
+    )
+    assert repaired.returncode == 0, str(repaired)
+    assert repaired.json()["tenants"][0]["products"]["written"] is True
+    assert stats(api, ids["A"])["units_sold"] == 100
+    check_rebuild(database, tenant)

@@ -321,9 +321,11 @@ def profiles_rebuild(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Recompute customer profiles from the facts (orders, lines, returns) and report
-    where the incrementally kept ones differ; then store the recomputed ones."""
+    """Recompute customer profiles and product signals from the facts (orders, lines,
+    returns, refunds, reported events) and report where the incrementally kept ones
+    differ; then store the recomputed ones."""
     from returnstack.customers.profiles import rebuild
+    from returnstack.products.rebuild import rebuild as rebuild_products
     from returnstack.tenants.service import find_tenant
 
     with _errors(as_json):
@@ -341,8 +343,16 @@ def profiles_rebuild(
         for tenant_id, name in tenants:
             with db.transaction() as session:  # one tenant at a time: short write locks
                 report = rebuild(session, tenant_id=tenant_id, write=not check)
-            reports.append({"tenant_id": tenant_id, "name": name, **asdict(report)})
-    total = sum(report["differences"] for report in reports)
+                products = rebuild_products(session, tenant_id=tenant_id, write=not check)
+            reports.append(
+                {
+                    "tenant_id": tenant_id,
+                    "name": name,
+                    **asdict(report),
+                    "products": asdict(products),
+                }
+            )
+    total = sum(report["differences"] + report["products"]["differences"] for report in reports)
 
     def human() -> None:
         for report in reports:
@@ -353,6 +363,19 @@ def profiles_rebuild(
             )
             for example in report["examples"]:
                 out.print(f"  {example['owner']} {example['currency']}: {example['fields']}")
+            products = report["products"]
+            state = (
+                "rewritten" if products["written"] else ("unchanged" if not check else "checked")
+            )
+            out.print(
+                f"  product signals: {products['products']:,} products, "
+                f"{products['differences']:,} differences, {state}"
+            )
+            for example in products["examples"]:
+                out.print(
+                    f"    {example['table']} {example['key']}: "
+                    f"kept {example['kept']}, rebuilt {example['rebuilt']}"
+                )
 
     _emit(as_json, {"tenants": reports, "differences": total}, human)
     if check and total:

@@ -185,7 +185,11 @@ def record_purchases(
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
     _count_in_profiles(session, tenant_id, profiles, orders, new_orders, lines, new_lines)
     product_signals.count_new_order_lines(
-        session, tenant_id=tenant_id, orders=orders, new_orders=new_orders, lines=lines,
+        session,
+        tenant_id=tenant_id,
+        orders=orders,
+        new_orders=new_orders,
+        lines=lines,
         new_lines=new_lines,
     )
 

@@ -192,20 +192,17 @@ def _cell(value: Any) -> Any:
 _REPORT_COLUMNS = ("group", "returns", "units_returned", "refunded", "units_sold", "return_rate")
 
 
-@router.get(
-    "/v1/reports/returns", response_model=Report, responses=READ_ERRORS | CSV
-)
+@router.get("/v1/reports/returns", response_model=Report, responses=READ_ERRORS | CSV)
 def returns_report(
     request: Request,
     principal: SecretKey,
     session: DbSession,
     group_by: Annotated[Literal[GROUPS], Query()],  # type: ignore[valid-type]
     from_: Annotated[
-        str | None, Query(alias="from", max_length=40, description="Inclusive; default to - 90 days.")
+        str | None,
+        Query(alias="from", max_length=40, description="Inclusive; default to - 90 days."),
     ] = None,
-    to: Annotated[
-        str | None, Query(max_length=40, description="Exclusive; default now.")
-    ] = None,
+    to: Annotated[str | None, Query(max_length=40, description="Exclusive; default now.")] = None,
     currency: Annotated[
         str | None,
         Query(min_length=3, max_length=3, description="ISO 4217; default the tenant's."),

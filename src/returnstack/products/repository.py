@@ -61,7 +61,9 @@ def reasons(session: Session, tenant_id: str, product_ids: Sequence[str]) -> lis
     )
 
 
-def categories(session: Session, tenant_id: str, paths: Iterable[str]) -> dict[str, tuple[int, int]]:
+def categories(
+    session: Session, tenant_id: str, paths: Iterable[str]
+) -> dict[str, tuple[int, int]]:
     """(units sold, units returned) of the category paths asked for that have any."""
     wanted = set(paths)
     if not wanted:
@@ -231,7 +233,9 @@ def units_returned(
         group.label("g"),
         (literal("v:") + Return.id).label("ret"),
         ReturnItem.received_quantity.label("units"),
-    ).join(Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id))
+    ).join(
+        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+    )
     verified = _with_category(verified, group_by, tenant_id, ReturnItem.product_id).where(
         ReturnItem.tenant_id == tenant_id,
         ReturnItem.received_quantity > 0,
@@ -277,7 +281,13 @@ def units_returned(
 
 
 def refunded_items(
-    session: Session, tenant_id: str, *, group_by: str, start: datetime, end: datetime, currency: str
+    session: Session,
+    tenant_id: str,
+    *,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    currency: str,
 ) -> list[tuple[str, int, int, int | None, Any]]:
     """Items of refunded returns (verified and reported) in [start, end), in position order:
     (return key, refund amount, quantity, unit price, group), for the refund to be spread."""
@@ -300,7 +310,9 @@ def refunded_items(
         ReturnItem.quantity.label("quantity"),
         ReturnItem.unit_price.label("unit_price"),
         group.label("g"),
-    ).join(Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id))
+    ).join(
+        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+    )
     verified = _with_category(verified, group_by, tenant_id, ReturnItem.product_id).where(
         ReturnItem.tenant_id == tenant_id,
         Return.refund_amount > 0,

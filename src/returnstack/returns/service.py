@@ -157,7 +157,9 @@ def record_returns(
     insert_rows(session, ReturnItem, items)
     insert_rows(session, ReturnHistory, history)
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
-    product_signals.count_recorded_returns(session, tenant_id=tenant_id, returns=returns, items=items)
+    product_signals.count_recorded_returns(
+        session, tenant_id=tenant_id, returns=returns, items=items
+    )
     return [ret["id"] for ret in returns]
 
 
