@@ -1,53 +1,40 @@
-"""Reported (publishable-key) events written the way the trust code stores them: rows of
-`reported_events` and `reported_items`, counted in product signals in one transaction."""
+"""Reported (publishable-key) events sent through POST /v1/events, as a storefront or a
+till would send them."""
 
-from datetime import UTC, datetime
 from typing import Any
 
-from returnstack.kit.bulk import insert_rows
-from returnstack.kit.ids import new_id
-from returnstack.models import ReportedEvent, ReportedItem
-from returnstack.products.upkeep import count_reported
-from tests.conftest import DatabaseFixture, TenantFixture
+import httpx
+
+from tests.conftest import TenantFixture
 
 
-def report_events(
-    database: DatabaseFixture, tenant: TenantFixture, events: list[dict[str, Any]]
-) -> None:
-    now = datetime.now(UTC)
-    rows, items = [], []
+def report_events(http: httpx.Client, tenant: TenantFixture, events: list[dict[str, Any]]) -> None:
+    """Send events given as {type, id, timestamp, channel, store (an id or None), currency,
+    refund (an amount or None), items: [{product_id, variant_id, quantity, unit_price,
+    reason, category}]} with the tenant's publishable key; all must be accepted."""
+    body = []
     for event in events:
-        rows.append(
-            {
-                "tenant_id": tenant.id,
-                "client_id": event["id"],
-                "id": new_id("evt"),
-                "type": event["type"],
-                "order_id": event.get("order_id", "o-reported"),
-                "channel": event["channel"],
-                "store_id": event.get("store"),
-                "currency": event["currency"],
-                "refund_amount": event.get("refund"),
-                "occurred_at": datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")),
-                "received_at": now,
-                "source": "api",
-            }
-        )
-        for position, item in enumerate(event["items"], start=1):
-            items.append(
-                {
-                    "tenant_id": tenant.id,
-                    "event_client_id": event["id"],
-                    "position": position,
-                    "product_id": item["product_id"],
-                    "variant_id": item.get("variant_id"),
-                    "category": item.get("category"),
-                    "quantity": item["quantity"],
-                    "unit_price": item.get("unit_price"),
-                    "reason": item.get("reason"),
-                }
-            )
-    with database.db.transaction() as session:
-        insert_rows(session, ReportedEvent, rows)
-        insert_rows(session, ReportedItem, items)
-        count_reported(session, tenant_id=tenant.id, events=rows, items=items)
+        native: dict[str, Any] = {
+            "type": event["type"],
+            "id": event["id"],
+            "timestamp": event["timestamp"],
+            "channel": event["channel"],
+            "customer": {"email": "someone@example.com"},
+            "order_id": event.get("order_id", "o-reported"),
+            "currency": event["currency"],
+            "items": [
+                {key: value for key, value in item.items() if value is not None}
+                for item in event["items"]
+            ],
+        }
+        if event.get("store"):
+            native["store"] = {"id": event["store"]}
+        if event.get("refund") is not None:
+            native["refund"] = {"amount": event["refund"], "method": "original_payment"}
+        if event["type"] == "purchase":  # a purchase's items carry a price
+            for item in native["items"]:
+                item.setdefault("unit_price", 0)
+        body.append(native)
+    response = http.post("/v1/events", json={"events": body}, headers=tenant.publishable_headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == len(events), response.text

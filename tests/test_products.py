@@ -14,6 +14,7 @@ from returnstack.products.rebuild import rebuild
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.e2e import run_cli
 from tests.factories import unique
+from tests.products_helpers import report_events
 from tests.returns_helpers import Api, line, person, wanted
 
 K = 20
@@ -411,3 +412,56 @@ def test_rebuild_reports_and_repairs_drifted_signals(
     assert repaired.json()["tenants"][0]["products"]["written"] is True
     assert stats(api, ids["A"])["units_sold"] == 100
     check_rebuild(database, tenant)
+
+
+def test_reported_events_count_and_show_as_reported(api: ProductsApi) -> None:
+    product = unique("SKU")
+    api.buy(line("1", product_id=product, quantity=3, category="Apparel/Tops"))
+    # A storefront reports 2 more sold (naming another category, which is ignored: a public
+    # key must not move products) and 1 returned as defective with 400 refunded.
+    when = "2026-11-20T10:00:00Z"
+    report_events(
+        api.http,
+        api.tenant,
+        [
+            {
+                "type": "purchase",
+                "id": unique("rp"),
+                "timestamp": when,
+                "channel": "online",
+                "currency": "EUR",
+                "items": [{"product_id": product, "quantity": 2, "category": "Evil/Elsewhere"}],
+            },
+            {
+                "type": "return",
+                "id": unique("rr"),
+                "timestamp": when,
+                "channel": "online",
+                "currency": "EUR",
+                "refund": 400,
+                "items": [{"product_id": product, "quantity": 1, "reason": "defective"}],
+            },
+        ],
+    )
+    body = stats(api, product)
+    # 3 verified + 2 reported sold; 1 reported back: rate 1/5.
+    assert (body["units_sold"], body["units_returned"], body["return_rate"]) == (5, 1, 0.2)
+    assert body["reported"] == {"units_sold": 2, "units_returned": 1, "refunded": {"EUR": 400}}
+    assert body["refunded"] == {"EUR": 400}
+    assert body["reasons"] == {"defective": 1}
+    assert body["category"] == "Apparel/Tops"
+    report = api.get(
+        "/v1/reports/returns",
+        params={"group_by": "product", "from": "2026-11-20", "to": "2026-11-21"},
+    ).json()["data"]
+    assert report == [
+        {
+            "group": product,
+            "returns": 1,
+            "units_returned": 1,
+            "refunded": 400,
+            "units_sold": 2,
+            "return_rate": 0.5,
+        }
+    ]
+    check_rebuild(api.database, api.tenant)

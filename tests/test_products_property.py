@@ -323,7 +323,7 @@ class Driver:
             return  # a repeated id changes nothing
         self.facts.reported[op.event_id] = op
         report_events(
-            self.database,
+            self.api.http,
             self.tenant,
             [
                 {
