@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from returnstack.products.rebuild import rebuild
 from tests.conftest import DatabaseFixture, TenantFixture, make_tenant
-from tests.returns_helpers import Api
 from tests.products_helpers import report_events
+from tests.returns_helpers import Api
 
 EXAMPLES = int(os.environ.get("PRODUCTS_EXAMPLES", "50"))
 PRODUCTS = ["SKU-A", "SKU-B", "SKU-C", "SKU-D"]
@@ -352,7 +352,7 @@ class Driver:
         order_lines = sorted(line_id for order, line_id in self.facts.lines if order == op.order)
         if not order_lines:
             return
-        items = []
+        items: list[dict[str, Any]] = []
         for index, quantity, reason in op.lines:
             line_id = order_lines[index % len(order_lines)]
             if any(item["line_id"] == line_id for item in items):
@@ -456,7 +456,7 @@ def expected_stats(facts: Facts) -> dict[str, dict[str, Any]]:
         row = per[product]
         for name, key in (("variant", variant), ("channel", channel), ("store", store)):
             if key:
-                row[name][key]  # noqa: B018  (listed, with what it has)
+                row[name][key]
 
     latest: dict[str, tuple[datetime, str]] = {}
     for (order_id, _), line in facts.lines.items():
@@ -476,7 +476,9 @@ def expected_stats(facts: Facts) -> dict[str, dict[str, Any]]:
                 per[item["product_id"]]["reasons"][item["reason"]] += back
         if ret["refund"]:
             weights = [(i["quantity"], i["unit_price"]) for i in ret["items"]]
-            for item, share in zip(ret["items"], plain_allocation(ret["refund"], weights)):
+            for item, share in zip(
+                ret["items"], plain_allocation(ret["refund"], weights), strict=True
+            ):
                 per[item["product_id"]]["refunded"][ret["currency"]] += share
                 if share:
                     touch(item["product_id"], item["variant_id"], ret["channel"], ret["store"])
@@ -490,7 +492,7 @@ def expected_stats(facts: Facts) -> dict[str, dict[str, Any]]:
                 per[item.product]["reasons"][item.reason] += back
         if op.kind == "return" and op.refund:
             weights = [(i.quantity, i.price) for i in op.items]
-            for item, share in zip(op.items, plain_allocation(op.refund, weights)):
+            for item, share in zip(op.items, plain_allocation(op.refund, weights), strict=True):
                 per[item.product]["refunded"][op.currency] += share
                 if share:
                     touch(item.product, item.variant, op.channel, op.store)
@@ -599,7 +601,7 @@ def test_stats_equal_a_recomputation_from_the_facts_and_the_rebuild(
         f"received lifecycle: {any(i['received_quantity'] for r in lifecycle for i in r['items'])}"
     )
     tally(f"reported events: {min(len(facts.reported), 2)}")
-    tally(f"category prior: {any(l.quantity == 60 for l in facts.lines.values())}")
+    tally(f"category prior: {any(line.quantity == 60 for line in facts.lines.values())}")
     stats = read_stats(api)
     expected = expected_stats(driver.facts)
     assert stats.keys() == expected.keys()

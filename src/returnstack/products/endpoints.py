@@ -31,10 +31,10 @@ from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.products import service
 from returnstack.products.repository import GROUPS, SORTABLE
 from returnstack.products.schemas import (
-    Ranking,
-    RankingRequest,
     ProductPage,
     ProductStats,
+    Ranking,
+    RankingRequest,
     Report,
 )
 from returnstack.tenants.auth import SecretKey
@@ -42,7 +42,9 @@ from returnstack.tenants.auth import SecretKey
 router = APIRouter(route_class=RenderInThreadRoute, tags=["products"])
 
 READ_ERRORS = errors(InvalidRequest, AuthenticationFailed, Forbidden)
-CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
 SORTS = tuple(f"{sign}{name}" for name in SORTABLE for sign in ("", "-"))
 
 

@@ -48,7 +48,7 @@ Tables = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
 
 
 def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int]]) -> None:
-    key = (
+    key: tuple[Any, ...] = (
         OrderLine.product_id,
         func.coalesce(OrderLine.variant_id, NO_VARIANT),
         Order.channel,
@@ -63,7 +63,7 @@ def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int
     )
     for *row, units in session.execute(query):
         into[tuple(row)][0] += int(units)
-    reported_key = (
+    reported_key: tuple[Any, ...] = (
         ReportedItem.product_id,
         func.coalesce(ReportedItem.variant_id, NO_VARIANT),
         ReportedEvent.channel,
@@ -93,7 +93,7 @@ def _returned(
     into: dict[tuple[Any, ...], list[int]],
     reasons: dict[tuple[str, str], list[int]],
 ) -> None:
-    key = (
+    key: tuple[Any, ...] = (
         ReturnItem.product_id,
         func.coalesce(ReturnItem.variant_id, NO_VARIANT),
         Return.channel,
@@ -112,19 +112,19 @@ def _returned(
     for *row, reason, units in session.execute(query):
         into[tuple(row)][1] += int(units)
         reasons[(row[0], reason)][0] += int(units)
-    reported_key = (
+    reported_key: tuple[Any, ...] = (
         ReportedItem.product_id,
         func.coalesce(ReportedItem.variant_id, NO_VARIANT),
         ReportedEvent.channel,
         func.coalesce(ReportedEvent.store_id, NO_STORE),
         ReportedEvent.currency,
     )
-    reason = func.coalesce(ReportedItem.reason, UNSPECIFIED_REASON)
+    reported_reason = func.coalesce(ReportedItem.reason, UNSPECIFIED_REASON)
     query = (
-        select(*reported_key, reason, func.sum(ReportedItem.quantity))
+        select(*reported_key, reported_reason, func.sum(ReportedItem.quantity))
         .join(ReportedEvent, _reported_join())
         .where(ReportedItem.tenant_id == tenant_id, ReportedEvent.type == "return")
-        .group_by(*reported_key, reason)
+        .group_by(*reported_key, reported_reason)
     )
     for *row, code, units in session.execute(query):
         into[tuple(row)][4] += int(units)

@@ -131,15 +131,15 @@ def _day(session: Session, column: Any) -> ColumnElement[Any]:
 
 def _group_column(
     session: Session, group_by: str, *, product: Any, store: Any, channel: Any, at: Any
-) -> ColumnElement[Any]:
+) -> Any:
     if group_by == "category":
         return ProductSignal.category
     if group_by == "product":
-        return product  # type: ignore[no-any-return]
+        return product
     if group_by == "store":
-        return store  # type: ignore[no-any-return]
+        return store
     if group_by == "channel":
-        return channel  # type: ignore[no-any-return]
+        return channel
     return _day(session, at)  # day, week and month are folded from days
 
 
@@ -358,4 +358,7 @@ def refunded_items(
     query = select(
         both.c.ret, both.c.amount, both.c.quantity, both.c.unit_price, both.c.g
     ).order_by(both.c.ret, both.c.position)
-    return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+    return [
+        (ret, amount, quantity, price, g)
+        for ret, amount, quantity, price, g in session.execute(query)
+    ]

@@ -312,7 +312,12 @@ def returns_report(
     units count once received, on the day the return was opened). Grouped by reason, units
     sold and the rate are null (a sale has no reason)."""
     rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    common = {"group_by": group_by, "start": start, "end": end, "currency": currency}
+    common: dict[str, Any] = {
+        "group_by": group_by,
+        "start": start,
+        "end": end,
+        "currency": currency,
+    }
     if group_by != "reason":
         for group, units in repository.units_sold(session, tenant_id, **common):
             rows[_fold(group_by, group)][3] += units
