@@ -28,34 +28,39 @@ SORTABLE = {
 }
 
 
+# Rows, not ORM objects: a ranking reads up to 1,000 of them per request, and building
+# entities would cost more than the query.
+
+
 def signals(session: Session, tenant_id: str, product_ids: Sequence[str]) -> dict[str, Any]:
     if not product_ids:
         return {}
-    rows = session.scalars(
-        select(ProductSignal).where(
-            ProductSignal.tenant_id == tenant_id, ProductSignal.product_id.in_(set(product_ids))
+    table = ProductSignal.__table__
+    rows = session.execute(
+        select(table).where(
+            table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
         )
     )
     return {row.product_id: row for row in rows}
 
 
 def breakdowns(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
+    table = ProductBreakdown.__table__
     return list(
-        session.scalars(
-            select(ProductBreakdown).where(
-                ProductBreakdown.tenant_id == tenant_id,
-                ProductBreakdown.product_id.in_(set(product_ids)),
+        session.execute(
+            select(table).where(
+                table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
             )
         )
     )
 
 
 def reasons(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
+    table = ProductReason.__table__
     return list(
-        session.scalars(
-            select(ProductReason).where(
-                ProductReason.tenant_id == tenant_id,
-                ProductReason.product_id.in_(set(product_ids)),
+        session.execute(
+            select(table).where(
+                table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
             )
         )
     )
@@ -86,10 +91,10 @@ def page_of_products(
     min_units_sold: int | None,
     after: tuple[Any, str] | None,
     limit: int,
-) -> list[ProductSignal]:
+) -> list[Any]:
     """One page of products in (sort value, product id) order, after a cursor's row."""
     column = SORTABLE[sort]
-    query = select(ProductSignal).where(ProductSignal.tenant_id == tenant_id)
+    query = select(ProductSignal.__table__).where(ProductSignal.tenant_id == tenant_id)
     if category is not None:
         query = query.where(
             or_(
@@ -114,7 +119,7 @@ def page_of_products(
     order: list[Any] = [column.desc() if descending else column.asc()]
     if sort != "product_id":
         order.append(ProductSignal.product_id.desc() if descending else ProductSignal.product_id)
-    return list(session.scalars(query.order_by(*order).limit(limit)))
+    return list(session.execute(query.order_by(*order).limit(limit)))
 
 
 # --- reports -------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import NotFound, ValidationFailed
-from returnstack.models import ProductSignal
 from returnstack.products import repository
 from returnstack.products.upkeep import (
     NO_STORE,
@@ -82,7 +81,7 @@ def _figures(sold: int, returned: int) -> dict[str, Any]:
 
 
 def _render(
-    signal: ProductSignal,
+    signal: Any,
     breakdowns: Sequence[Any],
     reasons: Sequence[Any],
     rollups: dict[str, tuple[int, int]],
@@ -146,7 +145,7 @@ def _render(
 
 
 def _render_many(
-    session: Session, tenant_id: str, rows: Sequence[ProductSignal], smoothing: Smoothing
+    session: Session, tenant_id: str, rows: Sequence[Any], smoothing: Smoothing
 ) -> list[dict[str, Any]]:
     ids = [row.product_id for row in rows]
     breakdowns: dict[str, list[Any]] = defaultdict(list)
@@ -245,12 +244,16 @@ def rank(
     check_ranking(product_ids, scores)
     known = repository.signals(session, tenant_id, product_ids)
     rollups = _rollups_for(session, tenant_id, [row.category for row in known.values()] + [None])
+    priors: dict[str | None, Prior] = {}
     rows = []
     for position, product_id in enumerate(product_ids):
         signal = known.get(product_id)
         sold = signal.units_sold if signal else 0
         returned = signal.units_returned if signal else 0
-        prior = choose_prior(signal.category if signal else None, rollups, smoothing)
+        category = signal.category if signal else None
+        prior = priors.get(category)
+        if prior is None:
+            prior = priors[category] = choose_prior(category, rollups, smoothing)
         smoothed = smoothed_rate(returned, sold, prior, smoothing.strength)
         adjustment = (1.0 - smoothed) ** return_weight
         base = 1.0 if scores is None else scores.get(product_id, 1.0)

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import event, select
@@ -57,11 +58,12 @@ def normalize_category(category: str | None) -> str | None:
     return "/".join(segments) or None
 
 
-def category_paths(category: str | None) -> list[str]:
+@lru_cache(maxsize=65536)  # a ranking asks for the paths of up to 1,000 products
+def category_paths(category: str | None) -> tuple[str, ...]:
     """The paths a category rolls up to, nearest first, ending with the tenant's root '':
-    `Apparel/Tops` -> ['Apparel/Tops', 'Apparel', '']. Empty segments are ignored."""
+    `Apparel/Tops` -> ('Apparel/Tops', 'Apparel', ''). Empty segments are ignored."""
     segments = [part.strip() for part in (category or "").split("/") if part.strip()]
-    return ["/".join(segments[:depth]) for depth in range(len(segments), 0, -1)] + [""]
+    return (*("/".join(segments[:depth]) for depth in range(len(segments), 0, -1)), "")
 
 
 def allocate_refund(amount: int, items: Sequence[tuple[int, int | None]]) -> list[int]:
