@@ -84,11 +84,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "path", name=op.f("pk_category_signals")),
         sqlite_with_rowid=False,
     )
+    # Reports select the orders of a date range.
+    op.create_index("ix_orders_tenant_id_placed_at", "orders", ["tenant_id", "placed_at"])
     # Products of the facts recorded before this migration: `returnstack profiles rebuild`
     # computes their signals (the tables start empty).
 
 
 def downgrade() -> None:
+    op.drop_index("ix_orders_tenant_id_placed_at", table_name="orders")
     op.drop_table("category_signals")
     op.drop_table("product_reasons")
     op.drop_table("product_breakdowns")
