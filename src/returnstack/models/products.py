@@ -15,15 +15,9 @@ class ProductSignal(Base):
     """One product's totals, its category (for the rollups) and its raw return rate."""
 
     __tablename__ = "product_signals"
+    # No index on the figures: every fact rewrites them, and an index per sort order would
+    # cost ingestion more than sorting a tenant's products costs a list (measured).
     __table_args__ = (
-        Index("ix_product_signals_tenant_id_units_sold", "tenant_id", "units_sold", "product_id"),
-        Index(
-            "ix_product_signals_tenant_id_units_returned",
-            "tenant_id",
-            "units_returned",
-            "product_id",
-        ),
-        Index("ix_product_signals_tenant_id_return_rate", "tenant_id", "return_rate", "product_id"),
         Index("ix_product_signals_tenant_id_category", "tenant_id", "category", "product_id"),
         {"sqlite_with_rowid": False},
     )

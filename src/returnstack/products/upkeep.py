@@ -52,6 +52,7 @@ _SOLD, _RETURNED, _REFUNDED = 0, 1, 2
 _REPORTED = 3  # offset of the reported counterpart
 
 
+@lru_cache(maxsize=65536)
 def normalize_category(category: str | None) -> str | None:
     """`' Apparel / Tops/'` -> `'Apparel/Tops'`; None for no category (or only slashes)."""
     segments = [part.strip() for part in (category or "").split("/") if part.strip()]
@@ -194,6 +195,7 @@ def count_new_order_lines(
                 "placed_at": placed_at,
             }
     pending = _pending(session)
+    breakdowns = pending.breakdowns  # (the per-line path of ingestion: kept lean)
     counted: set[tuple[str, str]] = set()
     for line in lines:
         key = (line["order_id"], line["line_id"])
@@ -201,19 +203,19 @@ def count_new_order_lines(
             continue
         counted.add(key)
         order = order_of[line["order_id"]]
-        _add(
-            pending,
-            tenant_id,
-            product_id=line["product_id"],
-            variant_id=line["variant_id"],
-            channel=order["channel"],
-            store_id=order["store_id"],
-            currency=order["currency"],
-            counter=_SOLD,
-            value=line["quantity"],
-            reported=False,
-        )
-        _see_category(pending, tenant_id, line["product_id"], line["category"], order["placed_at"])
+        product_id = line["product_id"]
+        breakdowns[
+            (
+                tenant_id,
+                product_id,
+                line["variant_id"] or NO_VARIANT,
+                order["channel"],
+                order["store_id"] or NO_STORE,
+                order["currency"],
+            )
+        ][_SOLD] += line["quantity"]
+        if line["category"] is not None:
+            _see_category(pending, tenant_id, product_id, line["category"], order["placed_at"])
 
 
 def count_recorded_returns(
@@ -440,23 +442,14 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
     products = sorted(set(added) | set(seen))
     if not products:
         return
-    # 1. Products, locked in key order (the first table every writer locks).
-    current = {
-        row[0]: row[1:]
-        for row in upsert_rows_returning(
-            session,
-            ProductSignal,
-            [_empty_product(tenant_id, product_id) for product_id in products],
-            on_conflict=_PRODUCT_LOCK,
-            returning=("product_id", *_PRODUCT_COLUMNS),
-        )
-    }
+    # 1. Products, locked in key order (the first table every writer locks), and read.
+    current = _lock_products(session, tenant_id, products)
     rollup: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     rows = []
     for product_id in products:
-        category, category_at, sold, returned, reported_sold, reported_returned, _ = current[
-            product_id
-        ]
+        category, category_at, sold, returned, reported_sold, reported_returned, _ = current.get(
+            product_id, _NO_PRODUCT
+        )
         category_at = _aware(category_at)
         delta = added.get(product_id, [0, 0, 0, 0])
         new_category, new_at = category, category_at
@@ -514,6 +507,42 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
         ],
         on_conflict=_CATEGORY_UPSERT,
     )
+
+
+_NO_PRODUCT = (None, None, 0, 0, 0, 0, 0.0)
+
+
+def _lock_products(
+    session: Session, tenant_id: str, products: list[str]
+) -> dict[str, tuple[Any, ...]]:
+    """The products' rows as they are, locked until the transaction ends.
+
+    PostgreSQL: a no-op upsert creates the missing rows and locks all of them, so two
+    transactions adding to a new product one after the other each read the other's
+    committed figures. SQLite: the writer holds the database's write lock already (BEGIN
+    IMMEDIATE), so a plain read is enough (and writes no rows twice)."""
+    if session.connection().dialect.name == "sqlite":
+        table = ProductSignal.__table__
+        found: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(products), 500):
+            rows = session.execute(
+                select(table.c.product_id, *(table.c[name] for name in _PRODUCT_COLUMNS)).where(
+                    table.c.tenant_id == tenant_id,
+                    table.c.product_id.in_(products[start : start + 500]),
+                )
+            )
+            found.update({row[0]: tuple(row[1:]) for row in rows})
+        return found
+    return {
+        row[0]: row[1:]
+        for row in upsert_rows_returning(
+            session,
+            ProductSignal,
+            [_empty_product(tenant_id, product_id) for product_id in products],
+            on_conflict=_PRODUCT_LOCK,
+            returning=("product_id", *_PRODUCT_COLUMNS),
+        )
+    }
 
 
 def _empty_product(tenant_id: str, product_id: str) -> dict[str, Any]:

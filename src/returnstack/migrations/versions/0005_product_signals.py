@@ -32,12 +32,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "product_id", name=op.f("pk_product_signals")),
         sqlite_with_rowid=False,
     )
-    for column in ("units_sold", "units_returned", "return_rate", "category"):
-        op.create_index(
-            f"ix_product_signals_tenant_id_{column}",
-            "product_signals",
-            ["tenant_id", column, "product_id"],
-        )
+    op.create_index(
+        "ix_product_signals_tenant_id_category",
+        "product_signals",
+        ["tenant_id", "category", "product_id"],
+    )
     op.create_table(
         "product_breakdowns",
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
@@ -95,6 +94,5 @@ def downgrade() -> None:
     op.drop_table("category_signals")
     op.drop_table("product_reasons")
     op.drop_table("product_breakdowns")
-    for column in ("units_sold", "units_returned", "return_rate", "category"):
-        op.drop_index(f"ix_product_signals_tenant_id_{column}", table_name="product_signals")
+    op.drop_index("ix_product_signals_tenant_id_category", table_name="product_signals")
     op.drop_table("product_signals")
