@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from bench import harness
@@ -184,31 +184,34 @@ def derived_units(session: Session, tenant_id: str, product_ids: list[str]) -> d
 
 
 def derived_rollups(session: Session, tenant_id: str, paths: set[str]) -> dict[str, Any]:
-    """Units sold and back under each category path (every line of it), and the tenant's."""
-    rollups = {}
-    for path in paths:
-        under = (
-            or_(OrderLine.category == path, OrderLine.category.startswith(path + "/"))
-            if path
-            else OrderLine.tenant_id == tenant_id
+    """Units sold and back under each category path and the tenant's: every line of the
+    tenant grouped by category (and every returned item by its line's category), folded
+    into the paths asked for. Two scans of the tenant's facts per call."""
+    sold_by = session.execute(
+        select(OrderLine.category, func.sum(OrderLine.quantity))
+        .where(OrderLine.tenant_id == tenant_id)
+        .group_by(OrderLine.category)
+    ).all()
+    back_by = session.execute(
+        select(OrderLine.category, func.sum(ReturnItem.received_quantity))
+        .join(
+            OrderLine,
+            and_(
+                OrderLine.tenant_id == ReturnItem.tenant_id,
+                OrderLine.order_id == ReturnItem.order_id,
+                OrderLine.product_id == ReturnItem.product_id,
+            ),
         )
-        sold = session.scalar(
-            select(func.sum(OrderLine.quantity)).where(OrderLine.tenant_id == tenant_id, under)
-        )
-        back = session.scalar(
-            select(func.sum(ReturnItem.received_quantity))
-            .join(
-                OrderLine,
-                and_(
-                    OrderLine.tenant_id == ReturnItem.tenant_id,
-                    OrderLine.order_id == ReturnItem.order_id,
-                    OrderLine.product_id == ReturnItem.product_id,
-                ),
-            )
-            .where(ReturnItem.tenant_id == tenant_id, under)
-        )
-        rollups[path] = (sold or 0, back or 0)
-    return rollups
+        .where(ReturnItem.tenant_id == tenant_id)
+        .group_by(OrderLine.category)
+    ).all()
+    rollups: dict[str, list[int]] = {path: [0, 0] for path in paths}
+    for index, grouped in ((0, sold_by), (1, back_by)):
+        for category, units in grouped:
+            for path in upkeep.category_paths(category):
+                if path in rollups:
+                    rollups[path][index] += int(units or 0)
+    return {path: (sold, back) for path, (sold, back) in rollups.items()}
 
 
 def derived_rank(session: Session, tenant_id: str, product_ids: list[str]) -> list[Any]:
