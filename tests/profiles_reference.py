@@ -1,4 +1,4 @@
-"""A plain-Python reference for customer profiles (notes/PROFILES.md, API.md 3-5).
+"""A plain-Python reference for customer profiles (API.md 3-5, docs/api.md).
 
 It keeps the facts the API was given (orders and their lines, recorded returns, returns
 through the lifecycle, identities) and computes the profiles from them at the end, from
@@ -8,14 +8,19 @@ is what "guest rows merge into the customer when linked" amounts to.
 
 It also predicts what the returns API accepts (eligibility and the state machine), so a test
 can send only what it expects to succeed, check the API agrees, and mirror exactly what was
-accepted. Where a prediction cannot be exact (units of recorded returns that name only a
-product are spread over an order's lines in an order the reference does not fix), it gives
-bounds and the test follows the API within them.
+accepted. Its rules are written from the contract (API.md 4, 5 and 11, docs/api.md "Returns"
+and "Customer profiles"), each citing the sentence it follows, never from the service's code:
+who owns an order, what a refund may pay (fees and damaged items), what erasure leaves.
+Where a prediction cannot be exact (units of recorded returns that name only a product are
+spread over an order's lines in an order the reference does not fix), it gives bounds and
+the test follows the API within them.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
+from math import floor
 from typing import Any, Literal
 
 TOTAL_KEYS = (
@@ -30,6 +35,9 @@ TOTAL_KEYS = (
     "return_rate_value",
 )
 CHANNELS = ("online", "offline")
+# API.md 11: "default reasons with `merchant_fault: true` are `defective`, `damaged_in_transit`,
+# `not_as_described`, `wrong_item`".
+MERCHANT_FAULT = frozenset({"defective", "damaged_in_transit", "not_as_described", "wrong_item"})
 ACTIONS = ("approve", "decline", "receive", "refund", "close", "cancel", "reopen")
 PROGRESS = ("approve", "receive", "refund", "close", "reopen", "decline", "cancel")
 
@@ -94,14 +102,19 @@ class RecordedReturn:
 
 @dataclass
 class LifecycleItem:
-    """The units of one order line in a lifecycle return (items naming one line, summed)."""
+    """One requested item of a lifecycle return (docs/api.md: "A return naming one line in
+    two items is received into them in order")."""
 
     order_id: str
     line_id: str
     quantity: int
     unit_price: int
+    # docs/api.md: "Fees are fixed per item when it is requested (the policy may change
+    # later): the restocking percentage ..., none for reasons with `merchant_fault`."
+    fee_percent: Fraction = Fraction(0)
     received: int = 0
-    good: int = 0  # received with outcome "received": what a refund pays for
+    good: int = 0  # received with outcome "received"
+    damaged: int = 0  # received with outcome "damaged"
 
 
 @dataclass
@@ -113,6 +126,9 @@ class LifecycleReturn:
     currency: str
     created_at: datetime
     items: list[LifecycleItem]
+    # docs/api.md: "The return shipping fee is charged once per return unless every item has
+    # a merchant-fault reason" (fixed when requested, as the restocking fees are).
+    shipping_fee: int = 0
     status: str = "requested"
     refunded: int | None = None
     claiming: bool = True  # declined and cancelled returns claim nothing
@@ -128,10 +144,19 @@ class LifecycleReturn:
             if (item.order_id, item.line_id) == (order_id, line_id)
         )
 
-    @property
-    def refund_limit(self) -> int:
-        value = sum(item.good * item.unit_price for item in self.items)
-        return max(0, value - (self.refunded or 0))
+    def refund_limit(self, refund_damaged_items: bool) -> int:
+        """What a refund may pay now. API.md 4: "the value of what was received with outcome
+        `received` (and `damaged` if the policy refunds damaged items) minus fees, rounded
+        down to the minor unit"; API.md 11: "fees are computed exactly (`value x percent /
+        100`), the refund is `floor(value - fees)`"; docs/api.md: "minus their fees and the
+        shipping fee, rounded down, never below 0", and a reopened return is refunded again
+        "only for what was received and not yet refunded"."""
+        value = Fraction(0)
+        for item in self.items:
+            units = item.good + (item.damaged if refund_damaged_items else 0)
+            value += units * item.unit_price * (1 - item.fee_percent / 100)
+        total = max(0, floor(value) - self.shipping_fee)
+        return max(0, total - (self.refunded or 0))
 
 
 # --- profile rows ---------------------------------------------------------------------------
@@ -229,21 +254,6 @@ class OpenPrediction:
         return True if self.quantity == "ok" else None
 
 
-@dataclass(frozen=True)
-class Requester:
-    customer_id: str | None
-    email: str | None
-
-    def owns(self, customer_id: str | None, email: str | None) -> bool:
-        """API.md 4: a customer owns their orders and guest orders of their email; someone
-        known by email alone owns the orders with that email."""
-        if self.customer_id is not None:
-            if customer_id == self.customer_id:
-                return True
-            return customer_id is None and self.email is not None and email == self.email
-        return self.email is not None and email == self.email
-
-
 class Reference:
     def __init__(
         self,
@@ -257,6 +267,10 @@ class Reference:
         self.min_orders = min_orders
         self.min_return_rate_value = min_return_rate_value
         self.window_days = window_days
+        # The return policy's money settings (API.md 4.2, defaults of API.md 11).
+        self.restocking_fee_percent = Fraction(0)
+        self.return_shipping_fee = 0
+        self.refund_damaged_items = False
         self.event_ids: set[str] = set()
         self.orders: dict[str, Order] = {}
         self.recorded: list[RecordedReturn] = []
@@ -276,14 +290,111 @@ class Reference:
         if email is not None and self.emails.get(email) is None:
             self.emails[email] = customer_id
 
-    def owner(self, customer_id: str | None, email: str | None) -> str | None:
+    def owner(
+        self,
+        customer_id: str | None,
+        email: str | None,
+        links: Mapping[str, str | None] | None = None,
+    ) -> str | None:
+        """Who a fact belongs to. docs/api.md "Customer profiles": "A fact belongs to its
+        `customer.id`; without one, to the customer its email is linked to; else to the email
+        as a guest." `c:<id>` is a customer, `g:<email>` a guest, None nobody (an anonymous
+        sale)."""
+        links = self.emails if links is None else links
         if customer_id is not None:
             return f"c:{customer_id}"
         email = normalize_email(email)
         if email is not None:
-            linked = self.emails.get(email)
+            linked = links.get(email)
             return f"c:{linked}" if linked is not None else f"g:{email}"
         return None
+
+    # --- ownership of orders (eligibility, API.md 4) ----------------------------------------
+
+    def owns(self, person: str | None, order: Order, links: Mapping[str, str | None]) -> bool:
+        """API.md 4: "the order is known and belongs to the customer (or guest email)"; whose
+        an order is follows the identity rule above (API.md 5: what was recorded "under that
+        email alone (a guest) is merged into the customer"), so a customer's orders are those
+        with their id and those under an email linked to them, and a guest's those under their
+        email and no id. docs/api.md "Returns": "Staff may open a return for an order with no
+        customer (an in-store sale without a customer record)"."""
+        owner = self.owner(order.customer_id, order.email, links)
+        return owner is None or owner == person
+
+    def requester(
+        self, customer: Mapping[str, Any] | None, items: Sequence[Mapping[str, Any]]
+    ) -> tuple[str | None, dict[str, str | None]]:
+        """(the person a staff request is for, the identity links it is judged with).
+
+        A request naming an id is for that customer; naming an email alone, for whoever the
+        email belongs to (its customer, else the guest). docs/api.md "Returns": "`customer`
+        may be left out on staff requests: the return belongs to the customer (id and email)
+        of its first order". API.md 5: "an event or return carrying both `customer.id` and
+        `customer.email` links them" (docs/api.md: "if the email is not linked yet"), and the
+        guest's history joins the customer in that request, so it is judged with that link.
+        """
+        links = dict(self.emails)
+        customer_id = (customer or {}).get("id")
+        email = normalize_email((customer or {}).get("email"))
+        if customer_id is not None and email is not None and links.get(email) is None:
+            links[email] = customer_id
+        if customer_id is not None or email is not None:
+            return self.owner(customer_id, email, links), links
+        first = next(
+            (self.orders[i["order_id"]] for i in items if i["order_id"] in self.orders), None
+        )
+        return (self.owner(first.customer_id, first.email, links) if first else None), links
+
+    # --- erasure --------------------------------------------------------------------------
+
+    def erase_customer(self, customer_id: str) -> bool:
+        """DELETE /v1/customers/{id}; False when the API answers 404 (docs/api.md: "404 for an
+        unknown or erased id"). Their emails are those linked to them (docs/api.md: "orders
+        and returns of the customer (by id or a linked email) lose the id and email")."""
+        if customer_id not in self.customers:
+            return False
+        emails = {email for email, linked in self.emails.items() if linked == customer_id}
+        self._erase(customer_id, emails)
+        return True
+
+    def erase_email(self, email: str) -> bool:
+        """DELETE /v1/customers/lookup?email=; False when the API answers 404. API.md 5: "A
+        person known only by email (a guest) is erased with `DELETE
+        /v1/customers/lookup?email=`"; an email linked to a customer names that customer."""
+        email = normalize_email(email) or ""
+        linked = self.emails.get(email)
+        if linked is not None:
+            return self.erase_customer(linked)
+        if email not in self.emails and not any(fact.email == email for fact in self._facts()):
+            return False  # never seen (or erased)
+        self._erase(None, {email})
+        return True
+
+    def _facts(self) -> list[Order | RecordedReturn | LifecycleReturn]:
+        return [*self.orders.values(), *self.recorded, *self.returns.values()]
+
+    def _erase(self, customer_id: str | None, emails: set[str]) -> None:
+        """API.md 5: erasure "erases the person's personal data (ids, emails ...) and keeps
+        anonymous aggregates"; "Afterwards nothing the service stores or sends names them".
+        docs/api.md: "A fact of another customer that used one of these emails keeps that
+        customer's id" and loses the email; "the customer, its email links, profile rows ...
+        are deleted"; "The person can be recorded again by later events, as a new customer".
+        Event ids stay: a repeated id still changes nothing (API.md 3)."""
+        for fact in self._facts():
+            if (customer_id is not None and fact.customer_id == customer_id) or (
+                fact.email in emails
+            ):
+                if fact.customer_id == customer_id:
+                    fact.customer_id = None
+                fact.email = None
+        for email in emails:
+            self.emails.pop(email, None)
+        if customer_id is not None:
+            self.customers.pop(customer_id, None)
+        # Another customer whose latest email was one of these no longer shows it.
+        for other, email in list(self.customers.items()):
+            if email in emails:
+                self.customers[other] = None
 
     # --- events ---------------------------------------------------------------------------
 
@@ -401,15 +512,7 @@ class Reference:
         self, customer: Mapping[str, Any] | None, items: Sequence[Mapping[str, Any]]
     ) -> OpenPrediction:
         """POST /v1/returns by staff (API.md 4): items name order_id + line_id."""
-        if customer:
-            requester = Requester(customer.get("id"), normalize_email(customer.get("email")))
-        else:  # staff acting for the first known order's customer
-            first = next(
-                (self.orders[i["order_id"]] for i in items if i["order_id"] in self.orders), None
-            )
-            requester = Requester(
-                first.customer_id if first else None, first.email if first else None
-            )
+        person, links = self.requester(customer, items)
         errors: set[str] = set()
         wanted: dict[tuple[str, str], int] = {}
         currency: str | None = None
@@ -419,8 +522,7 @@ class Reference:
             if order is None:
                 errors.add("order_not_found")
                 continue
-            anonymous = order.customer_id is None and order.email is None
-            if not (requester.owns(order.customer_id, order.email) or anonymous):
+            if not self.owns(person, order, links):
                 errors.add("order_not_owned")
                 continue
             first_owned = first_owned or order
@@ -436,8 +538,11 @@ class Reference:
         return OpenPrediction(
             errors=frozenset(errors),
             quantity=self._quantity_verdict(wanted, exclude=None),
-            customer_id=requester.customer_id or (first_owned.customer_id if first_owned else None),
-            email=requester.email or (first_owned.email if first_owned else None),
+            # The return shows the customer named, completed from its first order.
+            customer_id=(customer or {}).get("id")
+            or (first_owned.customer_id if first_owned else None),
+            email=normalize_email((customer or {}).get("email"))
+            or (first_owned.email if first_owned else None),
             currency=currency,
         )
 
@@ -453,13 +558,19 @@ class Reference:
     ) -> LifecycleReturn:
         """Mirror a return the API opened for the request's `customer`."""
         assert prediction.currency is not None
-        merged: dict[tuple[str, str], LifecycleItem] = {}
+        lifecycle_items = []
         for item in items:
-            key = (item["order_id"], item["line_id"])
-            if key not in merged:
-                price = self.orders[key[0]].lines[key[1]].unit_price
-                merged[key] = LifecycleItem(key[0], key[1], 0, price)
-            merged[key].quantity += item["quantity"]
+            merchant_fault = item.get("reason") in MERCHANT_FAULT
+            lifecycle_items.append(
+                LifecycleItem(
+                    item["order_id"],
+                    item["line_id"],
+                    item["quantity"],
+                    self.orders[item["order_id"]].lines[item["line_id"]].unit_price,
+                    fee_percent=Fraction(0) if merchant_fault else self.restocking_fee_percent,
+                )
+            )
+        fee_bearing = any(item.get("reason") not in MERCHANT_FAULT for item in items)
         ret = LifecycleReturn(
             id=return_id,
             customer_id=prediction.customer_id,
@@ -467,7 +578,8 @@ class Reference:
             channel=channel,
             currency=prediction.currency,
             created_at=created_at,
-            items=list(merged.values()),
+            items=lifecycle_items,
+            shipping_fee=self.return_shipping_fee if fee_bearing else 0,
         )
         self.returns[return_id] = ret
         # A request naming both a customer id and an email links them, as an event does.
@@ -499,16 +611,15 @@ class Reference:
         ]
 
     def reopen_verdict(self, ret: LifecycleReturn) -> Literal["ok", "exceeds", "maybe"]:
-        """A declined or cancelled return claims its units again on reopening, if free."""
+        """docs/api.md "Returns": "Reopening a declined or cancelled return claims its units
+        again, and is refused (422 `quantity_exceeds_returnable`) when another return took
+        them in the meantime"."""
         if ret.claiming:
             return "ok"
-        requester = Requester(ret.customer_id, ret.email)
-        wanted = {}
+        wanted: dict[tuple[str, str], int] = {}
         for item in ret.items:
-            order = self.orders[item.order_id]
-            anonymous = order.customer_id is None and order.email is None
-            if requester.owns(order.customer_id, order.email) or anonymous:
-                wanted[(item.order_id, item.line_id)] = item.quantity
+            key = (item.order_id, item.line_id)
+            wanted[key] = wanted.get(key, 0) + item.quantity
         return self._quantity_verdict(wanted, exclude=ret.id)
 
     def apply(self, ret: LifecycleReturn, action: str, body: Mapping[str, Any]) -> None:
@@ -526,13 +637,16 @@ class Reference:
                         continue
                     take = min(left, item.quantity - item.received)
                     item.received += take
-                    if receipt.get("outcome", "received") == "received":
+                    outcome = receipt.get("outcome", "received")
+                    if outcome == "received":
                         item.good += take
+                    elif outcome == "damaged":
+                        item.damaged += take
                     left -= take
                 assert left == 0, "the receipt was more than the return has room for"
         elif action == "refund":
             amount = body.get("amount")
-            limit = ret.refund_limit
+            limit = ret.refund_limit(self.refund_damaged_items)
             ret.refunded = (ret.refunded or 0) + (limit if amount is None else amount)
         ret.status = target
 
@@ -556,7 +670,8 @@ class Reference:
                 target.gross_revenue += line.quantity * line.unit_price
         for recorded in self.recorded:
             owner = self.owner(recorded.customer_id, recorded.email)
-            assert owner is not None  # a recorded return names a customer or an email
+            if owner is None:
+                continue  # its customer was erased
             row(owner, recorded.currency).add_return(
                 recorded.channel,
                 recorded.at,

@@ -5,6 +5,7 @@ UPDATE on PostgreSQL; SQLite writers already hold the database's write lock), so
 requests cannot both claim the last unit of a line.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from returnstack.customers.profiles import linked_customers
 from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.models import Order
 from returnstack.orders.service import render_orders
@@ -30,10 +32,10 @@ class Requester:
     storefront: bool = False  # storefront callers never learn that an order exists
 
     def owns(self, customer_id: str | None, email: str | None) -> bool:
-        """Whether an order or return with this customer id and email is the requester's:
-        a customer owns rows with their id, and rows with their email but no customer id
-        (guest purchases); someone known by email alone owns the rows with that email, and a
-        storefront guest only those without a customer account (API.md 4.1)."""
+        """Whether an order or return with this customer id and email is a storefront
+        caller's: a customer owns rows with their id, and rows with their email but no
+        customer id (guest purchases); a guest only rows with their email and no customer
+        account (API.md 4.1). (Staff requests follow the identity links: `_staff_ownership`.)"""
         if self.customer_id is not None:
             if customer_id == self.customer_id:
                 return True
@@ -128,6 +130,9 @@ def check_items(
         requester = Requester(
             customer_id=first.customer_id if first else None, email=first.email if first else None
         )
+    staff_owns = (
+        None if requester.storefront else _staff_ownership(session, tenant_id, requester, rows)
+    )
     rendered = {
         order["order_id"]: order
         for order in render_orders(
@@ -144,8 +149,8 @@ def check_items(
         order = orders.get(request.order_id)
         owned = order is not None and (
             requester.owns(order.customer_id, order.email)
-            # Staff may take back an anonymous sale (a store receipt with no customer).
-            or (not requester.storefront and order.customer_id is None and order.email is None)
+            if staff_owns is None
+            else staff_owns(order)
         )
         if order is None or (requester.storefront and not owned):
             item.errors.append(("order_not_found", f"No order {request.order_id!r}."))
@@ -233,6 +238,39 @@ def _check_total(items: list[CheckedItem]) -> None:
                 )
             )
             total -= item.value
+
+
+def _staff_ownership(
+    session: Session, tenant_id: str, requester: Requester, orders: list[Order]
+) -> Callable[[Order], bool]:
+    """Whether an order belongs to the person a staff request is for (API.md 4: "belongs to
+    the customer (or guest email)"). An order is its customer id's; without one, the
+    customer's its email is linked to; else the guest email's (the identity rule of
+    profiles, API.md 5), so a customer's guest history counts as theirs and a guest email
+    linked to one customer is no other's. A request naming an id and an email not linked yet
+    links them (API.md 5), so it is judged with that link. Staff may take back an anonymous
+    sale (a store receipt with no customer)."""
+    emails = {order.email for order in orders if order.email is not None}
+    if requester.email is not None:
+        emails.add(requester.email)
+    links = linked_customers(session, tenant_id, emails)
+    if requester.customer_id is not None and requester.email is not None:
+        links[requester.email] = links.get(requester.email) or requester.customer_id
+
+    def owner(customer_id: str | None, email: str | None) -> tuple[str, str] | None:
+        if customer_id is None and email is not None:
+            customer_id = links.get(email)
+        if customer_id is not None:
+            return ("customer", customer_id)
+        return None if email is None else ("guest", email)
+
+    person = owner(requester.customer_id, requester.email)
+
+    def owns(order: Order) -> bool:
+        theirs = owner(order.customer_id, order.email)
+        return theirs is None or theirs == person
+
+    return owns
 
 
 def _find_line(
