@@ -316,7 +316,7 @@ def streams(draw: st.DrawFn) -> list[Op]:
         choices=st.lists(st.sampled_from([0, 0, 0, 0, 1, 2, 3]), min_size=1, max_size=4).map(tuple),
         percent=st.integers(1, 100),
         outcome=st.sampled_from(
-            ["received", "received", "damaged", "wrong_item", "lost_in_transit"]
+            ["received", "received", "damaged", "damaged", "wrong_item", "lost_in_transit"]
         ),
         refund=st.sampled_from(["default", "default", "part", "too_much"]),
         force=st.integers(0, 9).map(lambda n: n == 0),
@@ -344,12 +344,15 @@ def streams(draw: st.DrawFn) -> list[Op]:
         "open": open_return,
         "act": act,
     }
-    weights = ["purchase"] * 8 + ["recorded return"] * 4 + ["duplicate", "open"] * 2
-    weights += ["act"] * 6 + ["policy", "erase"]
+    weights = ["purchase"] * 8 + ["recorded return"] * 3 + ["duplicate"] * 2 + ["open"] * 3
+    weights += ["act"] * 7 + ["policy", "erase"]
     op = st.sampled_from(weights).flatmap(kinds.__getitem__)
-    # Long streams (lists' own sizes average a handful); shrinking shortens them.
-    size = draw(st.integers(1, MAX_OPS))
-    return draw(st.lists(op, min_size=size, max_size=size))
+    # Mostly a policy with fees first, so that most refunds have some; long streams (lists'
+    # own sizes average a handful), half of them at least MAX_OPS / 2; shrinking shortens them.
+    first = draw(st.one_of(st.none(), policy))
+    size = draw(st.one_of(st.integers(1, MAX_OPS), st.integers(MAX_OPS // 2, MAX_OPS)))
+    ops = draw(st.lists(op, min_size=size, max_size=size))
+    return ops if first is None else [first, *ops]
 
 
 # --- running a stream against the API and the reference -------------------------------------
@@ -630,6 +633,11 @@ class Driver:
             assert response.status_code == expect, response.text
         if response.status_code != 200:
             return
+        if action == "refund":
+            if ret.shipping_fee or any(i.fee_percent and i.good for i in ret.items):
+                self.count("refund less fees")
+            if self.ref.refund_damaged_items and any(i.damaged for i in ret.items):
+                self.count("refund of damaged units")
         self.ref.apply(ret, action, body)
         result = response.json()
         assert result["status"] == ret.status, result
@@ -862,6 +870,7 @@ C2_CLAIMS_AN_EMAIL_OF_C1 = [
 )
 @example(ops=MINIMAL_RETURN_OF_AN_ANONYMOUS_SALE)
 @example(ops=ERASING_C1_FORGETS_THE_EMAIL_C2_GAVE).xfail(
+    condition=not DRIVE_ONLY,
     raises=AssertionError,
     reason="erasure leaves the email in another customer's record (customers/erasure.py)",
 )
@@ -877,7 +886,7 @@ def test_profiles_equal_the_reference_and_survive_a_rebuild(
     reference = Reference(default_currency="EUR")
     driver = Driver(api, reference, start=datetime.now(UTC).replace(microsecond=0))
     driver.run(ops)
-    tally_stream(reference)
+    tally_stream(reference, driver)
     if DRIVE_ONLY:
         return
 
@@ -913,10 +922,11 @@ def test_profiles_equal_the_reference_and_survive_a_rebuild(
     assert not problems, explain(reference, problems)
 
 
-def tally_stream(reference: Reference) -> None:
+def tally_stream(reference: Reference, driver: Driver) -> None:
     """What the stream covered (pytest --hypothesis-show-statistics)."""
     rows = reference.rows()
     tally(f"profile rows: {min(len(rows), 6)}")
+    tally(f"requests: {min(driver.requests // 10 * 10, 40)}+")
     if any(owner.startswith("g:") for owner, _ in rows):
         tally("guest rows at the end")
     if any(row.orders >= 3 for row in rows.values()):
@@ -927,15 +937,6 @@ def tally_stream(reference: Reference) -> None:
         tally("a lifecycle return received")
     if any(r.refunded for r in reference.returns.values()):
         tally("a lifecycle return refunded")
-    if any(
-        r.refunded and (r.shipping_fee or any(i.fee_percent for i in r.items))
-        for r in reference.returns.values()
-    ):
-        tally("a refund less fees")
-    if reference.refund_damaged_items and any(
-        r.refunded and any(i.damaged for i in r.items) for r in reference.returns.values()
-    ):
-        tally("damaged units refunded")
 
 
 # --- one stream by hand, with the CLI's rebuild ---------------------------------------------
