@@ -387,13 +387,13 @@ class Reference:
                 if fact.customer_id == customer_id:
                     fact.customer_id = None
                 fact.email = None
-        for email in emails:
-            self.emails.pop(email, None)
+        for erased in emails:
+            self.emails.pop(erased, None)
         if customer_id is not None:
             self.customers.pop(customer_id, None)
         # Another customer whose latest email was one of these no longer shows it.
-        for other, email in list(self.customers.items()):
-            if email in emails:
+        for other, latest in list(self.customers.items()):
+            if latest in emails:
                 self.customers[other] = None
 
     # --- events ---------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from tests.profiles_reference import (
 )
 from tests.returns_helpers import Api, all_outbox
 
-EXAMPLES = int(os.environ.get("PROFILES_EXAMPLES", "50"))
+EXAMPLES = int(os.environ.get("PROFILES_EXAMPLES", "25"))
 DRIVE_ONLY = os.environ.get("PROFILES_DRIVE_ONLY") == "1"
 MAX_OPS = 40
 # DELETE /v1/customers/lookup?email= (guest erasure) is generated once main has it.
