@@ -69,7 +69,9 @@ MAX_OPS = 40
 # DELETE /v1/customers/lookup?email= (erasure of a guest, or of whoever an email belongs to)
 # is generated once the service has the route.
 GUEST_ERASURE = any(
-    isinstance(route, APIRoute) and route.path.endswith("/lookup") and "DELETE" in route.methods
+    isinstance(route, APIRoute)
+    and route.path.endswith("/lookup")
+    and "DELETE" in (route.methods or set())
     for route in customer_routes.routes
 )
 
