@@ -202,6 +202,13 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
             delete(Customer).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
         )
     session.execute(delete(CustomerEmail).where(CustomerEmail.tenant_id == tenant_id, links))
+    # Another customer whose latest email was one of these no longer shows it.
+    session.execute(
+        update(Customer)
+        .where(Customer.tenant_id == tenant_id, Customer.email.in_(emails))
+        .values(email=None)
+        .execution_options(synchronize_session=False)
+    )
     _rewrite_segments(session, tenant_id, person)
     _drop_replays(session, tenant_id, person, return_ids)
     _scrub_outbox(session, tenant_id, person, return_ids)
