@@ -7,6 +7,8 @@ from fastapi import FastAPI
 
 from returnstack import __version__
 from returnstack.config import Settings, get_settings
+from returnstack.compat.constructor import router as constructor_router
+from returnstack.compat.sailthru import router as sailthru_router
 from returnstack.customers.endpoints import router as customers_router
 from returnstack.customers.segment_endpoints import router as segments_router
 from returnstack.events.endpoints import router as events_router
@@ -88,4 +90,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(segments_router)  # before customers: /v1/customers is its list
     app.include_router(customers_router)
     app.include_router(products_router)
+    # Vendor-compatible endpoints (COMPAT.md): the vendors' paths, shapes and errors.
+    app.include_router(constructor_router)
+    app.include_router(sailthru_router)
     return app

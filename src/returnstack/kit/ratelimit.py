@@ -90,6 +90,14 @@ def client_address(request: Request) -> str:
     proxy headers so that this is the real client)."""
     return request.client.host if request.client else "unknown"
 
+    def peek(self, key: str) -> tuple[int, int, float]:
+        """(burst, whole tokens left, seconds until the bucket is full), taking nothing."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        return self.burst, int(tokens), (self.burst - tokens) / self.rate
+
 
 def check_rate_limit(request: Request, key: str) -> None:
     buckets: TokenBuckets | None = request.app.state.rate_limiter
@@ -101,3 +109,12 @@ def check_rate_limit(request: Request, key: str) -> None:
             "Too many requests; retry after the delay in Retry-After.",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+
+
+def remaining_tokens(request: Request, key: str) -> tuple[int, int, float] | None:
+    """(limit, remaining, seconds until full) of a key's bucket, for headers that report it;
+    None when rate limiting is off."""
+    buckets: TokenBuckets | None = request.app.state.rate_limiter
+    if buckets is None:
+        return None
+    return buckets.peek(key)
