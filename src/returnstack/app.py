@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from returnstack import __version__
 from returnstack.config import Settings, get_settings
 from returnstack.compat.constructor import router as constructor_router
+from returnstack.compat.emporix import router as emporix_router
 from returnstack.compat.optimove import router as optimove_router
 from returnstack.compat.sailthru import router as sailthru_router
 from returnstack.customers.endpoints import router as customers_router
@@ -95,4 +96,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(constructor_router)
     app.include_router(sailthru_router)
     app.include_router(optimove_router)
+    app.include_router(emporix_router)
     return app

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
@@ -72,11 +73,14 @@ def unauthorized(message: str) -> CompatError:
 
 def _describe(error: ApiError) -> str:
     """A domain error as one line: its message, then each detail's path and reason."""
-    parts = [
-        f"{detail['path']}: {detail['message']}" if detail.get("path") else detail["message"]
-        for detail in error.details
-        if detail.get("message")
-    ]
+    parts = []
+    for detail in error.details:
+        if not detail.get("message"):
+            continue
+        text = f"{detail['path']}: {detail['message']}" if detail.get("path") else detail["message"]
+        if detail.get("code") and detail["code"] not in text:
+            text += f" ({detail['code']})"
+        parts.append(text)
     return " ".join([error.message, "; ".join(parts)]).strip()
 
 
@@ -107,9 +111,12 @@ class VendorRoute(RenderInThreadRoute):
             except ApiError as exc:
                 response = render(exc.status_code, _describe(exc), None)
                 response.headers.update(exc.headers or {})
-            except RequestValidationError as exc:
+            except (RequestValidationError, ValidationError) as exc:
+                # FastAPI's parameter errors (their loc starts with "query"/"path"), or a
+                # domain request built by the adapter that breaks a limit of the domain.
                 first = exc.errors()[0] if exc.errors() else {}
-                path = format_path(tuple(first.get("loc", ()))[1:])
+                loc = tuple(first.get("loc", ()))
+                path = format_path(loc[1:] if isinstance(exc, RequestValidationError) else loc)
                 message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
                 response = render(400, f"{path}: {message}" if path else message, None)
             return self.decorate(request, response)
