@@ -77,9 +77,8 @@ def send(
         OFFLINE,
         params={"key": key if key is not None else tenant.publishable_key},
         content=body if isinstance(body, bytes) else orjson.dumps(body),
-        headers={"Content-Type": "application/json"} | (
-            basic(tenant.secret_key) if headers is None else headers
-        ),
+        headers={"Content-Type": "application/json"}
+        | (basic(tenant.secret_key) if headers is None else headers),
     )
 
 
@@ -148,7 +147,10 @@ def test_a_repeated_request_is_a_duplicate(
     assert count(database, Event, tenant.id) == events
     assert count(database, Return, tenant.id) == returns
     # The same order sent again in another batch, with the same lines: still one order.
-    assert send(client, tenant, {"behavioral_actions": body["behavioral_actions"][:1]}).status_code == 204
+    assert (
+        send(client, tenant, {"behavioral_actions": body["behavioral_actions"][:1]}).status_code
+        == 204
+    )
     assert count(database, Event, tenant.id) == events
 
 
@@ -189,9 +191,7 @@ def test_dt_in_milliseconds_and_anonymous_purchases(
     assert send(client, tenant, body).status_code == 204
     order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
     assert order["customer"] is None
-    assert order["placed_at"].startswith(
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(dt))
-    )
+    assert order["placed_at"].startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(dt)))
     assert order["store"]["id"] == "unknown"  # in store, but no store named
     assert order["lines"][0]["product_id"] == "Phone case"
     assert order["lines"][0]["unit_price"] == 2500
@@ -210,7 +210,10 @@ def test_the_secret_token_as_x_cnstrc_token(client: TestClient, tenant: TenantFi
 
 
 def test_credentials_that_are_wrong_are_401_in_constructors_shape(
-    client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture, database: DatabaseFixture
+    client: TestClient,
+    tenant: TenantFixture,
+    other_tenant: TenantFixture,
+    database: DatabaseFixture,
 ) -> None:
     body = example(unique("POS"), unique("u"))
     attempts = [
@@ -303,7 +306,9 @@ def test_online_purchase_as_constructors_node_client_sends_it(
     order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
     assert order["channel"] == "online"
     assert order["customer"]["id"] == ui
-    assert [(line["product_id"], line["quantity"], line["unit_price"]) for line in order["lines"]] == [
+    assert [
+        (line["product_id"], line["quantity"], line["unit_price"]) for line in order["lines"]
+    ] == [
         ("KMH876", 1, 2999),
         ("KMH140", 2, 1999),
     ]
@@ -316,7 +321,13 @@ def test_online_return_takes_ui_and_dt_from_the_query_and_the_body_overrides(
     dt = int(time.time()) - 600
     response = client.post(
         "/v2/behavioral_action/return",
-        params={"key": tenant.publishable_key, "ui": "someone-else", "_dt": str(dt), "i": "d", "s": "2"},
+        params={
+            "key": tenant.publishable_key,
+            "ui": "someone-else",
+            "_dt": str(dt),
+            "i": "d",
+            "s": "2",
+        },
         content=orjson.dumps(
             {
                 "ui": ui,

@@ -2,7 +2,6 @@
 backends: the documented phone-case return at 25.00, orders built from one event per item,
 dedup keys, per-index rejections, whole-request errors, keys and tenant isolation."""
 
-
 from typing import Any
 
 import orjson
@@ -15,7 +14,9 @@ from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
 
-def order_event(order_id: str, product_id: str, price: str, quantity: int, customer: str, **context: Any) -> dict[str, Any]:
+def order_event(
+    order_id: str, product_id: str, price: str, quantity: int, customer: str, **context: Any
+) -> dict[str, Any]:
     return {
         "tenant": 567,
         "timestamp": "2024-05-20 09:00:00.000000 UTC",
@@ -66,8 +67,12 @@ def clone(event: dict[str, Any]) -> dict[str, Any]:
     return event | {"context": dict(event["context"])}
 
 
-def send(client: TestClient, headers: dict[str, str], body: Any, path: str = "/optimove/events") -> Response:
-    return client.post(path, content=orjson.dumps(body), headers=headers | {"Content-Type": "application/json"})
+def send(
+    client: TestClient, headers: dict[str, str], body: Any, path: str = "/optimove/events"
+) -> Response:
+    return client.post(
+        path, content=orjson.dumps(body), headers=headers | {"Content-Type": "application/json"}
+    )
 
 
 def count(database: DatabaseFixture, model: Any, tenant_id: str) -> int:
@@ -93,14 +98,21 @@ def test_the_documented_return_and_its_order(client: TestClient, tenant: TenantF
     assert order["channel"] == "online"
     assert order["placed_at"] == "2024-05-20T09:00:00Z"
     # One event per item: each is the first line of its event, so lines are compared as a set.
-    assert sorted((l["line_id"], l["product_id"], l["quantity"], l["unit_price"]) for l in order["lines"]) == [
+    assert sorted(
+        (line["line_id"], line["product_id"], line["quantity"], line["unit_price"])
+        for line in order["lines"]
+    ) == [
         ("SKU98765", "SKU98765", 1, 2500),
         ("line-2", "SKU-2", 2, 1799),
     ]
 
-    response = send(client, {"X-API-Key": tenant.secret_key}, return_event(order_id, unique("r"), customer))
+    response = send(
+        client, {"X-API-Key": tenant.secret_key}, return_event(order_id, unique("r"), customer)
+    )
     assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
-    (ret,) = client.get("/v1/returns", params={"order_id": order_id}, headers=tenant.headers).json()["data"]
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
     assert (ret["status"], ret["source"]) == ("closed", "event")
     assert ret["refund"]["amount"] == 2500
     assert ret["refund"]["method"] == "original_payment"
@@ -116,35 +128,56 @@ def test_items_of_one_return_make_one_return_and_repeats_are_duplicates(
 ) -> None:
     order_id, return_id, customer = unique("o"), unique("r"), unique("c")
     first = return_event(order_id, return_id, customer)
-    second = return_event(order_id, return_id, customer, ootb_product_id="SKU-2", ootb_quantity=2,
-                          ootb_item_price=orjson.Fragment(b"10.5"), ootb_total_return_value=None,
-                          ootb_reason="defective")
+    second = return_event(
+        order_id,
+        return_id,
+        customer,
+        ootb_product_id="SKU-2",
+        ootb_quantity=2,
+        ootb_item_price=orjson.Fragment(b"10.5"),
+        ootb_total_return_value=None,
+        ootb_reason="defective",
+    )
     del second["context"]["ootb_total_return_value"]
     assert send(client, tenant.headers, [first, second]).json() == {
-        "accepted": 2, "duplicates": 0, "rejected": []
+        "accepted": 2,
+        "duplicates": 0,
+        "rejected": [],
     }
-    (ret,) = client.get("/v1/returns", params={"order_id": order_id}, headers=tenant.headers).json()["data"]
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
     assert ret["refund"]["amount"] == 2500 + 2 * 1050  # price x quantity when no total
     assert [i["reason"] for i in ret["items"]] == ["other", "defective"]
     events = count(database, Event, tenant.id)
     assert send(client, tenant.headers, [first, second]).json() == {
-        "accepted": 0, "duplicates": 2, "rejected": []
+        "accepted": 0,
+        "duplicates": 2,
+        "rejected": [],
     }
     assert count(database, Event, tenant.id) == events
     purchase = order_event(order_id, "SKU98765", "25.00", 1, customer)
     assert send(client, tenant.headers, [purchase, purchase]).json() == {
-        "accepted": 1, "duplicates": 1, "rejected": []
+        "accepted": 1,
+        "duplicates": 1,
+        "rejected": [],
     }
 
 
 def test_in_store_orders_and_visitors(client: TestClient, tenant: TenantFixture) -> None:
     order_id = unique("o")
-    event = order_event(order_id, "SKU-1", "5", 3, "x", ootb_store_type="Berlin Mitte", ootb_currency="usd")
+    event = order_event(
+        order_id, "SKU-1", "5", 3, "x", ootb_store_type="Berlin Mitte", ootb_currency="usd"
+    )
     del event["customer"]
     event["visitor"] = "visitor-1"
     assert send(client, tenant.headers, event).json()["accepted"] == 1
     order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
-    assert (order["channel"], order["store"]["id"], order["currency"]) == ("offline", "Berlin Mitte", "USD")
+    assert (order["channel"], order["store"]["id"], order["currency"]) == (
+        "offline",
+        "Berlin Mitte",
+        "USD",
+    )
     assert order["customer"] is None
     assert order["lines"][0]["unit_price"] == 500
 
@@ -161,9 +194,20 @@ def test_invalid_events_are_rejected_by_index_and_the_valid_ones_written(
     bad_time = clone(good) | {"timestamp": "yesterday"}
     no_reason = return_event(order_id, unique("r"), customer)
     del no_reason["context"]["ootb_reason"]
-    half_unit = order_event(unique("o"), "SKU-1", "1", 1, customer, ootb_quantity=orjson.Fragment(b"1.5"))
+    half_unit = order_event(
+        unique("o"), "SKU-1", "1", 1, customer, ootb_quantity=orjson.Fragment(b"1.5")
+    )
     unknown_event = clone(good) | {"event": "ootb_login"}
-    body = [good, no_customer, too_precise, long_text, bad_time, no_reason, half_unit, unknown_event]
+    body = [
+        good,
+        no_customer,
+        too_precise,
+        long_text,
+        bad_time,
+        no_reason,
+        half_unit,
+        unknown_event,
+    ]
     result = send(client, tenant.headers, body).json()
     assert result["accepted"] == 1
     assert [(r["index"], r["message"].split(":")[0]) for r in result["rejected"]] == [
@@ -201,7 +245,15 @@ def test_tenants_are_isolated(
     client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
 ) -> None:
     order_id = unique("o")
-    assert send(client, tenant.headers, order_event(order_id, "A", "1", 1, "c")).json()["accepted"] == 1
+    assert (
+        send(client, tenant.headers, order_event(order_id, "A", "1", 1, "c")).json()["accepted"]
+        == 1
+    )
     assert client.get(f"/v1/orders/{order_id}", headers=other_tenant.headers).status_code == 404
     # The same event for the other tenant is new there, not a duplicate.
-    assert send(client, other_tenant.headers, order_event(order_id, "A", "1", 1, "c")).json()["accepted"] == 1
+    assert (
+        send(client, other_tenant.headers, order_event(order_id, "A", "1", 1, "c")).json()[
+            "accepted"
+        ]
+        == 1
+    )

@@ -13,12 +13,14 @@ from httpx import Response
 from sqlalchemy import func, select
 
 from returnstack.compat.sailthru import parse_date, signature, spread
-from returnstack.models import Event, Order, Return
+from returnstack.models import Event, Order
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
 
-def signed_form(tenant: TenantFixture, data: dict[str, Any], secret: str | None = None) -> dict[str, str]:
+def signed_form(
+    tenant: TenantFixture, data: dict[str, Any], secret: str | None = None
+) -> dict[str, str]:
     """What sailthru-client's _prepare_json_payload posts."""
     payload = {"api_key": tenant.publishable_key, "format": "json", "json": json.dumps(data)}
     values = sorted(str(value) for value in payload.values())
@@ -73,7 +75,9 @@ def test_a_signed_purchase_and_the_documented_return(
     order = client.get(f"/v1/orders/{extid}", headers=tenant.headers).json()
     assert order["placed_at"] == "2026-02-14T14:30:00Z"  # 09:30 in New York
     assert order["customer"]["email"] == email
-    assert [(line["product_id"], line["quantity"], line["unit_price"]) for line in order["lines"]] == [
+    assert [
+        (line["product_id"], line["quantity"], line["unit_price"]) for line in order["lines"]
+    ] == [
         ("A1", 1, 3499),
         ("B2", 2, 1799),
     ]
@@ -81,8 +85,15 @@ def test_a_signed_purchase_and_the_documented_return(
     # Seed 002's example: one item at 100 cents, ids as numbers.
     ret = {
         "email": email,
-        "items": [{"qty": 1, "price": 100, "id": 1234, "url": "https://example.com/1234/item_1234",
-                   "order_id": 56789}],
+        "items": [
+            {
+                "qty": 1,
+                "price": 100,
+                "id": 1234,
+                "url": "https://example.com/1234/item_1234",
+                "order_id": 56789,
+            }
+        ],
     }
     response = post(client, "/return", signed_form(tenant, ret))
     assert response.status_code == 200, response.text
@@ -105,7 +116,10 @@ def test_purchases_dedup_by_extid(
     client: TestClient, tenant: TenantFixture, database: DatabaseFixture
 ) -> None:
     email, extid = f"{unique('u')}@example.com", unique("x")
-    assert post(client, "/purchase", signed_form(tenant, purchase_body(email, extid))).status_code == 200
+    assert (
+        post(client, "/purchase", signed_form(tenant, purchase_body(email, extid))).status_code
+        == 200
+    )
     again = post(client, "/purchase", signed_form(tenant, purchase_body(email, extid)))
     assert again.status_code == 200
     assert again.json()["purchase"]["duplicate"] is True
@@ -125,7 +139,9 @@ def test_adjustments_are_spread_over_the_lines_without_losing_a_cent(
 ) -> None:
     email, extid = f"{unique('u')}@example.com", unique("adj")
     body = purchase_body(
-        email, extid, adjustments=[{"title": "Promo", "price": -1000}, {"title": "Ship", "price": 1}]
+        email,
+        extid,
+        adjustments=[{"title": "Promo", "price": -1000}, {"title": "Ship", "price": 1}],
     )
     assert post(client, "/purchase", signed_form(tenant, body)).status_code == 200
     order = client.get(f"/v1/orders/{extid}", headers=tenant.headers).json()
@@ -148,7 +164,9 @@ def test_spread_by_largest_remainder() -> None:
 
 
 def test_dates_in_sailthrus_forms() -> None:
-    assert parse_date("2026-02-14 9:30:00 America/New_York").isoformat() == "2026-02-14T14:30:00+00:00"
+    assert (
+        parse_date("2026-02-14 9:30:00 America/New_York").isoformat() == "2026-02-14T14:30:00+00:00"
+    )
     assert parse_date("2026-02-14T09:30:00+01:00").isoformat() == "2026-02-14T08:30:00+00:00"
     assert parse_date("2026-02-14 09:30 UTC").isoformat() == "2026-02-14T09:30:00+00:00"
     assert parse_date("2026-02-14").isoformat() == "2026-02-14T00:00:00+00:00"
@@ -159,7 +177,9 @@ def test_an_incomplete_cart_is_never_revenue(
     client: TestClient, tenant: TenantFixture, database: DatabaseFixture
 ) -> None:
     email, extid = f"{unique('u')}@example.com", unique("cart")
-    response = post(client, "/purchase", signed_form(tenant, purchase_body(email, extid, incomplete=1)))
+    response = post(
+        client, "/purchase", signed_form(tenant, purchase_body(email, extid, incomplete=1))
+    )
     assert response.status_code == 200
     assert response.json()["purchase"]["incomplete"] == 1
     assert count(database, Order, tenant.id) == 0
@@ -167,12 +187,17 @@ def test_an_incomplete_cart_is_never_revenue(
 
 
 def test_bad_signatures_are_401_in_sailthrus_shape(
-    client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture, database: DatabaseFixture
+    client: TestClient,
+    tenant: TenantFixture,
+    other_tenant: TenantFixture,
+    database: DatabaseFixture,
 ) -> None:
     email = f"{unique('u')}@example.com"
     good = signed_form(tenant, purchase_body(email, unique("x")))
     tampered = good | {"json": good["json"].replace("3499", "1")}
-    other_secret = signed_form(tenant, purchase_body(email, unique("x")), other_tenant.signing_secret)
+    other_secret = signed_form(
+        tenant, purchase_body(email, unique("x")), other_tenant.signing_secret
+    )
     # A signature lifted from one body and replayed with another.
     replayed = signed_form(tenant, purchase_body(email, unique("y"))) | {"sig": good["sig"]}
     unsigned = {key: value for key, value in good.items() if key != "sig"}
@@ -181,7 +206,8 @@ def test_bad_signatures_are_401_in_sailthrus_shape(
         response = post(client, "/purchase", form)
         assert response.status_code == 401, response.text
         body = response.json()
-        assert set(body) == {"error", "errormsg"} and isinstance(body["error"], int)
+        assert set(body) == {"error", "errormsg"}
+        assert isinstance(body["error"], int)
         assert "X-Rate-Limit-Remaining" in response.headers
     assert count(database, Event, tenant.id) == 0
 
@@ -194,7 +220,11 @@ def test_bad_signatures_are_401_in_sailthrus_shape(
         ({"date": "next tuesday"}, "date", 18),
         ({"date": "2026-02-14 09:30:00 Mars/Olympus"}, "date", 18),
         ({"items": []}, "items", 99),
-        ({"items": [{"qty": 1, "title": "x", "price": 1.5, "id": "A", "url": "u"}]}, "items[0].price", 99),
+        (
+            {"items": [{"qty": 1, "title": "x", "price": 1.5, "id": "A", "url": "u"}]},
+            "items[0].price",
+            99,
+        ),
         ({"items": [{"qty": 1, "title": "x", "price": 100, "id": "A"}]}, "items[0].url", 2),
         ({"adjustments": [{"title": "all", "price": -99999}]}, "adjustments", 99),
         ({"incomplete": 7}, "incomplete", 99),
@@ -224,9 +254,12 @@ def test_plain_json_with_a_bearer_key(client: TestClient, tenant: TenantFixture)
     response = client.post("/purchase", json=purchase_body(email, extid), headers=tenant.headers)
     assert response.status_code == 200, response.text
     assert client.get(f"/v1/orders/{extid}", headers=tenant.headers).status_code == 200
-    assert client.post(
-        "/purchase", json=purchase_body(email, extid), headers={"Authorization": "Bearer sk_x"}
-    ).status_code == 401
+    assert (
+        client.post(
+            "/purchase", json=purchase_body(email, extid), headers={"Authorization": "Bearer sk_x"}
+        ).status_code
+        == 401
+    )
 
 
 def test_returns_of_several_orders_and_tenant_isolation(
@@ -245,12 +278,24 @@ def test_returns_of_several_orders_and_tenant_isolation(
     response = post(client, "/return", signed_form(tenant, ret))
     assert response.status_code == 200, response.text
     assert response.json()["return"]["price"] == 100 + 500 + 5
-    returns = client.get("/v1/returns", params={"email": email}, headers=tenant.headers).json()["data"]
+    returns = client.get("/v1/returns", params={"email": email}, headers=tenant.headers).json()[
+        "data"
+    ]
     assert sorted(r["refund"]["amount"] for r in returns) == [5, 100, 500]
     assert {r["items"][0]["order_id"] for r in returns} == {first, second, "unknown"}
-    assert client.get(
-        "/v1/returns", params={"email": email}, headers=other_tenant.headers
-    ).json()["data"] == []
+    assert (
+        client.get("/v1/returns", params={"email": email}, headers=other_tenant.headers).json()[
+            "data"
+        ]
+        == []
+    )
     # A form signed with the other tenant's key and secret lands there only.
     assert post(client, "/return", signed_form(other_tenant, ret)).status_code == 200
-    assert len(client.get("/v1/returns", params={"email": email}, headers=tenant.headers).json()["data"]) == 3
+    assert (
+        len(
+            client.get("/v1/returns", params={"email": email}, headers=tenant.headers).json()[
+                "data"
+            ]
+        )
+        == 3
+    )

@@ -6,11 +6,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from returnstack import __version__
-from returnstack.config import Settings, get_settings
 from returnstack.compat.constructor import router as constructor_router
 from returnstack.compat.emporix import router as emporix_router
 from returnstack.compat.optimove import router as optimove_router
 from returnstack.compat.sailthru import router as sailthru_router
+from returnstack.config import Settings, get_settings
 from returnstack.customers.endpoints import router as customers_router
 from returnstack.customers.segment_endpoints import router as segments_router
 from returnstack.events.endpoints import router as events_router

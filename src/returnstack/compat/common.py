@@ -8,11 +8,11 @@ to the same service functions. It never writes by a path of its own.
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 from fastapi import Request
@@ -32,6 +32,8 @@ except ImportError:
     class Trust(StrEnum):  # type: ignore[no-redef]
         verified = "verified"
         reported = "reported"
+
+
 from returnstack.events.service import RecordResult, record_events
 from returnstack.kit.errors import ApiError, format_path
 from returnstack.kit.metrics import EVENTS_INGESTED
@@ -84,23 +86,21 @@ def _describe(error: ApiError) -> str:
     return " ".join([error.message, "; ".join(parts)]).strip()
 
 
-ErrorRenderer = Callable[[int, str, int | None], Response]
-
-
 class VendorRoute(RenderInThreadRoute):
     """A route that answers every refusal in its vendor's error shape: the adapter's own
     errors, the domain's (e.g. a return that is not eligible), a key refused, a rate limit,
     and FastAPI's parameter errors."""
 
-    render_error: ClassVar[ErrorRenderer]
+    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
+        raise NotImplementedError  # each vendor's route renders its own shape
 
     def decorate(self, request: Request, response: Response) -> Response:
         """Headers a vendor sends on every answer (Sailthru's rate-limit headers)."""
         return response
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        render = type(self).render_error
+        render = self.render_error
 
         async def handle(request: Request) -> Response:
             try:
@@ -138,7 +138,8 @@ def load_json(body: bytes | str) -> Any:
         document = json.loads(body, parse_float=Decimal, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise bad_request(None, f"the body is not valid JSON ({exc})") from None
-    if (b"\\u" if isinstance(body, bytes) else "\\u") in body:
+    escaped = b"\\u" in body if isinstance(body, bytes) else "\\u" in body
+    if escaped:
         try:  # \ud800 escapes decode to lone surrogates, which no database can store
             orjson.dumps(document, default=str)
         except TypeError:
@@ -212,9 +213,9 @@ def signing_secrets(session: Session, tenant_id: str) -> list[str]:
     if row is None:
         return []
     secrets = [row.signing_secret]
-    if row.previous_signing_secret and row.previous_secret_expires_at is not None:
-        if row.previous_secret_expires_at > datetime.now(UTC):
-            secrets.append(row.previous_signing_secret)
+    expires = row.previous_secret_expires_at
+    if row.previous_signing_secret and expires is not None and expires > datetime.now(UTC):
+        secrets.append(row.previous_signing_secret)
     return secrets
 
 
@@ -249,7 +250,9 @@ def record(
         events=events,
         source=source,
         actor=caller.actor,
-        **({"trust": caller.trust} if "trust" in record_events.__code__.co_varnames else {}),  # TEMPORARY
+        **(
+            {"trust": caller.trust} if "trust" in record_events.__code__.co_varnames else {}
+        ),  # TEMPORARY
     )
     EVENTS_INGESTED.inc(result.accepted)
     return result

@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from returnstack.compat.common import (
-    Trust,
     Caller,
+    Trust,
     VendorRoute,
     bad_request,
     check_time,
@@ -76,7 +76,8 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
 
 
 class ConstructorRoute(VendorRoute):
-    render_error = staticmethod(render_error)
+    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
+        return render_error(status_code, message, code)
 
 
 router = APIRouter(route_class=ConstructorRoute, tags=["compat: Constructor"])
@@ -243,7 +244,9 @@ def _time(dt: int, path: str) -> datetime:
 def _unit_prices(items: list[Item], currency: str, path: str) -> list[int]:
     # An item without a price is recorded at 0: its units still count for the product.
     return [
-        0 if item.price is None else minor_units(item.price, currency, f"{path}[{i}].price", allow_string=True)
+        0
+        if item.price is None
+        else minor_units(item.price, currency, f"{path}[{i}].price", allow_string=True)
         for i, item in enumerate(items)
     ]
 
@@ -252,7 +255,7 @@ def _line_ids(items: list[Item]) -> list[str]:
     """A line per product (and variation), so that purchases merged by order_id add their
     own lines; a product repeated within one action gets a numbered line."""
     seen: dict[str, int] = {}
-    ids = []
+    ids: list[str] = []
     for item in items:
         key = item.variation_id or item.product_id
         seen[key] = seen.get(key, 0) + 1
@@ -284,7 +287,7 @@ def _purchase(
         # An order is recorded once: the same order with the same lines is a duplicate.
         id=event_key(SOURCE, "purchase", order_id, lines),
         timestamp=moment,
-        channel=channel,  # type: ignore[arg-type]
+        channel=channel,
         store=StoreRef(id=store_id) if channel == "offline" and store_id else None,
         order_id=order_id,
         currency=currency,
@@ -334,7 +337,7 @@ def _return(
         type="return",
         id=event_key(SOURCE, "return", data.order_id, moment.isoformat(), items),
         timestamp=moment,
-        channel=channel,  # type: ignore[arg-type]
+        channel=channel,
         store=StoreRef(id=store) if channel == "offline" else None,
         order_id=data.order_id,
         currency=currency,
@@ -417,9 +420,7 @@ def _save(session: Session, caller: Caller, events: list[PurchaseEvent | ReturnE
     return Response(status_code=204)
 
 
-KeyParam = Annotated[
-    str | None, Query(max_length=200, description="The tenant's publishable key.")
-]
+KeyParam = Annotated[str | None, Query(max_length=200, description="The tenant's publishable key.")]
 SectionParam = Annotated[str | None, Query(max_length=100)]
 
 
@@ -449,9 +450,7 @@ def offline_behavioral_actions(
 # --- v2: online actions, as Constructor's clients send them --------------------------------
 
 
-def _online_parameters(
-    request: Request, body: bytes
-) -> tuple[dict[str, Any], Mapping[str, Any]]:
+def _online_parameters(request: Request, body: bytes) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """The JSON body (whatever its Content-Type: clients send text/plain for beacons) and the
     common parameters, body values overriding query values."""
     document = load_json(body) if body.strip() else {}
@@ -516,8 +515,13 @@ def _online(
     if kind == "purchase":
         purchase = _validate(OnlinePurchase, document, "")
         event: PurchaseEvent | ReturnEvent = _purchase(
-            purchase, currency=currency, moment=moment, ui=ui, channel="online",
-            store_id=None, path="",
+            purchase,
+            currency=currency,
+            moment=moment,
+            ui=ui,
+            channel="online",
+            store_id=None,
+            path="",
         )
     else:
         returned = _validate(OnlineReturn, document, "")
@@ -571,6 +575,3 @@ def online_return(
     """An online return: the offline return's fields; `ui` and `_dt` from the query."""
     caller, event = _online(request, body, "return")
     return _save(session, caller, [event])
-
-
-

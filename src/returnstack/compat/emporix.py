@@ -31,7 +31,6 @@ from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import PreconditionFailed, ValidationFailed, format_path
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
-from returnstack.kit.timefmt import rfc3339
 from returnstack.kit.types import Email, NoNul
 from returnstack.models import Tenant
 from returnstack.returns import service
@@ -64,7 +63,8 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
 
 
 class EmporixRoute(VendorRoute):
-    render_error = staticmethod(render_error)
+    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
+        return render_error(status_code, message, code)
 
 
 router = APIRouter(route_class=EmporixRoute, tags=["compat: Emporix"])
@@ -97,7 +97,7 @@ class OrderRef(_Strict):
 
 
 class Requestor(_Strict):
-    customerId: Id | None = None  # noqa: N815 (Emporix's field names)
+    customerId: Id | None = None
     email: Email | None = None
     anonymous: bool | None = None
 
@@ -107,7 +107,9 @@ class ReturnCreateBody(_Strict):
     reason: Reason | None = None
     requestor: Requestor | None = None
     mixins: dict[str, Any] | None = None
-    externalReturnId: Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None = None  # noqa: N815
+    externalReturnId: (
+        Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None
+    ) = None
 
 
 class PatchOperation(BaseModel):
@@ -316,8 +318,8 @@ def list_returns(
     tenant: str,
     request: Request,
     session: DbSession,
-    pageSize: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,  # noqa: N803
-    pageNumber: Annotated[int, Query(ge=1, le=1_000_000)] = 1,  # noqa: N803
+    pageSize: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE,
+    pageNumber: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     sort: Annotated[str | None, Query(max_length=200)] = None,
     q: Annotated[str | None, Query(max_length=1000)] = None,
     x_total_count: Annotated[str | None, Header(alias="X-Total-Count")] = None,
@@ -395,7 +397,9 @@ def patch_return(
     ret = find_return(session, tenant_id=principal.tenant_id, reference=return_id, for_update=True)
     expected = _expected_version(request, operations)
     if expected is not None and expected != ret.version:
-        raise CompatError(409, f"metadata.version: the return is at version {ret.version}, not {expected}")
+        raise CompatError(
+            409, f"metadata.version: the return is at version {ret.version}, not {expected}"
+        )
     try:
         for index, operation in enumerate(operations):
             _apply(session, principal, ret.id, operation, index)
@@ -411,7 +415,11 @@ def _bad_operation(index: int) -> PatchOperation:
 def _expected_version(request: Request, operations: list[PatchOperation]) -> int | None:
     for index, operation in enumerate(operations):
         if operation.path == "/metadata/version":
-            if operation.op not in ("replace", "test") or isinstance(operation.value, bool) or not isinstance(operation.value, int):
+            if (
+                operation.op not in ("replace", "test")
+                or isinstance(operation.value, bool)
+                or not isinstance(operation.value, int)
+            ):
                 raise bad_request(f"[{index}].value", "the version must be an integer")
             return int(operation.value)
     header = request.headers.get("if-match")
@@ -423,7 +431,9 @@ def _expected_version(request: Request, operations: list[PatchOperation]) -> int
     return None
 
 
-def _apply(session: Session, principal: Principal, return_id: str, operation: PatchOperation, index: int) -> None:
+def _apply(
+    session: Session, principal: Principal, return_id: str, operation: PatchOperation, index: int
+) -> None:
     path, op, value = operation.path, operation.op, operation.value
     where = f"[{index}]"
     if path == "/metadata/version":
@@ -458,14 +468,21 @@ def _apply(session: Session, principal: Principal, return_id: str, operation: Pa
         elif wanted == "REJECTED":
             act("decline", DeclineBody(reason="other"))
         elif wanted == "CLOSED":
-            act("cancel" if status in ("requested", "approved") else "close", CancelBody() if status in ("requested", "approved") else NoteBody())
+            act(
+                "cancel" if status in ("requested", "approved") else "close",
+                CancelBody() if status in ("requested", "approved") else NoteBody(),
+            )
         else:
             act("reopen", NoteBody())
     elif path == "/received":
         if not isinstance(value, bool) or op == "remove":
             raise bad_request(f"{where}.value", "must be true or false")
         expected = [
-            ReceiveItem(order_id=item["order_id"], line_id=item["line_id"], quantity=item["quantity"] - item["received_quantity"])
+            ReceiveItem(
+                order_id=item["order_id"],
+                line_id=item["line_id"],
+                quantity=item["quantity"] - item["received_quantity"],
+            )
             for item in ret["items"]
             if item["line_id"] is not None and item["quantity"] > item["received_quantity"]
         ]
@@ -501,13 +518,18 @@ def _apply(session: Session, principal: Principal, return_id: str, operation: Pa
         _update(session, principal, return_id, ReturnUpdate(metadata=metadata))
     else:
         raise bad_request(
-            f"{where}.path", "must be /approvalStatus, /received, /reason, /mixins/... or /metadata/version"
+            f"{where}.path",
+            "must be /approvalStatus, /received, /reason, /mixins/... or /metadata/version",
         )
 
 
 def _update(session: Session, principal: Principal, return_id: str, data: ReturnUpdate) -> None:
     service.update_return(
-        session, tenant_id=principal.tenant_id, reference=return_id, data=data, actor=principal.actor
+        session,
+        tenant_id=principal.tenant_id,
+        reference=return_id,
+        data=data,
+        actor=principal.actor,
     )
 
 

@@ -19,7 +19,9 @@ APPROVAL_STATUSES: dict[str, tuple[str, ...]] = {
     "REJECTED": ("declined",),
     "CLOSED": ("closed", "cancelled"),
 }
-STATUS_TO_APPROVAL = {status: name for name, statuses in APPROVAL_STATUSES.items() for status in statuses}
+STATUS_TO_APPROVAL = {
+    status: name for name, statuses in APPROVAL_STATUSES.items() for status in statuses
+}
 
 SORTABLE: dict[str, Any] = {
     "metadata.createdAt": Return.created_at,
@@ -154,7 +156,11 @@ def list_returns(
     page_number: int,
     with_total: bool,
 ) -> tuple[list[Return], int | None]:
-    where = and_(Return.tenant_id == tenant_id, *conditions) if conditions else Return.tenant_id == tenant_id
+    where = (
+        and_(Return.tenant_id == tenant_id, *conditions)
+        if conditions
+        else Return.tenant_id == tenant_id
+    )
     rows = list(
         session.scalars(
             select(Return)
@@ -186,4 +192,3 @@ def line_names(
         for order_id, line_id, name in session.execute(query)
         if (order_id, line_id) in wanted
     }
-

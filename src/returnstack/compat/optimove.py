@@ -69,7 +69,8 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
 
 
 class OptimoveRoute(VendorRoute):
-    render_error = staticmethod(render_error)
+    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
+        return render_error(status_code, message, code)
 
 
 router = APIRouter(route_class=OptimoveRoute, tags=["compat: Optimove"])
@@ -83,9 +84,7 @@ class OptimoveEnvelope(BaseModel):
 
     tenant: int = Field(description="Optimove's tenant number, kept as a label only.")
     timestamp: str = Field(description="'2024-05-27 10:30:00.000000 UTC' or RFC 3339.")
-    event: Literal[
-        "ootb_product_order_completed", "ootb_product_return", "ootb_product_refund"
-    ]
+    event: Literal["ootb_product_order_completed", "ootb_product_return", "ootb_product_refund"]
     customer: str | None = Field(None, max_length=MAX_TEXT)
     visitor: str | None = Field(None, max_length=MAX_TEXT)
     context: dict[str, Any]
@@ -147,7 +146,9 @@ class Rejected(Exception):
 
 
 _OPTIMOVE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?) UTC$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
 
 
 def _timestamp(value: Any) -> datetime:
@@ -163,14 +164,18 @@ def _timestamp(value: Any) -> datetime:
         else:
             raise ValueError
     except (ValueError, OverflowError):
-        raise Rejected("timestamp", "must be 'YYYY-MM-DD HH:MM:SS.ffffff UTC' or RFC 3339") from None
+        raise Rejected(
+            "timestamp", "must be 'YYYY-MM-DD HH:MM:SS.ffffff UTC' or RFC 3339"
+        ) from None
     try:
         return check_time(moment, "timestamp")
     except CompatError as exc:
         raise Rejected("timestamp", exc.message.removeprefix("timestamp: ")) from None
 
 
-def _text(context: dict[str, Any], name: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
+def _text(
+    context: dict[str, Any], name: str, *, required: bool = False, limit: int = MAX_TEXT
+) -> str | None:
     value = context.get(name)
     if value is None or value == "":
         if required:
@@ -203,7 +208,9 @@ def _quantity(context: dict[str, Any]) -> int:
     return int(value)
 
 
-def _money(context: dict[str, Any], name: str, currency: str, *, required: bool = False) -> int | None:
+def _money(
+    context: dict[str, Any], name: str, currency: str, *, required: bool = False
+) -> int | None:
     value = _number(context, name, required=required)
     if value is None:
         return None
@@ -290,7 +297,8 @@ def _check(index: int, raw: Any, default_currency: str) -> Item:
             raise Rejected("context.ootb_email", str(exc)) from None
     order_id = _text(context, "ootb_order_id", required=True, limit=128)
     product_id = _text(context, "ootb_product_id", required=True, limit=128)
-    assert order_id is not None and product_id is not None
+    assert order_id is not None
+    assert product_id is not None
     quantity = _quantity(context)
     unit_price = _money(context, "ootb_item_price", currency, required=True) or 0
     if unit_price * quantity > MAX_AMOUNT:
@@ -304,7 +312,8 @@ def _check(index: int, raw: Any, default_currency: str) -> Item:
         currency=currency,
         order_id=order_id,
         product_id=product_id,
-        variant_id=_text(context, "ootb_variant_id", limit=128) or _text(context, "ootb_sku_id", limit=128),
+        variant_id=_text(context, "ootb_variant_id", limit=128)
+        or _text(context, "ootb_sku_id", limit=128),
         quantity=quantity,
         unit_price=unit_price,
         name=_text(context, "ootb_item_name"),
@@ -389,7 +398,7 @@ def _return(items: list[Item]) -> ReturnEvent:
             )
             for item in items
         ],
-        refund=Refund(amount=refund, method=first.refund_method),  # type: ignore[arg-type]
+        refund=Refund(amount=refund, method=first.refund_method),
     )
 
 
@@ -416,7 +425,9 @@ def _ingest(request: Request, body: bytes, session: Session) -> Response:
     if not raw_events:
         raise bad_request("events", "must not be empty")
     if len(raw_events) > MAX_EVENTS:
-        raise bad_request("events", f"at most {MAX_EVENTS} events per request, not {len(raw_events)}")
+        raise bad_request(
+            "events", f"at most {MAX_EVENTS} events per request, not {len(raw_events)}"
+        )
 
     rejected: list[dict[str, Any]] = []
     items: list[Item] = []

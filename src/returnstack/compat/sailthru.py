@@ -24,9 +24,9 @@ from pydantic import Strict as StrictType
 from starlette.responses import Response
 
 from returnstack.compat.common import (
-    Trust,
     Caller,
     CompatError,
+    Trust,
     VendorRoute,
     bad_request,
     check_time,
@@ -35,7 +35,6 @@ from returnstack.compat.common import (
     load_json,
     record,
     signing_secrets,
-    unauthorized,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -80,7 +79,8 @@ def render_error(status_code: int, message: str, code: int | None) -> Response:
 
 
 class SailthruRoute(VendorRoute):
-    render_error = staticmethod(render_error)
+    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
+        return render_error(status_code, message, code)
 
     def decorate(self, request: Request, response: Response) -> Response:
         """Sailthru's clients read the rate-limit headers on every answer."""
@@ -167,7 +167,7 @@ class ReturnRequest(_Lenient):
 
 def signature(values: list[str], secret: str) -> str:
     """As Sailthru's clients sign: MD5 of the secret then the sorted parameter values."""
-    return hashlib.md5((secret + "".join(sorted(values))).encode()).hexdigest()  # noqa: S324
+    return hashlib.md5((secret + "".join(sorted(values))).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,8 @@ def _incoming(request: Request, body: bytes) -> Incoming:
     expected = [signature(values, secret) for secret in secrets]
     if not any(hmac.compare_digest(sig.lower(), candidate) for candidate in expected):
         raise CompatError(
-            401, "sig: does not match the signing secret and the parameters",
+            401,
+            "sig: does not match the signing secret and the parameters",
             code=AUTHENTICATION_FAILED,
         )
     raw = form.get("json")
@@ -366,7 +367,9 @@ def _purchase_event(data: Purchase, default_currency: str) -> tuple[PurchaseEven
     if value + adjustment > MAX_AMOUNT:
         raise bad_request("items", "the purchase's value exceeds the largest amount")
     items = []
-    for position, (item, parts) in enumerate(zip(data.items, spread(lines, adjustment), strict=True), 1):
+    for position, (item, parts) in enumerate(
+        zip(data.items, spread(lines, adjustment), strict=True), 1
+    ):
         product_id = _client_id(item.id, f"items[{position - 1}].id")
         for part, (qty, unit_price) in enumerate(parts):
             items.append(
@@ -462,7 +465,7 @@ POST_DOC = {
         },
     }
 }
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": '{"error": <int>, "errormsg": "..."}'},
     401: {"description": '{"error": <int>, "errormsg": "..."}'},
 }
@@ -508,7 +511,7 @@ def sailthru_return(
     request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
 ) -> Response:
     """A return: `email` and `items` (`qty`, `price` in cents per unit, `url`, optional `id`
-    and `order_id`). Recorded closed and refunded `qty × price` per item: it lowers the
+    and `order_id`). Recorded closed and refunded `qty x price` per item: it lowers the
     customer's net revenue, not the gross."""
     incoming = _incoming(request, body)
     data = _validate(ReturnRequest, incoming.params)
