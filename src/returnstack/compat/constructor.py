@@ -83,7 +83,7 @@ class ConstructorRoute(VendorRoute):
 router = APIRouter(route_class=ConstructorRoute, tags=["compat: Constructor"])
 
 
-class _Strict(BaseModel):
+class _ConstructorStrict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
@@ -94,7 +94,7 @@ class _Strict(BaseModel):
         return value
 
 
-class Item(_Strict):
+class ConstructorItem(_ConstructorStrict):
     item_id: Id | None = None
     item_name: Text250 | None = None
     variation_id: Id | None = None
@@ -102,7 +102,7 @@ class Item(_Strict):
     count: Count = 1
 
     @model_validator(mode="after")
-    def _named(self) -> "Item":
+    def _named(self) -> "ConstructorItem":
         if self.item_id is None and self.item_name is None:
             raise ValueError("item_id or item_name is required")
         if self.item_id is None and self.item_name is not None and len(self.item_name) > 128:
@@ -114,11 +114,11 @@ class Item(_Strict):
         return self.item_id or self.item_name or ""
 
 
-class _Common(_Strict):
+class _ConstructorCommon(_ConstructorStrict):
     currency: CurrencyCode | None = Field(None, description="Default: the tenant's currency.")
 
 
-class OfflinePurchase(_Common):
+class ConstructorOfflinePurchase(_ConstructorCommon):
     dt: Timestamp = Field(alias="_dt", description="Unix seconds (milliseconds above 10^11).")
     ui: Id | None = Field(None, description="Optional: anonymous purchases count for products.")
     order_id: Id | None = None
@@ -126,14 +126,14 @@ class OfflinePurchase(_Common):
     lat: Coordinate | None = None
     lon: Coordinate | None = None
     revenue: Price | None = None
-    items: list[Item] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[ConstructorItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
-class _ReturnFields(_Common):
+class _ConstructorReturnFields(_ConstructorCommon):
     order_id: Id
-    items_returned: list[Item] = Field(min_length=1, max_length=MAX_ITEMS)
-    items_kept: list[Item] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
-    items_cross_sold: list[Item] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    items_returned: list[ConstructorItem] = Field(min_length=1, max_length=MAX_ITEMS)
+    items_kept: list[ConstructorItem] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
+    items_cross_sold: list[ConstructorItem] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
     revenue: Price | None = None
     refund: Price | None = Field(None, description="Default: price x count of items_returned.")
     return_expenses: Price | None = None
@@ -146,20 +146,20 @@ class _ReturnFields(_Common):
     return_drop_off: Id | None = None
 
 
-class OfflineReturn(_ReturnFields):
+class ConstructorOfflineReturn(_ConstructorReturnFields):
     dt: Timestamp = Field(alias="_dt")
     ui: Id = Field(description="The customer: a return belongs to someone.")
 
 
-class OfflineAction(_Strict):
+class ConstructorOfflineAction(_ConstructorStrict):
     action: Literal["purchase", "return"]
-    data: OfflinePurchase | OfflineReturn
+    data: ConstructorOfflinePurchase | ConstructorOfflineReturn
 
 
-class OfflineBatch(_Strict):
+class ConstructorOfflineBatch(_ConstructorStrict):
     """POST /v1/offline_behavioral_actions (documentation; validated action by action)."""
 
-    behavioral_actions: list[OfflineAction] = Field(min_length=1, max_length=MAX_ACTIONS)
+    behavioral_actions: list[ConstructorOfflineAction] = Field(min_length=1, max_length=MAX_ACTIONS)
 
 
 # The parameters every Constructor client sends, in the query and (Node client) the body.
@@ -169,13 +169,13 @@ COMMON_PARAMETERS = frozenset(
 )
 
 
-class OnlinePurchase(_Strict):
+class ConstructorOnlinePurchase(_ConstructorStrict):
     order_id: Id | None = None
     revenue: Price | None = None
-    items: list[Item] = Field(min_length=1, max_length=MAX_ONLINE_ITEMS)
+    items: list[ConstructorItem] = Field(min_length=1, max_length=MAX_ONLINE_ITEMS)
 
 
-class OnlineReturn(_ReturnFields):
+class ConstructorOnlineReturn(_ConstructorReturnFields):
     pass
 
 
@@ -241,7 +241,7 @@ def _time(dt: int, path: str) -> datetime:
     return check_time(moment, path)
 
 
-def _unit_prices(items: list[Item], currency: str, path: str) -> list[int]:
+def _unit_prices(items: list[ConstructorItem], currency: str, path: str) -> list[int]:
     # An item without a price is recorded at 0: its units still count for the product.
     return [
         0
@@ -251,7 +251,7 @@ def _unit_prices(items: list[Item], currency: str, path: str) -> list[int]:
     ]
 
 
-def _line_ids(items: list[Item]) -> list[str]:
+def _line_ids(items: list[ConstructorItem]) -> list[str]:
     """A line per product (and variation), so that purchases merged by order_id add their
     own lines; a product repeated within one action gets a numbered line."""
     seen: dict[str, int] = {}
@@ -265,7 +265,7 @@ def _line_ids(items: list[Item]) -> list[str]:
 
 
 def _purchase(
-    data: OfflinePurchase | OnlinePurchase,
+    data: ConstructorOfflinePurchase | ConstructorOnlinePurchase,
     *,
     currency: str,
     moment: datetime,
@@ -307,7 +307,7 @@ def _purchase(
 
 
 def _return(
-    data: OfflineReturn | OnlineReturn,
+    data: ConstructorOfflineReturn | ConstructorOnlineReturn,
     *,
     currency: str,
     moment: datetime,
@@ -387,7 +387,7 @@ def _offline_actions(document: Any, default_currency: str) -> list[PurchaseEvent
             raise bad_request(f"{path}.data", "is required")
         data_path = f"{path}.data"
         if kind == "purchase":
-            purchase = _validate(OfflinePurchase, action["data"], data_path)
+            purchase = _validate(ConstructorOfflinePurchase, action["data"], data_path)
             currency = purchase.currency or default_currency
             events.append(
                 _purchase(
@@ -401,7 +401,7 @@ def _offline_actions(document: Any, default_currency: str) -> list[PurchaseEvent
                 )
             )
         else:
-            returned = _validate(OfflineReturn, action["data"], data_path)
+            returned = _validate(ConstructorOfflineReturn, action["data"], data_path)
             events.append(
                 _return(
                     returned,
@@ -427,7 +427,7 @@ SectionParam = Annotated[str | None, Query(max_length=100)]
 @router.post(
     "/v1/offline_behavioral_actions",
     status_code=204,
-    openapi_extra=json_body(OfflineBatch),
+    openapi_extra=json_body(ConstructorOfflineBatch),
     responses={400: {"description": '{"message": ...}'}, 401: {"description": '{"message"}'}},
 )
 def offline_behavioral_actions(
@@ -491,12 +491,12 @@ def _online_currency(parameters: Mapping[str, Any], default: str) -> str:
     if value is None:
         return default
     try:
-        return str(CurrencyCodeModel.model_validate({"currency": value}).currency)
+        return str(ConstructorCurrencyCodeModel.model_validate({"currency": value}).currency)
     except ValidationError:
         raise bad_request("currency", "is not an ISO 4217 currency code") from None
 
 
-class CurrencyCodeModel(BaseModel):
+class ConstructorCurrencyCodeModel(BaseModel):
     currency: CurrencyCode
 
 
@@ -513,7 +513,7 @@ def _online(
     ui = _text_parameter(parameters, "ui")
     currency = _online_currency(parameters, caller.principal.default_currency)
     if kind == "purchase":
-        purchase = _validate(OnlinePurchase, document, "")
+        purchase = _validate(ConstructorOnlinePurchase, document, "")
         event: PurchaseEvent | ReturnEvent = _purchase(
             purchase,
             currency=currency,
@@ -524,7 +524,7 @@ def _online(
             path="",
         )
     else:
-        returned = _validate(OnlineReturn, document, "")
+        returned = _validate(ConstructorOnlineReturn, document, "")
         if ui is None:
             raise bad_request("ui", "is required: a return belongs to a customer")
         event = _return(
@@ -544,7 +544,7 @@ ONLINE_QUERY = {
 @router.post(
     "/v2/behavioral_action/purchase",
     status_code=204,
-    openapi_extra=json_body(OnlinePurchase) | ONLINE_QUERY,
+    openapi_extra=json_body(ConstructorOnlinePurchase) | ONLINE_QUERY,
     responses={400: {"description": '{"message": ...}'}, 401: {"description": '{"message"}'}},
 )
 def online_purchase(
@@ -562,7 +562,7 @@ def online_purchase(
 @router.post(
     "/v2/behavioral_action/return",
     status_code=204,
-    openapi_extra=json_body(OnlineReturn) | ONLINE_QUERY,
+    openapi_extra=json_body(ConstructorOnlineReturn) | ONLINE_QUERY,
     responses={400: {"description": '{"message": ...}'}, 401: {"description": '{"message"}'}},
 )
 def online_return(

@@ -76,43 +76,43 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 Text = Annotated[str, StringConstraints(max_length=2000), NoNul]
 
 
-class _Strict(BaseModel):
+class _EmporixStrict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Reason(_Strict):
+class EmporixReason(_EmporixStrict):
     code: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
     details: Text | None = None
 
 
-class OrderItem(_Strict):
+class EmporixOrderItem(_EmporixStrict):
     id: Id = Field(description="The order line's id.")
     quantity: Annotated[int, Field(strict=True, ge=1, le=100_000)]
-    reason: Reason | None = None
+    reason: EmporixReason | None = None
 
 
-class OrderRef(_Strict):
+class EmporixOrderRef(_EmporixStrict):
     id: Id
-    items: list[OrderItem] = Field(min_length=1, max_length=100)
+    items: list[EmporixOrderItem] = Field(min_length=1, max_length=100)
 
 
-class Requestor(_Strict):
+class EmporixRequestor(_EmporixStrict):
     customerId: Id | None = None
     email: Email | None = None
     anonymous: bool | None = None
 
 
-class ReturnCreateBody(_Strict):
-    orders: list[OrderRef] = Field(min_length=1, max_length=100)
-    reason: Reason | None = None
-    requestor: Requestor | None = None
+class EmporixReturnCreateBody(_EmporixStrict):
+    orders: list[EmporixOrderRef] = Field(min_length=1, max_length=100)
+    reason: EmporixReason | None = None
+    requestor: EmporixRequestor | None = None
     mixins: dict[str, Any] | None = None
     externalReturnId: (
         Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None
     ) = None
 
 
-class PatchOperation(BaseModel):
+class EmporixPatchOperation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     op: str
@@ -140,7 +140,9 @@ def _principal(request: Request, session: Session, tenant: str) -> Principal:
 # --- translation -----------------------------------------------------------------------------
 
 
-def _reason(item: Reason | None, fallback: Reason | None, known: frozenset[str]) -> tuple[str, str]:
+def _reason(
+    item: EmporixReason | None, fallback: EmporixReason | None, known: frozenset[str]
+) -> tuple[str, str]:
     """Emporix reason codes are the merchant's own: a known code stays, anything else is
     `other` with the text kept as the note (which `other` requires)."""
     reason = item or fallback
@@ -152,7 +154,9 @@ def _reason(item: Reason | None, fallback: Reason | None, known: frozenset[str])
     return normalized, note or ""
 
 
-def _create_request(session: Session, tenant_id: str, body: ReturnCreateBody) -> ReturnCreate:
+def _create_request(
+    session: Session, tenant_id: str, body: EmporixReturnCreateBody
+) -> ReturnCreate:
     known = frozenset(reason.code for reason in get_policy(session, tenant_id=tenant_id).reasons)
     items = []
     for order in body.orders:
@@ -269,7 +273,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/return/{tenant}/returns",
     status_code=201,
-    openapi_extra=json_body(ReturnCreateBody),
+    openapi_extra=json_body(EmporixReturnCreateBody),
     responses=ERRORS,
 )
 def create_return(
@@ -281,7 +285,7 @@ def create_return(
     """A return of items from one or more orders (one currency), checked as POST /v1/returns
     checks it; 201 `{"id"}`."""
     principal = _principal(request, session, tenant)
-    data = _validate(ReturnCreateBody, load_json(body))
+    data = _validate(EmporixReturnCreateBody, load_json(body))
     try:
         created = service.open_return(
             session,
@@ -297,7 +301,7 @@ def create_return(
     return JSONResponse({"id": created["id"]}, status_code=201)
 
 
-def _emporix_path(detail: dict[str, Any], data: ReturnCreateBody) -> dict[str, Any]:
+def _emporix_path(detail: dict[str, Any], data: EmporixReturnCreateBody) -> dict[str, Any]:
     """items[3].quantity (the flat list of /v1/returns) -> orders[1].items[0].quantity."""
     match = re.match(r"^items\[(\d+)\](.*)$", detail.get("path", ""))
     if match is None:
@@ -358,10 +362,10 @@ PATCH_DOC = {
         "required": True,
         "content": {
             "application/json-patch+json": {
-                "schema": {"type": "array", "items": PatchOperation.model_json_schema()}
+                "schema": {"type": "array", "items": EmporixPatchOperation.model_json_schema()}
             },
             "application/json": {
-                "schema": {"type": "array", "items": PatchOperation.model_json_schema()}
+                "schema": {"type": "array", "items": EmporixPatchOperation.model_json_schema()}
             },
         },
     }
@@ -391,7 +395,7 @@ def patch_return(
     if not isinstance(document, list) or not document:
         raise bad_request(None, "the body must be a JSON Patch: a non-empty array of operations")
     operations = [
-        _validate(PatchOperation, raw) if isinstance(raw, dict) else _bad_operation(index)
+        _validate(EmporixPatchOperation, raw) if isinstance(raw, dict) else _bad_operation(index)
         for index, raw in enumerate(document)
     ]
     ret = find_return(session, tenant_id=principal.tenant_id, reference=return_id, for_update=True)
@@ -408,11 +412,11 @@ def patch_return(
     return Response(status_code=204)
 
 
-def _bad_operation(index: int) -> PatchOperation:
+def _bad_operation(index: int) -> EmporixPatchOperation:
     raise bad_request(f"[{index}]", "an operation must be an object")
 
 
-def _expected_version(request: Request, operations: list[PatchOperation]) -> int | None:
+def _expected_version(request: Request, operations: list[EmporixPatchOperation]) -> int | None:
     for index, operation in enumerate(operations):
         if operation.path == "/metadata/version":
             if (
@@ -432,7 +436,11 @@ def _expected_version(request: Request, operations: list[PatchOperation]) -> int
 
 
 def _apply(
-    session: Session, principal: Principal, return_id: str, operation: PatchOperation, index: int
+    session: Session,
+    principal: Principal,
+    return_id: str,
+    operation: EmporixPatchOperation,
+    index: int,
 ) -> None:
     path, op, value = operation.path, operation.op, operation.value
     where = f"[{index}]"

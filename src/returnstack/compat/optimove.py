@@ -90,7 +90,7 @@ class OptimoveEnvelope(BaseModel):
     context: dict[str, Any]
 
 
-class EventsResult(BaseModel):
+class OptimoveEventsResult(BaseModel):
     accepted: int
     duplicates: int
     rejected: list[dict[str, Any]]
@@ -476,7 +476,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/optimove/events", response_model=EventsResult, openapi_extra=BODY_DOC, responses=ERRORS
+    "/optimove/events",
+    response_model=OptimoveEventsResult,
+    openapi_extra=BODY_DOC,
+    responses=ERRORS,
 )
 def optimove_events(
     request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
@@ -488,7 +491,7 @@ def optimove_events(
 
 @router.post(
     "/optimove/events/batch",
-    response_model=EventsResult,
+    response_model=OptimoveEventsResult,
     openapi_extra=BODY_DOC,
     responses=ERRORS,
 )

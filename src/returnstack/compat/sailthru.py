@@ -1,4 +1,4 @@
-"""Sailthru (Marigold Engage) Purchase and Return APIs (seed 002; COMPAT.md "Sailthru").
+"""Sailthru (Marigold Engage) SailthruPurchase and Return APIs (seed 002; COMPAT.md "Sailthru").
 
 Transport as Sailthru's clients send it: a form with `api_key`, `sig`, `format=json` and
 `json=<the parameters as a JSON string>`, where `sig` is the hex MD5 of the tenant's signing
@@ -103,7 +103,7 @@ router = APIRouter(route_class=SailthruRoute, tags=["compat: Sailthru"])
 # --- request shapes -----------------------------------------------------------------------
 
 
-class _Lenient(BaseModel):
+class _SailthruLenient(BaseModel):
     # Sailthru's APIs take many optional fields (vars, tags, images, tenders, ...): they are
     # accepted and not stored.
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -116,7 +116,7 @@ Qty = Annotated[int, StrictType(), Field(ge=1, le=MAX_QUANTITY)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048), NoNul]
 
 
-class PurchaseLine(_Lenient):
+class SailthruPurchaseLine(_SailthruLenient):
     qty: Qty
     title: Text
     price: Cents = Field(description="Integer cents, per unit.")
@@ -124,31 +124,31 @@ class PurchaseLine(_Lenient):
     url: Url
 
 
-class Adjustment(_Lenient):
+class SailthruAdjustment(_SailthruLenient):
     title: Text
     price: Annotated[int, StrictType(), Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)] = Field(
         description="Integer cents; negative for a discount."
     )
 
 
-class PurchaseKeys(_Lenient):
+class SailthruPurchaseKeys(_SailthruLenient):
     extid: Id | None = None
 
 
-class Purchase(_Lenient):
+class SailthruPurchase(_SailthruLenient):
     email: Email
-    items: list[PurchaseLine] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[SailthruPurchaseLine] = Field(min_length=1, max_length=MAX_ITEMS)
     date: str | int | None = Field(
         None, description="'2026-02-14 09:30:00 America/New_York', RFC 3339; default now."
     )
     incomplete: int | str | bool | None = None
-    adjustments: list[Adjustment] | None = None
-    purchase_keys: PurchaseKeys | None = None
+    adjustments: list[SailthruAdjustment] | None = None
+    purchase_keys: SailthruPurchaseKeys | None = None
     extid: Id | None = None
     currency: CurrencyCode | None = None
 
 
-class ReturnLine(_Lenient):
+class SailthruReturnLine(_SailthruLenient):
     qty: Qty
     price: Cents = Field(description="Integer cents, per unit.")
     url: Url
@@ -156,9 +156,9 @@ class ReturnLine(_Lenient):
     order_id: Id | None = None
 
 
-class ReturnRequest(_Lenient):
+class SailthruReturnRequest(_SailthruLenient):
     email: Email
-    items: list[ReturnLine] = Field(min_length=1, max_length=MAX_ITEMS)
+    items: list[SailthruReturnLine] = Field(min_length=1, max_length=MAX_ITEMS)
     currency: CurrencyCode | None = None
 
 
@@ -353,7 +353,9 @@ def _incomplete(value: int | str | bool | None) -> bool:
     raise bad_request("incomplete", "must be 0 or 1")
 
 
-def _purchase_event(data: Purchase, default_currency: str) -> tuple[PurchaseEvent, str | None]:
+def _purchase_event(
+    data: SailthruPurchase, default_currency: str
+) -> tuple[PurchaseEvent, str | None]:
     currency = data.currency or default_currency
     extid_value = data.purchase_keys.extid if data.purchase_keys else None
     extid_value = extid_value if extid_value is not None else data.extid
@@ -396,7 +398,7 @@ def _purchase_event(data: Purchase, default_currency: str) -> tuple[PurchaseEven
     return event, extid
 
 
-def _return_events(data: ReturnRequest, default_currency: str) -> list[ReturnEvent]:
+def _return_events(data: SailthruReturnRequest, default_currency: str) -> list[ReturnEvent]:
     """One return per order named by the items (Sailthru posts several orders at once)."""
     currency = data.currency or default_currency
     groups: dict[str, list[ReturnItem]] = {}
@@ -477,7 +479,7 @@ def _with_json(model: type[BaseModel]) -> dict[str, Any]:
     return document
 
 
-@router.post("/purchase", openapi_extra=_with_json(Purchase), responses=ERRORS)
+@router.post("/purchase", openapi_extra=_with_json(SailthruPurchase), responses=ERRORS)
 def purchase(
     request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
 ) -> Response:
@@ -486,7 +488,7 @@ def purchase(
     `purchase_keys.extid` (or `extid`), the order id and the dedup key. `incomplete: 1`
     marks a cart: acknowledged, never counted as revenue."""
     incoming = _incoming(request, body)
-    data = _validate(Purchase, incoming.params)
+    data = _validate(SailthruPurchase, incoming.params)
     cart = _incomplete(data.incomplete)
     event, extid = _purchase_event(data, incoming.caller.principal.default_currency)
     view = {
@@ -506,7 +508,7 @@ def purchase(
     return _ok({"purchase": view | {"id": result.ids[0], "duplicate": result.duplicates > 0}})
 
 
-@router.post("/return", openapi_extra=_with_json(ReturnRequest), responses=ERRORS)
+@router.post("/return", openapi_extra=_with_json(SailthruReturnRequest), responses=ERRORS)
 def sailthru_return(
     request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
 ) -> Response:
@@ -514,7 +516,7 @@ def sailthru_return(
     and `order_id`). Recorded closed and refunded `qty x price` per item: it lowers the
     customer's net revenue, not the gross."""
     incoming = _incoming(request, body)
-    data = _validate(ReturnRequest, incoming.params)
+    data = _validate(SailthruReturnRequest, incoming.params)
     events = _return_events(data, incoming.caller.principal.default_currency)
     result = record(session, incoming.caller, events, source=SOURCE)
     return _ok(
