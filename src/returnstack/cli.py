@@ -467,6 +467,7 @@ def demo(
 ) -> None:
     """Set up a database with a demo tenant and realistic data, print keys, start the server."""
     from returnstack import demo as demo_data
+    from returnstack.compat.examples import vendor_requests
     from returnstack.events.schemas import Trust
     from returnstack.events.service import record_events
     from returnstack.events.validation import check_event
@@ -564,6 +565,16 @@ def demo(
         )
         out.print(f"  curl -s '{base}/v1/reports/returns?group_by=category' {auth}")
         out.print(f"  open {base}/docs")
+        out.print("vendor integrations (change only the host):")
+        for vendor, command in vendor_requests(
+            base,
+            tenant_name=tenant.name,
+            signing_secret=tenant.signing_secret,
+            secret_key=secret.key,
+            publishable_key=publishable.key,
+        ):
+            out.print(f"  # {vendor}", markup=False)
+            out.print(f"  {command}", markup=False, soft_wrap=True)
 
     _emit(as_json, payload, human)
     if serve_after:
