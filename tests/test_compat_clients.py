@@ -1,11 +1,17 @@
 """The vendors' own code against a real server process, with only the host changed:
-Sailthru's Python client (sailthru-client signs its requests itself), and the one request
-per vendor that `returnstack demo` prints, run as the shell commands it prints."""
+Sailthru's Python client (sailthru-client signs its requests itself), Constructor's Node
+client (tracker.trackPurchase: a text/plain JSON body repeating the common parameters, the
+secret token as x-cnstrc-token), and the one request per vendor that `returnstack demo`
+prints, run as the shell commands it prints."""
 
+import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 from sailthru.sailthru_client import SailthruClient
 
 from returnstack.compat.examples import vendor_requests
@@ -87,3 +93,90 @@ def test_the_demos_vendor_requests_work_as_printed(
                 check=False,
             )
             assert result.stdout.strip() == expected[vendor], (vendor, result.stdout, result.stderr)
+
+
+CONSTRUCTOR_NODE = "@constructor-io/constructorio-node@5.4.1"
+CLIENTS = Path(__file__).with_name("clients")
+
+
+@pytest.fixture(scope="session")
+def constructor_node_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Constructor's Node client, installed from the npm registry for this test session."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.fail("node and npm are needed to run Constructor's own client")
+    where = tmp_path_factory.mktemp("constructor-node")
+    subprocess.run(
+        [
+            "npm",
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(where),
+            CONSTRUCTOR_NODE,
+        ],
+        check=True,
+        timeout=240,
+        capture_output=True,
+    )
+    return where / "node_modules"
+
+
+def test_constructors_node_client_against_a_real_server(
+    database: DatabaseFixture, tenant: TenantFixture, tmp_path: Path, constructor_node_client: Path
+) -> None:
+    order_id, user = unique("ORDER"), unique("u")
+    args = {
+        "parameters": {
+            "orderId": order_id,
+            "revenue": 69.97,
+            "items": [
+                {
+                    "itemId": "KMH876",
+                    "variationId": "KMH876-RED-L",
+                    "itemName": "Red T-Shirt",
+                    "price": 29.99,
+                    "count": 1,
+                },
+                {"itemId": "KMH140", "price": 19.99, "count": 2},
+            ],
+            "analyticsTags": {"app": "web"},
+        },
+        "userParameters": {
+            "sessionId": 1,
+            "clientId": "6c73138f-c87b-49f0-872d-63b00ed0e395",
+            "userId": user,
+            "segments": ["vip"],
+            "testCells": {"ranking": "b"},
+            "originReferrer": "https://shop.example/cart",
+        },
+    }
+    with Server(database.url, tmp_path / "server") as server:
+        result = subprocess.run(
+            [
+                "node",
+                str(CLIENTS / "constructor_track_purchase.js"),
+                server.url,
+                tenant.publishable_key,
+                tenant.secret_key,
+                json.dumps(args),
+            ],
+            env=os.environ | {"NODE_PATH": str(constructor_node_client)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        with httpx.Client(base_url=server.url, headers=tenant.headers) as http:
+            order = http.get(f"/v1/orders/{order_id}").json()
+    assert order["customer"]["id"] == user
+    assert order["channel"] == "online"
+    assert [
+        (line["product_id"], line["variant_id"], line["quantity"], line["unit_price"])
+        for line in order["lines"]
+    ] == [
+        ("KMH876", "KMH876-RED-L", 1, 2999),
+        ("KMH140", None, 2, 1999),
+    ]
