@@ -120,7 +120,9 @@ FORMATS = {
 def run_backend(backend: str, purchases: int, clients: int, postgres_url: str) -> dict[str, Any]:
     with fresh_database(backend, postgres_url) as target:
         cli_json(target, "tenants", "create", "bench", "--currency", "EUR")
-        secret = str(cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")["key"])
+        secret = str(
+            cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")["key"]
+        )
         public = str(
             cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "publishable")["key"]
         )
@@ -134,8 +136,12 @@ def run_backend(backend: str, purchases: int, clients: int, postgres_url: str) -
         files = {}
         for index, name in enumerate(phases):
             make = FORMATS[name][1]
-            files[f"w{index}"] = _files(target.workdir, f"w{index}", make(_purchases(f"w{index}", warmup)), clients)
-            files[f"m{index}"] = _files(target.workdir, f"m{index}", make(_purchases(f"m{index}", purchases)), clients)
+            files[f"w{index}"] = _files(
+                target.workdir, f"w{index}", make(_purchases(f"w{index}", warmup)), clients
+            )
+            files[f"m{index}"] = _files(
+                target.workdir, f"m{index}", make(_purchases(f"m{index}", purchases)), clients
+            )
         results: dict[str, list[float]] = {name: [] for name in FORMATS}
         with returnstack_server(target) as server:
             for index, name in enumerate(phases):
@@ -162,7 +168,9 @@ def run_backend(backend: str, purchases: int, clients: int, postgres_url: str) -
         "purchases_per_phase": purchases,
         "lines_per_purchase": 3,
         "clients": clients,
-        "purchases_per_s": {name: [round(rate) for rate in rates] for name, rates in results.items()},
+        "purchases_per_s": {
+            name: [round(rate) for rate in rates] for name, rates in results.items()
+        },
         "ratio_to_native": ratios,
         "target": RATIO_TARGET,
         "met": all(ratio >= RATIO_TARGET for ratio in ratios.values()),

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from returnstack.models import Event, Order, Return
+from returnstack.models import Event, Order, ReportedEvent, Return
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -378,3 +378,31 @@ def test_tenants_are_isolated(
     # The same order id in the other tenant is an order of its own.
     assert send(client, other_tenant, example(order_id, unique("u"))).status_code == 204
     assert client.get(f"/v1/orders/{order_id}", headers=other_tenant.headers).status_code == 200
+
+
+def test_the_key_alone_reports_and_never_makes_facts(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    """As Constructor's browser clients send it: no secret token, so the actions are
+    reported signals (API.md section 2), never orders, returns or profiles."""
+    order_id, ui = unique("POS"), unique("u")
+    body = example(order_id, ui)
+    response = send(client, tenant, body, headers={})
+    assert response.status_code == 204, response.text
+    assert count(database, ReportedEvent, tenant.id) == 2
+    assert count(database, Event, tenant.id) == 0
+    assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 404
+    assert client.get(f"/v1/customers/{ui}", headers=tenant.headers).status_code == 404
+    assert (
+        client.get("/v1/returns", params={"order_id": order_id}, headers=tenant.headers).json()[
+            "data"
+        ]
+        == []
+    )
+    # A repeat is a duplicate among reported events; the same actions with the secret token
+    # are verified facts all the same (ids are scoped by trust).
+    assert send(client, tenant, body, headers={}).status_code == 204
+    assert count(database, ReportedEvent, tenant.id) == 2
+    assert send(client, tenant, body).status_code == 204
+    assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 200
+    assert count(database, Event, tenant.id) == 2

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from returnstack.models import Event
+from returnstack.models import Event, ReportedEvent
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -257,3 +257,20 @@ def test_tenants_are_isolated(
         ]
         == 1
     )
+
+
+def test_a_publishable_key_reports_signals_only(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, customer = unique("o"), unique("c")
+    events = [
+        order_event(order_id, "SKU98765", "25.00", 1, customer),
+        return_event(order_id, unique("r"), customer),
+    ]
+    response = send(client, tenant.publishable_headers, events)
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert count(database, ReportedEvent, tenant.id) == 2
+    assert count(database, Event, tenant.id) == 0
+    assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 404
+    assert client.get(f"/v1/customers/{customer}", headers=tenant.headers).status_code == 404
+    assert send(client, {"X-API-Key": tenant.publishable_key}, events).json()["duplicates"] == 2

@@ -13,7 +13,7 @@ from httpx import Response
 from sqlalchemy import func, select
 
 from returnstack.compat.sailthru import parse_date, signature, spread
-from returnstack.models import Event, Order
+from returnstack.models import Event, Order, ReportedEvent
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -299,3 +299,21 @@ def test_returns_of_several_orders_and_tenant_isolation(
         )
         == 3
     )
+
+
+def test_a_publishable_bearer_key_reports_and_a_signature_verifies(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    email, extid = f"{unique('u')}@example.com", unique("pk")
+    response = client.post(
+        "/purchase", json=purchase_body(email, extid), headers=tenant.publishable_headers
+    )
+    assert response.status_code == 200, response.text
+    assert count(database, ReportedEvent, tenant.id) == 1
+    assert client.get(f"/v1/orders/{extid}", headers=tenant.headers).status_code == 404
+    # The publishable key with a valid signature proves the secret: a verified fact.
+    assert (
+        post(client, "/purchase", signed_form(tenant, purchase_body(email, extid))).status_code
+        == 200
+    )
+    assert client.get(f"/v1/orders/{extid}", headers=tenant.headers).status_code == 200

@@ -22,18 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from returnstack.events.schemas import PurchaseEvent, ReturnEvent
-
-try:  # TEMPORARY until branch trust lands in main
-    from returnstack.events.schemas import Trust  # type: ignore[attr-defined]
-except ImportError:
-    from enum import StrEnum
-
-    class Trust(StrEnum):  # type: ignore[no-redef]
-        verified = "verified"
-        reported = "reported"
-
-
+from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
 from returnstack.events.service import RecordResult, record_events
 from returnstack.kit.errors import ApiError, format_path
 from returnstack.kit.metrics import EVENTS_INGESTED
@@ -250,9 +239,7 @@ def record(
         events=events,
         source=source,
         actor=caller.actor,
-        **(
-            {"trust": caller.trust} if "trust" in record_events.__code__.co_varnames else {}
-        ),  # TEMPORARY
+        trust=caller.trust,
     )
     EVENTS_INGESTED.inc(result.accepted)
     return result

@@ -29,7 +29,6 @@ from starlette.responses import Response
 
 from returnstack.compat.common import (
     Caller,
-    Trust,
     VendorRoute,
     bad_request,
     check_time,
@@ -48,6 +47,7 @@ from returnstack.events.schemas import (
     ReturnEvent,
     ReturnItem,
     StoreRef,
+    Trust,
 )
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import format_path

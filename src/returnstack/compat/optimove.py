@@ -24,7 +24,6 @@ from starlette.responses import Response
 from returnstack.compat.common import (
     Caller,
     CompatError,
-    Trust,
     VendorRoute,
     bad_request,
     check_time,
@@ -43,6 +42,7 @@ from returnstack.events.schemas import (
     ReturnEvent,
     ReturnItem,
     StoreRef,
+    Trust,
 )
 from returnstack.kit.deps import DbSession
 from returnstack.kit.money import is_currency

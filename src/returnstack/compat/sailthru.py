@@ -26,7 +26,6 @@ from starlette.responses import Response
 from returnstack.compat.common import (
     Caller,
     CompatError,
-    Trust,
     VendorRoute,
     bad_request,
     check_time,
@@ -43,6 +42,7 @@ from returnstack.events.schemas import (
     Refund,
     ReturnEvent,
     ReturnItem,
+    Trust,
 )
 from returnstack.kit.deps import DbSession, read_session
 from returnstack.kit.errors import format_path
