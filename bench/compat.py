@@ -159,7 +159,8 @@ def run_backend(backend: str, purchases: int, clients: int, postgres_url: str) -
                 results[name].append(rate)
                 console.print(
                     f"  {backend} {name:<12} {rate:>8,.0f} purchases/s "
-                    f"({result.requests} requests in {result.duration_s:.1f}s, p50 {result.p50_ms:.0f} ms)"
+                    f"({result.requests} requests in {result.duration_s:.1f}s, "
+                    f"p50 {result.p50_ms:.0f} ms)"
                 )
     baseline = sum(results["native"]) / len(results["native"])
     ratios = {name: round(results[name][0] / baseline, 3) for name in ("constructor", "optimove")}
