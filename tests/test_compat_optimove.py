@@ -274,3 +274,34 @@ def test_a_publishable_key_reports_signals_only(
     assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 404
     assert client.get(f"/v1/customers/{customer}", headers=tenant.headers).status_code == 404
     assert send(client, {"X-API-Key": tenant.publishable_key}, events).json()["duplicates"] == 2
+
+
+def test_items_of_one_order_sent_one_by_one_make_one_order(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, customer = unique("o"), unique("c")
+    first = order_event(order_id, "A", "10.00", 1, customer)
+    second = order_event(order_id, "B", "20.00", 2, customer)
+    third = order_event(order_id, "C", "30.00", 3, customer)
+    assert send(client, tenant.headers, first).json()["accepted"] == 1
+    assert send(client, tenant.headers, second).json()["accepted"] == 1
+    # A retry of one item alone, and a batch of an old item with a new one.
+    assert send(client, tenant.headers, first).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    assert send(client, tenant.headers, [second, third]).json() == {
+        "accepted": 1,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
+    assert sorted((line["product_id"], line["quantity"]) for line in order["lines"]) == [
+        ("A", 1),
+        ("B", 2),
+        ("C", 3),
+    ]
+    totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]
+    assert totals["EUR"]["orders"] == 1
+    assert totals["EUR"]["gross_revenue"] == 1000 + 2 * 2000 + 3 * 3000

@@ -18,9 +18,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
+    StrictStr,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic import Strict as StrictType
@@ -66,7 +67,8 @@ Text250 = Annotated[str, StringConstraints(min_length=1, max_length=250), NoNul]
 # Ids become order, product and store ids, which are at most 128 characters here.
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 Coordinate = Annotated[str, StringConstraints(min_length=1, max_length=20), NoNul]
-Price = Decimal | int | str
+# Strict members: a boolean is no price (JSON numbers arrive as int or exact Decimal).
+Price = Decimal | StrictInt | StrictStr
 Count = Annotated[int, StrictType(), Field(ge=1, le=MAX_QUANTITY)]
 Timestamp = Annotated[int, StrictType(), Field(ge=0, le=10**14)]
 
@@ -85,13 +87,6 @@ router = APIRouter(route_class=ConstructorRoute, tags=["compat: Constructor"])
 
 class _ConstructorStrict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_for_numbers(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must not be a boolean")
-        return value
 
 
 class ConstructorItem(_ConstructorStrict):

@@ -49,7 +49,7 @@ from returnstack.kit.money import is_currency
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import MAX_AMOUNT, MAX_QUANTITY, normalize_email
-from returnstack.models import Event
+from returnstack.models import Event, OrderLine
 from returnstack.models.reported import ReportedEvent
 
 SOURCE = "optimove"
@@ -349,17 +349,18 @@ def _customer(item: Item) -> CustomerRef | None:
     return CustomerRef(id=item.customer_id, email=item.email)
 
 
-def _purchase(item: Item) -> PurchaseEvent:
+def _purchase(items: list[Item]) -> PurchaseEvent:
+    """Lines of one order as one purchase event; the order's details come from its first."""
+    first = items[0]
     return PurchaseEvent(
         type="purchase",
-        # One event per item: lines with the same order id join one order.
-        id=event_key(SOURCE, "purchase", item.order_id, item.line_id),
-        timestamp=item.moment,
-        channel="online" if item.store is None else "offline",
-        store=None if item.store is None else StoreRef(id=item.store),
-        order_id=item.order_id,
-        currency=item.currency,
-        customer=_customer(item),
+        id=event_key(SOURCE, "purchase", first.order_id, sorted(i.line_id for i in items)),
+        timestamp=first.moment,
+        channel="online" if first.store is None else "offline",
+        store=None if first.store is None else StoreRef(id=first.store),
+        order_id=first.order_id,
+        currency=first.currency,
+        customer=_customer(first),
         items=[
             PurchaseItem(
                 line_id=item.line_id,
@@ -371,8 +372,45 @@ def _purchase(item: Item) -> PurchaseEvent:
                 category=item.category,
                 url=item.url,
             )
+            for item in items
         ],
     )
+
+
+def _existing_lines(session: Session, tenant_id: str, order_ids: set[str]) -> set[tuple[str, str]]:
+    ordered = sorted(order_ids)
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(ordered), 500):
+        query = select(OrderLine.order_id, OrderLine.line_id).where(
+            OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(ordered[start : start + 500])
+        )
+        found.update((order_id, line_id) for order_id, line_id in session.execute(query))
+    return found
+
+
+def _purchases(
+    session: Session, caller: Caller, items: list[Item]
+) -> tuple[list[tuple[PurchaseEvent, list[int]]], list[int]]:
+    """Purchase events, and the indexes of items that are duplicates already.
+
+    Optimove sends one event per item, dedup key order id + line. Verified lines of one
+    order in one request become one event (a purchase of several lines, as /v1/events takes
+    it), less the lines the order already has: those are duplicates. Reported events (no
+    orders to look at) stay one event per item, each its own dedup key."""
+    if caller.trust is Trust.reported:
+        return [(_purchase([item]), [item.index]) for item in items], []
+    existing = _existing_lines(session, caller.tenant_id, {item.order_id for item in items})
+    duplicates: list[int] = []
+    by_order: dict[str, list[Item]] = {}
+    for item in items:
+        key = (item.order_id, item.line_id)
+        if key in existing:
+            duplicates.append(item.index)
+            continue
+        existing.add(key)  # a line repeated within the request is a duplicate too
+        by_order.setdefault(item.order_id, []).append(item)
+    events = [(_purchase(group), [item.index for item in group]) for group in by_order.values()]
+    return events, duplicates
 
 
 def _return(items: list[Item]) -> ReturnEvent:
@@ -437,14 +475,15 @@ def _ingest(request: Request, body: bytes, session: Session) -> Response:
         except Rejected as exc:
             rejected.append({"index": index, "message": str(exc).removeprefix(": ")})
 
-    # Optimove sends one event per item: purchases stay one event per item (lines with one
-    # order id make one order); the items of one return (and order) become one return.
-    facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = []
+    # Optimove sends one event per item: the lines of an order make one order, the items of
+    # one return (and order) one return.
+    purchases, duplicate_lines = _purchases(
+        session, caller, [item for item in items if item.kind == ORDER_COMPLETED]
+    )
+    facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = list(purchases)
     groups: dict[tuple[str | None, str, str | None, str | None, str], list[Item]] = {}
     for item in items:
-        if item.kind == ORDER_COMPLETED:
-            facts.append((_purchase(item), [item.index]))
-        else:
+        if item.kind == PRODUCT_RETURN:
             key = (item.return_id, item.order_id, item.customer_id, item.email, item.currency)
             groups.setdefault(key, []).append(item)
     for group in groups.values():
@@ -453,7 +492,7 @@ def _ingest(request: Request, body: bytes, session: Session) -> Response:
         except Rejected as exc:
             rejected.extend({"index": item.index, "message": str(exc)} for item in group)
 
-    accepted = duplicates = 0
+    accepted, duplicates = 0, len(duplicate_lines)
     if facts:
         known = _known(session, caller, sorted({event.id for event, _ in facts}))
         seen: set[str] = set()
