@@ -312,3 +312,21 @@ def test_keys_and_tenants(
     response = client.post(base(other_tenant), json=body, headers=other_tenant.headers)
     assert response.status_code == 422
     assert "order_not_found" in response.json()["message"]
+
+
+def test_odd_values_never_break_the_view(client: TestClient, tenant: TenantFixture) -> None:
+    customer, first, second = two_orders(client, tenant)
+    return_id = create(client, tenant, request_body(customer, first, second)).json()["id"]
+    # The same return edited through /v1/returns: its metadata is anyone's text.
+    response = client.patch(
+        f"/v1/returns/{return_id}",
+        json={"metadata": {"emporix_mixins": "not json"}},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    view = client.get(f"{base(tenant)}/{return_id}", headers=tenant.headers)
+    assert view.status_code == 200
+    assert view.json()["mixins"] == {}
+    for q in ("metadata.createdAt:<9999-12-31T23:59:59-14:00", "metadata.modifiedAt:>0001-01-01"):
+        response = client.get(base(tenant), params={"q": q}, headers=tenant.headers)
+        assert response.status_code in (200, 400), response.text

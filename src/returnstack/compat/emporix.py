@@ -191,6 +191,15 @@ def _mixins_text(mixins: dict[str, Any]) -> str:
     return text
 
 
+def _mixins(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The mixins kept in a return's metadata (edited through /v1/returns too: any text)."""
+    try:
+        mixins = orjson.loads((metadata or {}).get(METADATA_MIXINS) or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    return mixins if isinstance(mixins, dict) else {}
+
+
 def _money(minor: int | None, currency: str) -> dict[str, Any] | None:
     if minor is None:
         return None
@@ -223,8 +232,7 @@ def emporix_view(session: Session, tenant_id: str, ret: dict[str, Any]) -> dict[
                 "reason": {"code": item["reason"], "details": item["note"]},
             }
         )
-    metadata = ret["metadata"] or {}
-    mixins = orjson.loads(metadata[METADATA_MIXINS]) if METADATA_MIXINS in metadata else {}
+    mixins = _mixins(ret["metadata"])
     customer = ret["customer"] or {}
     return {
         "id": ret["id"],
@@ -508,7 +516,7 @@ def _apply(
         _update(session, principal, return_id, ReturnUpdate(note=details))
     elif path == "/mixins" or path.startswith("/mixins/"):
         metadata = dict(ret["metadata"] or {})
-        mixins = orjson.loads(metadata.get(METADATA_MIXINS, "{}"))
+        mixins = _mixins(metadata)
         if path == "/mixins":
             mixins = {} if op == "remove" else value
             if not isinstance(mixins, dict):

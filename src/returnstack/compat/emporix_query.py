@@ -42,9 +42,9 @@ class Listing:
 def _time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise bad_request("q", f"{text!r} is not a date or an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _values(raw: str) -> list[str]:
