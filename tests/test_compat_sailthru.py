@@ -8,11 +8,13 @@ import json
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
 from returnstack.compat.sailthru import parse_date, signature, spread
+from returnstack.kit.ratelimit import TokenBuckets
 from returnstack.models import Event, Order, ReportedEvent
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
@@ -317,3 +319,29 @@ def test_a_publishable_bearer_key_reports_and_a_signature_verifies(
         == 200
     )
     assert client.get(f"/v1/orders/{extid}", headers=tenant.headers).status_code == 200
+
+
+def test_rate_limit_headers_count_down_and_429_in_sailthrus_shape(
+    app: FastAPI, client: TestClient, tenant: TenantFixture
+) -> None:
+    saved = app.state.rate_limiter
+    app.state.rate_limiter = TokenBuckets(0.001, 3)
+    try:
+        email = f"{unique('u')}@example.com"
+        remaining = []
+        for _ in range(3):
+            form = signed_form(tenant, purchase_body(email, unique("rl")))
+            response = post(client, "/purchase", form)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Rate-Limit-Limit"] == "3"
+            remaining.append(int(response.headers["X-Rate-Limit-Remaining"]))
+        assert remaining == [2, 1, 0]
+        response = post(
+            client, "/purchase", signed_form(tenant, purchase_body(email, unique("rl")))
+        )
+        assert response.status_code == 429
+        assert response.json()["error"] == 99  # Sailthru documents no number for 429
+        assert int(response.headers["Retry-After"]) >= 1
+        assert int(response.headers["X-Rate-Limit-Reset"]) > 0
+    finally:
+        app.state.rate_limiter = saved

@@ -91,6 +91,21 @@ MATRIX: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", "/v1/products"):                                  (401, 403, 401, 401, OWN),
     ("POST", "/v1/rankings"):                                 (401, 403, 401, 401, OWN),
     ("GET", "/v1/reports/returns"):                           (401, 403, 401, 401, OWN),
+    # Vendor-compatible endpoints (COMPAT.md): keys the vendors' way. Constructor's key is a
+    # query parameter (none here: 401 for all); a publishable key may send Sailthru and
+    # Optimove events (reported); Emporix takes only a secret key of the path's tenant.
+    ("POST", "/v1/offline_behavioral_actions"):               (401, 401, 401, 401, 401),
+    ("POST", "/v2/behavioral_action/purchase"):               (401, 401, 401, 401, 401),
+    ("POST", "/v2/behavioral_action/return"):                 (401, 401, 401, 401, 401),
+    ("POST", "/purchase"):                                    (401, PASS, 401, 401, OWN),
+    ("POST", "/return"):                                      (401, PASS, 401, 401, OWN),
+    ("POST", "/optimove/events"):                             (401, PASS, 401, 401, OWN),
+    ("POST", "/optimove/events/batch"):                       (401, PASS, 401, 401, OWN),
+    ("POST", "/return/{tenant}/returns"):                     (401, 403, 401, 401, 403),
+    ("GET", "/return/{tenant}/returns"):                      (401, 403, 401, 401, 403),
+    ("GET", "/return/{tenant}/returns/{return_id}"):          (401, 403, 401, 401, 403),
+    ("PATCH", "/return/{tenant}/returns/{return_id}"):        (401, 403, 401, 401, 403),
+    ("DELETE", "/return/{tenant}/returns/{return_id}"):       (401, 403, 401, 401, 403),
 }
 # fmt: on
 
@@ -178,6 +193,7 @@ def world(client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
             "customer_id": customer_id,
             "segment_id": segment.json()["id"],
             "product_id": order["items"][0]["product_id"],
+            "tenant": tenant.name,  # Emporix's path names the tenant
         },
         queries={
             ("GET", "/v1/customers/lookup"): {"email": address},

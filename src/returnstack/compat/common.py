@@ -31,7 +31,7 @@ from returnstack.kit.ratelimit import check_rate_limit
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT
 from returnstack.models import Tenant
-from returnstack.tenants.auth import Principal, find_principal
+from returnstack.tenants.auth import Principal, find_principal, rate_limit_bucket
 
 
 class CompatError(Exception):
@@ -184,7 +184,7 @@ def find_key(request: Request, token: str | None) -> Principal | None:
         return None
     principal = find_principal(request, token)
     if principal is not None:
-        check_rate_limit(request, principal.key_id)
+        check_rate_limit(request, rate_limit_bucket(request, principal))
         request.state.principal = principal
     return principal
 

@@ -58,6 +58,7 @@ from returnstack.kit.types import (
     Email,
     NoNul,
 )
+from returnstack.tenants.auth import rate_limit_bucket
 
 SOURCE = "sailthru"
 MAX_ITEMS = 500
@@ -70,7 +71,7 @@ AUTHENTICATION_FAILED = 5
 INVALID_EMAIL = 11
 INVALID_TIME = 18
 OTHER_ERROR = 99
-_DEFAULT_CODES = {400: OTHER_ERROR, 401: AUTHENTICATION_FAILED, 429: 43}
+_DEFAULT_CODES = {400: OTHER_ERROR, 401: AUTHENTICATION_FAILED}  # 429: no number documented
 
 
 def render_error(status_code: int, message: str, code: int | None) -> Response:
@@ -88,7 +89,7 @@ class SailthruRoute(VendorRoute):
         limit, remaining, reset_in = settings.rate_limit_burst, settings.rate_limit_burst, 0.0
         principal = getattr(request.state, "principal", None)
         if principal is not None:
-            tokens = remaining_tokens(request, principal.key_id)
+            tokens = remaining_tokens(request, rate_limit_bucket(request, principal))
             if tokens is not None:
                 limit, remaining, reset_in = tokens
         response.headers["X-Rate-Limit-Limit"] = str(limit)

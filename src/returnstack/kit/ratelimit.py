@@ -84,19 +84,17 @@ class TokenBuckets:
             self._set(key, 0.0 if everything else max(0.0, tokens - 1), now)
             return tokens
 
+    def peek(self, key: str) -> tuple[int, int, float]:
+        """(burst, whole tokens left, seconds until the bucket is full), taking nothing."""
+        with self._lock:
+            tokens = self._tokens(key, self.clock())
+        return int(self.burst), int(tokens), (self.burst - tokens) / self.rate
+
 
 def client_address(request: Request) -> str:
     """The client's address as the server sees it (behind a proxy, run the server with
     proxy headers so that this is the real client)."""
     return request.client.host if request.client else "unknown"
-
-    def peek(self, key: str) -> tuple[int, int, float]:
-        """(burst, whole tokens left, seconds until the bucket is full), taking nothing."""
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        return self.burst, int(tokens), (self.burst - tokens) / self.rate
 
 
 def check_rate_limit(request: Request, key: str) -> None:
