@@ -5,17 +5,18 @@ rate-limit headers, trust and tenant isolation."""
 
 import hashlib
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from returnstack.compat.sailthru import parse_date, signature, spread
 from returnstack.kit.ratelimit import TokenBuckets
-from returnstack.models import Event, Order, ReportedEvent
+from returnstack.models import Event, Order, ReportedEvent, Tenant
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -345,3 +346,33 @@ def test_rate_limit_headers_count_down_and_429_in_sailthrus_shape(
         assert int(response.headers["X-Rate-Limit-Reset"]) > 0
     finally:
         app.state.rate_limiter = saved
+
+
+def test_the_replaced_secret_signs_for_24_hours(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    """After `tenants rotate-secret` the old secret stays valid 24 h (API.md section 10)."""
+    old, new = tenant.signing_secret, "a-new-signing-secret"
+
+    def rotate(expires_in: timedelta) -> None:
+        with database.db.transaction() as session:
+            session.execute(
+                update(Tenant)
+                .where(Tenant.id == tenant.id)
+                .values(
+                    signing_secret=new,
+                    previous_signing_secret=old,
+                    previous_secret_expires_at=datetime.now(UTC) + expires_in,
+                )
+            )
+
+    email = f"{unique('u')}@example.com"
+    rotate(timedelta(hours=24))
+    for secret in (old, new):
+        form = signed_form(tenant, purchase_body(email, unique("rot")), secret)
+        assert post(client, "/purchase", form).status_code == 200
+    rotate(timedelta(seconds=-1))
+    form = signed_form(tenant, purchase_body(email, unique("rot")), old)
+    assert post(client, "/purchase", form).status_code == 401
+    form = signed_form(tenant, purchase_body(email, unique("rot")), new)
+    assert post(client, "/purchase", form).status_code == 200
