@@ -481,6 +481,10 @@ def _online_time(parameters: Mapping[str, Any]) -> datetime:
     return _time(value, "_dt")
 
 
+class ConstructorCurrencyCodeModel(BaseModel):
+    currency: CurrencyCode
+
+
 def _online_currency(parameters: Mapping[str, Any], default: str) -> str:
     value = parameters.get("currency")
     if value is None:
@@ -489,10 +493,6 @@ def _online_currency(parameters: Mapping[str, Any], default: str) -> str:
         return str(ConstructorCurrencyCodeModel.model_validate({"currency": value}).currency)
     except ValidationError:
         raise bad_request("currency", "is not an ISO 4217 currency code") from None
-
-
-class ConstructorCurrencyCodeModel(BaseModel):
-    currency: CurrencyCode
 
 
 def _online(
