@@ -7,24 +7,20 @@ issue 10). Every purchase has 3 lines, so purchases/s and lines/s give the same 
 The native phase runs before and after the adapters; its mean is the baseline.
 """
 
-import argparse
 import base64
-import json
-import time
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.console import Console
 
-from bench import ceiling, loadgen, workload
-from bench.server import DEFAULT_POSTGRES_URL, cli_json, fresh_database, returnstack_server
+from bench import harness, loadgen, workload
+from bench.harness import console
+from bench.server import cli_json, fresh_database, returnstack_server
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RATIO_TARGET = 0.80
-console = Console()
 
 
 def _price(minor: int) -> orjson.Fragment:
@@ -117,8 +113,22 @@ FORMATS = {
 }
 
 
-def run_backend(backend: str, purchases: int, clients: int, postgres_url: str) -> dict[str, Any]:
-    with fresh_database(backend, postgres_url) as target:
+@dataclass
+class Options(harness.Options):
+    purchases: int
+    clients: int
+
+
+def _orders(target: Any) -> int:
+    return int(harness.sql(target, "SELECT count(*) FROM orders")[0][0])
+
+
+def run_backend(backend: str, opts: Options) -> dict[str, Any]:
+    started = harness.started_at()
+    source = harness.source_state()
+    busy = harness.wait_idle(opts.wait_idle) if opts.wait_idle else harness.cpu_busy()
+    purchases, clients = opts.purchases, opts.clients
+    with fresh_database(backend, opts.postgres_url) as target:
         cli_json(target, "tenants", "create", "bench", "--currency", "EUR")
         secret = str(
             cli_json(target, "keys", "create", "--tenant", "bench", "--kind", "secret")["key"]
@@ -136,62 +146,106 @@ def run_backend(backend: str, purchases: int, clients: int, postgres_url: str) -
         files = {}
         for index, name in enumerate(phases):
             make = FORMATS[name][1]
-            files[f"w{index}"] = _files(
-                target.workdir, f"w{index}", make(_purchases(f"w{index}", warmup)), clients
-            )
-            files[f"m{index}"] = _files(
-                target.workdir, f"m{index}", make(_purchases(f"m{index}", purchases)), clients
-            )
-        results: dict[str, list[float]] = {name: [] for name in FORMATS}
+            for kind, count in (("w", warmup), ("m", purchases)):
+                phase = f"{kind}{index}"
+                files[phase] = _files(
+                    target.workdir, phase, make(_purchases(phase, count)), clients
+                )
+        rates: dict[str, list[float]] = {name: [] for name in FORMATS}
+        latencies: dict[str, list[float]] = {name: [] for name in FORMATS}
         with returnstack_server(target) as server:
             for index, name in enumerate(phases):
                 url = server.base_url + FORMATS[name][0].replace("{pk}", public)
                 loadgen.run("python", url, files[f"w{index}"], auth[name])
-                before = ceiling.count_rows(target)["orders"]
+                before = _orders(target)
                 result = loadgen.run("python", url, files[f"m{index}"], auth[name])
-                recorded = ceiling.count_rows(target)["orders"] - before
+                recorded = _orders(target) - before
                 if result.failures or recorded != purchases:
                     raise RuntimeError(
                         f"{name}: {result.failures} failures ({result.first_failure}); "
                         f"{recorded} of {purchases} orders recorded\n{server.log()}"
                     )
                 rate = purchases / result.duration_s
-                results[name].append(rate)
+                rates[name].append(round(rate, 1))
+                latencies[name].append(round(result.p50_ms, 1))
                 console.print(
-                    f"  {backend} {name:<12} {rate:>8,.0f} purchases/s "
-                    f"({result.requests} requests in {result.duration_s:.1f}s, "
-                    f"p50 {result.p50_ms:.0f} ms)"
+                    f"  {name:<12} {rate:>8,.0f} purchases/s ({result.requests} requests in "
+                    f"{result.duration_s:.1f}s, p50 {result.p50_ms:.0f} ms)"
                 )
-    baseline = sum(results["native"]) / len(results["native"])
-    ratios = {name: round(results[name][0] / baseline, 3) for name in ("constructor", "optimove")}
+        machine = harness.machine(target)
+    baseline = sum(rates["native"]) / len(rates["native"])
+    targets = {
+        f"{name}_ratio": {
+            "target": RATIO_TARGET,
+            "value": round(rates[name][0] / baseline, 3),
+            "met": rates[name][0] / baseline >= RATIO_TARGET,
+        }
+        for name in ("constructor", "optimove")
+    }
     return {
+        "benchmark": "compat",
         "backend": backend,
+        "started_at": started,
+        "command": opts.command,
+        "source": source,
+        "machine": machine,
+        "cpu_busy_before_start": round(busy, 3),
         "purchases_per_phase": purchases,
         "lines_per_purchase": 3,
         "clients": clients,
-        "purchases_per_s": {
-            name: [round(rate) for rate in rates] for name, rates in results.items()
-        },
-        "ratio_to_native": ratios,
-        "target": RATIO_TARGET,
-        "met": all(ratio >= RATIO_TARGET for ratio in ratios.values()),
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "purchases_per_s": rates,
+        "p50_ms": latencies,
+        "targets": targets,
     }
 
 
+def render_one(result: dict[str, Any]) -> str:
+    machine, rates = result["machine"], result["purchases_per_s"]
+    native = ", ".join(f"{rate:,.0f}" for rate in rates["native"])
+    lines = [
+        f"#### {harness.NAMES[result['backend']]}",
+        "",
+        f"Run of {result['started_at']}: `{result['command']}` ({machine['cpus']} cores, "
+        f"{machine['cpu_model'] or 'unknown CPU'}, shared by the server, the database and the "
+        f"load generator; {harness.engine(machine)}; Python {machine['python']}; source at the "
+        f"start {result['source']['commit']}{harness.dirty(result['source'])}; other "
+        f"processes kept {result['cpu_busy_before_start']:.0%} of the cores busy just before "
+        f"the run). {result['purchases_per_phase']:,} purchases of 3 lines per format, "
+        f"{result['clients']} clients.",
+        "",
+        "| format | purchases/s | ratio to /v1/events | target |",
+        "|---|---:|---:|---|",
+        f"| `/v1/events`, 100 purchases a request (before, after) | {native} | 1 | |",
+    ]
+    for name, label in (
+        ("constructor", "Constructor offline batches, 100 actions a request"),
+        ("optimove", "Optimove batches, 1,000 item events a request"),
+    ):
+        target = result["targets"][f"{name}_ratio"]
+        lines.append(
+            f"| {label} | {rates[name][0]:,.0f} | {target['value']:.2f} | "
+            f"≥ {target['target']:.2f}: {harness.verdict(target)} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+BENCH = harness.Benchmark("compat", "compat", "Vendor adapters", render_one)
+
+
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench compat", description=__doc__)
-    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--purchases", type=int, default=20_000, help="measured, per format")
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser = harness.parser(
+        BENCH,
+        __doc__.splitlines()[0],
+        quick="2,000 purchases per format; results not recorded",
+        profile="not supported by this benchmark",
+    )
+    parser.add_argument("--purchases", type=int, help="measured per format (default 20000)")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     args = parser.parse_args(argv)
-    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    met = True
-    RESULTS.mkdir(exist_ok=True)
-    for backend in backends:
-        result = run_backend(backend, args.purchases, args.clients, args.postgres_url)
-        (RESULTS / f"compat-{backend}.json").write_text(json.dumps(result, indent=2) + "\n")
-        console.print(f"  {backend}: ratios to /v1/events {result['ratio_to_native']}")
-        met = met and result["met"]
-    return 0 if met else 1
+    opts = Options(
+        **harness.common(BENCH, args, argv),
+        purchases=args.purchases or (2_000 if args.quick else 20_000),
+        clients=args.clients,
+    )
+    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))
