@@ -18,7 +18,6 @@ import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -30,7 +29,6 @@ from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
 from returnstack.kit.ratelimit import check_rate_limit
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT
-from returnstack.models import Tenant
 from returnstack.tenants.auth import Principal, find_principal, rate_limit_bucket
 
 
@@ -187,25 +185,6 @@ def find_key(request: Request, token: str | None) -> Principal | None:
         check_rate_limit(request, rate_limit_bucket(request, principal))
         request.state.principal = principal
     return principal
-
-
-def signing_secrets(session: Session, tenant_id: str) -> list[str]:
-    """The tenant's valid signing secrets: the current one, and the one it replaced while
-    that is still valid (24 h after `tenants rotate-secret`)."""
-    row = session.execute(
-        select(
-            Tenant.signing_secret,
-            Tenant.previous_signing_secret,
-            Tenant.previous_secret_expires_at,
-        ).where(Tenant.id == tenant_id)
-    ).first()
-    if row is None:
-        return []
-    secrets = [row.signing_secret]
-    expires = row.previous_secret_expires_at
-    if row.previous_signing_secret and expires is not None and expires > datetime.now(UTC):
-        secrets.append(row.previous_signing_secret)
-    return secrets
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,6 @@ from returnstack.compat.common import (
     find_key,
     load_json,
     record,
-    signing_secrets,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -59,6 +58,7 @@ from returnstack.kit.types import (
     NoNul,
 )
 from returnstack.tenants.auth import rate_limit_bucket
+from returnstack.tenants.service import valid_signing_secrets
 
 SOURCE = "sailthru"
 MAX_ITEMS = 500
@@ -203,7 +203,8 @@ def _incoming(request: Request, body: bytes) -> Incoming:
         raise CompatError(401, "sig: missing", code=MISSING_PARAMETER)
     values = [value for name, value in fields if name != "sig"]
     with read_session(request) as reader:
-        secrets = signing_secrets(reader, principal.tenant_id)
+        # The current secret, and the one it replaced for 24 h after `tenants rotate-secret`.
+        secrets = valid_signing_secrets(reader, tenant_id=principal.tenant_id)
     expected = [signature(values, secret) for secret in secrets]
     if not any(hmac.compare_digest(sig.lower(), candidate) for candidate in expected):
         raise CompatError(
