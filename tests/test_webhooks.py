@@ -303,10 +303,14 @@ def test_a_rolled_back_change_sends_nothing(
     class Boom(Exception):
         pass
 
-    with pytest.raises(Boom), database.db.transaction() as session:
-        record(session, tenant_id=tenant.id, events=[return_event(unique("ret"))])
-        session.flush()
-        raise Boom
+    def record_then_fail() -> None:
+        with database.db.transaction() as session:
+            record(session, tenant_id=tenant.id, events=[return_event(unique("ret"))])
+            session.flush()
+            raise Boom
+
+    with pytest.raises(Boom):
+        record_then_fail()
     dispatcher.run_once()
     assert receiver.received == []
 
