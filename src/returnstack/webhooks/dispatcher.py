@@ -56,7 +56,7 @@ DISABLE_AFTER = timedelta(days=5)
 MAX_RETRY_AFTER = timedelta(hours=24)
 SNIPPET_CHARS = 1000
 READ_LIMIT = 64 * 1024  # bytes of an answer read at most (the rest is not waited for)
-SQLITE_LEASE = timedelta(seconds=30)
+SQLITE_LEASE = timedelta(seconds=10)  # renewed every 5 s by the dispatcher holding it
 PRUNE_EVERY = timedelta(minutes=10)
 PRUNE_BATCH = 5000
 
@@ -127,7 +127,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.name = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.webhooks_concurrency
-        self.lease = timedelta(seconds=2 * settings.webhooks_timeout + 30)
+        # Longer than any attempt (bounded by the timeout) plus recording its outcome.
+        self.lease = timedelta(seconds=settings.webhooks_timeout + 15)
         self.timeout = settings.webhooks_timeout
         self.client = client or guarded_client(
             allow_private=settings.webhooks_allow_private,
