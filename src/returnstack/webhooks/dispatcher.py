@@ -163,6 +163,10 @@ class Dispatcher:
             self._lease_until = None
 
     def publish(self) -> int:
+        # A read first: the write transaction (on SQLite, the write lock) only when needed.
+        with self.db.transaction(write=False) as session:
+            if not repository.has_unpublished(session):
+                return 0
         published = 0
         while True:
             with self.db.transaction() as session:
@@ -176,6 +180,9 @@ class Dispatcher:
             return []
         now = self.clock()
         token = uuid.uuid4().hex
+        with self.db.transaction(write=False) as session:  # a read first, as for publish
+            if not repository.claimable(session, now=now, limit=1, lock=False):
+                return []
         with self.db.transaction() as session:
             keys = repository.claimable(session, now=now, limit=limit)
             if not keys:

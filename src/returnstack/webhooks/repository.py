@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from returnstack.kit.bulk import insert_rows
@@ -293,7 +293,9 @@ def enabled_subscriptions(
 # --- claims ----------------------------------------------------------------------------------
 
 
-def claimable(session: Session, *, now: datetime, limit: int) -> list[tuple[str, str]]:
+def claimable(
+    session: Session, *, now: datetime, limit: int, lock: bool = True
+) -> list[tuple[str, str]]:
     """(tenant_id, id) of pending attempts that are due, not leased (or whose lease ran
     out), of enabled subscriptions, and not held up by an earlier pending message of the
     same resource. PostgreSQL: the rows are locked, skipping those another worker holds."""
@@ -324,7 +326,7 @@ def claimable(session: Session, *, now: datetime, limit: int) -> list[tuple[str,
         .order_by(WebhookDelivery.due_at, WebhookDelivery.message_seq)
         .limit(limit)
     )
-    if is_postgresql(session):
+    if lock and is_postgresql(session):
         query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
     return [(tenant_id, row_id) for tenant_id, row_id in session.execute(query)]
 
@@ -345,29 +347,25 @@ def load_claimed(
     session: Session, keys: Sequence[tuple[str, str]]
 ) -> list[tuple[WebhookDelivery, WebhookSubscription, OutboxEvent | None]]:
     """The claimed rows with their subscription and message (None: no longer retained)."""
-    found: list[tuple[WebhookDelivery, WebhookSubscription, OutboxEvent | None]] = []
-    for tenant_id, row_id in keys:
-        row = session.execute(
-            select(WebhookDelivery, WebhookSubscription, OutboxEvent)
-            .join(
-                WebhookSubscription,
-                and_(
-                    WebhookSubscription.tenant_id == WebhookDelivery.tenant_id,
-                    WebhookSubscription.id == WebhookDelivery.subscription_id,
-                ),
-            )
-            .outerjoin(
-                OutboxEvent,
-                and_(
-                    OutboxEvent.tenant_id == WebhookDelivery.tenant_id,
-                    OutboxEvent.id == WebhookDelivery.message_id,
-                ),
-            )
-            .where(WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.id == row_id)
-        ).first()
-        if row is not None:
-            found.append((row[0], row[1], row[2]))
-    return found
+    rows = session.execute(
+        select(WebhookDelivery, WebhookSubscription, OutboxEvent)
+        .join(
+            WebhookSubscription,
+            and_(
+                WebhookSubscription.tenant_id == WebhookDelivery.tenant_id,
+                WebhookSubscription.id == WebhookDelivery.subscription_id,
+            ),
+        )
+        .outerjoin(
+            OutboxEvent,
+            and_(
+                OutboxEvent.tenant_id == WebhookDelivery.tenant_id,
+                OutboxEvent.id == WebhookDelivery.message_id,
+            ),
+        )
+        .where(tuple_(WebhookDelivery.tenant_id, WebhookDelivery.id).in_(list(keys)))
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 def finish_attempt(
