@@ -749,3 +749,28 @@ def test_messages_older_than_the_retention_are_pruned(
         pruner.close()
     with database.db.transaction(write=False) as session:
         assert session.get(OutboxEvent, (tenant.id, old)) is None
+
+
+def test_an_erased_customers_data_never_goes_out_afterwards(
+    api: TestClient, tenant: TenantFixture, receiver: Receiver, dispatcher: Dispatcher, clock: Clock
+) -> None:
+    """Attempts read the body from the outbox when they are made: a retry after the
+    customer's erasure sends the scrubbed event."""
+    subscribe(api, tenant, receiver.url, ["purchase.recorded"])
+    customer_id, email = unique("cust"), f"{unique('ann')}@example.com"
+    receiver.answer_with(503)
+    buy(api, tenant, customer={"id": customer_id, "email": email})
+    dispatcher.run_once()
+    assert customer_id.encode() in receiver.received[0].body
+
+    erased = api.delete(f"/v1/customers/{customer_id}", headers=tenant.headers)
+    assert erased.status_code == 204, erased.text
+    receiver.answer_with(200)
+    clock.advance(timedelta(seconds=7))
+    assert dispatcher.run_once() == 1
+    retry = receiver.received[-1]
+    assert retry.id == receiver.received[0].id
+    assert customer_id.encode() not in retry.body
+    assert email.encode() not in retry.body
+    feed = api.get("/v1/messages", headers=tenant.headers).json()["data"]
+    assert customer_id not in str(feed)
