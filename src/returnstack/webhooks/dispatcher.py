@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import orjson
+from sqlalchemy.orm import object_session
 
 from returnstack.config import Settings
 from returnstack.kit.db import Database
@@ -111,6 +112,12 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     return max(moment - now, timedelta(0))
 
 
+def session_of(row: Any) -> Any:
+    session = object_session(row)
+    assert session is not None
+    return session
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -127,8 +134,11 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.name = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.webhooks_concurrency
-        # Longer than any attempt (bounded by the timeout) plus recording its outcome.
-        self.lease = timedelta(seconds=settings.webhooks_timeout + 15)
+        # Claims are made in batches of up to `concurrency`, and up to two batches wait for
+        # the thread pool: a claim is sent within 2 timeouts and recorded soon after.
+        self.batch = self.concurrency
+        self.max_in_flight = 2 * self.concurrency
+        self.lease = timedelta(seconds=2 * settings.webhooks_timeout + 15)
         self.timeout = settings.webhooks_timeout
         self.client = client or guarded_client(
             allow_private=settings.webhooks_allow_private,
@@ -271,92 +281,59 @@ class Dispatcher:
             return
         try:
             with self.db.transaction() as session:
-                labels = [self._record(session, o) for o in outcomes]
+                labels = self._record(session, outcomes)
         except Exception:
             log.exception("webhook.record_failed", extra={"count": len(outcomes)})
             labels = []
             for one in outcomes:
                 try:
                     with self.db.transaction() as session:
-                        labels.append(self._record(session, one))
+                        labels += self._record(session, [one])
                 except Exception:
                     log.exception(
                         "webhook.record_failed", extra={"delivery_id": one.job.delivery_id}
                     )
         for label in labels:
-            if label:
-                WEBHOOK_DELIVERIES.labels(outcome=label).inc()
+            WEBHOOK_DELIVERIES.labels(outcome=label).inc()
 
-    def _record(self, session: Any, o: Outcome) -> str | None:
-        job = o.job
-        values: dict[str, Any] = {
-            "attempted_at": o.attempted_at,
-            "response_status": o.response_status,
-            "response_body": o.response_body,
-            "error": None if o.succeeded else o.error,
-            "duration_ms": o.duration_ms,
-            "status": "succeeded" if o.succeeded else "failed",
-            "next_attempt_at": None,
-        }
-        subscription = repository.find_subscription(
-            session, tenant_id=job.tenant_id, subscription_id=job.subscription_id, for_update=True
+    def _record(self, session: Any, outcomes: list[Outcome]) -> list[str]:
+        # Only attempts whose lease this dispatcher still holds: another one may have
+        # taken over an attempt whose lease ran out, and its outcome wins.
+        held = repository.held_attempts(
+            session, [(o.job.tenant_id, o.job.delivery_id, o.job.token) for o in outcomes]
         )
-        if subscription is None:
-            return None
-        # Decide first, write after: the outcome counts only if this worker still holds
-        # the attempt's lease.
-        gone = o.response_status == 410
-        failing_since = subscription.failing_since
-        failed_too_long = (
-            not o.succeeded
-            and not gone
-            and failing_since is not None
-            and o.attempted_at - failing_since >= DISABLE_AFTER
+        outcomes = [o for o in outcomes if (o.job.tenant_id, o.job.delivery_id) in held]
+        subscriptions = repository.subscriptions_for_update(
+            session, {(o.job.tenant_id, o.job.subscription_id) for o in outcomes}
         )
-        next_at: datetime | None = None
-        if (
-            not o.succeeded
-            and subscription.enabled
-            and not (gone or failed_too_long or o.final)
-            and job.step < len(RETRY_DELAYS)
-        ):
-            delay = RETRY_DELAYS[job.step] * self.rng.uniform(1 - JITTER, 1 + JITTER)
-            if o.retry_after is not None:
-                delay = max(delay, min(o.retry_after, MAX_RETRY_AFTER))
-            next_at = o.attempted_at + delay
-            values["next_attempt_at"] = next_at
-        if not repository.finish_attempt(
-            session,
-            tenant_id=job.tenant_id,
-            delivery_id=job.delivery_id,
-            token=job.token,
-            values=values,
-        ):
-            return None  # another dispatcher took over the attempt (the lease ran out)
-        if o.succeeded:
-            if failing_since is not None:
-                subscription.failing_since = None
-        elif gone and subscription.enabled:
-            service.disable(
-                session,
-                subscription,
-                reason="disabled: the receiver answered 410 Gone",
-                now=o.attempted_at,
+        finished: list[dict[str, Any]] = []
+        outcomes_recorded: list[Outcome] = []
+        retries: list[dict[str, Any]] = []
+        labels: list[str] = []
+        for o in outcomes:
+            job = o.job
+            subscription = subscriptions.get((job.tenant_id, job.subscription_id))
+            if subscription is None:
+                continue
+            next_at = self._next_attempt(o, subscription)
+            outcomes_recorded.append(o)
+            finished.append(
+                {
+                    "tenant_id": job.tenant_id,
+                    "id": job.delivery_id,
+                    "status": "succeeded" if o.succeeded else "failed",
+                    "attempted_at": o.attempted_at,
+                    "response_status": o.response_status,
+                    "response_body": o.response_body,
+                    "error": None if o.succeeded else o.error,
+                    "duration_ms": o.duration_ms,
+                    "next_attempt_at": next_at,
+                    "lease_token": None,
+                    "lease_until": None,
+                }
             )
-        elif failed_too_long and subscription.enabled:
-            service.disable(
-                session,
-                subscription,
-                reason="disabled: every delivery failed for 5 days",
-                now=o.attempted_at,
-            )
-        elif failing_since is None:
-            subscription.failing_since = o.attempted_at
-        session.flush()
-        if next_at is not None:
-            repository.insert_deliveries(
-                session,
-                [
+            if next_at is not None:
+                retries.append(
                     repository.delivery_row(
                         tenant_id=job.tenant_id,
                         subscription_id=job.subscription_id,
@@ -369,10 +346,57 @@ class Dispatcher:
                         trigger="scheduled",
                         due_at=next_at,
                     )
-                ],
+                )
+            labels.append(
+                "succeeded" if o.succeeded else ("retrying" if next_at is not None else "failed")
             )
-            return "retrying"
-        return "succeeded" if o.succeeded else "failed"
+        # A later outcome of the batch may have disabled a subscription: no retries for it.
+        disabled = {key for key, row in subscriptions.items() if not row.enabled}
+        if disabled:
+            retries = [r for r in retries if (r["tenant_id"], r["subscription_id"]) not in disabled]
+            pending = {(r["tenant_id"], r["message_id"], r["subscription_id"]) for r in retries}
+            for row, o in zip(finished, outcomes_recorded, strict=True):
+                key = (o.job.tenant_id, o.job.message_id, o.job.subscription_id)
+                if row["next_attempt_at"] is not None and key not in pending:
+                    row["next_attempt_at"] = None
+        repository.finish_attempts(session, finished)
+        repository.insert_deliveries(session, retries)
+        session.flush()
+        return labels
+
+    def _next_attempt(self, o: Outcome, subscription: Any) -> datetime | None:
+        """Apply the outcome to the subscription (the failure clock, disabling); when the
+        next attempt is due, or None."""
+        if o.succeeded:
+            if subscription.failing_since is not None:
+                subscription.failing_since = None
+            return None
+        if not subscription.enabled:
+            return None
+        if o.response_status == 410:
+            service.disable(
+                session_of(subscription),
+                subscription,
+                reason="disabled: the receiver answered 410 Gone",
+                now=o.attempted_at,
+            )
+            return None
+        if subscription.failing_since is None:
+            subscription.failing_since = o.attempted_at
+        elif o.attempted_at - subscription.failing_since >= DISABLE_AFTER:
+            service.disable(
+                session_of(subscription),
+                subscription,
+                reason="disabled: every delivery failed for 5 days",
+                now=o.attempted_at,
+            )
+            return None
+        if o.final or o.job.step >= len(RETRY_DELAYS):
+            return None
+        delay = RETRY_DELAYS[o.job.step] * self.rng.uniform(1 - JITTER, 1 + JITTER)
+        if o.retry_after is not None:
+            delay = max(delay, min(o.retry_after, MAX_RETRY_AFTER))
+        return o.attempted_at + delay
 
     def prune(self) -> int:
         """Drop messages and finished attempts older than the retention."""
@@ -405,7 +429,7 @@ class Dispatcher:
         self.publish()
         made = 0
         while True:
-            jobs = self.claim(self.concurrency)
+            jobs = self.claim(self.max_in_flight)
             if not jobs:
                 return made
             self.record(list(self._executor.map(self.send, jobs)))
@@ -428,7 +452,9 @@ class Dispatcher:
                         continue
                     self.prune()
                     busy = self.publish() > 0
-                    for job in self.claim(self.concurrency - len(in_flight)):
+                    free = self.max_in_flight - len(in_flight)
+                    jobs = self.claim(free) if free >= self.batch else []
+                    for job in jobs:
                         future = self._executor.submit(self.send, job)
                         future.add_done_callback(lambda _future: wake.set())
                         in_flight[future] = job

@@ -368,21 +368,47 @@ def load_claimed(
     return [(row[0], row[1], row[2]) for row in rows]
 
 
-def finish_attempt(
-    session: Session, *, tenant_id: str, delivery_id: str, token: str, values: dict[str, Any]
-) -> bool:
-    """Record an attempt's outcome, if this worker still holds its lease."""
-    result = session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.tenant_id == tenant_id,
-            WebhookDelivery.id == delivery_id,
-            WebhookDelivery.lease_token == token,
-        )
-        .values(lease_token=None, lease_until=None, **values)
-        .execution_options(synchronize_session=False)
+def held_attempts(
+    session: Session, attempts: Sequence[tuple[str, str, str]]
+) -> set[tuple[str, str]]:
+    """Of (tenant_id, id, lease token), the attempts still leased with that token, locked
+    until commit (PostgreSQL) so that no other dispatcher takes them over meanwhile."""
+    if not attempts:
+        return set()
+    tokens = {(tenant_id, row_id): token for tenant_id, row_id, token in attempts}
+    query = (
+        select(WebhookDelivery.tenant_id, WebhookDelivery.id, WebhookDelivery.lease_token)
+        .where(tuple_(WebhookDelivery.tenant_id, WebhookDelivery.id).in_(list(tokens)))
+        .order_by(WebhookDelivery.tenant_id, WebhookDelivery.id)
     )
-    return bool(getattr(result, "rowcount", 0))
+    if is_postgresql(session):
+        query = query.with_for_update()
+    return {
+        (tenant_id, row_id)
+        for tenant_id, row_id, token in session.execute(query)
+        if token is not None and tokens.get((tenant_id, row_id)) == token
+    }
+
+
+def subscriptions_for_update(
+    session: Session, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], WebhookSubscription]:
+    if not keys:
+        return {}
+    query = (
+        select(WebhookSubscription)
+        .where(tuple_(WebhookSubscription.tenant_id, WebhookSubscription.id).in_(sorted(keys)))
+        .order_by(WebhookSubscription.tenant_id, WebhookSubscription.id)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update()
+    return {(row.tenant_id, row.id): row for row in session.scalars(query)}
+
+
+def finish_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Record outcomes (one executemany by primary key)."""
+    if rows:
+        session.execute(update(WebhookDelivery), list(rows))
 
 
 # --- the SQLite dispatcher lease -------------------------------------------------------------
