@@ -60,6 +60,7 @@ READ_LIMIT = 64 * 1024  # bytes of an answer read at most (the rest is not waite
 SQLITE_LEASE = timedelta(seconds=10)  # renewed every 5 s by the dispatcher holding it
 PRUNE_EVERY = timedelta(minutes=10)
 PRUNE_BATCH = 5000
+ANALYZE_AFTER = 500  # messages published at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,11 @@ class Dispatcher:
                 count = service.publish(session, now=self.clock())
             published += count
             if count < service.PUBLISH_BATCH:
-                return published
+                break
+        if published >= ANALYZE_AFTER:  # the queue grew: let the planner know
+            with self.db.transaction() as session:
+                repository.analyze_queue(session)
+        return published
 
     def claim(self, limit: int) -> list[Job]:
         if limit <= 0:
@@ -417,6 +422,8 @@ class Dispatcher:
                 removed += count
                 if count < PRUNE_BATCH:
                     break
+        with self.db.transaction() as session:
+            repository.analyze_queue(session)
         return removed
 
     # --- running -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, delete, exists, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from returnstack.kit.bulk import insert_rows
@@ -299,13 +299,20 @@ def claimable(
     """(tenant_id, id) of pending attempts that are due, not leased (or whose lease ran
     out), of enabled subscriptions, and not held up by an earlier pending message of the
     same resource. PostgreSQL: the rows are locked, skipping those another worker holds."""
+    # The first pending message of the row's resource: a lookup of the ordering index per
+    # candidate (a scalar subquery, which the planner cannot turn into a scan of the queue).
     earlier = aliased(WebhookDelivery)
-    held_up = exists().where(
-        earlier.tenant_id == WebhookDelivery.tenant_id,
-        earlier.subscription_id == WebhookDelivery.subscription_id,
-        earlier.resource_key == WebhookDelivery.resource_key,
-        earlier.status == "pending",
-        earlier.message_seq < WebhookDelivery.message_seq,
+    first_pending = (
+        select(earlier.message_seq)
+        .where(
+            earlier.tenant_id == WebhookDelivery.tenant_id,
+            earlier.subscription_id == WebhookDelivery.subscription_id,
+            earlier.resource_key == WebhookDelivery.resource_key,
+            earlier.status == "pending",
+        )
+        .order_by(earlier.message_seq)
+        .limit(1)
+        .scalar_subquery()
     )
     query = (
         select(WebhookDelivery.tenant_id, WebhookDelivery.id)
@@ -321,7 +328,7 @@ def claimable(
             WebhookDelivery.due_at <= now,
             or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
             WebhookSubscription.enabled.is_(True),
-            ~held_up,
+            WebhookDelivery.message_seq == first_pending,
         )
         .order_by(WebhookDelivery.due_at, WebhookDelivery.message_seq)
         .limit(limit)
@@ -409,6 +416,13 @@ def finish_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Record outcomes (one executemany by primary key)."""
     if rows:
         session.execute(update(WebhookDelivery), list(rows))
+
+
+def analyze_queue(session: Session) -> None:
+    """PostgreSQL: fresh statistics of the queue. The claim relies on them to look up the
+    ordering index per candidate; with a table grown since the last ANALYZE it would scan."""
+    if is_postgresql(session):
+        session.execute(text("ANALYZE webhook_deliveries"))
 
 
 # --- the SQLite dispatcher lease -------------------------------------------------------------
