@@ -479,6 +479,8 @@ class Dispatcher:
                 wait(list(in_flight), timeout=self.timeout + 1)
                 self._collect(in_flight)
         finally:
+            if listener is not None:
+                listener.join(2.0)
             try:
                 self.release_lease()
             except Exception:
