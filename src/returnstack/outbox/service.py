@@ -56,7 +56,11 @@ def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
     hashed: deliveries of one resource keep their order, and no id or email is copied."""
     family = event_type.partition(".")[0]
     value: Any = None
-    if family == "return":
+    if event_type.endswith(".reported"):
+        # Reported signals (publishable keys) are their own resources: they never queue
+        # ahead of, nor hold up, the verified events of an order or return.
+        family, value = "reported", data.get("id")
+    elif family == "return":
         value = data.get("id") or data.get("return_id") or data.get("order_id")
     elif family == "purchase":
         value = data.get("order_id") or data.get("id")
