@@ -160,6 +160,10 @@ class Dispatcher:
         now = self.clock()
         if self._lease_until is not None and now < self._lease_until - SQLITE_LEASE / 2:
             return True
+        with self.db.transaction(write=False) as session:  # standing by costs no write lock
+            if repository.lease_held_by_another(session, holder=self.name, now=now):
+                self._lease_until = None
+                return False
         with self.db.transaction() as session:
             held = repository.take_lease(
                 session, holder=self.name, now=now, until=now + SQLITE_LEASE

@@ -446,6 +446,20 @@ def take_lease(session: Session, *, holder: str, now: datetime, until: datetime)
     return bool(getattr(result, "rowcount", 0))
 
 
+def lease_held_by_another(session: Session, *, holder: str, now: datetime) -> bool:
+    row = session.execute(
+        select(WebhookState.holder, WebhookState.expires_at).where(
+            WebhookState.name == SQLITE_DISPATCHER
+        )
+    ).first()
+    return bool(
+        row is not None
+        and row.holder not in (None, holder)
+        and row.expires_at is not None
+        and row.expires_at > now
+    )
+
+
 def release_lease(session: Session, *, holder: str) -> None:
     session.execute(
         update(WebhookState)
