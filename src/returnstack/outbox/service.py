@@ -65,10 +65,11 @@ def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
     elif family == "purchase":
         value = data.get("order_id") or data.get("id")
     elif family == "customer":
+        # The profile's server id (cus_...), which every customer event carries as `id`.
+        value = data.get("id") or data.get("customer_id")
         customer = data.get("customer")
-        if isinstance(customer, dict):
+        if not value and isinstance(customer, dict):
             value = customer.get("id") or customer.get("email")
-        value = value or data.get("customer_id") or data.get("id")
     if not isinstance(value, str) or not value:
         return None
     return hashlib.sha256(f"{family}:{value}".encode()).hexdigest()[:40]
