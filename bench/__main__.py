@@ -8,6 +8,7 @@ BENCHMARKS = {
     "returns": "returns lifecycle: create, approve, receive, refund, close at a fixed rate",
     "profiles": "customer profiles: lookups, a segment count, CSV export on 1 M customers",
     "webhooks": "webhook deliveries per second of one dispatcher; commit-to-delivery delay",
+    "products": "product signals: upkeep cost on ingestion, kept vs derived reads, reports",
 }
 README = "readme"  # rewrite every benchmark's figures in README.md from bench/results/
 

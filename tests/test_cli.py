@@ -292,6 +292,16 @@ def test_demo_sets_up_a_working_database_in_the_current_directory(tmp_path: Path
     assert loaded["reported_events_loaded"] == len(pixel)
     assert loaded["secret_key"].startswith("sk_")
     assert loaded["publishable_key"].startswith("pk_")
+    # The catalogue's ranking demotes the most-returned products: the three at the bottom
+    # are among the five with the highest return rates (of products sold 20 times or more).
+    ranking = loaded["ranking"]
+    assert len(ranking) == len(demo_data.CATALOG)
+    assert [row["score"] for row in ranking] == sorted(
+        (row["score"] for row in ranking), reverse=True
+    )
+    sold = [row for row in ranking if row["units_sold"] >= 20]
+    worst = sorted(sold, key=lambda row: row["return_rate"], reverse=True)[:5]
+    assert {row["product_id"] for row in ranking[-3:]} <= {row["product_id"] for row in worst}
 
     second = run_cli(
         "demo",

@@ -87,11 +87,17 @@ MATRIX: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", "/v1/customers/{customer_id}"):                   (401, 403, 401, 401, 404),
     ("DELETE", "/v1/customers/{customer_id}"):                (401, 403, 401, 401, 404),
     ("DELETE", "/v1/customers/lookup"):                       (401, 403, 401, 401, 404),
+    ("GET", "/v1/products/{product_id}/stats"):               (401, 403, 401, 401, 404),
+    ("GET", "/v1/products"):                                  (401, 403, 401, 401, OWN),
+    ("POST", "/v1/rankings"):                                 (401, 403, 401, 401, OWN),
+    ("GET", "/v1/reports/returns"):                           (401, 403, 401, 401, OWN),
 }
 # fmt: on
 
 # Query strings a route needs to name tenant A's things.
-QUERIES: dict[tuple[str, str], dict[str, str]] = {}
+QUERIES: dict[tuple[str, str], dict[str, str]] = {
+    ("GET", "/v1/reports/returns"): {"group_by": "product"},
+}
 # Valid bodies, where an empty one would be refused before the route looks at anything.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/v1/returns/{return_id}"): {"note": "n"},
@@ -101,6 +107,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/v1/returns/{return_id}/refund"): {"method": "cash"},
 }
+# Bodies that name tenant A's things, filled in by the world.
+NAMED_BODIES = {("POST", "/v1/rankings")}
 
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -169,6 +177,7 @@ def world(client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
             "attachment_id": attachment["id"],
             "customer_id": customer_id,
             "segment_id": segment.json()["id"],
+            "product_id": order["items"][0]["product_id"],
         },
         queries={
             ("GET", "/v1/customers/lookup"): {"email": address},
@@ -206,6 +215,8 @@ def call(client: TestClient, world: World, method: str, path: str, caller: str) 
         json = {"order_id": world.guest_b_order, "email": "nobody@example.com"}
         if caller == "publishable":
             json = {"customer_token": world.customer_token}
+    elif (method, path) in NAMED_BODIES:  # a ranking of customer A's product
+        json = {"product_ids": [world.path_values["product_id"]]}
     elif method in ("POST", "PUT", "PATCH"):
         json = BODIES.get((method, path), {})
     return client.request(method, url, headers=headers, params=params, json=json)

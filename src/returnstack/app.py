@@ -21,6 +21,7 @@ from returnstack.kit.openapi import install_openapi
 from returnstack.kit.ratelimit import TokenBuckets
 from returnstack.kit.responses import JSONResponse
 from returnstack.orders.endpoints import router as orders_router
+from returnstack.products.endpoints import router as products_router
 from returnstack.returns.attachments_endpoints import router as attachments_router
 from returnstack.returns.endpoints import policy_router
 from returnstack.returns.endpoints import router as returns_router
@@ -99,4 +100,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(segments_router)  # before customers: /v1/customers is its list
     app.include_router(customers_router)
     app.include_router(webhooks_router)
+    app.include_router(products_router)
     return app

@@ -351,9 +351,11 @@ def profiles_rebuild(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Recompute customer profiles from the facts (orders, lines, returns) and report
-    where the incrementally kept ones differ; then store the recomputed ones."""
+    """Recompute customer profiles and product signals from the facts (orders, lines,
+    returns, refunds, reported events) and report where the incrementally kept ones
+    differ; then store the recomputed ones."""
     from returnstack.customers.profiles import rebuild
+    from returnstack.products.rebuild import rebuild as rebuild_products
     from returnstack.tenants.service import find_tenant
 
     with _errors(as_json):
@@ -371,8 +373,16 @@ def profiles_rebuild(
         for tenant_id, name in tenants:
             with db.transaction() as session:  # one tenant at a time: short write locks
                 report = rebuild(session, tenant_id=tenant_id, write=not check)
-            reports.append({"tenant_id": tenant_id, "name": name, **asdict(report)})
-    total = sum(report["differences"] for report in reports)
+                products = rebuild_products(session, tenant_id=tenant_id, write=not check)
+            reports.append(
+                {
+                    "tenant_id": tenant_id,
+                    "name": name,
+                    **asdict(report),
+                    "products": asdict(products),
+                }
+            )
+    total = sum(report["differences"] + report["products"]["differences"] for report in reports)
 
     def human() -> None:
         for report in reports:
@@ -383,6 +393,19 @@ def profiles_rebuild(
             )
             for example in report["examples"]:
                 out.print(f"  {example['owner']} {example['currency']}: {example['fields']}")
+            products = report["products"]
+            state = (
+                "rewritten" if products["written"] else ("unchanged" if not check else "checked")
+            )
+            out.print(
+                f"  product signals: {products['products']:,} products, "
+                f"{products['differences']:,} differences, {state}"
+            )
+            for example in products["examples"]:
+                out.print(
+                    f"    {example['table']} {example['key']}: "
+                    f"kept {example['kept']}, rebuilt {example['rebuilt']}"
+                )
 
     _emit(as_json, {"tenants": reports, "differences": total}, human)
     if check and total:
@@ -522,6 +545,8 @@ def demo(
         load(demo_data.generate_reported(count=max(1, orders // 20)), Trust.reported)
         with db.transaction() as session:
             opened = demo_data.open_lifecycle_returns(session, tenant_id=tenant.id)
+        with db.transaction(write=False) as session:
+            ranking = demo_data.catalog_ranking(session, tenant_id=tenant.id)
     db.dispose()
     base = f"http://{host}:{port}"
     payload = {
@@ -531,6 +556,10 @@ def demo(
         "events_loaded": accepted[Trust.verified],
         "reported_events_loaded": accepted[Trust.reported],
         "returns_opened": opened,
+        "ranking": [
+            {key: row[key] for key in ("product_id", "score", "return_rate", "units_sold")}
+            for row in ranking
+        ],
         "url": base,
     }
     if signing_secret:
@@ -544,12 +573,26 @@ def demo(
         )
         out.print(f"  secret key:      {secret.key}")
         out.print(f"  publishable key: {publishable.key}")
+        out.print("the catalogue ranked by POST /v1/rankings (equal base scores; returns demote):")
+        out.print("     product  name                          sold  back   rate  smoothed  score")
+        for place, row in enumerate(ranking, start=1):
+            out.print(
+                f"  {place:>2} {row['product_id']:<8} {row['name'][:28]:<28} "
+                f"{row['units_sold']:>5} {row['units_returned']:>5} {row['return_rate']:>6.1%} "
+                f"{row['smoothed_return_rate']:>8.1%} {row['score']:>6.3f}"
+            )
         out.print("try:")
         auth = f"-H 'Authorization: Bearer {secret.key}'"
         out.print(f"  curl -s {base}/v1/returns?limit=5 {auth}")
         out.print(f"  curl -s {base}/v1/orders/W-100000 {auth}")
         out.print(f"  curl -s {base}/v1/customers/cust_00251 {auth}")
         out.print(f"  curl -s -G {base}/v1/customers {auth} --data-urlencode 'where=returns > 2'")
+        out.print(f"  curl -s {base}/v1/products/DRESS-1/stats {auth}")
+        out.print(
+            f"  curl -s {base}/v1/rankings {auth} -H 'Content-Type: application/json' "
+            """-d '{"product_ids": ["DRESS-1", "SOCK-01", "TEE-001"]}'"""
+        )
+        out.print(f"  curl -s '{base}/v1/reports/returns?group_by=category' {auth}")
         out.print(f"  open {base}/docs")
 
     _emit(as_json, payload, human)

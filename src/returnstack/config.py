@@ -78,6 +78,24 @@ class Settings(BaseSettings):
         "secret keys belong on servers).",
     )
 
+    products_prior_strength: float = Field(
+        20.0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Smoothing of product return rates: how many units sold the prior (the category's "
+            "or the tenant's return rate) weighs, as if that many units had been seen at it."
+        ),
+    )
+    products_prior_min_units: int = Field(
+        100,
+        ge=1,
+        description=(
+            "A category is the prior of its products once this many units of it were sold; "
+            "below that, its parent is tried, then the tenant's rate."
+        ),
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:

@@ -342,3 +342,24 @@ def open_lifecycle_returns(session: Any, *, tenant_id: str, count: int = 60, see
                 actor=actor,
             )
     return opened
+
+
+def catalog_ranking(session: Any, *, tenant_id: str) -> list[dict[str, Any]]:
+    """The whole catalogue ranked as a search engine would ask (every base score 1.0, in
+    catalogue order): the most-returned products sink, each row explaining why."""
+    from returnstack.config import get_settings
+    from returnstack.products.service import Smoothing, rank
+
+    settings = get_settings()
+    names = {product_id: name for product_id, name, *_ in CATALOG}
+    rows = rank(
+        session,
+        tenant_id=tenant_id,
+        product_ids=[product_id for product_id, *_ in CATALOG],
+        scores=None,
+        return_weight=1.0,
+        smoothing=Smoothing(
+            strength=settings.products_prior_strength, min_units=settings.products_prior_min_units
+        ),
+    )
+    return [{"name": names[row["product_id"]], **row} for row in rows]

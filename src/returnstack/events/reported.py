@@ -18,6 +18,7 @@ from returnstack.kit.timefmt import rfc3339
 from returnstack.models import ReportedItem
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
+from returnstack.products import upkeep as product_signals
 from returnstack.returns.policy import get_policy
 from returnstack.returns.reasons import normalize_free_text_reason
 
@@ -91,6 +92,8 @@ def record_reported(
     # Sorted by key, as every insert of the ingestion path (no deadlocks on PostgreSQL).
     items.sort(key=lambda item: (item["event_client_id"], item["position"]))
     insert_rows(session, ReportedItem, items)
+    events = [row for row, _ in recorded]
+    product_signals.count_reported(session, tenant_id=tenant_id, events=events, items=items)
     record_domain_events(session, tenant_id=tenant_id, events=messages)
 
 

@@ -5,6 +5,12 @@ from returnstack.models.customers import Customer, CustomerEmail
 from returnstack.models.events import Event
 from returnstack.models.orders import Order, OrderLine, Store
 from returnstack.models.outbox import OutboxEvent
+from returnstack.models.products import (
+    CategorySignal,
+    ProductBreakdown,
+    ProductReason,
+    ProductSignal,
+)
 from returnstack.models.profiles import CustomerProfile, Segment
 from returnstack.models.reported import ReportedEvent, ReportedItem
 from returnstack.models.returns import Attachment, Policy, Return, ReturnHistory, ReturnItem
@@ -16,6 +22,7 @@ __all__ = [
     "ApiKey",
     "Attachment",
     "Base",
+    "CategorySignal",
     "Customer",
     "CustomerEmail",
     "CustomerProfile",
@@ -25,6 +32,9 @@ __all__ = [
     "OrderLine",
     "OutboxEvent",
     "Policy",
+    "ProductBreakdown",
+    "ProductReason",
+    "ProductSignal",
     "ReportedEvent",
     "ReportedItem",
     "Return",

@@ -27,6 +27,7 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_tenant_id_customer_id", "tenant_id", "customer_id"),
         Index("ix_orders_tenant_id_email", "tenant_id", "email"),
+        Index("ix_orders_tenant_id_placed_at", "tenant_id", "placed_at"),  # reports by date
         {"sqlite_with_rowid": False},
     )
 

@@ -17,6 +17,7 @@ from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
+from returnstack.products import upkeep as product_signals
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,14 @@ def record_purchases(
     )
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
     _count_in_profiles(session, tenant_id, profiles, orders, new_orders, lines, new_lines)
+    product_signals.count_new_order_lines(
+        session,
+        tenant_id=tenant_id,
+        orders=orders,
+        new_orders=new_orders,
+        lines=lines,
+        new_lines=new_lines,
+    )
 
 
 def _count_in_profiles(

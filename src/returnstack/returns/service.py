@@ -27,6 +27,7 @@ from returnstack.models import Return, ReturnHistory, ReturnItem
 from returnstack.orders.service import store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
+from returnstack.products import upkeep as product_signals
 from returnstack.returns.eligibility import Checked, Requester, check_items
 from returnstack.returns.policy import get_policy
 from returnstack.returns.reasons import normalize_free_text_reason
@@ -156,6 +157,9 @@ def record_returns(
     insert_rows(session, ReturnItem, items)
     insert_rows(session, ReturnHistory, history)
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
+    product_signals.count_recorded_returns(
+        session, tenant_id=tenant_id, returns=returns, items=items
+    )
     return [ret["id"] for ret in returns]
 
 
@@ -499,6 +503,7 @@ def apply_action(
         )
         changes["refund"] = [before_refund, {"amount": already + amount, "method": body.method}]
         ret.refund_amount = already + amount
+        product_signals.count_refund(session, ret, before=already, after=already + amount)
         _count_in_profile(session, ret, units_before=1, units_received=0, refunded=amount)
         ret.refund_method = body.method
         ret.refunded_at = now
@@ -592,6 +597,7 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                 continue
             left -= take
             item.received_quantity += take
+            product_signals.count_receipt(session, ret, item, take)
             if receipt.outcome == "received":
                 item.good_quantity += take
             elif receipt.outcome == "damaged":

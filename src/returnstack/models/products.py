@@ -1,0 +1,83 @@
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Double, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from returnstack.models.base import Base, ClientId, Currency, Money, UTCDateTime
+
+# Product signals (API.md 6): derived from the facts (order lines, returns received, refunds)
+# and from reported events, kept up to date in the transaction of every fact that changes
+# them; `returnstack profiles rebuild` recomputes them. Units count verified and reported
+# events; the `reported_*` columns hold the reported part. None of them names a person.
+
+
+class ProductSignal(Base):
+    """One product's totals, its category (for the rollups) and its raw return rate."""
+
+    __tablename__ = "product_signals"
+    # No index on the figures: every fact rewrites them, and an index per sort order would
+    # cost ingestion more than sorting a tenant's products costs a list (measured).
+    __table_args__ = (
+        Index("ix_product_signals_tenant_id_category", "tenant_id", "category", "product_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    # The category (normalised: `Apparel/Tops`) of the product's latest verified line that
+    # names one (by the order's time; of two lines at one time, the greater path); null if
+    # none did. Reported events never set it: a public key must not move products around.
+    category: Mapped[str | None] = mapped_column(String(500))
+    category_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported_units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported_units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    return_rate: Mapped[float] = mapped_column(Double, default=0.0)
+
+
+class ProductBreakdown(Base):
+    """A product's figures per variant, channel, store and currency ('' for no variant or
+    no store: key columns cannot be null, and a client id is never empty)."""
+
+    __tablename__ = "product_breakdowns"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    variant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10), primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    currency: Mapped[str] = mapped_column(Currency, primary_key=True)
+    units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded: Mapped[int] = mapped_column(Money, default=0)
+    reported_units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported_units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported_refunded: Mapped[int] = mapped_column(Money, default=0)
+
+
+class ProductReason(Base):
+    """Units returned per reason code."""
+
+    __tablename__ = "product_reasons"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    product_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(64), primary_key=True)
+    units: Mapped[int] = mapped_column(BigInteger, default=0)
+    reported_units: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CategorySignal(Base):
+    """Units sold and returned of every product under a category path, at every level
+    (`Apparel/Tops` counts in `Apparel/Tops`, `Apparel` and the tenant's root `''`)."""
+
+    __tablename__ = "category_signals"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    path: Mapped[str] = mapped_column(String(500), primary_key=True)
+    units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    units_returned: Mapped[int] = mapped_column(BigInteger, default=0)

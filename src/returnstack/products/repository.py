@@ -1,0 +1,369 @@
+"""The SQL of product signals and reports; every query is scoped by tenant."""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, distinct, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from returnstack.models import (
+    CategorySignal,
+    Order,
+    OrderLine,
+    ProductBreakdown,
+    ProductReason,
+    ProductSignal,
+    ReportedEvent,
+    ReportedItem,
+    Return,
+    ReturnItem,
+)
+
+SORTABLE = {
+    "units_sold": ProductSignal.units_sold,
+    "units_returned": ProductSignal.units_returned,
+    "return_rate": ProductSignal.return_rate,
+    "product_id": ProductSignal.product_id,
+}
+
+
+# Rows, not ORM objects: a ranking reads up to 1,000 of them per request, and building
+# entities would cost more than the query.
+
+
+def signals(session: Session, tenant_id: str, product_ids: Sequence[str]) -> dict[str, Any]:
+    if not product_ids:
+        return {}
+    table = ProductSignal.__table__
+    rows = session.execute(
+        select(table).where(
+            table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
+        )
+    )
+    return {row.product_id: row for row in rows}
+
+
+def breakdowns(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
+    table = ProductBreakdown.__table__
+    return list(
+        session.execute(
+            select(table).where(
+                table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
+            )
+        )
+    )
+
+
+def reasons(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
+    table = ProductReason.__table__
+    return list(
+        session.execute(
+            select(table).where(
+                table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
+            )
+        )
+    )
+
+
+def categories(
+    session: Session, tenant_id: str, paths: Iterable[str]
+) -> dict[str, tuple[int, int]]:
+    """(units sold, units returned) of the category paths asked for that have any."""
+    wanted = set(paths)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(CategorySignal.path, CategorySignal.units_sold, CategorySignal.units_returned).where(
+            CategorySignal.tenant_id == tenant_id, CategorySignal.path.in_(wanted)
+        )
+    )
+    return {path: (sold, returned) for path, sold, returned in rows}
+
+
+def page_of_products(
+    session: Session,
+    tenant_id: str,
+    *,
+    sort: str,
+    descending: bool,
+    category: str | None,
+    min_units_sold: int | None,
+    after: tuple[Any, str] | None,
+    limit: int,
+) -> list[Any]:
+    """One page of products in (sort value, product id) order, after a cursor's row."""
+    column = SORTABLE[sort]
+    query = select(ProductSignal.__table__).where(ProductSignal.tenant_id == tenant_id)
+    if category is not None:
+        query = query.where(
+            or_(
+                ProductSignal.category == category,
+                ProductSignal.category.startswith(category + "/", autoescape=True),
+            )
+        )
+    if min_units_sold is not None:
+        query = query.where(ProductSignal.units_sold >= min_units_sold)
+    if after is not None:
+        value, product_id = after
+        if sort == "product_id":
+            query = query.where(column < product_id if descending else column > product_id)
+        elif descending:
+            query = query.where(
+                or_(column < value, and_(column == value, ProductSignal.product_id < product_id))
+            )
+        else:
+            query = query.where(
+                or_(column > value, and_(column == value, ProductSignal.product_id > product_id))
+            )
+    order: list[Any] = [column.desc() if descending else column.asc()]
+    if sort != "product_id":
+        order.append(ProductSignal.product_id.desc() if descending else ProductSignal.product_id)
+    return list(session.execute(query.order_by(*order).limit(limit)))
+
+
+# --- reports -------------------------------------------------------------------------------
+
+GROUPS = ("reason", "category", "product", "store", "channel", "day", "week", "month")
+
+
+def _day(session: Session, column: Any) -> ColumnElement[Any]:
+    """The UTC calendar day of a timestamp, as YYYY-MM-DD text."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+    return func.date(column)  # SQLite stores UTC text
+
+
+def _group_column(
+    session: Session, group_by: str, *, product: Any, store: Any, channel: Any, at: Any
+) -> Any:
+    if group_by == "category":
+        return ProductSignal.category
+    if group_by == "product":
+        return product
+    if group_by == "store":
+        return store
+    if group_by == "channel":
+        return channel
+    return _day(session, at)  # day, week and month are folded from days
+
+
+def _with_category(query: Select[Any], group_by: str, tenant_id: str, product: Any) -> Any:
+    if group_by != "category":
+        return query
+    return query.outerjoin(
+        ProductSignal,
+        and_(ProductSignal.tenant_id == tenant_id, ProductSignal.product_id == product),
+    )
+
+
+def units_sold(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[Any, int]]:
+    """(group, units sold) from order lines and reported purchases in [start, end)."""
+    group = _group_column(
+        session,
+        group_by,
+        product=OrderLine.product_id,
+        store=Order.store_id,
+        channel=Order.channel,
+        at=Order.placed_at,
+    )
+    verified = select(group.label("g"), OrderLine.quantity.label("units")).join(
+        Order, and_(Order.tenant_id == OrderLine.tenant_id, Order.id == OrderLine.order_id)
+    )
+    verified = _with_category(verified, group_by, tenant_id, OrderLine.product_id).where(
+        OrderLine.tenant_id == tenant_id,
+        Order.placed_at >= start,
+        Order.placed_at < end,
+        Order.currency == currency,
+    )
+    reported_group = _group_column(
+        session,
+        group_by,
+        product=ReportedItem.product_id,
+        store=ReportedEvent.store_id,
+        channel=ReportedEvent.channel,
+        at=ReportedEvent.occurred_at,
+    )
+    reported = select(reported_group.label("g"), ReportedItem.quantity.label("units")).join(
+        ReportedEvent,
+        and_(
+            ReportedEvent.tenant_id == ReportedItem.tenant_id,
+            ReportedEvent.client_id == ReportedItem.event_client_id,
+        ),
+    )
+    reported = _with_category(reported, group_by, tenant_id, ReportedItem.product_id).where(
+        ReportedItem.tenant_id == tenant_id,
+        ReportedEvent.type == "purchase",
+        ReportedEvent.occurred_at >= start,
+        ReportedEvent.occurred_at < end,
+        ReportedEvent.currency == currency,
+    )
+    both = verified.union_all(reported).subquery()
+    query = select(both.c.g, func.sum(both.c.units)).group_by(both.c.g)
+    return [(group_value, int(units)) for group_value, units in session.execute(query)]
+
+
+def units_returned(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[Any, int, int]]:
+    """(group, returns, units returned) of returns created in [start, end) with units back,
+    and of reported returns; a return counts once in each group its items fall in."""
+    group = (
+        ReturnItem.reason
+        if group_by == "reason"
+        else _group_column(
+            session,
+            group_by,
+            product=ReturnItem.product_id,
+            store=Return.store_id,
+            channel=Return.channel,
+            at=Return.created_at,
+        )
+    )
+    verified = select(
+        group.label("g"),
+        (literal("v:") + Return.id).label("ret"),
+        ReturnItem.received_quantity.label("units"),
+    ).join(
+        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+    )
+    verified = _with_category(verified, group_by, tenant_id, ReturnItem.product_id).where(
+        ReturnItem.tenant_id == tenant_id,
+        ReturnItem.received_quantity > 0,
+        Return.created_at >= start,
+        Return.created_at < end,
+        Return.currency == currency,
+    )
+    reported_group = (
+        func.coalesce(ReportedItem.reason, "other")
+        if group_by == "reason"
+        else _group_column(
+            session,
+            group_by,
+            product=ReportedItem.product_id,
+            store=ReportedEvent.store_id,
+            channel=ReportedEvent.channel,
+            at=ReportedEvent.occurred_at,
+        )
+    )
+    reported = select(
+        reported_group.label("g"),
+        (literal("r:") + ReportedEvent.client_id).label("ret"),
+        ReportedItem.quantity.label("units"),
+    ).join(
+        ReportedEvent,
+        and_(
+            ReportedEvent.tenant_id == ReportedItem.tenant_id,
+            ReportedEvent.client_id == ReportedItem.event_client_id,
+        ),
+    )
+    reported = _with_category(reported, group_by, tenant_id, ReportedItem.product_id).where(
+        ReportedItem.tenant_id == tenant_id,
+        ReportedEvent.type == "return",
+        ReportedEvent.occurred_at >= start,
+        ReportedEvent.occurred_at < end,
+        ReportedEvent.currency == currency,
+    )
+    both = verified.union_all(reported).subquery()
+    query = select(both.c.g, func.count(distinct(both.c.ret)), func.sum(both.c.units)).group_by(
+        both.c.g
+    )
+    return [(g, int(count), int(units)) for g, count, units in session.execute(query)]
+
+
+def refunded_items(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[str, int, int, int | None, Any]]:
+    """Items of refunded returns (verified and reported) in [start, end), in position order:
+    (return key, refund amount, quantity, unit price, group), for the refund to be spread."""
+    group = (
+        ReturnItem.reason
+        if group_by == "reason"
+        else _group_column(
+            session,
+            group_by,
+            product=ReturnItem.product_id,
+            store=Return.store_id,
+            channel=Return.channel,
+            at=Return.created_at,
+        )
+    )
+    verified = select(
+        (literal("v:") + Return.id).label("ret"),
+        Return.refund_amount.label("amount"),
+        ReturnItem.position.label("position"),
+        ReturnItem.quantity.label("quantity"),
+        ReturnItem.unit_price.label("unit_price"),
+        group.label("g"),
+    ).join(
+        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+    )
+    verified = _with_category(verified, group_by, tenant_id, ReturnItem.product_id).where(
+        ReturnItem.tenant_id == tenant_id,
+        Return.refund_amount > 0,
+        Return.created_at >= start,
+        Return.created_at < end,
+        Return.currency == currency,
+    )
+    reported_group = (
+        func.coalesce(ReportedItem.reason, "other")
+        if group_by == "reason"
+        else _group_column(
+            session,
+            group_by,
+            product=ReportedItem.product_id,
+            store=ReportedEvent.store_id,
+            channel=ReportedEvent.channel,
+            at=ReportedEvent.occurred_at,
+        )
+    )
+    reported = select(
+        (literal("r:") + ReportedEvent.client_id).label("ret"),
+        ReportedEvent.refund_amount.label("amount"),
+        ReportedItem.position.label("position"),
+        ReportedItem.quantity.label("quantity"),
+        ReportedItem.unit_price.label("unit_price"),
+        reported_group.label("g"),
+    ).join(
+        ReportedEvent,
+        and_(
+            ReportedEvent.tenant_id == ReportedItem.tenant_id,
+            ReportedEvent.client_id == ReportedItem.event_client_id,
+        ),
+    )
+    reported = _with_category(reported, group_by, tenant_id, ReportedItem.product_id).where(
+        ReportedItem.tenant_id == tenant_id,
+        ReportedEvent.type == "return",
+        ReportedEvent.refund_amount > 0,
+        ReportedEvent.occurred_at >= start,
+        ReportedEvent.occurred_at < end,
+        ReportedEvent.currency == currency,
+    )
+    both = verified.union_all(reported).subquery()
+    query = select(
+        both.c.ret, both.c.amount, both.c.quantity, both.c.unit_price, both.c.g
+    ).order_by(both.c.ret, both.c.position)
+    return [
+        (ret, amount, quantity, price, g)
+        for ret, amount, quantity, price, g in session.execute(query)
+    ]
