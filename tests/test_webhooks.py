@@ -773,3 +773,25 @@ def test_an_erased_customers_data_never_goes_out_afterwards(
     assert email.encode() not in retry.body
     feed = api.get("/v1/messages", headers=tenant.headers).json()["data"]
     assert customer_id not in str(feed)
+
+
+def test_erasure_drops_a_receivers_answer_that_echoed_the_person(
+    api: TestClient, tenant: TenantFixture, receiver: Receiver, dispatcher: Dispatcher
+) -> None:
+    """Each attempt keeps a snippet of the answer; a receiver that echoes the body back
+    would keep the person there, so erasure drops such snippets."""
+    hook = subscribe(api, tenant, receiver.url, ["purchase.recorded"])
+    customer_id, email = unique("cust"), f"{unique('ann')}@example.com"
+    receiver.answer = lambda request: (400, {}, request.body)
+    buy(api, tenant, customer={"id": customer_id, "email": email})
+    dispatcher.run_once()
+    deliveries = api.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=tenant.headers)
+    assert email in deliveries.text  # the echo was kept
+
+    erased = api.delete(f"/v1/customers/{customer_id}", headers=tenant.headers)
+
+    assert erased.status_code == 204, erased.text
+    deliveries = api.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=tenant.headers)
+    assert deliveries.status_code == 200, deliveries.text
+    assert email not in deliveries.text
+    assert customer_id not in deliveries.text
