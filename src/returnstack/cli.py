@@ -119,6 +119,36 @@ def serve(
     )
 
 
+@app.command()
+def worker() -> None:
+    """Run the webhook dispatcher alone (scale-out: any number on PostgreSQL; on SQLite one
+    runs at a time, the others wait). Stops cleanly on SIGINT or SIGTERM."""
+    import logging.config
+    import signal
+    import threading
+
+    from returnstack.kit.logs import logging_config
+    from returnstack.webhooks.dispatcher import Dispatcher
+
+    settings = get_settings()
+    logging.config.dictConfig(logging_config(settings.log_level))
+    db = _database(long_running=True)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    dispatcher = Dispatcher(db, settings)
+    console.print("webhook dispatcher running (Ctrl-C to stop)")
+    try:
+        dispatcher.run(stop)
+    finally:
+        dispatcher.close()
+        db.dispose()
+
+
 @db_app.command("upgrade")
 def db_upgrade(as_json: JsonFlag = False) -> None:
     """Apply pending migrations."""
