@@ -7,7 +7,9 @@ BENCHMARKS = {
     "ingest": "ingestion: batches vs the database ceiling, one-event requests, memory",
     "returns": "returns lifecycle: create, approve, receive, refund, close at a fixed rate",
     "profiles": "customer profiles: lookups, a segment count, CSV export on 1 M customers",
+    "webhooks": "webhook deliveries per second of one dispatcher; commit-to-delivery delay",
     "products": "product signals: upkeep cost on ingestion, kept vs derived reads, reports",
+    "compat": "vendor adapters: Constructor and Optimove batches vs /v1/events, side by side",
 }
 README = "readme"  # rewrite every benchmark's figures in README.md from bench/results/
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import harness, ingest, profiles, returns
+from bench import compat, harness, ingest, profiles, returns
 
-BENCHMARKS = [ingest.BENCH, returns.BENCH, profiles.BENCH]
+BENCHMARKS = [ingest.BENCH, returns.BENCH, profiles.BENCH, compat.BENCH]
 
 
 @pytest.mark.parametrize("bench", BENCHMARKS, ids=lambda bench: bench.name)

@@ -81,7 +81,19 @@ BODY_EXAMPLES = 30  # valid, mutated and truncated batches
 EVENTS = ("POST", "/v1/events")
 ORDER = ("GET", "/v1/orders/{order_id}")
 # What a publishable key may call (API.md section 2); anything else under /v1 is 403.
-PUBLISHABLE_OPERATIONS = {EVENTS}
+PUBLISHABLE_OPERATIONS = {EVENTS, ("POST", "/v1/offline_behavioral_actions")}
+# The vendor-compatible endpoints (COMPAT.md) answer errors in their vendor's shape:
+# path prefix -> {key: type} of the error body.
+VENDOR_ERROR_SHAPES: dict[str, dict[str, type]] = {
+    "/v1/offline_behavioral_actions": {"message": str},
+    "/v2/behavioral_action/": {"message": str},
+    "/purchase": {"error": int, "errormsg": str},
+    "/return/": {"code": int, "status": str, "message": str},
+    "/return": {"error": int, "errormsg": str},
+    "/optimove/": {"status": int, "error": str, "message": str},
+}
+# Operations that list invalid items in a 200 rather than refusing the request.
+PER_ITEM_REJECTIONS = {("POST", "/optimove/events"), ("POST", "/optimove/events/batch")}
 PUBLISHABLE_PREFIXES = ("/v1/storefront/",)
 # The contract's error type for each status (API.md section 1).
 ERROR_TYPES = {
@@ -201,6 +213,32 @@ def _short(value: Any, limit: int = 1500) -> str:
 def _redact(text: str, tenant: TenantFixture) -> str:
     text = text.replace(tenant.secret_key, "<secret key>")
     return text.replace(tenant.publishable_key, "<publishable key>")
+
+
+def vendor_shape(path: str) -> dict[str, type] | None:
+    for prefix, shape in VENDOR_ERROR_SHAPES.items():
+        if path == prefix or (path.startswith(prefix) and prefix.endswith("/")):
+            return shape
+    return None
+
+
+def vendor_error_problems(shape: dict[str, type], status: int, body: bytes) -> list[str]:
+    """A vendor's error body: a JSON object with exactly the vendor's keys, a non-empty
+    message among them."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return [f"{status} body is not JSON"]
+    if not isinstance(document, dict) or set(document) != set(shape):
+        return [f"{status} body is not the vendor's error shape {sorted(shape)}"]
+    problems = [
+        f"{status} {key} is not a {kind.__name__}"
+        for key, kind in shape.items()
+        if not isinstance(document[key], kind) or isinstance(document[key], bool)
+    ]
+    if not any(isinstance(value, str) and value for value in document.values()):
+        problems.append(f"{status} error without a message")
+    return problems
 
 
 def error_shape_problems(status: int, body: bytes) -> list[str]:
@@ -401,10 +439,17 @@ def check_case(
     if expect_status is not None and status != expect_status and not parsed_before_auth:
         report(f"{status} instead of {expect_status}")
     if 400 <= status < 500:
-        for problem in error_shape_problems(status, response.content):
+        shape = vendor_shape(case.operation.path)
+        problems = (
+            error_shape_problems(status, response.content)
+            if shape is None or status in (413,)  # the body limit answers before any route
+            else vendor_error_problems(shape, status, response.content)
+        )
+        for problem in problems:
             report(problem)
     checks = list(CHECKS)
-    if not (_is_events(case.operation) and _partial(case)):
+    per_item = (case.operation.method.upper(), case.operation.path) in PER_ITEM_REJECTIONS
+    if not (_is_events(case.operation) and _partial(case)) and not per_item:
         # With ?partial=true invalid events are listed in a 200's `rejected` (checked below).
         checks.append(negative_data_rejection)
     try:

@@ -11,6 +11,7 @@ route cannot be added without deciding who may call it. Add one line per route; 
 parameter needs a value in `path_values`."""
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from returnstack.app import create_app
 from returnstack.kit.routing import RenderInThreadRoute
+from returnstack.webhooks import service as webhooks_service
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 from tests.test_attachments import JPEG, upload
@@ -91,6 +93,31 @@ MATRIX: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", "/v1/products"):                                  (401, 403, 401, 401, OWN),
     ("POST", "/v1/rankings"):                                 (401, 403, 401, 401, OWN),
     ("GET", "/v1/reports/returns"):                           (401, 403, 401, 401, OWN),
+    # Vendor-compatible endpoints (COMPAT.md): keys the vendors' way. Constructor's key is a
+    # query parameter (none here: 401 for all); a publishable key may send Sailthru and
+    # Optimove events (reported); Emporix takes only a secret key of the path's tenant.
+    ("POST", "/v1/offline_behavioral_actions"):               (401, 401, 401, 401, 401),
+    ("POST", "/v2/behavioral_action/purchase"):               (401, 401, 401, 401, 401),
+    ("POST", "/v2/behavioral_action/return"):                 (401, 401, 401, 401, 401),
+    ("POST", "/purchase"):                                    (401, PASS, 401, 401, OWN),
+    ("POST", "/return"):                                      (401, PASS, 401, 401, OWN),
+    ("POST", "/optimove/events"):                             (401, PASS, 401, 401, OWN),
+    ("POST", "/optimove/events/batch"):                       (401, PASS, 401, 401, OWN),
+    ("POST", "/return/{tenant}/returns"):                     (401, 403, 401, 401, 403),
+    ("GET", "/return/{tenant}/returns"):                      (401, 403, 401, 401, 403),
+    ("GET", "/return/{tenant}/returns/{return_id}"):          (401, 403, 401, 401, 403),
+    ("PATCH", "/return/{tenant}/returns/{return_id}"):        (401, 403, 401, 401, 403),
+    ("DELETE", "/return/{tenant}/returns/{return_id}"):       (401, 403, 401, 401, 403),
+    ("POST", "/v1/webhooks"):                                 (401, 403, 401, 401, OWN),
+    ("GET", "/v1/webhooks"):                                  (401, 403, 401, 401, OWN),
+    ("GET", "/v1/webhooks/{webhook_id}"):                     (401, 403, 401, 401, 404),
+    ("PATCH", "/v1/webhooks/{webhook_id}"):                   (401, 403, 401, 401, 404),
+    ("DELETE", "/v1/webhooks/{webhook_id}"):                  (401, 403, 401, 401, 404),
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"):          (401, 403, 401, 401, 404),
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): (401, 403, 401, 401, 404),
+    ("POST", "/v1/webhooks/{webhook_id}/recover"):            (401, 403, 401, 401, 404),
+    ("POST", "/v1/webhooks/{webhook_id}/rotate-secret"):      (401, 403, 401, 401, 404),
+    ("GET", "/v1/messages"):                                  (401, 403, 401, 401, OWN),
 }
 # fmt: on
 
@@ -106,6 +133,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "items": [{"order_id": "o-1", "line_id": "1", "quantity": 1}]
     },
     ("POST", "/v1/returns/{return_id}/refund"): {"method": "cash"},
+    # Another tenant may subscribe its own (private, refused) URL: a 422 names the field.
+    ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/hook", "events": ["*"]},
+    ("PATCH", "/v1/webhooks/{webhook_id}"): {"description": "d"},
+    ("POST", "/v1/webhooks/{webhook_id}/recover"): {"since": "2026-01-01T00:00:00Z"},
 }
 # Bodies that name tenant A's things, filled in by the world.
 NAMED_BODIES = {("POST", "/v1/rankings")}
@@ -155,7 +186,24 @@ class World:
 
 
 @pytest.fixture
-def world(client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture) -> World:
+def world(
+    client: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    other_tenant: TenantFixture,
+) -> World:
+    # A webhook of tenant A (on loopback, allowed here; the test app never delivers), so
+    # that the messages below queue deliveries for it.
+    with database.db.transaction() as session:
+        hook = webhooks_service.create_subscription(
+            session,
+            tenant_id=tenant.id,
+            url="http://127.0.0.1:9/hook",
+            events=["*"],
+            description=None,
+            enabled=True,
+            allow_private=True,
+        )
     customer_id, address = unique("cust-a"), email()
     order = buy(client, tenant, customer_id=customer_id, email_address=address)
     session_a = customer_headers(client, tenant, customer_id)
@@ -170,6 +218,10 @@ def world(client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
     guest_email = email()
     guest_order = buy(client, tenant, email_address=guest_email)
     session_b = guest_headers(client, tenant, guest_order["order_id"], guest_email)
+    with database.db.transaction() as session:
+        webhooks_service.publish(session, now=datetime.now(UTC))
+    deliveries = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=tenant.headers)
+    assert deliveries.status_code == 200, deliveries.text
     return World(
         path_values={
             "return_id": ret["id"],
@@ -178,6 +230,9 @@ def world(client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
             "customer_id": customer_id,
             "segment_id": segment.json()["id"],
             "product_id": order["items"][0]["product_id"],
+            "tenant": tenant.name,  # Emporix's path names the tenant
+            "webhook_id": hook["id"],
+            "delivery_id": deliveries.json()["data"][0]["id"],
         },
         queries={
             ("GET", "/v1/customers/lookup"): {"email": address},

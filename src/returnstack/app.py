@@ -3,9 +3,14 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from returnstack import __version__
+from returnstack.compat.constructor import router as constructor_router
+from returnstack.compat.emporix import router as emporix_router
+from returnstack.compat.optimove import router as optimove_router
+from returnstack.compat.sailthru import router as sailthru_router
 from returnstack.config import Settings, get_settings
 from returnstack.customers.endpoints import router as customers_router
 from returnstack.customers.segment_endpoints import router as segments_router
@@ -26,6 +31,7 @@ from returnstack.returns.endpoints import policy_router
 from returnstack.returns.endpoints import router as returns_router
 from returnstack.storefront.endpoints import router as storefront_router
 from returnstack.storefront.signin import GuestSignIns
+from returnstack.webhooks.endpoints import router as webhooks_router
 
 DESCRIPTION = """\
 returnstack is a self-hostable returns platform: returns management, event collection
@@ -44,9 +50,19 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if database is None:
-            db.dispose()
+        dispatcher = None
+        if settings.webhooks_dispatcher:
+            from returnstack.webhooks.dispatcher import DispatcherThread
+
+            dispatcher = DispatcherThread(db, settings)
+            dispatcher.start()
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                await to_thread.run_sync(dispatcher.shutdown)
+            if database is None:
+                db.dispose()
 
     if settings.auto_migrate and not migrate.is_current(db.engine):
         migrate.upgrade(db.engine)
@@ -87,5 +103,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(storefront_router)
     app.include_router(segments_router)  # before customers: /v1/customers is its list
     app.include_router(customers_router)
+    app.include_router(webhooks_router)
     app.include_router(products_router)
+    # Vendor-compatible endpoints (COMPAT.md): the vendors' paths, shapes and errors.
+    app.include_router(constructor_router)
+    app.include_router(sailthru_router)
+    app.include_router(optimove_router)
+    app.include_router(emporix_router)
     return app

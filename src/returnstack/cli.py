@@ -119,6 +119,36 @@ def serve(
     )
 
 
+@app.command()
+def worker() -> None:
+    """Run the webhook dispatcher alone (scale-out: any number on PostgreSQL; on SQLite one
+    runs at a time, the others wait). Stops cleanly on SIGINT or SIGTERM."""
+    import logging.config
+    import signal
+    import threading
+
+    from returnstack.kit.logs import logging_config
+    from returnstack.webhooks.dispatcher import Dispatcher
+
+    settings = get_settings()
+    logging.config.dictConfig(logging_config(settings.log_level))
+    db = _database(long_running=True)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    dispatcher = Dispatcher(db, settings)
+    console.print("webhook dispatcher running (Ctrl-C to stop)")
+    try:
+        dispatcher.run(stop)
+    finally:
+        dispatcher.close()
+        db.dispose()
+
+
 @db_app.command("upgrade")
 def db_upgrade(as_json: JsonFlag = False) -> None:
     """Apply pending migrations."""
@@ -467,6 +497,7 @@ def demo(
 ) -> None:
     """Set up a database with a demo tenant and realistic data, print keys, start the server."""
     from returnstack import demo as demo_data
+    from returnstack.compat.examples import vendor_requests
     from returnstack.events.schemas import Trust
     from returnstack.events.service import record_events
     from returnstack.events.validation import check_event
@@ -564,6 +595,16 @@ def demo(
         )
         out.print(f"  curl -s '{base}/v1/reports/returns?group_by=category' {auth}")
         out.print(f"  open {base}/docs")
+        out.print("vendor integrations (change only the host):")
+        for vendor, command in vendor_requests(
+            base,
+            tenant_name=tenant.name,
+            signing_secret=tenant.signing_secret,
+            secret_key=secret.key,
+            publishable_key=publishable.key,
+        ):
+            out.print(f"  # {vendor}", markup=False)
+            out.print(f"  {command}", markup=False, soft_wrap=True)
 
     _emit(as_json, payload, human)
     if serve_after:

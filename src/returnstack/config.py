@@ -41,7 +41,32 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_requests: bool = Field(True, description="One JSON log line per request.")
-    webhooks_allow_private: bool = False
+    webhooks_allow_private: bool = Field(
+        False,
+        description="Deliver webhooks to loopback, private and link-local addresses (tests, "
+        "intranets). Off: such URLs are refused when subscribing and at every delivery.",
+    )
+    webhooks_dispatcher: bool = Field(
+        True,
+        description="Run the webhook dispatcher inside `serve` (off: run `returnstack worker`).",
+    )
+    webhooks_poll_interval: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Seconds between checks for new work when no wake-up arrives "
+        "(PostgreSQL wakes dispatchers with LISTEN/NOTIFY; other SQLite processes poll).",
+    )
+    webhooks_connect_timeout: float = Field(5.0, gt=0, le=60, description="Seconds to connect.")
+    webhooks_timeout: float = Field(
+        15.0, gt=0, le=120, description="Seconds for a whole delivery attempt."
+    )
+    webhooks_concurrency: int = Field(
+        16, ge=1, le=256, description="Deliveries in flight per dispatcher."
+    )
+    webhooks_retention_days: int = Field(
+        30, ge=1, le=3650, description="Days messages and delivery rows are kept."
+    )
     cors_origins: list[str] = Field(
         ["*"],
         description="Origins whose browsers may call the public routes (/v1/storefront/*, "

@@ -34,6 +34,7 @@ from returnstack.models import (
     ReturnItem,
     Segment,
     StorefrontSession,
+    WebhookDelivery,
 )
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
@@ -212,6 +213,7 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
     _rewrite_segments(session, tenant_id, person)
     _drop_replays(session, tenant_id, person, return_ids)
     _scrub_outbox(session, tenant_id, person, return_ids)
+    _scrub_delivery_responses(session, tenant_id, person, return_ids)
     record_domain_events(
         session,
         tenant_id=tenant_id,
@@ -345,6 +347,38 @@ def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: 
         if row.changes is not None:
             row.changes = scrub.changes(row.changes)
     session.flush()
+
+
+def _scrub_delivery_responses(
+    session: Session, tenant_id: str, person: Person, return_ids: list[str]
+) -> None:
+    """A receiver may echo what it was sent: the kept snippets of its answers that name the
+    person or one of their returns are dropped."""
+    needles = [value for value in (person.customer_id, *return_ids) if value]
+    text = WebhookDelivery.response_body
+    found = [text.contains(needle, autoescape=True) for needle in needles]
+    found += [func.lower(text).contains(email, autoescape=True) for email in person.emails]
+    if not found:
+        return
+    rows = session.execute(
+        select(WebhookDelivery.id, WebhookDelivery.response_body).where(
+            WebhookDelivery.tenant_id == tenant_id, or_(*found)
+        )
+    ).all()
+    named = [
+        delivery_id
+        for delivery_id, body in rows
+        if body and (person.named_in(body) or any(rid in body for rid in return_ids))
+    ]
+    for start in range(0, len(named), 500):
+        session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.tenant_id == tenant_id,
+                WebhookDelivery.id.in_(named[start : start + 500]),
+            )
+            .values(response_body=None)
+        )
 
 
 @dataclass(frozen=True)

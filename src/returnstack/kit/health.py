@@ -1,4 +1,5 @@
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -45,9 +46,11 @@ def readyz(request: Request) -> Any:
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    """Prometheus text format. The outbox backlog is read from the database at scrape time."""
+    """Prometheus text format. Backlogs are read from the database at scrape time."""
+    from returnstack.webhooks.repository import pending_deliveries
+
     db: Database = request.app.state.db
-    backlog: int | None
+    gauges: list[tuple[str, str, float]] = []
     try:
         with db.session() as session:
             backlog = session.scalar(
@@ -55,13 +58,28 @@ def metrics(request: Request) -> Response:
                 .select_from(OutboxEvent)
                 .where(OutboxEvent.dispatched_at.is_(None))
             )
+            pending, oldest = pending_deliveries(session)
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        gauges = [
+            (
+                "returnstack_outbox_backlog",
+                "Domain events committed but not yet published (feed and webhooks).",
+                float(backlog or 0),
+            ),
+            (
+                "returnstack_webhook_backlog",
+                "Webhook delivery attempts queued (due or scheduled).",
+                float(pending),
+            ),
+            (
+                "returnstack_webhook_oldest_undelivered_age_seconds",
+                "Age of the oldest message not yet published or with a queued attempt.",
+                max(age, 0.0),
+            ),
+        ]
     except Exception:
-        backlog = None
+        gauges = []
     body = generate_latest(REGISTRY)
-    if backlog is not None:
-        body += (
-            b"# HELP returnstack_outbox_backlog Domain events not yet dispatched.\n"
-            b"# TYPE returnstack_outbox_backlog gauge\n"
-            + f"returnstack_outbox_backlog {backlog}\n".encode()
-        )
+    for name, help_text, value in gauges:
+        body += (f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n").encode()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -22,7 +22,14 @@ EVENTS_INGESTED = Counter(
 )
 WEBHOOK_DELIVERIES = Counter(
     "returnstack_webhook_deliveries_total",
-    "Webhook delivery attempts by outcome.",
+    "Webhook delivery attempts by outcome: succeeded, retrying (failed, another attempt "
+    "is scheduled), failed (no attempt follows).",
     ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "returnstack_webhook_attempt_duration_seconds",
+    "Duration of webhook delivery attempts (connect, send, answer).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )

@@ -84,6 +84,12 @@ class TokenBuckets:
             self._set(key, 0.0 if everything else max(0.0, tokens - 1), now)
             return tokens
 
+    def peek(self, key: str) -> tuple[int, int, float]:
+        """(burst, whole tokens left, seconds until the bucket is full), taking nothing."""
+        with self._lock:
+            tokens = self._tokens(key, self.clock())
+        return int(self.burst), int(tokens), (self.burst - tokens) / self.rate
+
 
 def client_address(request: Request) -> str:
     """The client's address as the server sees it (behind a proxy, run the server with
@@ -101,3 +107,12 @@ def check_rate_limit(request: Request, key: str) -> None:
             "Too many requests; retry after the delay in Retry-After.",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+
+
+def remaining_tokens(request: Request, key: str) -> tuple[int, int, float] | None:
+    """(limit, remaining, seconds until full) of a key's bucket, for headers that report it;
+    None when rate limiting is off."""
+    buckets: TokenBuckets | None = request.app.state.rate_limiter
+    if buckets is None:
+        return None
+    return buckets.peek(key)

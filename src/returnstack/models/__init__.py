@@ -16,6 +16,7 @@ from returnstack.models.reported import ReportedEvent, ReportedItem
 from returnstack.models.returns import Attachment, Policy, Return, ReturnHistory, ReturnItem
 from returnstack.models.storefront import StorefrontSession
 from returnstack.models.tenants import ApiKey, IdempotencyKey, Tenant, TenantCounter
+from returnstack.models.webhooks import WebhookDelivery, WebhookState, WebhookSubscription
 
 __all__ = [
     "ApiKey",
@@ -44,4 +45,7 @@ __all__ = [
     "StorefrontSession",
     "Tenant",
     "TenantCounter",
+    "WebhookDelivery",
+    "WebhookState",
+    "WebhookSubscription",
 ]

@@ -1,11 +1,14 @@
 """The transactional outbox: every service records its domain events here, in its own
 transaction, so a change and the news of it commit (or vanish) together."""
 
+import hashlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows
@@ -33,12 +36,63 @@ EVENT_TYPES = frozenset(
     }
 )
 
+# Dispatchers LISTEN here; a transaction that records events notifies it when it commits.
+NOTIFY_CHANNEL = "returnstack_outbox"
+
+# Wakes the dispatcher of this process as soon as a transaction with events commits (other
+# processes are woken by NOTIFY on PostgreSQL, or poll on SQLite).
+committed = threading.Event()
+
 
 @dataclass(frozen=True, slots=True)
 class DomainEvent:
     type: str
     data: dict[str, Any]
     changes: dict[str, Any] | None = None
+
+
+def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
+    """A stable name of the resource an event is about (a return, an order, a customer),
+    hashed: deliveries of one resource keep their order, and no id or email is copied."""
+    family = event_type.partition(".")[0]
+    value: Any = None
+    if event_type.endswith(".reported"):
+        # Reported signals (publishable keys) are their own resources: they never queue
+        # ahead of, nor hold up, the verified events of an order or return.
+        family, value = "reported", data.get("id")
+    elif family == "return":
+        value = data.get("id") or data.get("return_id") or data.get("order_id")
+    elif family == "purchase":
+        value = data.get("order_id") or data.get("id")
+    elif family == "customer":
+        # The profile's server id (cus_...), which every customer event carries as `id`.
+        value = data.get("id") or data.get("customer_id")
+        customer = data.get("customer")
+        if not value and isinstance(customer, dict):
+            value = customer.get("id") or customer.get("email")
+    if not isinstance(value, str) or not value:
+        return None
+    return hashlib.sha256(f"{family}:{value}".encode()).hexdigest()[:40]
+
+
+def notify_dispatchers(session: Session) -> None:
+    """Once per transaction: NOTIFY (PostgreSQL sends it at commit, never on rollback) and
+    the in-process wake-up after commit."""
+    if session.info.get("outbox_notified"):
+        return
+    session.info["outbox_notified"] = True
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+
+    def on_commit(_session: Session) -> None:
+        committed.set()
+
+    def forget(_session: Session, *_args: Any) -> None:
+        session.info.pop("outbox_notified", None)
+
+    event.listen(session, "after_commit", on_commit, once=True)
+    event.listen(session, "after_soft_rollback", forget, once=True)
+    event.listen(session, "after_commit", forget, once=True)
 
 
 def record(session: Session, *, tenant_id: str, events: Iterable[DomainEvent]) -> list[str]:
@@ -57,7 +111,11 @@ def record(session: Session, *, tenant_id: str, events: Iterable[DomainEvent]) -
                 "changes": domain_event.changes,
                 "created_at": now,
                 "dispatched_at": None,
+                "resource_key": resource_key(domain_event.type, domain_event.data),
             }
         )
+    if not rows:
+        return []
     insert_rows(session, OutboxEvent, rows)
+    notify_dispatchers(session)
     return [row["id"] for row in rows]

@@ -49,21 +49,31 @@ def _bearer(request: Request) -> str:
     return token
 
 
-def authenticate(request: Request) -> Principal:
-    token = _bearer(request)
+def find_principal(request: Request, token: str) -> Principal | None:
+    """The live key `token` names, or None. Also used by the compatibility endpoints, which
+    take keys the way each vendor's clients send them."""
     # A read of its own: the request's transaction (and SQLite's write lock) begins only
     # when the request writes, after it is authenticated and its body validated.
     db: Database = request.app.state.db
     row = db.fetch_one(_KEY_LOOKUP, (hash_key(token),))
     if row is None:
+        return None
+    return Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
+
+
+def rate_limit_bucket(request: Request, principal: Principal) -> str:
+    """A secret key is one caller; a publishable key is every shopper of the tenant, so its
+    traffic is counted per client address."""
+    if principal.kind == "secret":
+        return principal.key_id
+    return f"{principal.key_id}:{client_address(request)}"
+
+
+def authenticate(request: Request) -> Principal:
+    principal = find_principal(request, _bearer(request))
+    if principal is None:
         raise _refuse("The API key is unknown or revoked.", "unknown or revoked key")
-    principal = Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
-    # A secret key is one caller; a publishable key is every shopper of the tenant, so its
-    # traffic is counted per client address.
-    bucket = principal.key_id
-    if principal.kind != "secret":
-        bucket = f"{principal.key_id}:{client_address(request)}"
-    check_rate_limit(request, bucket)
+    check_rate_limit(request, rate_limit_bucket(request, principal))
     request.state.principal = principal
     return principal
 

@@ -1,0 +1,547 @@
+"""Optimove out-of-the-box events (seed 003; COMPAT.md "Optimove OOTB events").
+
+POST /optimove/events and /optimove/events/batch: one envelope or a JSON array of up to
+1,000. Each event is one item: `ootb_product_order_completed` events with the same
+`ootb_order_id` make one order, `ootb_product_return` events with the same
+`ootb_return_id` (in one request) make one return. Valid events are written and invalid
+ones listed by index. A secret key records facts; a publishable key reports signals.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from returnstack.compat.common import (
+    Caller,
+    CompatError,
+    VendorRoute,
+    bad_request,
+    event_key,
+    find_key,
+    load_json,
+    minor_units,
+    record,
+    unauthorized,
+)
+from returnstack.events.schemas import (
+    CustomerRef,
+    PurchaseEvent,
+    PurchaseItem,
+    Refund,
+    ReturnEvent,
+    ReturnItem,
+    StoreRef,
+    Trust,
+)
+from returnstack.kit.deps import DbSession
+from returnstack.kit.money import is_currency
+from returnstack.kit.openapi import json_body, raw_body
+from returnstack.kit.responses import JSONResponse
+from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT, MAX_QUANTITY, normalize_email
+from returnstack.models import Event, OrderLine
+from returnstack.models.reported import ReportedEvent
+
+SOURCE = "optimove"
+MAX_EVENTS = 1000
+MAX_TEXT = 255  # Optimove's limit for every string
+ORDER_COMPLETED = "ootb_product_order_completed"
+PRODUCT_RETURN = "ootb_product_return"
+PRODUCT_REFUND = "ootb_product_refund"
+
+
+def render_error(status_code: int, message: str, _code: int | None) -> Response:
+    """Optimove's error body: {"status": 429, "error": "Too Many Requests", "message": ...}."""
+    phrase = HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else ""
+    return JSONResponse(
+        {"status": status_code, "error": phrase, "message": message}, status_code=status_code
+    )
+
+
+class OptimoveRoute(VendorRoute):
+    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
+        return render_error(status_code, message, code)
+
+
+router = APIRouter(route_class=OptimoveRoute, tags=["compat: Optimove"])
+
+
+# --- documentation of the request (validated by hand, event by event) -----------------------
+
+
+class OptimoveEnvelope(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tenant: int = Field(description="Optimove's tenant number, kept as a label only.")
+    timestamp: str = Field(description="'2024-05-27 10:30:00.000000 UTC' or RFC 3339.")
+    event: Literal["ootb_product_order_completed", "ootb_product_return", "ootb_product_refund"]
+    customer: str | None = Field(None, max_length=MAX_TEXT)
+    visitor: str | None = Field(None, max_length=MAX_TEXT)
+    context: dict[str, Any]
+
+
+class OptimoveEventsResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[dict[str, Any]]
+
+
+BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/OptimoveEnvelope"},
+                        {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/OptimoveEnvelope"},
+                            "minItems": 1,
+                            "maxItems": MAX_EVENTS,
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+json_body(OptimoveEnvelope)  # registers the envelope's schema in the document
+
+
+# --- who is calling ----------------------------------------------------------------------
+
+
+def _caller(request: Request) -> Caller:
+    token = request.headers.get("x-api-key")
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else None
+    principal = find_key(request, token)
+    if principal is None:
+        raise unauthorized("A valid API key is required: Authorization: Bearer <key> or X-API-Key.")
+    trust = Trust.verified if principal.kind == "secret" else Trust.reported
+    return Caller(principal, trust)
+
+
+# --- one event -----------------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+
+
+_OPTIMOVE_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?) UTC$")
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _timestamp(value: Any, latest: datetime) -> datetime:
+    if not isinstance(value, str):
+        raise Rejected("timestamp", "is required: 'YYYY-MM-DD HH:MM:SS.ffffff UTC'")
+    match = _OPTIMOVE_TIME.match(value)
+    try:
+        if match:
+            moment = datetime.fromisoformat(f"{match[1]}T{match[2]}+00:00")
+        elif _RFC3339.match(value):
+            text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("z", "Z").replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(text).astimezone(UTC)
+        else:
+            raise ValueError
+    except (ValueError, OverflowError):
+        raise Rejected(
+            "timestamp", "must be 'YYYY-MM-DD HH:MM:SS.ffffff UTC' or RFC 3339"
+        ) from None
+    if moment > latest:
+        raise Rejected("timestamp", "is in the future (more than 5 minutes ahead of the server)")
+    return moment
+
+
+def _text(
+    context: dict[str, Any], name: str, *, required: bool = False, limit: int = MAX_TEXT
+) -> str | None:
+    value = context.get(name)
+    if value is None or value == "":
+        if required:
+            raise Rejected(f"context.{name}", "is required")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise Rejected(f"context.{name}", "must be a string")
+    if len(value) > limit or "\x00" in value:
+        raise Rejected(f"context.{name}", f"must be at most {limit} characters")
+    return value
+
+
+def _number(context: dict[str, Any], name: str, *, required: bool = False) -> Decimal | int | None:
+    value = context.get(name)
+    if value is None:
+        if required:
+            raise Rejected(f"context.{name}", "is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise Rejected(f"context.{name}", "must be a number")
+    return value
+
+
+def _quantity(context: dict[str, Any]) -> int:
+    value = _number(context, "ootb_quantity", required=True)
+    if value is None or value != int(value) or not 1 <= int(value) <= MAX_QUANTITY:
+        raise Rejected("context.ootb_quantity", f"must be a whole number from 1 to {MAX_QUANTITY}")
+    return int(value)
+
+
+def _money(
+    context: dict[str, Any], name: str, currency: str, *, required: bool = False
+) -> int | None:
+    value = _number(context, name, required=required)
+    if value is None:
+        return None
+    try:
+        return minor_units(value, currency, f"context.{name}")
+    except CompatError as exc:
+        raise Rejected(f"context.{name}", exc.message.removeprefix(f"context.{name}: ")) from None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One Optimove event, checked: what it says, in returnstack's terms."""
+
+    index: int
+    kind: str
+    moment: datetime
+    customer_id: str | None
+    email: str | None
+    currency: str
+    order_id: str
+    product_id: str
+    variant_id: str | None
+    line_id: str
+    quantity: int
+    unit_price: int
+    name: str | None
+    category: str | None
+    url: str | None
+    store: str | None  # None: online
+    return_id: str | None = None
+    reason: str | None = None
+    refund: int | None = None
+    refund_method: str | None = None
+
+
+def _refund_method(text: str | None) -> str:
+    lowered = (text or "").lower()
+    for words, method in (
+        ("store credit", "store_credit"),
+        ("gift", "gift_card"),
+        ("cash", "cash"),
+        ("exchange", "exchange"),
+    ):
+        if words in lowered:
+            return method
+    return "original_payment"
+
+
+def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Item:
+    if not isinstance(raw, dict):
+        raise Rejected("", "an event must be an object")
+    for name in ("tenant", "event", "timestamp", "context"):
+        if name not in raw:
+            raise Rejected(name, "is required")
+    if isinstance(raw["tenant"], bool) or not isinstance(raw["tenant"], int | Decimal):
+        raise Rejected("tenant", "must be a number")
+    kind = raw["event"]
+    if kind not in (ORDER_COMPLETED, PRODUCT_RETURN, PRODUCT_REFUND):
+        raise Rejected("event", f"must be {ORDER_COMPLETED} or {PRODUCT_RETURN}")
+    if kind == PRODUCT_REFUND:
+        raise Rejected(
+            "event", "ootb_product_refund (money back without goods) is not recorded here"
+        )
+    moment = _timestamp(raw["timestamp"], latest)
+    envelope = {"customer": raw.get("customer"), "visitor": raw.get("visitor")}
+    customer = _text(envelope, "customer", limit=128)
+    visitor = _text(envelope, "visitor")
+    if customer is None and visitor is None:
+        raise Rejected("customer", "customer or visitor is required")
+    context = raw["context"]
+    if not isinstance(context, dict):
+        raise Rejected("context", "must be an object")
+    for name, value in context.items():
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise Rejected(f"context.{name}", f"must be at most {MAX_TEXT} characters")
+    currency = (_text(context, "ootb_currency") or default_currency).upper()
+    if not is_currency(currency):
+        raise Rejected("context.ootb_currency", "is not an ISO 4217 currency code")
+    email = _text(context, "ootb_email")
+    if email is not None:
+        try:
+            email = normalize_email(email)
+        except ValueError as exc:
+            raise Rejected("context.ootb_email", str(exc)) from None
+    order_id = _text(context, "ootb_order_id", required=True, limit=128)
+    product_id = _text(context, "ootb_product_id", required=True, limit=128)
+    assert order_id is not None
+    assert product_id is not None
+    quantity = _quantity(context)
+    unit_price = _money(context, "ootb_item_price", currency, required=True) or 0
+    if unit_price * quantity > MAX_AMOUNT:
+        raise Rejected("context.ootb_item_price", "price x quantity exceeds the largest amount")
+    common: dict[str, Any] = dict(
+        index=index,
+        kind=kind,
+        moment=moment,
+        customer_id=customer,
+        email=email,
+        currency=currency,
+        order_id=order_id,
+        product_id=product_id,
+        variant_id=_text(context, "ootb_variant_id", limit=128)
+        or _text(context, "ootb_sku_id", limit=128),
+        quantity=quantity,
+        unit_price=unit_price,
+        name=_text(context, "ootb_item_name"),
+        category=_text(context, "ootb_category"),
+        url=_text(context, "ootb_url") or _text(context, "ootb_item_page_link"),
+    )
+    if kind == ORDER_COMPLETED:
+        line_id = _text(context, "ootb_item_order_id", limit=128) or product_id
+        store_type = _text(context, "ootb_store_type", limit=128)
+        _money(context, "ootb_total_pay", currency)  # checked, not stored
+        store = None if store_type is None or store_type.lower() == "online" else store_type
+        return Item(line_id=line_id, store=store, **common)
+    if customer is None and email is None:
+        raise Rejected("customer", "a return needs the customer (or context.ootb_email)")
+    total = _money(context, "ootb_total_return_value", currency)
+    return Item(
+        line_id=product_id,
+        store=None,
+        return_id=_text(context, "ootb_return_id", required=True, limit=128),
+        reason=_text(context, "ootb_reason", required=True),
+        refund=total if total is not None else unit_price * quantity,
+        refund_method=_refund_method(_text(context, "ootb_refund_method")),
+        **common,
+    )
+
+
+# --- events into facts ---------------------------------------------------------------------
+
+
+def _customer(item: Item) -> CustomerRef | None:
+    if item.customer_id is None and item.email is None:
+        return None  # a visitor: anonymous purchases count for products
+    return CustomerRef(id=item.customer_id, email=item.email)
+
+
+def _purchase(items: list[Item]) -> PurchaseEvent:
+    """Lines of one order as one purchase event; the order's details come from its first."""
+    first = items[0]
+    return PurchaseEvent(
+        type="purchase",
+        id=event_key(SOURCE, "purchase", first.order_id, sorted(i.line_id for i in items)),
+        timestamp=first.moment,
+        channel="online" if first.store is None else "offline",
+        store=None if first.store is None else StoreRef(id=first.store),
+        order_id=first.order_id,
+        currency=first.currency,
+        customer=_customer(first),
+        items=[
+            PurchaseItem(
+                line_id=item.line_id,
+                product_id=item.product_id,
+                variant_id=item.variant_id,
+                quantity=item.quantity,
+                unit_price=item.unit_price,
+                name=item.name,
+                category=item.category,
+                url=item.url,
+            )
+            for item in items
+        ],
+    )
+
+
+def _existing_lines(session: Session, tenant_id: str, order_ids: set[str]) -> set[tuple[str, str]]:
+    ordered = sorted(order_ids)
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(ordered), 500):
+        query = select(OrderLine.order_id, OrderLine.line_id).where(
+            OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(ordered[start : start + 500])
+        )
+        found.update((order_id, line_id) for order_id, line_id in session.execute(query))
+    return found
+
+
+def _purchases(
+    session: Session, caller: Caller, items: list[Item]
+) -> tuple[list[tuple[PurchaseEvent, list[int]]], list[int]]:
+    """Purchase events, and the indexes of items that are duplicates already.
+
+    Optimove sends one event per item, dedup key order id + line. Verified lines of one
+    order in one request become one event (a purchase of several lines, as /v1/events takes
+    it), less the lines the order already has: those are duplicates. Reported events (no
+    orders to look at) stay one event per item, each its own dedup key."""
+    if caller.trust is Trust.reported:
+        return [(_purchase([item]), [item.index]) for item in items], []
+    existing = _existing_lines(session, caller.tenant_id, {item.order_id for item in items})
+    duplicates: list[int] = []
+    by_order: dict[str, list[Item]] = {}
+    for item in items:
+        key = (item.order_id, item.line_id)
+        if key in existing:
+            duplicates.append(item.index)
+            continue
+        existing.add(key)  # a line repeated within the request is a duplicate too
+        by_order.setdefault(item.order_id, []).append(item)
+    events = [(_purchase(group), [item.index for item in group]) for group in by_order.values()]
+    return events, duplicates
+
+
+def _return(items: list[Item]) -> ReturnEvent:
+    first = items[0]
+    refund = sum(item.refund or 0 for item in items)
+    if refund > MAX_AMOUNT:
+        raise Rejected("context.ootb_total_return_value", "the return exceeds the largest amount")
+    return ReturnEvent(
+        type="return",
+        id=event_key(SOURCE, "return", first.return_id, sorted(i.product_id for i in items)),
+        timestamp=max(item.moment for item in items),
+        channel="online",
+        order_id=first.order_id,
+        currency=first.currency,
+        customer=_customer(first),
+        items=[
+            ReturnItem(
+                product_id=item.product_id,
+                variant_id=item.variant_id,
+                quantity=item.quantity,
+                reason=item.reason,
+                unit_price=item.unit_price,
+            )
+            for item in items
+        ],
+        refund=Refund(amount=refund, method=first.refund_method),
+    )
+
+
+def _known(session: Session, caller: Caller, ids: list[str]) -> set[str]:
+    """Which of these event ids were recorded before (to count duplicates per event)."""
+    model = Event if caller.trust == Trust.verified else ReportedEvent
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found.update(
+            session.scalars(
+                select(model.client_id).where(
+                    model.tenant_id == caller.tenant_id, model.client_id.in_(chunk)
+                )
+            )
+        )
+    return found
+
+
+def _ingest(request: Request, body: bytes, session: Session) -> Response:
+    caller = _caller(request)
+    document = load_json(body)
+    raw_events = document if isinstance(document, list) else [document]
+    if not raw_events:
+        raise bad_request("events", "must not be empty")
+    if len(raw_events) > MAX_EVENTS:
+        raise bad_request(
+            "events", f"at most {MAX_EVENTS} events per request, not {len(raw_events)}"
+        )
+
+    rejected: list[dict[str, Any]] = []
+    items: list[Item] = []
+    latest = datetime.now(UTC) + FUTURE_TOLERANCE
+    for index, raw in enumerate(raw_events):
+        try:
+            items.append(_check(index, raw, caller.principal.default_currency, latest))
+        except Rejected as exc:
+            rejected.append({"index": index, "message": str(exc).removeprefix(": ")})
+
+    # Optimove sends one event per item: the lines of an order make one order, the items of
+    # one return (and order) one return.
+    purchases, duplicate_lines = _purchases(
+        session, caller, [item for item in items if item.kind == ORDER_COMPLETED]
+    )
+    facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = list(purchases)
+    groups: dict[tuple[str | None, str, str | None, str | None, str], list[Item]] = {}
+    for item in items:
+        if item.kind == PRODUCT_RETURN:
+            key = (item.return_id, item.order_id, item.customer_id, item.email, item.currency)
+            groups.setdefault(key, []).append(item)
+    for group in groups.values():
+        try:
+            facts.append((_return(group), [item.index for item in group]))
+        except Rejected as exc:
+            rejected.extend({"index": item.index, "message": str(exc)} for item in group)
+
+    accepted, duplicates = 0, len(duplicate_lines)
+    if facts:
+        # Verified purchases are new by construction (their lines were not there): only
+        # returns and reported events are looked up in their ledger, to be counted.
+        looked_up = {
+            event.id
+            for event, _ in facts
+            if caller.trust is Trust.reported or isinstance(event, ReturnEvent)
+        }
+        known = _known(session, caller, sorted(looked_up))
+        seen: set[str] = set()
+        for event, indexes in facts:
+            if event.id in known or event.id in seen:
+                duplicates += len(indexes)
+            else:
+                accepted += len(indexes)
+            seen.add(event.id)
+        record(session, caller, [event for event, _ in facts], source=SOURCE)
+    rejected.sort(key=lambda entry: entry["index"])
+    payload = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": '{"status", "error", "message"}'},
+    401: {"description": '{"status", "error", "message"}'},
+}
+
+
+@router.post(
+    "/optimove/events",
+    response_model=OptimoveEventsResult,
+    openapi_extra=BODY_DOC,
+    responses=ERRORS,
+)
+def optimove_events(
+    request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
+) -> Response:
+    """One OOTB event or an array of up to 1,000: orders completed and product returns,
+    one event per item. Valid events are written; invalid ones are listed by index."""
+    return _ingest(request, body, session)
+
+
+@router.post(
+    "/optimove/events/batch",
+    response_model=OptimoveEventsResult,
+    openapi_extra=BODY_DOC,
+    responses=ERRORS,
+)
+def optimove_events_batch(
+    request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
+) -> Response:
+    """The same as /optimove/events, for batches."""
+    return _ingest(request, body, session)

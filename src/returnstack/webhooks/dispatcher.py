@@ -1,0 +1,565 @@
+"""The webhook dispatcher: publishes committed outbox rows, then delivers them.
+
+Runs inside `returnstack serve` (a thread started by the app) or as `returnstack worker`.
+
+- PostgreSQL: any number of dispatchers. Each claims due attempts with
+  `FOR UPDATE SKIP LOCKED` and a lease (a token and an expiry); a dispatcher that dies
+  mid-delivery loses its claims when their leases run out, and another takes them. An
+  outcome is recorded only by the holder of the lease. Dispatchers are woken by
+  LISTEN/NOTIFY (every transaction that records events notifies), and poll as a fallback.
+- SQLite: one dispatcher at a time, across processes, guarded by a lease row in the
+  database; the others wait for it to lapse.
+
+Attempts run on a thread pool; a slow receiver holds one thread, never the loop, and an
+earlier pending message of a resource holds up only that resource's later messages. Nothing
+a receiver or a row does can end the loop: every error is logged and the loop goes on.
+"""
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy.orm import object_session
+
+from returnstack.config import Settings
+from returnstack.kit.db import Database
+from returnstack.kit.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES
+from returnstack.outbox.service import NOTIFY_CHANNEL
+from returnstack.outbox.service import committed as wake
+from returnstack.webhooks import repository, service
+from returnstack.webhooks.network import ForbiddenAddress, guarded_client
+from returnstack.webhooks.signing import signature_header
+
+log = logging.getLogger("returnstack.webhooks")
+
+# After the failed attempt of step n, the next comes RETRY_DELAYS[n] later (±20 %).
+RETRY_DELAYS = (
+    timedelta(seconds=5),
+    timedelta(minutes=5),
+    timedelta(minutes=30),
+    timedelta(hours=2),
+    timedelta(hours=5),
+    timedelta(hours=10),
+    timedelta(hours=10),
+)
+JITTER = 0.2
+DISABLE_AFTER = timedelta(days=5)
+MAX_RETRY_AFTER = timedelta(hours=24)
+SNIPPET_CHARS = 1000
+READ_LIMIT = 64 * 1024  # bytes of an answer read at most (the rest is not waited for)
+SQLITE_LEASE = timedelta(seconds=10)  # renewed every 5 s by the dispatcher holding it
+PRUNE_EVERY = timedelta(minutes=10)
+PRUNE_BATCH = 5000
+ANALYZE_AFTER = 500  # messages published at once
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed attempt, with what it takes to send it."""
+
+    tenant_id: str
+    delivery_id: str
+    token: str
+    subscription_id: str
+    url: str
+    secrets: list[str]
+    message_id: str
+    body: bytes | None  # None: the message is no longer retained
+    attempt: int
+    step: int
+    message_seq: int
+    event_type: str
+    resource_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job: Job
+    attempted_at: datetime
+    duration_ms: int
+    response_status: int | None = None
+    response_body: str | None = None
+    error: str | None = None
+    retry_after: timedelta | None = None
+    final: bool = False  # no retry can help
+
+    @property
+    def succeeded(self) -> bool:
+        return self.response_status is not None and 200 <= self.response_status < 300
+
+
+def _retry_after(value: str | None, now: datetime) -> timedelta | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(moment - now, timedelta(0))
+
+
+def session_of(row: Any) -> Any:
+    session = object_session(row)
+    assert session is not None
+    return session
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = service.utcnow,
+        rng: random.Random | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.name = f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self.concurrency = settings.webhooks_concurrency
+        # Claims are made in batches of up to `concurrency`, and up to two batches wait for
+        # the thread pool: a claim is sent within 2 timeouts and recorded soon after.
+        self.batch = self.concurrency
+        self.max_in_flight = 2 * self.concurrency
+        self.lease = timedelta(seconds=2 * settings.webhooks_timeout + 15)
+        self.timeout = settings.webhooks_timeout
+        self.client = client or guarded_client(
+            allow_private=settings.webhooks_allow_private,
+            connect_timeout=settings.webhooks_connect_timeout,
+            timeout=settings.webhooks_timeout,
+            connections=self.concurrency,
+        )
+        self._lease_until: datetime | None = None
+        self._next_prune: datetime | None = None
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook")
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def hold_lease(self) -> bool:
+        """SQLite: take or renew the one dispatcher lease (PostgreSQL needs none)."""
+        if not self.db.is_sqlite:
+            return True
+        now = self.clock()
+        if self._lease_until is not None and now < self._lease_until - SQLITE_LEASE / 2:
+            return True
+        with self.db.transaction(write=False) as session:  # standing by costs no write lock
+            if repository.lease_held_by_another(session, holder=self.name, now=now):
+                self._lease_until = None
+                return False
+        with self.db.transaction() as session:
+            held = repository.take_lease(
+                session, holder=self.name, now=now, until=now + SQLITE_LEASE
+            )
+        self._lease_until = now + SQLITE_LEASE if held else None
+        return held
+
+    def release_lease(self) -> None:
+        if self.db.is_sqlite and self._lease_until is not None:
+            with self.db.transaction() as session:
+                repository.release_lease(session, holder=self.name)
+            self._lease_until = None
+
+    def publish(self) -> int:
+        # A read first: the write transaction (on SQLite, the write lock) only when needed.
+        with self.db.transaction(write=False) as session:
+            if not repository.has_unpublished(session):
+                return 0
+        published = 0
+        while True:
+            with self.db.transaction() as session:
+                count = service.publish(session, now=self.clock())
+            published += count
+            if count < service.PUBLISH_BATCH:
+                break
+        if published >= ANALYZE_AFTER:  # the queue grew: let the planner know
+            with self.db.transaction() as session:
+                repository.analyze_queue(session)
+        return published
+
+    def claim(self, limit: int) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = self.clock()
+        token = uuid.uuid4().hex
+        with self.db.transaction(write=False) as session:  # a read first, as for publish
+            if not repository.claimable(session, now=now, limit=1, lock=False):
+                return []
+        with self.db.transaction() as session:
+            keys = repository.claimable(session, now=now, limit=limit)
+            if not keys:
+                return []
+            repository.lease(session, keys, token=token, until=now + self.lease)
+            claimed = repository.load_claimed(session, keys)
+        jobs = []
+        for delivery, subscription, message in claimed:
+            body = orjson.dumps(service.render_message(message)) if message is not None else None
+            jobs.append(
+                Job(
+                    tenant_id=delivery.tenant_id,
+                    delivery_id=delivery.id,
+                    token=token,
+                    subscription_id=subscription.id,
+                    url=subscription.url,
+                    secrets=service.secrets_in_use(subscription, now=now),
+                    message_id=delivery.message_id,
+                    body=body,
+                    attempt=delivery.attempt,
+                    step=delivery.step,
+                    message_seq=delivery.message_seq,
+                    event_type=delivery.event_type,
+                    resource_key=delivery.resource_key,
+                )
+            )
+        return jobs
+
+    def send(self, job: Job) -> Outcome:
+        """One HTTP attempt; never raises."""
+        attempted_at = self.clock()
+        started = time.monotonic()
+
+        def outcome(**values: Any) -> Outcome:
+            elapsed = int((time.monotonic() - started) * 1000)
+            WEBHOOK_ATTEMPT_SECONDS.observe(elapsed / 1000)
+            return Outcome(job=job, attempted_at=attempted_at, duration_ms=elapsed, **values)
+
+        if job.body is None:
+            return outcome(error="the message is no longer retained", final=True)
+        try:
+            sent_at = datetime.now(UTC)  # the real time: receivers check it against theirs
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": job.message_id,
+                "webhook-timestamp": str(int(sent_at.timestamp())),
+                "webhook-signature": signature_header(
+                    secrets_in_use=job.secrets,
+                    message_id=job.message_id,
+                    timestamp=sent_at,
+                    body=job.body,
+                ),
+            }
+            deadline = started + self.timeout
+            with self.client.stream("POST", job.url, content=job.body, headers=headers) as answer:
+                received = bytearray()
+                for chunk in answer.iter_raw():
+                    received += chunk
+                    if len(received) >= READ_LIMIT or time.monotonic() > deadline:
+                        break
+                snippet = received.decode("utf-8", "replace")[:SNIPPET_CHARS] or None
+                status = answer.status_code
+                error = None if 200 <= status < 300 else f"HTTP {status}"
+                return outcome(
+                    response_status=status,
+                    response_body=snippet,
+                    error=error,
+                    retry_after=_retry_after(answer.headers.get("retry-after"), attempted_at)
+                    if status == 429
+                    else None,
+                )
+        except ForbiddenAddress as exc:
+            return outcome(error=f"refused: {exc}")
+        except httpx.TimeoutException as exc:
+            return outcome(error=f"timeout: {type(exc).__name__}")
+        except httpx.HTTPError as exc:
+            return outcome(error=f"{type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # a bad URL or anything unforeseen: a failed attempt
+            log.exception("webhook.attempt_error", extra={"delivery_id": job.delivery_id})
+            return outcome(error=f"{type(exc).__name__}: {exc}"[:500])
+
+    def record(self, outcomes: list[Outcome]) -> None:
+        """Outcomes in one transaction; if that fails, each in its own, so one bad row
+        costs only itself (its lease then lapses and it is tried again)."""
+        if not outcomes:
+            return
+        try:
+            with self.db.transaction() as session:
+                labels = self._record(session, outcomes)
+        except Exception:
+            log.exception("webhook.record_failed", extra={"count": len(outcomes)})
+            labels = []
+            for one in outcomes:
+                try:
+                    with self.db.transaction() as session:
+                        labels += self._record(session, [one])
+                except Exception:
+                    log.exception(
+                        "webhook.record_failed", extra={"delivery_id": one.job.delivery_id}
+                    )
+        for label in labels:
+            WEBHOOK_DELIVERIES.labels(outcome=label).inc()
+
+    def _record(self, session: Any, outcomes: list[Outcome]) -> list[str]:
+        # Only attempts whose lease this dispatcher still holds: another one may have
+        # taken over an attempt whose lease ran out, and its outcome wins.
+        held = repository.held_attempts(
+            session, [(o.job.tenant_id, o.job.delivery_id, o.job.token) for o in outcomes]
+        )
+        outcomes = [o for o in outcomes if (o.job.tenant_id, o.job.delivery_id) in held]
+        subscriptions = repository.subscriptions_for_update(
+            session, {(o.job.tenant_id, o.job.subscription_id) for o in outcomes}
+        )
+        finished: list[dict[str, Any]] = []
+        outcomes_recorded: list[Outcome] = []
+        retries: list[dict[str, Any]] = []
+        labels: list[str] = []
+        for o in outcomes:
+            job = o.job
+            subscription = subscriptions.get((job.tenant_id, job.subscription_id))
+            if subscription is None:
+                continue
+            next_at = self._next_attempt(o, subscription)
+            outcomes_recorded.append(o)
+            finished.append(
+                {
+                    "tenant_id": job.tenant_id,
+                    "id": job.delivery_id,
+                    "status": "succeeded" if o.succeeded else "failed",
+                    "attempted_at": o.attempted_at,
+                    "response_status": o.response_status,
+                    "response_body": o.response_body,
+                    "error": None if o.succeeded else o.error,
+                    "duration_ms": o.duration_ms,
+                    "next_attempt_at": next_at,
+                    "lease_token": None,
+                    "lease_until": None,
+                }
+            )
+            if next_at is not None:
+                retries.append(
+                    repository.delivery_row(
+                        tenant_id=job.tenant_id,
+                        subscription_id=job.subscription_id,
+                        message_id=job.message_id,
+                        message_seq=job.message_seq,
+                        event_type=job.event_type,
+                        resource_key=job.resource_key,
+                        attempt=job.attempt + 1,
+                        step=job.step + 1,
+                        trigger="scheduled",
+                        due_at=next_at,
+                    )
+                )
+            labels.append(
+                "succeeded" if o.succeeded else ("retrying" if next_at is not None else "failed")
+            )
+        # A later outcome of the batch may have disabled a subscription: no retries for it.
+        disabled = {key for key, row in subscriptions.items() if not row.enabled}
+        if disabled:
+            retries = [r for r in retries if (r["tenant_id"], r["subscription_id"]) not in disabled]
+            pending = {(r["tenant_id"], r["message_id"], r["subscription_id"]) for r in retries}
+            for row, o in zip(finished, outcomes_recorded, strict=True):
+                key = (o.job.tenant_id, o.job.message_id, o.job.subscription_id)
+                if row["next_attempt_at"] is not None and key not in pending:
+                    row["next_attempt_at"] = None
+        repository.finish_attempts(session, finished)
+        repository.insert_deliveries(session, retries)
+        session.flush()
+        return labels
+
+    def _next_attempt(self, o: Outcome, subscription: Any) -> datetime | None:
+        """Apply the outcome to the subscription (the failure clock, disabling); when the
+        next attempt is due, or None."""
+        if o.succeeded:
+            if subscription.failing_since is not None:
+                subscription.failing_since = None
+            return None
+        if not subscription.enabled:
+            return None
+        if o.response_status == 410:
+            service.disable(
+                session_of(subscription),
+                subscription,
+                reason="disabled: the receiver answered 410 Gone",
+                now=o.attempted_at,
+            )
+            return None
+        if subscription.failing_since is None:
+            subscription.failing_since = o.attempted_at
+        elif o.attempted_at - subscription.failing_since >= DISABLE_AFTER:
+            service.disable(
+                session_of(subscription),
+                subscription,
+                reason="disabled: every delivery failed for 5 days",
+                now=o.attempted_at,
+            )
+            return None
+        if o.final or o.job.step >= len(RETRY_DELAYS):
+            return None
+        delay = RETRY_DELAYS[o.job.step] * self.rng.uniform(1 - JITTER, 1 + JITTER)
+        if o.retry_after is not None:
+            delay = max(delay, min(o.retry_after, MAX_RETRY_AFTER))
+        return o.attempted_at + delay
+
+    def prune(self) -> int:
+        """Drop messages and finished attempts older than the retention."""
+        now = self.clock()
+        if self._next_prune is not None and now < self._next_prune:
+            return 0
+        self._next_prune = now + PRUNE_EVERY
+        before = now - timedelta(days=self.settings.webhooks_retention_days)
+        with self.db.transaction(write=False) as session:
+            tenants = repository.tenant_ids(session)
+        removed = 0
+        for tenant_id in tenants:
+            while True:
+                with self.db.transaction() as session:
+                    count = repository.prune(
+                        session, tenant_id=tenant_id, before=before, batch=PRUNE_BATCH
+                    )
+                removed += count
+                if count < PRUNE_BATCH:
+                    break
+        with self.db.transaction() as session:
+            repository.analyze_queue(session)
+        return removed
+
+    # --- running -------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Publish, then make every attempt due now and record it; returns the attempts
+        made. For tests (with an injected clock) and for draining a backlog."""
+        if not self.hold_lease():
+            return 0
+        self.publish()
+        made = 0
+        while True:
+            jobs = self.claim(self.max_in_flight)
+            if not jobs:
+                return made
+            self.record(list(self._executor.map(self.send, jobs)))
+            made += len(jobs)
+
+    def run(self, stop: threading.Event) -> None:
+        """The loop: until `stop` is set, keep up to `concurrency` attempts in flight."""
+        listener = _Listener(self.db, stop) if not self.db.is_sqlite else None
+        if listener is not None:
+            listener.start()
+        in_flight: dict[Future[Outcome], Job] = {}
+        log.info("webhook.dispatcher_started", extra={"dispatcher": self.name})
+        try:
+            while not stop.is_set():
+                wake.clear()
+                busy = False
+                try:
+                    if not self.hold_lease():
+                        stop.wait(self.settings.webhooks_poll_interval)
+                        continue
+                    self.prune()
+                    busy = self.publish() > 0
+                    free = self.max_in_flight - len(in_flight)
+                    jobs = self.claim(free) if free >= self.batch else []
+                    for job in jobs:
+                        future = self._executor.submit(self.send, job)
+                        future.add_done_callback(lambda _future: wake.set())
+                        in_flight[future] = job
+                        busy = True
+                    busy = self._collect(in_flight) or busy
+                except Exception:
+                    log.exception("webhook.dispatcher_error")
+                    stop.wait(1.0)
+                    continue
+                if not busy:
+                    wake.wait(self.settings.webhooks_poll_interval)
+            # Shutting down: let the attempts in flight end (they are bounded by the
+            # timeout) and record them; nothing new is claimed.
+            if in_flight:
+                wait(list(in_flight), timeout=self.timeout + 1)
+                self._collect(in_flight)
+        finally:
+            if listener is not None:
+                listener.join(2.0)
+            try:
+                self.release_lease()
+            except Exception:
+                log.exception("webhook.release_failed")
+            log.info("webhook.dispatcher_stopped", extra={"dispatcher": self.name})
+
+    def _collect(self, in_flight: dict[Future[Outcome], Job]) -> bool:
+        done = [future for future in in_flight if future.done()]
+        outcomes = []
+        for future in done:
+            job = in_flight.pop(future)
+            try:
+                outcomes.append(future.result())
+            except Exception:  # send never raises; its lease lapses and it is retried
+                log.exception("webhook.attempt_crashed", extra={"delivery_id": job.delivery_id})
+        self.record(outcomes)
+        return bool(done)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.client.close()
+
+
+class _Listener(threading.Thread):
+    """LISTEN on its own connection; each notification wakes the dispatcher."""
+
+    def __init__(self, db: Database, stop: threading.Event) -> None:
+        super().__init__(name="webhook-listener", daemon=True)
+        self.url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.stop = stop
+
+    def run(self) -> None:
+        import psycopg
+
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    wake.set()  # anything committed before we listened
+                    while not self.stop.is_set():
+                        for _notification in conn.notifies(timeout=1.0):
+                            wake.set()
+            except Exception:
+                log.warning("webhook.listen_failed", exc_info=True)
+                self.stop.wait(2.0)
+
+
+class DispatcherThread:
+    """The dispatcher of a `serve` process, on a daemon thread."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.stop = threading.Event()
+        self.dispatcher = Dispatcher(db, settings)
+        self.thread = threading.Thread(
+            target=self.dispatcher.run, args=(self.stop,), name="webhook-dispatcher", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def shutdown(self, timeout: float = 20.0) -> None:
+        self.stop.set()
+        wake.set()
+        self.thread.join(timeout)
+        self.dispatcher.close()
+
+
+def publish_now(db: Database) -> None:
+    """Publish what is committed and not yet published, so the feed is current even when
+    no dispatcher runs. A failure only leaves the feed a moment behind."""
+    try:
+        with db.transaction(write=False) as session:
+            if not repository.has_unpublished(session):
+                return
+        with db.transaction() as session:
+            service.publish(session, now=service.utcnow())
+    except Exception:
+        log.warning("webhook.publish_failed", exc_info=True)

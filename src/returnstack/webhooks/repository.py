@@ -1,0 +1,573 @@
+"""The SQL of webhooks: subscriptions, delivery rows, publishing the outbox, claims, the feed."""
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, exists, func, or_, select, text, tuple_, update
+from sqlalchemy.orm import Session, aliased
+
+from returnstack.kit.bulk import insert_rows
+from returnstack.kit.ids import new_id
+from returnstack.models import (
+    OutboxEvent,
+    Tenant,
+    WebhookDelivery,
+    WebhookState,
+    WebhookSubscription,
+)
+
+FEED_SEQUENCE = "feed_seq"
+SQLITE_DISPATCHER = "sqlite_dispatcher"
+
+_CROCKFORD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
+
+
+def id_floor(prefix: str, moment: datetime) -> str:
+    """The smallest id of `prefix` made at `moment` or later (ids are ULIDs: time first),
+    so that "made before" is a range of the primary key."""
+    value = int(moment.timestamp() * 1000) << 80
+    text = base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_CROCKFORD).decode()
+    return f"{prefix}_{text}"
+
+
+def is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+def find_subscription(
+    session: Session, *, tenant_id: str, subscription_id: str, for_update: bool = False
+) -> WebhookSubscription | None:
+    query = select(WebhookSubscription).where(
+        WebhookSubscription.tenant_id == tenant_id, WebhookSubscription.id == subscription_id
+    )
+    if for_update and is_postgresql(session):
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def list_subscriptions(
+    session: Session, *, tenant_id: str, limit: int, after: tuple[datetime, str] | None
+) -> list[WebhookSubscription]:
+    query = select(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant_id)
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            or_(
+                WebhookSubscription.created_at < at,
+                and_(WebhookSubscription.created_at == at, WebhookSubscription.id < last_id),
+            )
+        )
+    query = query.order_by(
+        WebhookSubscription.created_at.desc(), WebhookSubscription.id.desc()
+    ).limit(limit)
+    return list(session.scalars(query))
+
+
+def count_subscriptions(session: Session, *, tenant_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(WebhookSubscription)
+            .where(WebhookSubscription.tenant_id == tenant_id)
+        )
+        or 0
+    )
+
+
+def delete_subscription(session: Session, *, tenant_id: str, subscription_id: str) -> None:
+    session.execute(
+        delete(WebhookDelivery).where(
+            WebhookDelivery.tenant_id == tenant_id,
+            WebhookDelivery.subscription_id == subscription_id,
+        )
+    )
+    session.execute(
+        delete(WebhookSubscription).where(
+            WebhookSubscription.tenant_id == tenant_id, WebhookSubscription.id == subscription_id
+        )
+    )
+
+
+def fail_pending(
+    session: Session, *, tenant_id: str, subscription_id: str, reason: str, now: datetime
+) -> None:
+    """A disabled subscription's queued attempts end as failed (recover sends them later)."""
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.tenant_id == tenant_id,
+            WebhookDelivery.subscription_id == subscription_id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.lease_token.is_(None),
+        )
+        .values(status="failed", error=reason, next_attempt_at=None, attempted_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --- delivery rows ---------------------------------------------------------------------------
+
+
+def delivery_row(
+    *,
+    tenant_id: str,
+    subscription_id: str,
+    message_id: str,
+    message_seq: int,
+    event_type: str,
+    resource_key: str | None,
+    attempt: int,
+    step: int,
+    trigger: str,
+    due_at: datetime,
+) -> dict[str, Any]:
+    """A pending attempt, as insert_rows takes it (every column, so rows of a batch match)."""
+    return {
+        "tenant_id": tenant_id,
+        "id": new_id("del"),
+        "subscription_id": subscription_id,
+        "message_id": message_id,
+        "message_seq": message_seq,
+        "event_type": event_type,
+        # A message without a resource is ordered after nothing but itself.
+        "resource_key": resource_key or message_id,
+        "attempt": attempt,
+        "step": step,
+        "status": "pending",
+        "trigger": trigger,
+        "due_at": due_at,
+        "lease_token": None,
+        "lease_until": None,
+        "attempted_at": None,
+        "next_attempt_at": due_at,
+        "response_status": None,
+        "response_body": None,
+        "error": None,
+        "duration_ms": None,
+        "created_at": due_at,
+    }
+
+
+def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(session, WebhookDelivery, rows)
+
+
+def list_deliveries(
+    session: Session,
+    *,
+    tenant_id: str,
+    subscription_id: str,
+    limit: int,
+    before_id: str | None,
+    status: str | None,
+) -> list[WebhookDelivery]:
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.tenant_id == tenant_id,
+        WebhookDelivery.subscription_id == subscription_id,
+    )
+    if before_id is not None:
+        query = query.where(WebhookDelivery.id < before_id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    return list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
+
+
+def find_delivery(
+    session: Session, *, tenant_id: str, subscription_id: str, delivery_id: str
+) -> WebhookDelivery | None:
+    return session.scalar(
+        select(WebhookDelivery).where(
+            WebhookDelivery.tenant_id == tenant_id,
+            WebhookDelivery.subscription_id == subscription_id,
+            WebhookDelivery.id == delivery_id,
+        )
+    )
+
+
+def pending_attempt(
+    session: Session, *, tenant_id: str, subscription_id: str, message_id: str
+) -> WebhookDelivery | None:
+    return session.scalar(
+        select(WebhookDelivery).where(
+            WebhookDelivery.tenant_id == tenant_id,
+            WebhookDelivery.subscription_id == subscription_id,
+            WebhookDelivery.message_id == message_id,
+            WebhookDelivery.status == "pending",
+        )
+    )
+
+
+def message_attempts(
+    session: Session, *, tenant_id: str, subscription_id: str, message_ids: Sequence[str]
+) -> dict[str, tuple[int, bool]]:
+    """Per message: its highest attempt number and whether it succeeded or is pending."""
+    settled = func.max(case((WebhookDelivery.status.in_(("succeeded", "pending")), 1), else_=0))
+    result: dict[str, tuple[int, bool]] = {}
+    for start in range(0, len(message_ids), 500):
+        rows = session.execute(
+            select(WebhookDelivery.message_id, func.max(WebhookDelivery.attempt), settled)
+            .where(
+                WebhookDelivery.tenant_id == tenant_id,
+                WebhookDelivery.subscription_id == subscription_id,
+                WebhookDelivery.message_id.in_(message_ids[start : start + 500]),
+            )
+            .group_by(WebhookDelivery.message_id)
+        )
+        for message_id, attempt, done in rows:
+            result[message_id] = (attempt or 0, bool(done))
+    return result
+
+
+# --- publishing: number committed outbox rows and queue their deliveries ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unpublished:
+    tenant_id: str
+    id: str
+    type: str
+    resource_key: str | None
+
+
+def lock_feed_sequence(session: Session) -> int | None:
+    """The last feed number, with its row locked until commit; None when another
+    publisher holds it now (PostgreSQL: it will publish these rows)."""
+    query = select(WebhookState.value).where(WebhookState.name == FEED_SEQUENCE)
+    if is_postgresql(session):
+        query = query.with_for_update(skip_locked=True)
+    return session.scalar(query)
+
+
+def unpublished(session: Session, *, limit: int) -> list[Unpublished]:
+    rows = session.execute(
+        select(OutboxEvent.tenant_id, OutboxEvent.id, OutboxEvent.type, OutboxEvent.resource_key)
+        .where(OutboxEvent.dispatched_at.is_(None))
+        .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        .limit(limit)
+    )
+    return [Unpublished(*row) for row in rows]
+
+
+def has_unpublished(session: Session) -> bool:
+    return bool(session.scalar(select(exists().where(OutboxEvent.dispatched_at.is_(None)))))
+
+
+def mark_published(
+    session: Session, rows: Sequence[Unpublished], *, first_seq: int, now: datetime
+) -> None:
+    session.execute(
+        update(OutboxEvent),
+        [
+            {"tenant_id": row.tenant_id, "id": row.id, "seq": first_seq + i, "dispatched_at": now}
+            for i, row in enumerate(rows)
+        ],
+    )
+    session.execute(
+        update(WebhookState)
+        .where(WebhookState.name == FEED_SEQUENCE)
+        .values(value=first_seq + len(rows) - 1)
+    )
+
+
+def enabled_subscriptions(
+    session: Session, *, tenant_ids: Sequence[str]
+) -> list[WebhookSubscription]:
+    return list(
+        session.scalars(
+            select(WebhookSubscription).where(
+                WebhookSubscription.tenant_id.in_(tenant_ids),
+                WebhookSubscription.enabled.is_(True),
+            )
+        )
+    )
+
+
+# --- claims ----------------------------------------------------------------------------------
+
+
+def claimable(
+    session: Session, *, now: datetime, limit: int, lock: bool = True
+) -> list[tuple[str, str]]:
+    """(tenant_id, id) of pending attempts that are due, not leased (or whose lease ran
+    out), of enabled subscriptions, and not held up by an earlier pending message of the
+    same resource. PostgreSQL: the rows are locked, skipping those another worker holds."""
+    # The first pending message of the row's resource: a lookup of the ordering index per
+    # candidate (a scalar subquery, which the planner cannot turn into a scan of the queue).
+    earlier = aliased(WebhookDelivery)
+    first_pending = (
+        select(earlier.message_seq)
+        .where(
+            earlier.tenant_id == WebhookDelivery.tenant_id,
+            earlier.subscription_id == WebhookDelivery.subscription_id,
+            earlier.resource_key == WebhookDelivery.resource_key,
+            earlier.status == "pending",
+        )
+        .order_by(earlier.message_seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    query = (
+        select(WebhookDelivery.tenant_id, WebhookDelivery.id)
+        .join(
+            WebhookSubscription,
+            and_(
+                WebhookSubscription.tenant_id == WebhookDelivery.tenant_id,
+                WebhookSubscription.id == WebhookDelivery.subscription_id,
+            ),
+        )
+        .where(
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.due_at <= now,
+            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+            WebhookSubscription.enabled.is_(True),
+            WebhookDelivery.message_seq == first_pending,
+        )
+        .order_by(WebhookDelivery.due_at, WebhookDelivery.message_seq)
+        .limit(limit)
+    )
+    if lock and is_postgresql(session):
+        query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
+    return [(tenant_id, row_id) for tenant_id, row_id in session.execute(query)]
+
+
+def lease(
+    session: Session, keys: Sequence[tuple[str, str]], *, token: str, until: datetime
+) -> None:
+    session.execute(
+        update(WebhookDelivery),
+        [
+            {"tenant_id": tenant_id, "id": row_id, "lease_token": token, "lease_until": until}
+            for tenant_id, row_id in keys
+        ],
+    )
+
+
+def load_claimed(
+    session: Session, keys: Sequence[tuple[str, str]]
+) -> list[tuple[WebhookDelivery, WebhookSubscription, OutboxEvent | None]]:
+    """The claimed rows with their subscription and message (None: no longer retained)."""
+    rows = session.execute(
+        select(WebhookDelivery, WebhookSubscription, OutboxEvent)
+        .join(
+            WebhookSubscription,
+            and_(
+                WebhookSubscription.tenant_id == WebhookDelivery.tenant_id,
+                WebhookSubscription.id == WebhookDelivery.subscription_id,
+            ),
+        )
+        .outerjoin(
+            OutboxEvent,
+            and_(
+                OutboxEvent.tenant_id == WebhookDelivery.tenant_id,
+                OutboxEvent.id == WebhookDelivery.message_id,
+            ),
+        )
+        .where(tuple_(WebhookDelivery.tenant_id, WebhookDelivery.id).in_(list(keys)))
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+def held_attempts(
+    session: Session, attempts: Sequence[tuple[str, str, str]]
+) -> set[tuple[str, str]]:
+    """Of (tenant_id, id, lease token), the attempts still leased with that token, locked
+    until commit (PostgreSQL) so that no other dispatcher takes them over meanwhile."""
+    if not attempts:
+        return set()
+    tokens = {(tenant_id, row_id): token for tenant_id, row_id, token in attempts}
+    query = (
+        select(WebhookDelivery.tenant_id, WebhookDelivery.id, WebhookDelivery.lease_token)
+        .where(tuple_(WebhookDelivery.tenant_id, WebhookDelivery.id).in_(list(tokens)))
+        .order_by(WebhookDelivery.tenant_id, WebhookDelivery.id)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update()
+    return {
+        (tenant_id, row_id)
+        for tenant_id, row_id, token in session.execute(query)
+        if token is not None and tokens.get((tenant_id, row_id)) == token
+    }
+
+
+def subscriptions_for_update(
+    session: Session, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], WebhookSubscription]:
+    if not keys:
+        return {}
+    query = (
+        select(WebhookSubscription)
+        .where(tuple_(WebhookSubscription.tenant_id, WebhookSubscription.id).in_(sorted(keys)))
+        .order_by(WebhookSubscription.tenant_id, WebhookSubscription.id)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update()
+    return {(row.tenant_id, row.id): row for row in session.scalars(query)}
+
+
+def finish_attempts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Record outcomes (one executemany by primary key)."""
+    if rows:
+        session.execute(update(WebhookDelivery), list(rows))
+
+
+def analyze_queue(session: Session) -> None:
+    """PostgreSQL: fresh statistics of the queue. The claim relies on them to look up the
+    ordering index per candidate; with a table grown since the last ANALYZE it would scan."""
+    if is_postgresql(session):
+        session.execute(text("ANALYZE webhook_deliveries"))
+
+
+# --- the SQLite dispatcher lease -------------------------------------------------------------
+
+
+def take_lease(session: Session, *, holder: str, now: datetime, until: datetime) -> bool:
+    """Hold (or renew) the one dispatcher lease; False while another holder's is valid."""
+    result = session.execute(
+        update(WebhookState)
+        .where(
+            WebhookState.name == SQLITE_DISPATCHER,
+            or_(
+                WebhookState.holder == holder,
+                WebhookState.holder.is_(None),
+                WebhookState.expires_at.is_(None),
+                WebhookState.expires_at <= now,
+            ),
+        )
+        .values(holder=holder, expires_at=until)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def lease_held_by_another(session: Session, *, holder: str, now: datetime) -> bool:
+    row = session.execute(
+        select(WebhookState.holder, WebhookState.expires_at).where(
+            WebhookState.name == SQLITE_DISPATCHER
+        )
+    ).first()
+    return bool(
+        row is not None
+        and row.holder not in (None, holder)
+        and row.expires_at is not None
+        and row.expires_at > now
+    )
+
+
+def release_lease(session: Session, *, holder: str) -> None:
+    session.execute(
+        update(WebhookState)
+        .where(WebhookState.name == SQLITE_DISPATCHER, WebhookState.holder == holder)
+        .values(holder=None, expires_at=None)
+    )
+
+
+# --- the feed --------------------------------------------------------------------------------
+
+
+def message_seq(session: Session, *, tenant_id: str, message_id: str) -> int | None:
+    return session.scalar(
+        select(OutboxEvent.seq).where(
+            OutboxEvent.tenant_id == tenant_id, OutboxEvent.id == message_id
+        )
+    )
+
+
+def feed(
+    session: Session, *, tenant_id: str, after_seq: int, types: Sequence[str] | None, limit: int
+) -> list[OutboxEvent]:
+    query = select(OutboxEvent).where(
+        OutboxEvent.tenant_id == tenant_id,
+        OutboxEvent.seq.is_not(None),
+        OutboxEvent.seq > after_seq,
+    )
+    if types:
+        query = query.where(OutboxEvent.type.in_(types))
+    return list(session.scalars(query.order_by(OutboxEvent.seq).limit(limit)))
+
+
+def published_since(
+    session: Session, *, tenant_id: str, since: datetime, types: Sequence[str] | None, limit: int
+) -> list[tuple[str, int, str, str | None]]:
+    """(id, seq, type, resource_key) of published messages made at `since` or later."""
+    query = select(
+        OutboxEvent.id, OutboxEvent.seq, OutboxEvent.type, OutboxEvent.resource_key
+    ).where(
+        OutboxEvent.tenant_id == tenant_id,
+        OutboxEvent.id >= id_floor("msg", since),
+        OutboxEvent.created_at >= since,
+        OutboxEvent.seq.is_not(None),
+    )
+    if types:
+        query = query.where(OutboxEvent.type.in_(types))
+    rows = session.execute(query.order_by(OutboxEvent.seq).limit(limit))
+    return [(row[0], row[1] or 0, row[2], row[3]) for row in rows]
+
+
+# --- metrics and retention -------------------------------------------------------------------
+
+
+def pending_deliveries(session: Session) -> tuple[int, datetime | None]:
+    """How many attempts are queued, and when the oldest undelivered message was made."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxEvent.created_at))
+        .select_from(WebhookDelivery)
+        .outerjoin(
+            OutboxEvent,
+            and_(
+                OutboxEvent.tenant_id == WebhookDelivery.tenant_id,
+                OutboxEvent.id == WebhookDelivery.message_id,
+            ),
+        )
+        .where(WebhookDelivery.status == "pending")
+    ).one()
+    unpublished_oldest = session.scalar(
+        select(func.min(OutboxEvent.created_at)).where(OutboxEvent.dispatched_at.is_(None))
+    )
+    candidates = [moment for moment in (oldest, unpublished_oldest) if moment is not None]
+    return int(count or 0), min(candidates) if candidates else None
+
+
+def tenant_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(Tenant.id)))
+
+
+def prune(session: Session, *, tenant_id: str, before: datetime, batch: int) -> int:
+    """Delete up to `batch` published messages and finished attempts made before `before`."""
+    old_messages = (
+        select(OutboxEvent.id)
+        .where(
+            OutboxEvent.tenant_id == tenant_id,
+            OutboxEvent.id < id_floor("msg", before),
+            OutboxEvent.dispatched_at.is_not(None),
+        )
+        .limit(batch)
+    )
+    removed = session.execute(
+        delete(OutboxEvent)
+        .where(OutboxEvent.tenant_id == tenant_id, OutboxEvent.id.in_(old_messages))
+        .execution_options(synchronize_session=False)
+    )
+    old_attempts = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.tenant_id == tenant_id,
+            WebhookDelivery.id < id_floor("del", before),
+            WebhookDelivery.status != "pending",
+        )
+        .limit(batch)
+    )
+    removed_attempts = session.execute(
+        delete(WebhookDelivery)
+        .where(WebhookDelivery.tenant_id == tenant_id, WebhookDelivery.id.in_(old_attempts))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(removed, "rowcount", 0) or 0) + int(
+        getattr(removed_attempts, "rowcount", 0) or 0
+    )

@@ -1,0 +1,307 @@
+"""Optimove OOTB events (COMPAT.md "Optimove OOTB events") through the app on both
+backends: the documented phone-case return at 25.00, orders built from one event per item,
+dedup keys, per-index rejections, whole-request errors, keys and tenant isolation."""
+
+from typing import Any
+
+import orjson
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import func, select
+
+from returnstack.models import Event, ReportedEvent
+from tests.conftest import DatabaseFixture, TenantFixture
+from tests.factories import unique
+
+
+def order_event(
+    order_id: str, product_id: str, price: str, quantity: int, customer: str, **context: Any
+) -> dict[str, Any]:
+    return {
+        "tenant": 567,
+        "timestamp": "2024-05-20 09:00:00.000000 UTC",
+        "event": "ootb_product_order_completed",
+        "customer": customer,
+        "context": {
+            "ootb_session_id": "248rhdbuw2her1",
+            "ootb_order_id": order_id,
+            "ootb_product_id": product_id,
+            "ootb_item_name": "Phone Case",
+            "ootb_category": "Accessories",
+            "ootb_item_price": orjson.Fragment(price.encode()),
+            "ootb_quantity": quantity,
+            "ootb_store_type": "Online",
+        }
+        | context,
+    }
+
+
+def return_event(order_id: str, return_id: str, customer: str, **context: Any) -> dict[str, Any]:
+    """Seed 003's example."""
+    return {
+        "tenant": 567,
+        "timestamp": "2024-05-27 10:30:00.000000 UTC",
+        "event": "ootb_product_return",
+        "customer": customer,
+        "context": {
+            "ootb_session_id": "248rhdbuw2her1",
+            "ootb_return_id": return_id,
+            "ootb_order_id": order_id,
+            "ootb_product_id": "SKU98765",
+            "ootb_item_name": "Phone Case",
+            "ootb_item_description": "Durable silicone phone case",
+            "ootb_category": "Accessories",
+            "ootb_item_price": orjson.Fragment(b"25.00"),
+            "ootb_quantity": 1,
+            "ootb_reason": "Item not as described",
+            "ootb_refund_method": "Original Payment Method",
+            "ootb_total_return_value": orjson.Fragment(b"25.00"),
+            "ootb_item_image_url": "https://example.com/products/sku98765.jpg",
+            "ootb_item_page_link": "https://example.com/product/sku98765",
+        }
+        | context,
+    }
+
+
+def clone(event: dict[str, Any]) -> dict[str, Any]:
+    return event | {"context": dict(event["context"])}
+
+
+def send(
+    client: TestClient, headers: dict[str, str], body: Any, path: str = "/optimove/events"
+) -> Response:
+    return client.post(
+        path, content=orjson.dumps(body), headers=headers | {"Content-Type": "application/json"}
+    )
+
+
+def count(database: DatabaseFixture, model: Any, tenant_id: str) -> int:
+    with database.db.transaction(write=False) as session:
+        return int(
+            session.scalar(
+                select(func.count()).select_from(model).where(model.tenant_id == tenant_id)
+            )
+            or 0
+        )
+
+
+def test_the_documented_return_and_its_order(client: TestClient, tenant: TenantFixture) -> None:
+    order_id, customer = unique("o987654321"), unique("customerId1")
+    events = [
+        order_event(order_id, "SKU98765", "25.00", 1, customer),
+        order_event(order_id, "SKU-2", "17.99", 2, customer, ootb_item_order_id="line-2"),
+    ]
+    response = send(client, tenant.headers, events, "/optimove/events/batch")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
+    assert order["channel"] == "online"
+    assert order["placed_at"] == "2024-05-20T09:00:00Z"
+    # One event per item: each is the first line of its event, so lines are compared as a set.
+    assert sorted(
+        (line["line_id"], line["product_id"], line["quantity"], line["unit_price"])
+        for line in order["lines"]
+    ) == [
+        ("SKU98765", "SKU98765", 1, 2500),
+        ("line-2", "SKU-2", 2, 1799),
+    ]
+
+    response = send(
+        client, {"X-API-Key": tenant.secret_key}, return_event(order_id, unique("r"), customer)
+    )
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert (ret["status"], ret["source"]) == ("closed", "event")
+    assert ret["refund"]["amount"] == 2500
+    assert ret["refund"]["method"] == "original_payment"
+    (item,) = ret["items"]
+    assert (item["product_id"], item["quantity"], item["unit_price"]) == ("SKU98765", 1, 2500)
+    assert (item["reason"], item["note"]) == ("other", "Item not as described")
+    totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]["EUR"]
+    assert (totals["gross_revenue"], totals["refunded"]) == (2500 + 2 * 1799, 2500)
+
+
+def test_items_of_one_return_make_one_return_and_repeats_are_duplicates(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, return_id, customer = unique("o"), unique("r"), unique("c")
+    first = return_event(order_id, return_id, customer)
+    second = return_event(
+        order_id,
+        return_id,
+        customer,
+        ootb_product_id="SKU-2",
+        ootb_quantity=2,
+        ootb_item_price=orjson.Fragment(b"10.5"),
+        ootb_total_return_value=None,
+        ootb_reason="defective",
+    )
+    del second["context"]["ootb_total_return_value"]
+    assert send(client, tenant.headers, [first, second]).json() == {
+        "accepted": 2,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert ret["refund"]["amount"] == 2500 + 2 * 1050  # price x quantity when no total
+    assert [i["reason"] for i in ret["items"]] == ["other", "defective"]
+    events = count(database, Event, tenant.id)
+    assert send(client, tenant.headers, [first, second]).json() == {
+        "accepted": 0,
+        "duplicates": 2,
+        "rejected": [],
+    }
+    assert count(database, Event, tenant.id) == events
+    purchase = order_event(order_id, "SKU98765", "25.00", 1, customer)
+    assert send(client, tenant.headers, [purchase, purchase]).json() == {
+        "accepted": 1,
+        "duplicates": 1,
+        "rejected": [],
+    }
+
+
+def test_in_store_orders_and_visitors(client: TestClient, tenant: TenantFixture) -> None:
+    order_id = unique("o")
+    event = order_event(
+        order_id, "SKU-1", "5", 3, "x", ootb_store_type="Berlin Mitte", ootb_currency="usd"
+    )
+    del event["customer"]
+    event["visitor"] = "visitor-1"
+    assert send(client, tenant.headers, event).json()["accepted"] == 1
+    order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
+    assert (order["channel"], order["store"]["id"], order["currency"]) == (
+        "offline",
+        "Berlin Mitte",
+        "USD",
+    )
+    assert order["customer"] is None
+    assert order["lines"][0]["unit_price"] == 500
+
+
+def test_invalid_events_are_rejected_by_index_and_the_valid_ones_written(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    order_id, customer = unique("o"), unique("c")
+    good = order_event(order_id, "SKU-1", "25.00", 1, customer)
+    no_customer = clone(good)
+    del no_customer["customer"]
+    too_precise = order_event(unique("o"), "SKU-1", "25.001", 1, customer)
+    long_text = order_event(unique("o"), "SKU-1", "1", 1, customer, ootb_item_name="x" * 256)
+    bad_time = clone(good) | {"timestamp": "yesterday"}
+    no_reason = return_event(order_id, unique("r"), customer)
+    del no_reason["context"]["ootb_reason"]
+    half_unit = order_event(
+        unique("o"), "SKU-1", "1", 1, customer, ootb_quantity=orjson.Fragment(b"1.5")
+    )
+    unknown_event = clone(good) | {"event": "ootb_login"}
+    body = [
+        good,
+        no_customer,
+        too_precise,
+        long_text,
+        bad_time,
+        no_reason,
+        half_unit,
+        unknown_event,
+    ]
+    result = send(client, tenant.headers, body).json()
+    assert result["accepted"] == 1
+    assert [(r["index"], r["message"].split(":")[0]) for r in result["rejected"]] == [
+        (1, "customer"),
+        (2, "context.ootb_item_price"),
+        (3, "context.ootb_item_name"),
+        (4, "timestamp"),
+        (5, "context.ootb_reason"),
+        (6, "context.ootb_quantity"),
+        (7, "event"),
+    ]
+    assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 200
+
+
+def test_whole_request_errors_in_optimoves_shape(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    event = order_event(unique("o"), "SKU-1", "1", 1, "c")
+    response = send(client, tenant.headers, [event] * 1001)
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["status"], body["error"]) == (400, "Bad Request")
+    assert body["message"].startswith("events")
+    assert send(client, tenant.headers, []).status_code == 400
+    response = client.post("/optimove/events", content=b"[{", headers=tenant.headers)
+    assert response.status_code == 400
+    for headers in ({}, {"Authorization": "Bearer sk_nobody"}, {"X-API-Key": "pk_nobody"}):
+        response = send(client, headers, event)
+        assert response.status_code == 401
+        assert response.json()["status"] == 401
+    assert count(database, Event, tenant.id) == 0
+
+
+def test_tenants_are_isolated(
+    client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
+) -> None:
+    order_id = unique("o")
+    assert (
+        send(client, tenant.headers, order_event(order_id, "A", "1", 1, "c")).json()["accepted"]
+        == 1
+    )
+    assert client.get(f"/v1/orders/{order_id}", headers=other_tenant.headers).status_code == 404
+    # The same event for the other tenant is new there, not a duplicate.
+    assert (
+        send(client, other_tenant.headers, order_event(order_id, "A", "1", 1, "c")).json()[
+            "accepted"
+        ]
+        == 1
+    )
+
+
+def test_a_publishable_key_reports_signals_only(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, customer = unique("o"), unique("c")
+    events = [
+        order_event(order_id, "SKU98765", "25.00", 1, customer),
+        return_event(order_id, unique("r"), customer),
+    ]
+    response = send(client, tenant.publishable_headers, events)
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert count(database, ReportedEvent, tenant.id) == 2
+    assert count(database, Event, tenant.id) == 0
+    assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 404
+    assert client.get(f"/v1/customers/{customer}", headers=tenant.headers).status_code == 404
+    assert send(client, {"X-API-Key": tenant.publishable_key}, events).json()["duplicates"] == 2
+
+
+def test_items_of_one_order_sent_one_by_one_make_one_order(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, customer = unique("o"), unique("c")
+    first = order_event(order_id, "A", "10.00", 1, customer)
+    second = order_event(order_id, "B", "20.00", 2, customer)
+    third = order_event(order_id, "C", "30.00", 3, customer)
+    assert send(client, tenant.headers, first).json()["accepted"] == 1
+    assert send(client, tenant.headers, second).json()["accepted"] == 1
+    # A retry of one item alone, and a batch of an old item with a new one.
+    assert send(client, tenant.headers, first).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    assert send(client, tenant.headers, [second, third]).json() == {
+        "accepted": 1,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
+    assert sorted((line["product_id"], line["quantity"]) for line in order["lines"]) == [
+        ("A", 1),
+        ("B", 2),
+        ("C", 3),
+    ]
+    totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]
+    assert totals["EUR"]["orders"] == 1
+    assert totals["EUR"]["gross_revenue"] == 1000 + 2 * 2000 + 3 * 3000
