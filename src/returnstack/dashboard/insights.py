@@ -161,26 +161,26 @@ def compute(
     ]
     result.by_reason.sort(key=lambda row: (-row.units_returned, row.group))
 
-    # By category and by product: returned units joined to their order lines.
+    # By category and by product. A product's category comes from its order lines (a
+    # recorded return may name the product without its line).
+    category_of = (
+        select(OrderLine.product_id, func.max(OrderLine.category).label("category"))
+        .where(OrderLine.tenant_id == tenant_id)
+        .group_by(OrderLine.product_id)
+        .subquery()
+    )
     returned_lines = (
         select(
-            OrderLine.category,
+            category_of.c.category,
             ReturnItem.product_id,
             func.sum(ReturnItem.quantity).label("units"),
             func.sum(ReturnItem.quantity * func.coalesce(ReturnItem.unit_price, 0)).label("value"),
         )
         .select_from(Return)
         .join(ReturnItem, item_join)
-        .outerjoin(
-            OrderLine,
-            and_(
-                OrderLine.tenant_id == ReturnItem.tenant_id,
-                OrderLine.order_id == ReturnItem.order_id,
-                OrderLine.line_id == ReturnItem.line_id,
-            ),
-        )
+        .outerjoin(category_of, category_of.c.product_id == ReturnItem.product_id)
         .where(returns_in_range)
-        .group_by(OrderLine.category, ReturnItem.product_id)
+        .group_by(category_of.c.category, ReturnItem.product_id)
     )
     categories: dict[str, Row] = {}
     products: dict[str, Row] = {}
@@ -271,8 +271,8 @@ def compute(
 def product_rates(
     session: Session, *, tenant_id: str, products: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Each product's units sold and returned (every time, every currency) and its rate,
-    for the return page's items."""
+    """Each product's units sold and units that came back (received, or recorded as
+    returned; every time, every currency) and their ratio, for the return page's items."""
     if not products:
         return {}
     rates: dict[str, dict[str, Any]] = {
@@ -285,7 +285,7 @@ def product_rates(
     ):
         rates[product_id]["units_sold"] = int(units or 0)
     for product_id, units in session.execute(
-        select(ReturnItem.product_id, func.sum(ReturnItem.quantity))
+        select(ReturnItem.product_id, func.sum(ReturnItem.received_quantity))
         .join(
             Return,
             and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id),
