@@ -140,6 +140,11 @@ class Browser:
         self.response: httpx.Response | None = None
 
     @property
+    def url(self) -> str:
+        assert self.response is not None
+        return str(self.response.url)
+
+    @property
     def html(self) -> str:
         assert self.response is not None
         return self.response.text
@@ -157,7 +162,7 @@ class Browser:
         matches = [link for link in parse(self.html).links if link.text == text]
         assert len(matches) == 1, f"{len(matches)} links named {text!r}"
         self.clicks += 1
-        return self._follow(self.http.get(urljoin(str(self.response.url), matches[0].href)))  # type: ignore[union-attr]
+        return self._follow(self.http.get(urljoin(self.url, matches[0].href)))
 
     def click(self, text: str, **changes: str) -> httpx.Response:
         """Press the one button named `text`, submitting its form as pre-filled (plus the
@@ -174,14 +179,14 @@ class Browser:
         if button.name:
             data.append((button.name, button.value or ""))
         self.clicks += 1
-        url = urljoin(str(self.response.url), form.action or str(self.response.url))  # type: ignore[union-attr]
+        url = urljoin(self.url, form.action or self.url)
         if form.method == "post":
             fields: dict[str, list[str]] = {}
             for name, value in data:
                 fields.setdefault(name, []).append(value)
             response = self.http.post(url, data=fields)
         else:
-            response = self.http.get(url, params=data)
+            response = self.http.get(url, params=[(name, value) for name, value in data])
         return self._follow(response)
 
 

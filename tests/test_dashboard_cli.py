@@ -39,7 +39,8 @@ def test_users_create_generates_a_password_shown_once(
     created = result.json()
     assert set(created) == {"id", "email", "role", "tenant_id", "password"}
     assert created["email"] == email.lower()
-    assert created["role"] == "admin" and created["tenant_id"] == tenant.id
+    assert created["role"] == "admin"
+    assert created["tenant_id"] == tenant.id
     assert len(created["password"]) >= 16
     assert signs_in(app, email, created["password"])
     # Only the argon2 hash is stored, and the list never shows a password.
@@ -62,7 +63,8 @@ def test_users_create_generates_a_password_shown_once(
         database_url=database.url,
         cwd=tmp_path,
     )
-    assert again.returncode == 1 and again.json()["error"]["type"] == "conflict"
+    assert again.returncode == 1
+    assert again.json()["error"]["type"] == "conflict"
 
 
 def test_users_create_reads_the_password_from_stdin(
@@ -115,7 +117,8 @@ def test_users_create_reads_the_password_from_stdin(
         check=False,
         env=process_env(database.url),
     )
-    assert short.returncode == 1 and "password" in short.stderr
+    assert short.returncode == 1
+    assert "password" in short.stderr
 
 
 def test_users_create_refuses_a_bad_role_or_email(

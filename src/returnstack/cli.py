@@ -357,7 +357,8 @@ def users_create(
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction() as session:
         found = find_tenant(session, tenant)
         created = create_user(
@@ -387,7 +388,8 @@ def users_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     from returnstack.dashboard.users import list_users
     from returnstack.tenants.service import find_tenant
 
-    db = _database()
+    with _errors(as_json):
+        db = _database()
     with _errors(as_json), db.transaction(write=False) as session:
         users = list_users(session, tenant_id=find_tenant(session, tenant).id)
     rows = [
@@ -572,6 +574,19 @@ def import_file(
         raise typer.Exit(1)
 
 
+DEMO_ADMIN = "admin@demo.example"
+
+
+def _demo_dashboard_user(session: Any, tenant_id: str) -> str | None:
+    """The demo's dashboard admin; its password (generated) when it was just created."""
+    from returnstack.dashboard.users import create_user
+    from returnstack.models import DashboardUser
+
+    if session.scalar(select(DashboardUser.id).where(DashboardUser.email == DEMO_ADMIN)):
+        return None
+    return create_user(session, tenant_id=tenant_id, email=DEMO_ADMIN, role="admin").password
+
+
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -600,6 +615,7 @@ def demo(
             signing_secret = tenant.signing_secret
         secret = create_key(session, tenant=tenant, kind="secret")
         publishable = create_key(session, tenant=tenant, kind="publishable")
+        dashboard_password = _demo_dashboard_user(session, tenant.id)
     accepted = {Trust.verified: 0, Trust.reported: 0}
     batch: list[Any] = []
 
@@ -652,6 +668,10 @@ def demo(
     }
     if signing_secret:
         payload["signing_secret"] = signing_secret
+    dashboard = {"url": f"{base}/dashboard", "email": DEMO_ADMIN}
+    if dashboard_password:
+        dashboard["password"] = dashboard_password
+    payload["dashboard"] = dashboard
 
     def human() -> None:
         out.print(
@@ -692,6 +712,11 @@ def demo(
         ):
             out.print(f"  # {vendor}", markup=False)
             out.print(f"  {command}", markup=False, soft_wrap=True)
+        out.print(f"dashboard: {base}/dashboard  (sign in as {DEMO_ADMIN}", end="")
+        if dashboard_password:
+            out.print(f", password {dashboard_password}, shown once)")
+        else:
+            out.print(", with the password printed when it was created)")
 
     _emit(as_json, payload, human)
     if serve_after:
