@@ -2,13 +2,12 @@
 and lines): return rate and refunded value over time, by reason, category, store and
 channel, and the most-returned products. Declined and cancelled returns do not count."""
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
 
@@ -127,16 +126,33 @@ def compute(
         .group_by(day)
     ):
         timeline[bucket(day_key, period)].units_returned += int(units or 0)
+    # Units sold, in one pass over the period's order lines: by day, category, store and
+    # channel at once (a few thousand groups at most), summed up per dimension below.
     order_day = _day(session, Order.placed_at)
-    for day_key, units in session.execute(
-        select(order_day, func.sum(OrderLine.quantity))
+    sold_by: dict[str, dict[str, int]] = {"category": {}, "store": {}, "channel": {}}
+    for day_key, category, store_id, channel, units in session.execute(
+        select(
+            order_day,
+            OrderLine.category,
+            Order.store_id,
+            Order.channel,
+            func.sum(OrderLine.quantity),
+        )
+        .select_from(Order)
         .join(OrderLine, line_join)
         .where(orders_in_range)
-        .group_by(order_day)
+        .group_by(order_day, OrderLine.category, Order.store_id, Order.channel)
     ):
+        count = int(units or 0)
         slot = timeline.get(bucket(day_key, period))
         if slot is not None and slot.units_sold is not None:
-            slot.units_sold += int(units or 0)
+            slot.units_sold += count
+        for dimension, key in (
+            ("category", category or "(none)"),
+            ("store", store_id or NO_STORE),
+            ("channel", channel),
+        ):
+            sold_by[dimension][key] = sold_by[dimension].get(key, 0) + count
     result.over_time = list(timeline.values())
 
     # By reason (an item's reason; refunds belong to returns, not reasons).
@@ -161,26 +177,38 @@ def compute(
     ]
     result.by_reason.sort(key=lambda row: (-row.units_returned, row.group))
 
-    # By category and by product. A product's category comes from its order lines (a
-    # recorded return may name the product without its line).
-    category_of = (
-        select(OrderLine.product_id, func.max(OrderLine.category).label("category"))
-        .where(OrderLine.tenant_id == tenant_id)
-        .group_by(OrderLine.product_id)
-        .subquery()
+    # By category and by product. An item's category is its order line's; a recorded
+    # return may name only the product, then the category of that product in the order.
+    line = aliased(OrderLine)
+    by_product = (
+        select(func.max(OrderLine.category))
+        .where(
+            OrderLine.tenant_id == ReturnItem.tenant_id,
+            OrderLine.order_id == ReturnItem.order_id,
+            OrderLine.product_id == ReturnItem.product_id,
+        )
+        .scalar_subquery()
     )
+    line_category = func.coalesce(line.category, by_product).label("category")
     returned_lines = (
         select(
-            category_of.c.category,
+            line_category,
             ReturnItem.product_id,
             func.sum(ReturnItem.quantity).label("units"),
             func.sum(ReturnItem.quantity * func.coalesce(ReturnItem.unit_price, 0)).label("value"),
         )
         .select_from(Return)
         .join(ReturnItem, item_join)
-        .outerjoin(category_of, category_of.c.product_id == ReturnItem.product_id)
+        .outerjoin(
+            line,
+            and_(
+                line.tenant_id == ReturnItem.tenant_id,
+                line.order_id == ReturnItem.order_id,
+                line.line_id == ReturnItem.line_id,
+            ),
+        )
         .where(returns_in_range)
-        .group_by(category_of.c.category, ReturnItem.product_id)
+        .group_by(line_category, ReturnItem.product_id)
     )
     categories: dict[str, Row] = {}
     products: dict[str, Row] = {}
@@ -192,16 +220,8 @@ def compute(
         product = products.setdefault(product_id, Row(group=product_id, label=product_id))
         product.units_returned += int(units or 0)
         product.refunded += int(value or 0)
-    for category, units in session.execute(
-        select(OrderLine.category, func.sum(OrderLine.quantity))
-        .select_from(Order)
-        .join(OrderLine, line_join)
-        .where(orders_in_range)
-        .group_by(OrderLine.category)
-    ):
-        name = category or "(none)"
-        if name in categories:
-            categories[name].units_sold = int(units or 0)
+    for name, row in categories.items():
+        row.units_sold = sold_by["category"].get(name, 0)
     top_ids = sorted(products, key=lambda pid: (-products[pid].units_returned, pid))[:top]
     if top_ids:
         for product_id, units, product_name in session.execute(
@@ -220,39 +240,44 @@ def compute(
     result.top_products = [products[pid] for pid in top_ids]
     # "refunded" of categories and products is the returned value (refunds are per return).
 
-    # By store and by channel.
-    for attribute, order_column, return_column in (
-        ("by_store", Order.store_id, Return.store_id),
-        ("by_channel", Order.channel, Return.channel),
-    ):
-        rows: dict[str, Row] = defaultdict(lambda: Row(group="", label=""))
-        for key, count, refunded in session.execute(
-            select(return_column, func.count(), func.coalesce(func.sum(Return.refund_amount), 0))
-            .where(returns_in_range)
-            .group_by(return_column)
-        ):
-            name = key or NO_STORE
-            rows[name] = Row(group=name, label=name, returns=count, refunded=int(refunded or 0))
-        units_by_key = session.execute(
-            select(return_column, func.sum(ReturnItem.quantity))
-            .join(ReturnItem, item_join)
-            .where(returns_in_range)
-            .group_by(return_column)
+    # By store and by channel: returns, refunds and units in two passes.
+    by_store: dict[str, Row] = {}
+    by_channel: dict[str, Row] = {}
+
+    def rows_for(store_id: str | None, channel: str) -> tuple[Row, Row]:
+        store_key = store_id or NO_STORE
+        store = by_store.setdefault(store_key, Row(group=store_key, label=store_key))
+        via = by_channel.setdefault(channel, Row(group=channel, label=channel))
+        return store, via
+
+    for store_id, channel, count, refunded in session.execute(
+        select(
+            Return.store_id,
+            Return.channel,
+            func.count(),
+            func.coalesce(func.sum(Return.refund_amount), 0),
         )
-        for key, units in units_by_key:
-            rows[key or NO_STORE].units_returned = int(units or 0)
-        for key, units in session.execute(
-            select(order_column, func.sum(OrderLine.quantity))
-            .select_from(Order)
-            .join(OrderLine, line_join)
-            .where(orders_in_range)
-            .group_by(order_column)
-        ):
-            name = key or NO_STORE
-            if name in rows:
-                rows[name].units_sold = int(units or 0)
-        ordered = sorted(rows.values(), key=lambda row: (-row.units_returned, row.group))
-        setattr(result, attribute, ordered)
+        .where(returns_in_range)
+        .group_by(Return.store_id, Return.channel)
+    ):
+        for row in rows_for(store_id, channel):
+            row.returns += count
+            row.refunded += int(refunded or 0)
+    for store_id, channel, units in session.execute(
+        select(Return.store_id, Return.channel, func.sum(ReturnItem.quantity))
+        .join(ReturnItem, item_join)
+        .where(returns_in_range)
+        .group_by(Return.store_id, Return.channel)
+    ):
+        for row in rows_for(store_id, channel):
+            row.units_returned += int(units or 0)
+    for dimension, rows in (("store", by_store), ("channel", by_channel)):
+        for key, row in rows.items():
+            row.units_sold = sold_by[dimension].get(key, 0)
+    result.by_store = sorted(by_store.values(), key=lambda row: (-row.units_returned, row.group))
+    result.by_channel = sorted(
+        by_channel.values(), key=lambda row: (-row.units_returned, row.group)
+    )
     if result.by_store:
         names = dict(
             session.execute(
