@@ -81,23 +81,14 @@ def humanize(value: str | None) -> str:
     return "" if value is None else value.replace("_", " ").capitalize()
 
 
-def bars(rows: list[Any], attribute: str, *, width: int = 320, bar_height: int = 18) -> str:
-    """A horizontal bar chart as inline SVG (the numbers sit beside it in a table)."""
-    values = [max(0.0, float(getattr(row, attribute) or 0)) for row in rows]
-    top = max(values, default=0.0) or 1.0
-    gap = 6
-    height = max(1, len(rows)) * (bar_height + gap)
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" '
-        f'preserveAspectRatio="xMinYMin meet" role="img" aria-hidden="true" '
-        f'focusable="false">'
-    ]
-    for index, value in enumerate(values):
-        length = 0 if not value else max(2, int(value / top * (width - 4)))
-        y = index * (bar_height + gap)
-        parts.append(f'<rect x="0" y="{y}" width="{length}" height="{bar_height}" rx="2"></rect>')
-    parts.append("</svg>")
-    return "".join(parts)
+def bar(value: float | None, top: float | None) -> str:
+    """One bar of a horizontal bar chart, drawn in its table row beside its numbers."""
+    share = 0.0 if not value or not top else max(0.02, float(value) / float(top))
+    return (
+        '<svg class="bar" viewBox="0 0 100 12" preserveAspectRatio="none" width="100%" '
+        f'height="12" aria-hidden="true" focusable="false"><rect width="{share * 100:.1f}" '
+        'height="12" rx="1"></rect></svg>'
+    )
 
 
 def columns(rows: list[Any], attribute: str, *, width: int = 640, height: int = 160) -> str:
@@ -135,7 +126,7 @@ environment.globals.update(
     OUTCOMES=OUTCOMES,
     REFUND_METHODS=REFUND_METHODS,
     DECLINE_REASONS=DECLINE_REASONS,
-    bars=bars,
+    bar=bar,
     columns=columns,
     describe_code=describe_code,
 )
