@@ -23,6 +23,7 @@ from tests.dashboard_helpers import (
     sign_in,
 )
 from tests.returns_helpers import Api, line, person, wanted
+from tests.test_routing import api_routes
 
 PAGES = [
     "/dashboard/returns",
@@ -70,6 +71,39 @@ def test_signed_out_every_page_redirects_to_the_login_page(http: TestClient) -> 
     assert 'for="email">Email<' in login.text
     assert 'for="password">Password<' in login.text
     assert "Sign in" in button_names(login.text)
+
+
+def test_no_dashboard_route_answers_a_stranger_or_an_api_key(
+    app: FastAPI, http: TestClient, tenant: TenantFixture
+) -> None:
+    """Every route under /dashboard (but the login page and the static files) sends a caller
+    without a dashboard session to the login page, whatever key or session it carries."""
+    routes = [
+        (method, route.path_format)
+        for route in api_routes(app)
+        if route.path_format.startswith("/dashboard")
+        for method in route.methods or ()
+        if method != "HEAD"
+    ]
+    assert len(routes) >= 20
+    values = {
+        "number": "R-000001",
+        "action": "approve",
+        "attachment_id": "att_x",
+        "customer_id": "cust-1",
+        "email": "a@b.example",
+        "key_id": "key_x",
+        "user_id": "usr_x",
+    }
+    for method, path in routes:
+        url = path.format(**values)
+        for headers in ({}, tenant.headers, tenant.publishable_headers):
+            response = http.request(method, url, headers=headers, data={"csrf_token": "x"})
+            if path == "/dashboard/login":
+                assert response.status_code in (200, 403), (method, path)
+                continue
+            assert response.status_code == 303, (method, path, response.status_code)
+            assert response.headers["location"].startswith("/dashboard/login"), (method, path)
 
 
 def test_sign_in_cookie_is_httponly_lax_and_leads_back(

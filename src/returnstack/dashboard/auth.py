@@ -12,7 +12,7 @@ from starlette.responses import Response
 from returnstack.dashboard import users
 from returnstack.dashboard.users import SignedIn
 from returnstack.kit.deps import read_session
-from returnstack.storefront.auth import FailureLimiter
+from returnstack.kit.ratelimit import TokenBuckets
 
 SESSION_COOKIE = "rs_dashboard"
 LOGIN_CSRF_COOKIE = "rs_dashboard_login"
@@ -143,14 +143,21 @@ def admin_only(staff: Staff) -> SignedIn:
 AdminPage = Annotated[SignedIn, Depends(admin_only)]
 
 
+# Buckets kept per kind; beyond it the least recently failed are forgotten.
+MAX_KEYS = 20_000
+
+
 class SignInLimiters:
+    """Only failures count; while a bucket of the attempt is empty, every attempt is
+    refused, right or wrong, so a refused guess learns nothing."""
+
     def __init__(self) -> None:
-        self.per_client = FailureLimiter(*FAILURES_PER_CLIENT)
-        self.per_email = FailureLimiter(*FAILURES_PER_EMAIL)
+        self.per_client = TokenBuckets(*FAILURES_PER_CLIENT, max_keys=MAX_KEYS)
+        self.per_email = TokenBuckets(*FAILURES_PER_EMAIL, max_keys=MAX_KEYS)
 
     def wait(self, client: str, email: str) -> float:
         return max(self.per_client.wait(client), self.per_email.wait(email))
 
     def failed(self, client: str, email: str) -> None:
-        self.per_client.fail(client)
-        self.per_email.fail(email)
+        self.per_client.drain(client)
+        self.per_email.drain(email)

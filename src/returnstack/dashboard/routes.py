@@ -58,6 +58,8 @@ from returnstack.kit.errors import (
     validation_details,
 )
 from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
+from returnstack.kit.ratelimit import client_address
+from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import normalize_email
 from returnstack.models import Order, Return, Tenant
 from returnstack.orders.service import render_orders
@@ -77,7 +79,7 @@ from returnstack.returns.schemas import (
 from returnstack.returns.state import TRANSITIONS, Status
 from returnstack.tenants import service as tenants_service
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RenderInThreadRoute)
 T = TypeVar("T")
 STATUSES = [status.value for status in Status]
 PAGE = 25
@@ -146,9 +148,7 @@ def _see_other(path: str) -> RedirectResponse:
 
 
 def _limiters(request: Request) -> SignInLimiters:
-    limiters: SignInLimiters | None = getattr(request.app.state, "dashboard_limiters", None)
-    if limiters is None:
-        limiters = request.app.state.dashboard_limiters = SignInLimiters()
+    limiters: SignInLimiters = request.app.state.dashboard_sign_ins
     return limiters
 
 
@@ -193,7 +193,7 @@ def login(
     email = _text(form, "email")[:320]
     password = form.get("password")
     next_path = _safe_next(_text(form, "next"))
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     limiters = _limiters(request)
     wait = limiters.wait(client, email.lower())
     if wait:
@@ -1079,6 +1079,7 @@ def install(app: FastAPI) -> None:
     """Mount the dashboard on the app: its pages, static files, and its error pages."""
     from importlib.resources import files
 
+    app.state.dashboard_sign_ins = SignInLimiters()
     app.include_router(router)
     app.mount(
         f"{PREFIX}/static",
