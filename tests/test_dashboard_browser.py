@@ -401,7 +401,7 @@ def test_no_serious_accessibility_violations_on_any_page(
         f"/dashboard/returns/new?customer_id={customer['id']}",
         "/dashboard/customers?where=orders+%3E%3D+1",
         "/dashboard/customers?where=orders+%3E%3D",
-        f"/dashboard/customers/{customer['id']}",
+        f"/dashboard/customers/profile?id={customer['id']}",
         "/dashboard/insights",
         "/dashboard/settings",
     ]

@@ -696,13 +696,11 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
                 context["problems"]["search"] = str(exc)
                 profile = None
             if profile is not None:
-                if profile["customer"]["id"]:
-                    return _see_other(f"{PREFIX}/customers/{_quote(profile['customer']['id'])}")
-                return _see_other(f"{PREFIX}/guests/{_quote(profile['customer']['email'])}")
+                return _see_other(_profile_url(profile))
         elif "\x00" not in search and customer_profile(
             session, tenant_id=tenant_id, customer_id=search[:128]
         ):
-            return _see_other(f"{PREFIX}/customers/{_quote(search[:128])}")
+            return _see_other(f"{PREFIX}/customers/profile?id={_quote(search[:128])}")
         context["problems"].setdefault("search", "no customer with this id or email")
         return render(request, "customers.html", context, status_code=404)
     if where is not None:
@@ -788,33 +786,38 @@ def _customer_page(
     )
 
 
-@router.get("/guests/{email}")
-def guest_page(request: Request, email: str, staff: Staff, session: DbSession) -> Response:
+@router.get("/customers/profile")
+def customer_page(
+    request: Request,
+    staff: Staff,
+    session: DbSession,
+    id: Annotated[str | None, Query(max_length=128)] = None,
+    email: Annotated[str | None, Query(max_length=320)] = None,
+) -> Response:
+    """A customer's page (?id=), or a guest's (?email=). Ids and emails travel in the query
+    string: the request log records the path only, so they stay out of the logs."""
+    tenant_id = staff.user.tenant_id
+    if id and "\x00" not in id:
+        profile = customer_profile(session, tenant_id=tenant_id, customer_id=id)
+        emails = tuple(profile["customer"]["emails"]) if profile else ()
+        filters = repository.ReturnFilters(customer_id=id, guest_emails=emails)
+        return _customer_page(request, session, staff, profile, filters)
     try:
-        normalized = normalize_email(email)
+        normalized = normalize_email(email or "")
     except ValueError:
-        raise NotFound("No such guest.") from None
-    profile = email_profile(session, tenant_id=staff.user.tenant_id, email=normalized)
+        raise NotFound("No such customer.") from None
+    profile = email_profile(session, tenant_id=tenant_id, email=normalized)
     if profile is not None and profile["customer"]["id"]:
-        return _see_other(f"{PREFIX}/customers/{_quote(profile['customer']['id'])}")
-    return _customer_page(
-        request, session, staff, profile, repository.ReturnFilters(email=normalized)
-    )
+        return _see_other(_profile_url(profile))
+    filters = repository.ReturnFilters(email=normalized)
+    return _customer_page(request, session, staff, profile, filters)
 
 
-@router.get("/customers/{customer_id:path}")
-def customer_page(request: Request, customer_id: str, staff: Staff, session: DbSession) -> Response:
-    profile = None
-    if "\x00" not in customer_id and len(customer_id) <= 128:
-        profile = customer_profile(session, tenant_id=staff.user.tenant_id, customer_id=customer_id)
-    emails = tuple(profile["customer"]["emails"]) if profile else ()
-    return _customer_page(
-        request,
-        session,
-        staff,
-        profile,
-        repository.ReturnFilters(customer_id=customer_id, guest_emails=emails),
-    )
+def _profile_url(profile: dict[str, Any]) -> str:
+    customer = profile["customer"]
+    if customer["id"]:
+        return f"{PREFIX}/customers/profile?id={_quote(customer['id'])}"
+    return f"{PREFIX}/customers/profile?email={_quote(customer['email'])}"
 
 
 # --- insights --------------------------------------------------------------------------------
