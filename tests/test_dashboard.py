@@ -563,6 +563,24 @@ def test_a_guest_return_over_two_orders_with_its_preview(
     assert created["history"][0]["actor"] == f"dashboard:{email}"
 
 
+def test_new_return_takes_order_and_line_ids_with_any_characters(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
+) -> None:
+    order = api.buy(line("a:1/b", unit_price=1234), order_id=f"web:{person()['id']}/x y")
+    client, _ = staff_client(app, database, tenant, "agent")
+    browser = Browser(client)
+    browser.goto("/dashboard/returns/new")
+    browser.click("Find orders", customer_id=order["customer"]["id"])
+    form = next(f for f in parse(browser.html).forms for b in f.buttons if b.text == "Preview")
+    quantity = next(name for name, _ in form.fields if name.startswith("qty:"))
+    browser.click("Preview", **{quantity: "1"})
+    response = browser.click("Create return", **{quantity: "1"})
+    created = api.read(response.url.path.rsplit("/", 1)[1])
+    assert [(i["order_id"], i["line_id"]) for i in created["items"]] == [
+        (order["order_id"], "a:1/b")
+    ]
+
+
 def test_new_return_shows_problems_in_words(
     app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
 ) -> None:

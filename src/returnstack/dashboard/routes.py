@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.staticfiles import StaticFiles
@@ -361,8 +362,6 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
 
 
 def _quote(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 
@@ -487,8 +486,9 @@ def _return_request(form: FormData) -> tuple[dict[str, Any], list[dict[str, Any]
         quantity = _text(form, key)
         if not quantity or quantity == "0":
             continue
-        _, order_id, line_id = key.split(":", 2)
-        suffix = f"{order_id}:{line_id}"
+        suffix = key.removeprefix("qty:")
+        quoted_order, _, quoted_line = suffix.partition(":")
+        order_id, line_id = unquote(quoted_order), unquote(quoted_line)
         item: dict[str, Any] = {
             "order_id": order_id,
             "line_id": line_id,
