@@ -783,3 +783,7 @@ def test_every_page_answers_for_every_role(
     assert static.status_code == 200
     assert "text/css" in static.headers["content-type"]
     assert client.get("/dashboard/returns/R-999999").status_code == 404
+    missing = client.get("/dashboard/no-such-page")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert client.get("/v1/no-such-page").json()["error"]["type"] == "not_found"

@@ -2,6 +2,7 @@
 service function as the API, and renders a template; a domain error rolls the transaction
 back and shows the API's messages next to the fields."""
 
+import inspect
 import math
 import secrets
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from returnstack.customers.expressions import compile_where
@@ -55,7 +57,6 @@ from returnstack.kit.errors import (
     ApiError,
     InvalidRequest,
     NotFound,
-    error_response,
     validation_details,
 )
 from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
@@ -1107,25 +1108,46 @@ def install(app: FastAPI) -> None:
             status_code=403,
         )
 
+    api_error = app.exception_handlers[ApiError]
+    http_error = app.exception_handlers[StarletteHTTPException]
+
     async def on_api_error(request: Request, exc: Exception) -> Response:
-        # The API's errors (a return that does not exist, ...) as a page on the dashboard.
-        assert isinstance(exc, ApiError)
+        # The API's errors (a return that does not exist, ...) as a page on the dashboard;
+        # elsewhere as the API renders them.
         if not is_dashboard(request):
-            return error_response(exc)
-        return render(
-            request,
-            "error.html",
-            {
-                "staff": getattr(request.state, "dashboard_user", None),
-                "title": "Not found" if exc.status_code == 404 else "Something is not right",
-                "message": exc.message,
-            },
-            status_code=exc.status_code,
-        )
+            return await _delegate(api_error, request, exc)
+        assert isinstance(exc, ApiError)
+        return _error_page(request, exc.status_code, exc.message)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        if not is_dashboard(request):
+            return await _delegate(http_error, request, exc)
+        assert isinstance(exc, StarletteHTTPException)
+        return _error_page(request, exc.status_code, str(exc.detail))
 
     app.add_exception_handler(SignInRequired, on_sign_in_required)
     app.add_exception_handler(DashboardForbidden, on_forbidden)
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+
+
+async def _delegate(handler: Any, request: Request, exc: Exception) -> Response:
+    result = handler(request, exc)
+    response: Response = await result if inspect.isawaitable(result) else result
+    return response
+
+
+def _error_page(request: Request, status_code: int, message: str) -> Response:
+    return render(
+        request,
+        "error.html",
+        {
+            "staff": getattr(request.state, "dashboard_user", None),
+            "title": "Not found" if status_code == 404 else "Something is not right",
+            "message": message,
+        },
+        status_code=status_code,
+    )
 
 
 def is_dashboard(request: Request) -> bool:
