@@ -99,6 +99,7 @@ def test_no_dashboard_route_answers_a_stranger_or_an_api_key(
         "email": "a@b.example",
         "key_id": "key_x",
         "user_id": "usr_x",
+        "segment_id": "seg_x",
     }
     for method, path in routes:
         url = path.format(**values)
@@ -640,6 +641,25 @@ def test_customer_search_profile_segment_and_csv(
     assert broken.status_code == 400
     assert "at character" in broken.text
     assert 'class="caret"' in broken.text
+
+
+def test_segments_are_saved_listed_and_deleted(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
+) -> None:
+    client, _ = staff_client(app, database, tenant, "agent")
+    browser = Browser(client)
+    browser.goto("/dashboard/customers?where=returns+%3E%3D+1")
+    browser.click("Save segment", name="Returners")
+    assert "The segment was saved." in browser.html
+    saved = api.get("/v1/segments").json()["data"]
+    assert [(s["name"], s["where"]) for s in saved] == [("Returners", "returns >= 1")]
+    browser.click_link("Returners")
+    assert "returns &gt;= 1" in browser.html
+    browser.click("Delete segment Returners")
+    assert api.get("/v1/segments").json()["data"] == []
+    viewer, _ = staff_client(app, database, tenant, "viewer")
+    page = viewer.get("/dashboard/customers", params={"where": "returns >= 1"}).text
+    assert "Save segment" not in button_names(page)
 
 
 def test_a_guest_has_a_page_too(

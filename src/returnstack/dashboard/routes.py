@@ -20,8 +20,10 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from returnstack.customers import segments
 from returnstack.customers.expressions import compile_where
 from returnstack.customers.render import customer_profile, email_profile
+from returnstack.customers.segment_endpoints import SegmentCreate
 from returnstack.customers.segments import list_customers, parse_sort, stream_csv
 from returnstack.dashboard import insights, users
 from returnstack.dashboard.auth import (
@@ -688,6 +690,9 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
         "rows": None,
         "problems": {},
         "next_query": None,
+        "segments": segments.list_segments(session, tenant_id=tenant_id, limit=50, cursor=None)[
+            "data"
+        ],
     }
     if search:
         if "@" in search:
@@ -729,6 +734,37 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
                 f"&cursor={_quote(page['next_cursor'])}"
             )
     return render(request, "customers.html", context)
+
+
+@router.post("/segments")
+def save_segment(request: Request, posted: Agent, session: DbSession) -> Response:
+    """Save the segment shown (POST /v1/segments's checks and service)."""
+    staff, form = posted
+    where = _text(form, "where")
+    try:
+        data = attempt(
+            session,
+            lambda: SegmentCreate.model_validate({"name": _text(form, "name"), "where": where}),
+        )
+        attempt(
+            session,
+            lambda: segments.create_segment(
+                session, tenant_id=staff.user.tenant_id, name=data.name, where=data.where
+            ),
+        )
+    except FormErrors as errors:
+        message = "; ".join(f"{path or 'segment'}: {text}" for path, text in errors.fields.items())
+        return _error_page(request, 422, f"The segment was not saved. {message}")
+    return _see_other(f"{PREFIX}/customers?where={_quote(where)}&saved=1")
+
+
+@router.post("/segments/{segment_id}/delete")
+def delete_segment(
+    request: Request, segment_id: str, posted: Agent, session: DbSession
+) -> Response:
+    staff, _ = posted
+    segments.delete_segment(session, tenant_id=staff.user.tenant_id, segment_id=segment_id)
+    return _see_other(f"{PREFIX}/customers#segments")
 
 
 @router.get("/customers.csv")
