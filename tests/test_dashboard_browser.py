@@ -375,7 +375,7 @@ def test_screenshots_of_the_main_pages(
         open_return(http, order, quantity=2)
     sign_in(page, make_user(database, tenant, "admin"))
     page.get_by_role("link", name="Insights").click()
-    assert page.locator("svg.chart, svg.bar").count() >= 7
+    assert page.locator("svg.chart").count() == 2  # rate and refunds over time
     shoot(page, "insights")
     page.get_by_role("link", name="Settings").click()
     assert page.get_by_role("button", name="Save policy").count() == 1
