@@ -100,6 +100,8 @@ def test_no_dashboard_route_answers_a_stranger_or_an_api_key(
         "key_id": "key_x",
         "user_id": "usr_x",
         "segment_id": "seg_x",
+        "webhook_id": "whk_x",
+        "delivery_id": "del_x",
     }
     for method, path in routes:
         url = path.format(**values)
@@ -759,6 +761,29 @@ def test_admin_settings_policy_keys_and_users(
     response = browser.click("Add user", email="new.agent@staff.example", role="agent")
     assert response.status_code == 422
     assert "is taken" in response.text
+
+
+def test_admin_adds_a_webhook_and_sees_its_deliveries(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
+) -> None:
+    admin, _ = staff_client(app, database, tenant, "admin")
+    browser = Browser(admin)
+    browser.goto("/dashboard/settings")
+    response = browser.click("Add webhook", url="http://127.0.0.1:9/hook")
+    assert response.status_code == 422  # a private address (the API's check)
+    assert "url" in response.text
+    response = browser.click(
+        "Add webhook", url="https://hooks.example.com/returns", events="return.approved"
+    )
+    assert response.status_code == 200, response.text
+    secret = response.text.split('id="new-webhook-secret" readonly value="', 1)[1].split('"')[0]
+    assert secret
+    listed = api.get("/v1/webhooks").json()["data"]
+    assert [(w["url"], w["events"]) for w in listed] == [
+        ("https://hooks.example.com/returns", ["return.approved"])
+    ]
+    assert secret not in browser.goto("/dashboard/settings").text
+    assert "https://hooks.example.com/returns" in browser.html
 
 
 def test_the_last_admin_cannot_demote_themself(

@@ -82,6 +82,7 @@ from returnstack.returns.schemas import (
 )
 from returnstack.returns.state import TRANSITIONS, Status
 from returnstack.tenants import service as tenants_service
+from returnstack.webhooks import service as webhooks
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RenderInThreadRoute)
 T = TypeVar("T")
@@ -934,9 +935,78 @@ def _settings_page(
         "message": None,
         "created_key": None,
         "created_user": None,
+        "created_webhook": None,
+        "webhooks": _webhooks(session, tenant_id),
     }
     context.update(extra)
     return render(request, "settings.html", context, status_code=status)
+
+
+def _webhooks(session: Session, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's webhooks, each with its 10 latest delivery attempts."""
+    subscriptions = webhooks.list_subscriptions(
+        session, tenant_id=tenant_id, limit=50, cursor=None
+    )["data"]
+    for subscription in subscriptions:
+        subscription["deliveries"] = webhooks.list_deliveries(
+            session,
+            tenant_id=tenant_id,
+            subscription_id=subscription["id"],
+            limit=10,
+            cursor=None,
+            status=None,
+        )["data"]
+    return subscriptions
+
+
+@router.post("/settings/webhooks")
+def create_webhook(request: Request, posted: Admin, session: DbSession) -> Response:
+    staff, form = posted
+    events = [event.strip() for event in _text(form, "events").split(",") if event.strip()]
+    try:
+        created = attempt(
+            session,
+            lambda: webhooks.create_subscription(
+                session,
+                tenant_id=staff.user.tenant_id,
+                url=_text(form, "url"),
+                events=events or ["*"],
+                description=_optional(form, "description"),
+                enabled=True,
+                allow_private=request.app.state.settings.webhooks_allow_private,
+            ),
+        )
+    except FormErrors as errors:
+        return _settings_page(
+            request,
+            session,
+            staff,
+            status=422,
+            errors={f"webhook_{k}": v for k, v in errors.fields.items()},
+            message=errors.message,
+        )
+    # The signing secret is shown once, on this response only.
+    return _settings_page(request, session, staff, created_webhook=created)
+
+
+@router.post("/settings/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
+def retry_webhook_delivery(
+    request: Request, webhook_id: str, delivery_id: str, posted: Admin, session: DbSession
+) -> Response:
+    staff, _ = posted
+    try:
+        attempt(
+            session,
+            lambda: webhooks.retry_delivery(
+                session,
+                tenant_id=staff.user.tenant_id,
+                subscription_id=webhook_id,
+                delivery_id=delivery_id,
+            ),
+        )
+    except FormErrors as errors:
+        return _settings_page(request, session, staff, status=409, message=errors.message)
+    return _see_other(f"{PREFIX}/settings#webhooks")
 
 
 def _rules_json(policy: policies.PolicyDocument) -> str:
