@@ -55,6 +55,21 @@ CASES: dict[str, tuple[Args, Args]] = {
         lambda t, tmp: ["--tenant", t.id],
         lambda t, tmp: ["--tenant", "no-such-tenant"],
     ),
+    "users create": (
+        lambda t, tmp: [
+            "--tenant",
+            t.id,
+            "--email",
+            f"{uuid.uuid4().hex[:10]}@staff.example",
+            "--role",
+            "agent",
+        ],
+        lambda t, tmp: ["--tenant", t.id, "--email", "not-an-email", "--role", "agent"],
+    ),
+    "users list": (
+        lambda t, tmp: ["--tenant", t.name],
+        lambda t, tmp: ["--tenant", "no-such-tenant"],
+    ),
     "import": (
         lambda t, tmp: [_events_file(tmp), "--tenant", t.id],
         lambda t, tmp: [_events_file(tmp), "--tenant", "no-such-tenant"],

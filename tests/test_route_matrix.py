@@ -143,10 +143,12 @@ NAMED_BODIES = {("POST", "/v1/rankings")}
 
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    # The dashboard's pages take no key, only a dashboard session: every stranger (and every
+    # API key) is sent to its login page, tested route by route in tests/test_dashboard.py.
     return {
         (method, route.path_format)
         for route in api_routes(app)
-        if route.path_format not in NOT_API
+        if route.path_format not in NOT_API and not route.path_format.startswith("/dashboard")
         for method in route.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }

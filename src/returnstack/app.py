@@ -14,6 +14,7 @@ from returnstack.compat.sailthru import router as sailthru_router
 from returnstack.config import Settings, get_settings
 from returnstack.customers.endpoints import router as customers_router
 from returnstack.customers.segment_endpoints import router as segments_router
+from returnstack.dashboard.routes import install as install_dashboard
 from returnstack.events.endpoints import router as events_router
 from returnstack.kit import migrate
 from returnstack.kit.cors import RouteCORS
@@ -110,4 +111,5 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(sailthru_router)
     app.include_router(optimove_router)
     app.include_router(emporix_router)
+    install_dashboard(app)
     return app

@@ -34,6 +34,8 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 profiles_app = typer.Typer(help="Customer profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+users_app = typer.Typer(help="Dashboard users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console(stderr=True)
 out = Console()
@@ -45,6 +47,12 @@ TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant id or name."
 class KeyKind(StrEnum):
     secret = "secret"
     publishable = "publishable"
+
+
+class Role(StrEnum):
+    admin = "admin"
+    agent = "agent"
+    viewer = "viewer"
 
 
 class ImportFormat(StrEnum):
@@ -100,7 +108,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
 ) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API and the dashboard (at /dashboard)."""
     import uvicorn
 
     from returnstack.kit.logs import logging_config
@@ -325,6 +333,87 @@ def keys_revoke(key_id: str, as_json: JsonFlag = False) -> None:
     _emit(as_json, payload, lambda: out.print(f"revoked {key.id} ({key.prefix}…)"))
 
 
+# --- dashboard users ----------------------------------------------------------------------
+
+
+@users_app.command("create")
+def users_create(
+    tenant: TenantOption,
+    email: Annotated[str, typer.Option("--email", help="The sign-in email.")],
+    role: Annotated[Role, typer.Option("--role", help="admin, agent or viewer.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the password from standard input (else generated)."
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a dashboard user. Without --password-stdin a password is generated and
+    printed once; only its argon2 hash is stored."""
+    from returnstack.dashboard.users import create_user
+    from returnstack.tenants.service import find_tenant
+
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    with _errors(as_json):
+        db = _database()
+    with _errors(as_json), db.transaction() as session:
+        found = find_tenant(session, tenant)
+        created = create_user(
+            session, tenant_id=found.id, email=email, role=role.value, password=password
+        )
+    user = created.user
+    payload: dict[str, Any] = {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "tenant_id": user.tenant_id,
+    }
+    if created.password is not None:
+        payload["password"] = created.password
+
+    def human() -> None:
+        out.print(f"dashboard user {user.id} ({user.email}, {user.role})")
+        if created.password is not None:
+            out.print(f"password (shown once): {created.password}", soft_wrap=True)
+
+    _emit(as_json, payload, human)
+
+
+@users_app.command("list")
+def users_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
+    """List a tenant's dashboard users."""
+    from returnstack.dashboard.users import list_users
+    from returnstack.tenants.service import find_tenant
+
+    with _errors(as_json):
+        db = _database()
+    with _errors(as_json), db.transaction(write=False) as session:
+        users = list_users(session, tenant_id=find_tenant(session, tenant).id)
+    rows = [
+        {
+            "id": u.id,
+            "email": u.email,
+            "role": u.role,
+            "created_at": rfc3339(u.created_at),
+            "disabled_at": rfc3339(u.disabled_at),
+        }
+        for u in users
+    ]
+
+    def human() -> None:
+        table = Table("id", "email", "role", "created", "disabled")
+        for row in rows:
+            table.add_row(
+                row["id"], row["email"], row["role"], row["created_at"], row["disabled_at"] or ""
+            )
+        out.print(table)
+
+    _emit(as_json, {"data": rows}, human)
+
+
 # --- import and demo ----------------------------------------------------------------------
 
 
@@ -485,6 +574,19 @@ def import_file(
         raise typer.Exit(1)
 
 
+DEMO_ADMIN = "admin@demo.example"
+
+
+def _demo_dashboard_user(session: Any, tenant_id: str) -> str | None:
+    """The demo's dashboard admin; its password (generated) when it was just created."""
+    from returnstack.dashboard.users import create_user
+    from returnstack.models import DashboardUser
+
+    if session.scalar(select(DashboardUser.id).where(DashboardUser.email == DEMO_ADMIN)):
+        return None
+    return create_user(session, tenant_id=tenant_id, email=DEMO_ADMIN, role="admin").password
+
+
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -513,6 +615,7 @@ def demo(
             signing_secret = tenant.signing_secret
         secret = create_key(session, tenant=tenant, kind="secret")
         publishable = create_key(session, tenant=tenant, kind="publishable")
+        dashboard_password = _demo_dashboard_user(session, tenant.id)
     accepted = {Trust.verified: 0, Trust.reported: 0}
     batch: list[Any] = []
 
@@ -565,6 +668,10 @@ def demo(
     }
     if signing_secret:
         payload["signing_secret"] = signing_secret
+    dashboard = {"url": f"{base}/dashboard", "email": DEMO_ADMIN}
+    if dashboard_password:
+        dashboard["password"] = dashboard_password
+    payload["dashboard"] = dashboard
 
     def human() -> None:
         out.print(
@@ -605,6 +712,11 @@ def demo(
         ):
             out.print(f"  # {vendor}", markup=False)
             out.print(f"  {command}", markup=False, soft_wrap=True)
+        out.print(f"dashboard: {base}/dashboard  (sign in as {DEMO_ADMIN}", end="")
+        if dashboard_password:
+            out.print(f", password {dashboard_password}, shown once)")
+        else:
+            out.print(", with the password printed when it was created)")
 
     _emit(as_json, payload, human)
     if serve_after:

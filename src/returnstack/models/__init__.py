@@ -2,6 +2,7 @@
 
 from returnstack.models.base import Base
 from returnstack.models.customers import Customer, CustomerEmail
+from returnstack.models.dashboard import DashboardSession, DashboardUser
 from returnstack.models.events import Event
 from returnstack.models.orders import Order, OrderLine, Store
 from returnstack.models.outbox import OutboxEvent
@@ -26,6 +27,8 @@ __all__ = [
     "Customer",
     "CustomerEmail",
     "CustomerProfile",
+    "DashboardSession",
+    "DashboardUser",
     "Event",
     "IdempotencyKey",
     "Order",

@@ -206,20 +206,33 @@ def list_returns(
     filters: ReturnFilters,
     limit: int,
     cursor: str | None,
+    oldest_first: bool = False,
 ) -> tuple[list[Return], str | None]:
-    """Newest first; the cursor is the (created_at, id) of the last row of the page."""
+    """Newest first (oldest first for the dashboard's queues of waiting returns); the cursor
+    is the (created_at, id) of the last row of the page."""
     query = _filtered(select(Return), tenant_id, filters)
     if cursor is not None:
         created_at, return_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Return.created_at < created_at,
-                and_(Return.created_at == created_at, Return.id < return_id),
+        if oldest_first:
+            query = query.where(
+                or_(
+                    Return.created_at > created_at,
+                    and_(Return.created_at == created_at, Return.id > return_id),
+                )
             )
-        )
-    rows = list(
-        session.scalars(query.order_by(Return.created_at.desc(), Return.id.desc()).limit(limit + 1))
+        else:
+            query = query.where(
+                or_(
+                    Return.created_at < created_at,
+                    and_(Return.created_at == created_at, Return.id < return_id),
+                )
+            )
+    order = (
+        (Return.created_at.asc(), Return.id.asc())
+        if oldest_first
+        else (Return.created_at.desc(), Return.id.desc())
     )
+    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
     last = rows[limit - 1] if len(rows) > limit else None
     next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:limit], next_cursor

@@ -433,6 +433,13 @@ def refundable(session: Session, ret: Return, items: list[ReturnItem]) -> tuple[
     return max(0, floor(value - fees) - ret.fee_shipping), ceil(fees)
 
 
+def default_refund(session: Session, *, tenant_id: str, reference: str) -> int:
+    """What a refund without `amount` would pay now (the dashboard pre-fills it)."""
+    ret = find_return(session, tenant_id=tenant_id, reference=reference)
+    total, _ = refundable(session, ret, _items_of(session, ret))
+    return max(0, total - (ret.refund_amount or 0))
+
+
 def apply_action(
     session: Session,
     *,

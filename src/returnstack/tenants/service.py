@@ -137,9 +137,10 @@ def list_keys(session: Session, *, tenant: Tenant) -> list[ApiKey]:
     )
 
 
-def revoke_key(session: Session, *, key_id: str) -> ApiKey:
+def revoke_key(session: Session, *, key_id: str, tenant_id: str | None = None) -> ApiKey:
+    """Revoke a key (of `tenant_id` only, when given: the dashboard's tenant)."""
     key = session.scalar(select(ApiKey).where(ApiKey.id == key_id))
-    if key is None:
+    if key is None or (tenant_id is not None and key.tenant_id != tenant_id):
         raise NotFound(f"No key with id {key_id!r}.")
     if key.revoked_at is None:
         session.execute(
