@@ -478,3 +478,22 @@ def test_the_session_header_alone_names_the_caller(
     headers = guest_headers(client, tenant, order["order_id"], address)
     assert set(headers) == {HEADER}
     assert order_ids(client, headers) == [order["order_id"]]
+
+
+def test_a_customer_sees_no_guest_orders_of_an_email_linked_to_someone_else(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    """API.md 5: an email's guest history merges into the customer it is linked to (the
+    first link wins). Another customer who later gave the same email does not own it."""
+    shared = email()
+    first, second = unique("c1"), unique("c2")
+    buy(client, tenant, customer_id=first, email_address=shared)  # links the email to c1
+    guest = buy(client, tenant, email_address=shared)  # c1's guest history
+    buy(client, tenant, customer_id=second, email_address=shared)  # c2's latest email too
+
+    seen = client.get("/v1/storefront/orders", headers=customer_headers(client, tenant, second))
+    owner = client.get("/v1/storefront/orders", headers=customer_headers(client, tenant, first))
+
+    assert seen.status_code == 200, seen.text
+    assert guest["order_id"] not in {order["order_id"] for order in seen.json()["data"]}
+    assert guest["order_id"] in {order["order_id"] for order in owner.json()["data"]}

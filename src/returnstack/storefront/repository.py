@@ -7,7 +7,7 @@ from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from returnstack.kit.pagination import decode_cursor, encode_cursor
-from returnstack.models import Customer, Order, Return, StorefrontSession
+from returnstack.models import Customer, CustomerEmail, Order, Return, StorefrontSession
 
 
 def owned(
@@ -73,8 +73,20 @@ def find_session(session: Session, *, tenant_id: str, token_hash: str) -> Storef
 
 
 def customer_email(session: Session, *, tenant_id: str, customer_id: str) -> str | None:
+    """The customer's latest email when it is linked to them: an email's guest history
+    belongs to the customer it is linked to (the first link wins, API.md 5), not to another
+    customer who later gave the same email."""
     return session.scalar(
-        select(Customer.email).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
+        select(Customer.email)
+        .join(
+            CustomerEmail,
+            and_(
+                CustomerEmail.tenant_id == Customer.tenant_id,
+                CustomerEmail.email == Customer.email,
+                CustomerEmail.customer_id == Customer.id,
+            ),
+        )
+        .where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
     )
 
 
