@@ -148,6 +148,34 @@ def _group_column(
     return _day(session, at)  # day, week and month are folded from days
 
 
+def _return_group(session: Session, group_by: str) -> Any:
+    """The group of a verified return's item."""
+    if group_by == "reason":
+        return ReturnItem.reason
+    return _group_column(
+        session,
+        group_by,
+        product=ReturnItem.product_id,
+        store=Return.store_id,
+        channel=Return.channel,
+        at=Return.created_at,
+    )
+
+
+def _reported_group(session: Session, group_by: str) -> Any:
+    """The group of a reported event's item (a reported purchase has no reason)."""
+    if group_by == "reason":
+        return func.coalesce(ReportedItem.reason, "other")
+    return _group_column(
+        session,
+        group_by,
+        product=ReportedItem.product_id,
+        store=ReportedEvent.store_id,
+        channel=ReportedEvent.channel,
+        at=ReportedEvent.occurred_at,
+    )
+
+
 def _with_category(query: Select[Any], group_by: str, tenant_id: str, product: Any) -> Any:
     if group_by != "category":
         return query
@@ -184,14 +212,7 @@ def units_sold(
         Order.placed_at < end,
         Order.currency == currency,
     )
-    reported_group = _group_column(
-        session,
-        group_by,
-        product=ReportedItem.product_id,
-        store=ReportedEvent.store_id,
-        channel=ReportedEvent.channel,
-        at=ReportedEvent.occurred_at,
-    )
+    reported_group = _reported_group(session, group_by)
     reported = select(reported_group.label("g"), ReportedItem.quantity.label("units")).join(
         ReportedEvent,
         and_(
@@ -222,18 +243,7 @@ def units_returned(
 ) -> list[tuple[Any, int, int]]:
     """(group, returns, units returned) of returns created in [start, end) with units back,
     and of reported returns; a return counts once in each group its items fall in."""
-    group = (
-        ReturnItem.reason
-        if group_by == "reason"
-        else _group_column(
-            session,
-            group_by,
-            product=ReturnItem.product_id,
-            store=Return.store_id,
-            channel=Return.channel,
-            at=Return.created_at,
-        )
-    )
+    group = _return_group(session, group_by)
     verified = select(
         group.label("g"),
         (literal("v:") + Return.id).label("ret"),
@@ -248,18 +258,7 @@ def units_returned(
         Return.created_at < end,
         Return.currency == currency,
     )
-    reported_group = (
-        func.coalesce(ReportedItem.reason, "other")
-        if group_by == "reason"
-        else _group_column(
-            session,
-            group_by,
-            product=ReportedItem.product_id,
-            store=ReportedEvent.store_id,
-            channel=ReportedEvent.channel,
-            at=ReportedEvent.occurred_at,
-        )
-    )
+    reported_group = _reported_group(session, group_by)
     reported = select(
         reported_group.label("g"),
         (literal("r:") + ReportedEvent.client_id).label("ret"),
@@ -296,18 +295,7 @@ def refunded_items(
 ) -> list[tuple[str, int, int, int | None, Any]]:
     """Items of refunded returns (verified and reported) in [start, end), in position order:
     (return key, refund amount, quantity, unit price, group), for the refund to be spread."""
-    group = (
-        ReturnItem.reason
-        if group_by == "reason"
-        else _group_column(
-            session,
-            group_by,
-            product=ReturnItem.product_id,
-            store=Return.store_id,
-            channel=Return.channel,
-            at=Return.created_at,
-        )
-    )
+    group = _return_group(session, group_by)
     verified = select(
         (literal("v:") + Return.id).label("ret"),
         Return.refund_amount.label("amount"),
@@ -325,18 +313,7 @@ def refunded_items(
         Return.created_at < end,
         Return.currency == currency,
     )
-    reported_group = (
-        func.coalesce(ReportedItem.reason, "other")
-        if group_by == "reason"
-        else _group_column(
-            session,
-            group_by,
-            product=ReportedItem.product_id,
-            store=ReportedEvent.store_id,
-            channel=ReportedEvent.channel,
-            at=ReportedEvent.occurred_at,
-        )
-    )
+    reported_group = _reported_group(session, group_by)
     reported = select(
         (literal("r:") + ReportedEvent.client_id).label("ret"),
         ReportedEvent.refund_amount.label("amount"),
