@@ -223,6 +223,10 @@ def test_csv_gives_the_same_rows_with_formulas_neutralised(api: Api) -> None:
         ({"group_by": "day", "from": "2026-10-02", "to": "2026-10-01"}, "to"),
         ({"group_by": "day", "currency": "EU"}, "currency"),
         ({"group_by": "day", "currency": "€€€"}, "currency"),
+        # Moments past the calendar's ends once moved to UTC, or 90 days before its start.
+        ({"group_by": "day", "from": "0001-01-01T00:00:00+01:00"}, "from"),
+        ({"group_by": "day", "to": "9999-12-31T23:59:59-01:00"}, "to"),
+        ({"group_by": "day", "to": "0001-01-01"}, "to"),
     ],
 )
 def test_bad_parameters_are_400_naming_them(api: Api, params: dict[str, Any], path: str) -> None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from returnstack.customers.segment_endpoints import wants_csv
+from returnstack.kit.csvcells import spreadsheet_safe
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
     AuthenticationFailed,
@@ -172,23 +173,16 @@ def _moment(value: str | None, name: str) -> datetime | None:
         if moment.tzinfo is None or "T" not in value.upper():
             raise ValueError("no offset")
         return moment.astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # past year 1 or 9999 once in UTC
         raise InvalidRequest(
             f"{name} must be an RFC 3339 timestamp with an offset or a YYYY-MM-DD date.",
             details=[{"path": name, "message": "not an RFC 3339 timestamp or YYYY-MM-DD date"}],
         ) from None
 
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
 def _cell(value: Any) -> Any:
     """A CSV cell a spreadsheet will not run as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
+    return "" if value is None else spreadsheet_safe(value)
 
 
 _REPORT_COLUMNS = ("group", "returns", "units_returned", "refunded", "units_sold", "return_rate")
@@ -218,7 +212,13 @@ def returns_report(
         start, end = service.default_range(service.now())
     elif start is None:
         assert end is not None
-        start = service.default_range(end)[0]
+        try:
+            start = service.default_range(end)[0]
+        except OverflowError:
+            raise InvalidRequest(
+                "`to` is too early: the default range starts 90 days before it.",
+                details=[{"path": "to", "message": "too early for the default 90-day range"}],
+            ) from None
     elif end is None:
         end = service.now()
     if end <= start:
