@@ -330,3 +330,24 @@ def test_odd_values_never_break_the_view(client: TestClient, tenant: TenantFixtu
     for q in ("metadata.createdAt:<9999-12-31T23:59:59-14:00", "metadata.modifiedAt:>0001-01-01"):
         response = client.get(base(tenant), params={"q": q}, headers=tenant.headers)
         assert response.status_code in (200, 400), response.text
+
+
+def test_a_patch_refused_at_a_later_step_changes_nothing(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    """A JSON Patch is all or nothing: a refused later operation leaves the earlier ones
+    unwritten (no approval, no webhook message), as the 4xx says."""
+    customer, first, second = two_orders(client, tenant)
+    return_id = create(client, tenant, request_body(customer, first, second)).json()["id"]
+    url = f"{base(tenant)}/{return_id}"
+    patch = [
+        {"op": "replace", "path": "/approvalStatus", "value": "APPROVED"},
+        {"op": "replace", "path": "/received", "value": "not a boolean"},
+    ]
+
+    response = client.patch(url, json=patch, headers=tenant.headers)
+
+    assert response.status_code == 400, response.text
+    native = client.get(f"/v1/returns/{return_id}", headers=tenant.headers).json()
+    assert native["status"] == "requested"
+    assert [entry["action"] for entry in native["history"]] == ["request"]

@@ -106,6 +106,10 @@ class VendorRoute(RenderInThreadRoute):
                 path = format_path(loc[1:] if isinstance(exc, RequestValidationError) else loc)
                 message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
                 response = render(400, f"{path}: {message}" if path else message, None)
+            if response.status_code >= 400:
+                # An error answered here never reaches the request's transaction: marked, it
+                # is rolled back instead of committed (kit/deps.py get_session).
+                request.state.failed = True
             return self.decorate(request, response)
 
         return handle

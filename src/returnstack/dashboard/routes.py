@@ -141,6 +141,12 @@ def _text(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def _whole(text: str) -> int | str:
+    """A form's whole number as an int, else the text itself for validation to name (only
+    ASCII digits: str.isdigit() also takes '²', which int() refuses)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else text
+
+
 def _optional(form: FormData, name: str) -> str | None:
     return _text(form, name) or None
 
@@ -316,7 +322,14 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
     )
     rows: list[Any] = []
     next_cursor = None
-    text_values = [filters.customer_id, filters.order_id, filters.product_id, filters.q]
+    text_values = [
+        filters.customer_id,
+        filters.order_id,
+        filters.product_id,
+        filters.q,
+        filters.store_id,
+        filters.reason,
+    ]
     if not problems and not any("\x00" in (value or "") for value in text_values):
         try:
             rows, next_cursor = repository.list_returns(
@@ -496,7 +509,7 @@ def _return_request(form: FormData) -> tuple[dict[str, Any], list[dict[str, Any]
         item: dict[str, Any] = {
             "order_id": order_id,
             "line_id": line_id,
-            "quantity": int(quantity) if quantity.isdigit() else quantity,
+            "quantity": _whole(quantity),
             "reason": _text(form, f"reason:{suffix}"),
             "resolution": _text(form, f"resolution:{suffix}") or "refund",
         }
@@ -617,7 +630,7 @@ def _action_body(action: str, form: FormData, ret: dict[str, Any]) -> Any:
             receipt: dict[str, Any] = {
                 "order_id": item["order_id"],
                 "line_id": item["line_id"],
-                "quantity": int(quantity) if quantity.isdigit() else quantity,
+                "quantity": _whole(quantity),
                 "outcome": _text(form, f"outcome_{index}") or "received",
             }
             if _optional(form, f"disposition_{index}"):
@@ -663,7 +676,9 @@ def act(request: Request, number: str, action: str, posted: Agent, session: DbSe
                 actor=staff.user.actor,
                 # The version the form was made from: a change made meanwhile by someone
                 # else is not overwritten (412, shown on the page).
-                if_match=int(version) if version.isdigit() else None,
+                if_match=version_number
+                if isinstance(version_number := _whole(version), int)
+                else None,
             ),
         )
     except FormErrors as errors:
@@ -1034,7 +1049,7 @@ def _policy_from_form(
     percent = _text(form, "restocking_fee_percent") or "0"
     try:
         document["restocking_fee_percent"] = (
-            int(percent) if percent.isdigit() else float(Decimal(percent))
+            number if isinstance(number := _whole(percent), int) else float(Decimal(percent))
         )
     except ArithmeticError:
         problems["restocking_fee_percent"] = "must be a number"
@@ -1054,7 +1069,16 @@ def _policy_from_form(
     except ValueError as exc:
         problems["rules"] = f"is not valid JSON: {exc}"
     reasons = []
-    for index in range(int(_text(form, "reason_count") or 0) + 1):
+    # The rows the form has, whatever reason_count says (a bad or huge one is no 500).
+    indexes = sorted(
+        int(key.removeprefix("reason_code_"))
+        for key in form
+        if key.startswith("reason_code_")
+        and key.removeprefix("reason_code_").isdecimal()
+        and key.removeprefix("reason_code_").isascii()
+        and len(key) < 20
+    )
+    for index in indexes:
         code = _text(form, f"reason_code_{index}")
         if not code or form.get(f"reason_remove_{index}") == "on":
             continue

@@ -59,7 +59,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     except BaseException:
         await _finish(_roll_back, session)
         raise
-    await _finish(_commit, session)
+    # A route that answers its own errors (the vendor adapters) marks the request failed.
+    failed = getattr(request.state, "failed", False)
+    await _finish(_roll_back if failed else _commit, session)
 
 
 async def _finish(finish: Callable[[Session], None], session: Session) -> None:
