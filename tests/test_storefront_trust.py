@@ -497,3 +497,29 @@ def test_a_customer_sees_no_guest_orders_of_an_email_linked_to_someone_else(
     assert seen.status_code == 200, seen.text
     assert guest["order_id"] not in {order["order_id"] for order in seen.json()["data"]}
     assert guest["order_id"] in {order["order_id"] for order in owner.json()["data"]}
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": str(int(time.time()) + 600)},  # a numeric string: PyJWT lets it through
+        {"iat": str(int(time.time()))},
+    ],
+)
+def test_token_times_that_are_not_numbers_are_401(
+    client: TestClient, tenant: TenantFixture, claims: dict[str, Any]
+) -> None:
+    signed = jwt.encode(
+        {"sub": unique("c"), "exp": int(time.time()) + 600} | claims,
+        tenant.signing_secret,
+        algorithm="HS256",
+    )
+
+    response = client.post(
+        "/v1/storefront/sessions",
+        json={"customer_token": signed},
+        headers=tenant.publishable_headers,
+    )
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["details"][0]["path"] == "customer_token"

@@ -128,7 +128,8 @@ def _caller(request: Request) -> Caller:
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" else None
+        if scheme.lower() == "bearer":  # another scheme (a gateway's Basic) leaves X-API-Key
+            token = value.strip()
     principal = find_key(request, token)
     if principal is None:
         raise unauthorized("A valid API key is required: Authorization: Bearer <key> or X-API-Key.")

@@ -107,16 +107,26 @@ def open_customer_session(session: Session, *, tenant_id: str, token: str) -> di
     )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_lifetime(claims: dict[str, Any]) -> None:
     """A customer token lives at most 24 h: from its `iat`, or (without one) from now. A
     stolen long-lived token would otherwise open sessions for as long as it says."""
     limit = MAX_TOKEN_LIFETIME.total_seconds()
-    issued_at = claims.get("iat")
+    expires, issued_at = claims["exp"], claims.get("iat")
+    # PyJWT accepts numeric strings ("9999999999") for both; they must be numbers here.
+    if not all(_is_number(value) for value in (expires, issued_at) if value is not None):
+        raise AuthenticationFailed(
+            "The customer token is invalid or expired.",
+            details=[{"path": "customer_token", "message": "exp and iat must be numbers"}],
+        )
     if issued_at is not None:
-        too_long = claims["exp"] - issued_at > limit
+        too_long = expires - issued_at > limit
         reason = "exp must be at most 24 hours after iat"
     else:
-        too_long = claims["exp"] - time.time() > limit + TOKEN_LEEWAY_SECONDS
+        too_long = expires - time.time() > limit + TOKEN_LEEWAY_SECONDS
         reason = "exp must be at most 24 hours from now"
     if too_long:
         raise AuthenticationFailed(

@@ -23,9 +23,23 @@ class ForbiddenAddress(Exception):
     """The URL leads to an address deliveries may not reach."""
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052) and the
+# deprecated IPv4-compatible form. 6to4 (2002::/16) is unwrapped by `sixtofour`.
+_EMBEDS_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::/96"))
+
+
 def is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
+    """Whether deliveries may reach the address: a global one, also when an IPv6 address
+    only wraps an IPv4 one (a NAT64 form of 169.254.169.254 is the metadata service)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if address.sixtofour is not None:
+            return is_public(address.sixtofour)
+        if any(address in network for network in _EMBEDS_IPV4) and int(address) > 1:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address.is_site_local:
+            return False
     return address.is_global and not address.is_multicast
 
 
