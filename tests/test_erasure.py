@@ -540,3 +540,35 @@ def test_a_short_customer_id_leaves_everyone_else_alone(
     replay = api.post("/v1/returns", body, key)
     assert replay.headers.get("Idempotent-Replayed") == "true"
     assert api.get(f"/v1/customers/{other['id']}").status_code == 200
+
+
+def test_a_person_with_hundreds_of_returns_can_be_erased(
+    api: Api, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    """Erasure looks for the person's returns in the outbox; with hundreds of them the
+    search must still be one SQLite can run (its expressions stop at 1,000 levels)."""
+    person = {"id": unique("cust"), "email": f"{unique('many')}@example.com"}
+    order = api.buy(line(quantity=600), customer=person)
+    events = [
+        {
+            "type": "return",
+            "id": unique("r"),
+            "timestamp": ts(0.5),
+            "channel": "online",
+            "customer": person,
+            "order_id": order["order_id"],
+            "currency": order["currency"],
+            "items": [{"product_id": order["items"][0]["product_id"], "quantity": 1}],
+        }
+        for _ in range(550)
+    ]
+    assert api.post("/v1/events", {"events": events}).status_code == 200
+
+    erased = api.delete(f"/v1/customers/{person['id']}")
+
+    assert erased.status_code == 204, erased.text
+    with database.db.transaction(write=False) as session:
+        payloads = session.scalars(
+            select(OutboxEvent.data).where(OutboxEvent.tenant_id == tenant.id)
+        ).all()
+    assert person["email"] not in str(payloads).lower()

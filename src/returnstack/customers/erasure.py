@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STOREFRONT_CUSTOMER = "storefront:customer"  # the history actor of an erased customer
 ERASED = "[erased]"
+_MATCHES_PER_QUERY = 200  # LIKE conditions OR-ed in one query
 
 
 @dataclass(frozen=True)
@@ -332,9 +333,18 @@ def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: 
         found.extend(func.lower(text).contains(email, autoescape=True) for email in person.emails)
     if not found:
         return
-    rows = session.scalars(
-        select(OutboxEvent).where(OutboxEvent.tenant_id == tenant_id, or_(*found))
-    )
+    # In chunks: SQLite refuses an expression over 1,000 levels deep (a person with
+    # hundreds of returns would make one).
+    rows = {
+        row.id: row
+        for start in range(0, len(found), _MATCHES_PER_QUERY)
+        for row in session.scalars(
+            select(OutboxEvent).where(
+                OutboxEvent.tenant_id == tenant_id,
+                or_(*found[start : start + _MATCHES_PER_QUERY]),
+            )
+        )
+    }.values()
     finder = _Finder(person, frozenset(return_ids))
     for row in rows:
         data = row.data if isinstance(row.data, dict) else {}
@@ -360,11 +370,16 @@ def _scrub_delivery_responses(
     found += [func.lower(text).contains(email, autoescape=True) for email in person.emails]
     if not found:
         return
-    rows = session.execute(
-        select(WebhookDelivery.id, WebhookDelivery.response_body).where(
-            WebhookDelivery.tenant_id == tenant_id, or_(*found)
+    rows = {
+        delivery_id: body
+        for start in range(0, len(found), _MATCHES_PER_QUERY)
+        for delivery_id, body in session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.response_body).where(
+                WebhookDelivery.tenant_id == tenant_id,
+                or_(*found[start : start + _MATCHES_PER_QUERY]),
+            )
         )
-    ).all()
+    }.items()
     named = [
         delivery_id
         for delivery_id, body in rows
