@@ -81,20 +81,7 @@ def _open_session(
 def open_customer_session(session: Session, *, tenant_id: str, token: str) -> dict[str, Any]:
     """A session for the customer named by `sub` of a JWT that the merchant's backend signed
     with the tenant's signing secret (HS256 only; `exp` and `sub` required)."""
-    secret = _signing_secret(token, valid_signing_secrets(session, tenant_id=tenant_id))
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=["HS256"],
-            options={"require": ["exp", "sub"], "verify_aud": False},
-            leeway=TOKEN_LEEWAY_SECONDS,
-        )
-    except jwt.PyJWTError as exc:
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": str(exc) or "invalid token"}],
-        ) from None
+    claims = _decode_customer_token(token, valid_signing_secrets(session, tenant_id=tenant_id))
     _check_lifetime(claims)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 1 <= len(subject) <= 128 or "\x00" in subject:
@@ -135,17 +122,29 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
         )
 
 
-def _signing_secret(token: str, secrets_now: list[str]) -> str:
-    """Of the tenant's valid secrets (after a rotation, the previous one too for 24 h), the
-    one that signed the token; the current one when none did, so verification fails as for
-    any bad signature."""
+def _decode_customer_token(token: str, secrets_now: list[str]) -> dict[str, Any]:
+    """The token's claims, verified with the tenant's valid secrets (after a rotation, the
+    previous one too for 24 h): each secret is tried once, and only a bad signature moves on
+    to the next one."""
+    problem: jwt.PyJWTError = jwt.InvalidSignatureError("Signature verification failed")
     for secret in secrets_now:
         try:
-            jwt.PyJWS().decode(token, secret, algorithms=["HS256"])
-        except jwt.PyJWTError:
-            continue
-        return secret
-    return secrets_now[0]
+            return jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub"], "verify_aud": False},
+                leeway=TOKEN_LEEWAY_SECONDS,
+            )
+        except jwt.InvalidSignatureError as exc:
+            problem = exc
+        except jwt.PyJWTError as exc:
+            problem = exc
+            break
+    raise AuthenticationFailed(
+        "The customer token is invalid or expired.",
+        details=[{"path": "customer_token", "message": str(problem) or "invalid token"}],
+    ) from None
 
 
 GUEST_REFUSED = "No order matches this order id and email."
