@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from returnstack.compat.sailthru import parse_date, signature, spread
 from returnstack.kit.ratelimit import TokenBuckets
-from returnstack.models import Event, Order, ReportedEvent, Tenant
+from returnstack.models import Cart, Event, Order, ReportedEvent, Tenant
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -176,17 +176,93 @@ def test_dates_in_sailthrus_forms() -> None:
     assert parse_date(1771061400).isoformat() == "2026-02-14T09:30:00+00:00"
 
 
-def test_an_incomplete_cart_is_never_revenue(
-    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+def carts(database: DatabaseFixture, tenant_id: str) -> list[Cart]:
+    with database.db.transaction(write=False) as session:
+        rows = session.scalars(select(Cart).where(Cart.tenant_id == tenant_id)).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def test_an_incomplete_cart_is_stored_and_never_revenue(
+    client: TestClient,
+    tenant: TenantFixture,
+    other_tenant: TenantFixture,
+    database: DatabaseFixture,
 ) -> None:
     email, extid = f"{unique('u')}@example.com", unique("cart")
     response = post(
         client, "/purchase", signed_form(tenant, purchase_body(email, extid, incomplete=1))
     )
-    assert response.status_code == 200
-    assert response.json()["purchase"]["incomplete"] == 1
+    assert response.status_code == 200, response.text
+    answer = response.json()["purchase"]
+    assert (answer["incomplete"], answer["recorded"], answer["stored"]) == (1, False, True)
+    (cart,) = carts(database, tenant.id)
+    assert (cart.email, cart.extid, cart.currency, cart.value) == (email, extid, "EUR", 7097)
+    assert [(item["id"], item["title"], item["qty"], item["price"]) for item in cart.items] == [
+        ("A1", "Mug", 1, 3499),
+        ("B2", "Tee", 2, 1799),
+    ]
+    assert cart.carted_at == datetime(2026, 2, 14, 14, 30, tzinfo=UTC)
+    # Never revenue: no order, no event, no customer, no product signal.
     assert count(database, Order, tenant.id) == 0
+    assert count(database, Event, tenant.id) == 0
     assert client.get(f"/v1/orders/{extid}", headers=tenant.headers).status_code == 404
+    lookup = client.get("/v1/customers/lookup", params={"email": email}, headers=tenant.headers)
+    assert lookup.status_code == 404
+    assert client.get("/v1/products/A1/stats", headers=tenant.headers).status_code == 404
+
+    # A newer cart replaces it (one per person, as Sailthru keeps it).
+    smaller = purchase_body(email, extid, incomplete="1")
+    smaller["items"] = smaller["items"][1:]
+    assert post(client, "/purchase", signed_form(tenant, smaller)).status_code == 200
+    (cart,) = carts(database, tenant.id)
+    assert [(item["id"], item["qty"]) for item in cart.items] == [("B2", 2)]
+    assert cart.value == 2 * 1799
+    assert carts(database, other_tenant.id) == []
+
+    # The purchase completed: the order counts once, and the cart is gone.
+    done = post(client, "/purchase", signed_form(tenant, purchase_body(email, extid)))
+    assert done.status_code == 200, done.text
+    assert carts(database, tenant.id) == []
+    totals = client.get(
+        "/v1/customers/lookup", params={"email": email}, headers=tenant.headers
+    ).json()["totals"]["EUR"]
+    assert (totals["orders"], totals["gross_revenue"]) == (1, 3499 + 2 * 1799)
+    stats = client.get("/v1/products/B2/stats", headers=tenant.headers).json()
+    assert stats["units_sold"] == 2
+
+    # Another cart of the same person, then a purchase of other goods without an extid:
+    # checked out, the cart goes too.
+    assert post(client, "/purchase", signed_form(tenant, smaller)).status_code == 200
+    assert len(carts(database, tenant.id)) == 1
+    other = purchase_body(email, unique("x"))
+    del other["purchase_keys"]
+    assert post(client, "/purchase", signed_form(tenant, other)).status_code == 200
+    assert carts(database, tenant.id) == []
+
+
+def test_a_publishable_keys_cart_is_not_stored(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    """A publishable key is public: what it sends names no person (API.md section 2)."""
+    email = f"{unique('u')}@example.com"
+    response = client.post(
+        "/purchase",
+        json=purchase_body(email, unique("cart"), incomplete=1),
+        headers=tenant.publishable_headers,
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["purchase"]["recorded"], response.json()["purchase"]["stored"]) == (
+        False,
+        False,
+    )
+    assert carts(database, tenant.id) == []
+    # A secret bearer key is verified: its cart is kept.
+    response = client.post(
+        "/purchase", json=purchase_body(email, unique("cart"), incomplete=1), headers=tenant.headers
+    )
+    assert response.json()["purchase"]["stored"] is True
+    assert [cart.email for cart in carts(database, tenant.id)] == [email]
 
 
 def test_bad_signatures_are_401_in_sailthrus_shape(

@@ -160,6 +160,17 @@ def seed_storefront_return(
     return return_id
 
 
+def seed_cart(api: Api, email: str, says: str) -> None:
+    item = {"qty": 1, "title": f"gift: {says}", "price": 100, "id": "A1", "url": "https://e.x/a"}
+    response = api.http.post(
+        "/purchase",
+        json={"email": email, "incomplete": 1, "items": [item]},
+        headers=api.tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["purchase"]["stored"] is True
+
+
 def seed_segment(api: Api, where: str, name: str) -> str:
     response = api.post("/v1/segments", {"name": name, "where": where})
     assert response.status_code == 201, response.text
@@ -280,6 +291,8 @@ def test_erasing_a_customer_leaves_nothing_that_names_them(
         headers=tenant.publishable_headers | {"Idempotency-Key": unique("pk")},
     )
     assert reported.status_code == 200, reported.text
+    # An open Sailthru cart (COMPAT.md: stored, never revenue), by email only.
+    seed_cart(api, first_email, says)
     segment = seed_segment(
         api,
         f'email = "{first_email.upper()}" or customer_id in ["{customer_id}", "someone-else"]'
@@ -357,6 +370,7 @@ def test_erasing_a_guest_by_email_leaves_nothing_that_names_them(
     session = open_session(api, {"order_id": order["order_id"], "email": guest})
     storefront_return = seed_storefront_return(api, session, order, says)
     segment = seed_segment(api, f'email in ["{guest}"]', "one guest")
+    seed_cart(api, guest, says)
     someone = api.buy(line("1"), customer={"email": f"{unique('kim')}@example.com"})
 
     looked_up = api.get("/v1/customers/lookup", params={"email": guest})
@@ -384,6 +398,18 @@ def test_erasing_a_guest_by_email_leaves_nothing_that_names_them(
     assert api.order(order["order_id"])["lines"][0]["claimed_quantity"] == 1
     assert api.get(f"/v1/segments/{segment}").json()["where"] == 'email in [""]'
     assert api.order(someone["order_id"])["customer"] is not None
+
+
+def test_a_person_known_only_by_an_open_cart_can_be_erased(
+    api: Api, database: DatabaseFixture
+) -> None:
+    shopper = f"{unique('Cat')}@Example.com"
+    seed_cart(api, shopper, "just looking")
+    assert scan_database(database, [shopper.lower()])
+
+    erased = api.delete("/v1/customers/lookup", params={"email": shopper})
+    assert erased.status_code == 204, erased.text
+    assert scan_database(database, [shopper.lower()]) == []
 
 
 def test_erasing_by_an_email_of_a_customer_erases_that_customer(

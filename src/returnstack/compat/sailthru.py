@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic import Strict as StrictType
 from starlette.responses import Response
 
+from returnstack.compat.carts import close_cart, keep_cart
 from returnstack.compat.common import (
     Caller,
     CompatError,
@@ -450,6 +451,16 @@ def _item_view(item: PurchaseItem | ReturnItem) -> dict[str, Any]:
     return {"id": item.product_id, "qty": item.quantity, "price": item.unit_price}
 
 
+def _cart_item(item: PurchaseItem) -> dict[str, Any]:
+    return {
+        "id": item.product_id,
+        "title": item.name,
+        "url": item.url,
+        "qty": item.quantity,
+        "price": item.unit_price,
+    }
+
+
 POST_DOC = {
     "requestBody": {
         "required": True,
@@ -488,7 +499,8 @@ def purchase(
     """A purchase: `email`, `items` (`qty`, `title`, `price` in cents per unit, `id`,
     `url`), optional `date`, `adjustments` (spread over the lines exactly), and
     `purchase_keys.extid` (or `extid`), the order id and the dedup key. `incomplete: 1`
-    marks a cart: acknowledged, never counted as revenue."""
+    marks a cart: stored (one per email, replaced by a newer cart, removed by a completed
+    purchase), never counted as revenue."""
     incoming = _incoming(request, body)
     data = _validate(SailthruPurchase, incoming.params)
     cart = _incomplete(data.incomplete)
@@ -504,9 +516,26 @@ def purchase(
         "items": [_item_view(item) for item in event.items],
         "incomplete": int(cart),
     }
+    caller = incoming.caller
     if cart:
-        return _ok({"purchase": view | {"recorded": False}})
-    result = record(session, incoming.caller, [event], source=SOURCE)
+        # A cart names a person: only a verified caller stores one (a publishable key's
+        # requests keep no customer data, API.md section 2).
+        stored = caller.trust is Trust.verified
+        if stored:
+            keep_cart(
+                session,
+                tenant_id=caller.tenant_id,
+                source=SOURCE,
+                email=data.email,
+                extid=extid,
+                currency=event.currency or caller.principal.default_currency,
+                items=[_cart_item(item) for item in event.items],
+                carted_at=event.timestamp,
+            )
+        return _ok({"purchase": view | {"recorded": False, "stored": stored}})
+    result = record(session, caller, [event], source=SOURCE)
+    if caller.trust is Trust.verified:
+        close_cart(session, tenant_id=caller.tenant_id, email=data.email)
     return _ok({"purchase": view | {"id": result.ids[0], "duplicate": result.duplicates > 0}})
 
 

@@ -23,6 +23,7 @@ from returnstack.customers.render import customer_exists, linked_emails
 from returnstack.kit.errors import NotFound
 from returnstack.models import (
     Attachment,
+    Cart,
     Customer,
     CustomerEmail,
     CustomerProfile,
@@ -143,7 +144,7 @@ def _customer(session: Session, tenant_id: str, customer_id: str) -> Person | No
 
 
 def _guest_seen(session: Session, tenant_id: str, email: str) -> bool:
-    for model in (Order, Return):
+    for model in (Order, Return, Cart):
         found = session.scalar(
             select(model.tenant_id)
             .where(model.tenant_id == tenant_id, model.email == email)
@@ -192,6 +193,7 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
     session.execute(
         delete(StorefrontSession).where(StorefrontSession.tenant_id == tenant_id, sessions)
     )
+    session.execute(delete(Cart).where(Cart.tenant_id == tenant_id, Cart.email.in_(emails)))
     session.execute(
         delete(CustomerProfile).where(
             CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner.in_(owners)

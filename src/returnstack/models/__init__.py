@@ -1,6 +1,7 @@
 """ORM tables. Importing this package registers every table on Base.metadata."""
 
 from returnstack.models.base import Base
+from returnstack.models.carts import Cart
 from returnstack.models.customers import Customer, CustomerEmail
 from returnstack.models.dashboard import DashboardSession, DashboardUser
 from returnstack.models.events import Event
@@ -23,6 +24,7 @@ __all__ = [
     "ApiKey",
     "Attachment",
     "Base",
+    "Cart",
     "CategorySignal",
     "Customer",
     "CustomerEmail",
