@@ -305,3 +305,191 @@ def test_items_of_one_order_sent_one_by_one_make_one_order(
     totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]
     assert totals["EUR"]["orders"] == 1
     assert totals["EUR"]["gross_revenue"] == 1000 + 2 * 2000 + 3 * 3000
+
+
+def refund_event(order_id: str, refund_id: str, customer: str, **context: Any) -> dict[str, Any]:
+    """Money back without goods, for the seed's phone case at 25.00."""
+    return {
+        "tenant": 567,
+        "timestamp": "2024-05-28 08:00:00.000000 UTC",
+        "event": "ootb_product_refund",
+        "customer": customer,
+        "context": {
+            "ootb_refund_id": refund_id,
+            "ootb_order_id": order_id,
+            "ootb_product_id": "SKU98765",
+            "ootb_refund_amount": orjson.Fragment(b"25.00"),
+            "ootb_refund_reason": "Item not as described",
+        }
+        | context,
+    }
+
+
+def second_item(order_id: str, return_id: str, customer: str, **context: Any) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "ootb_product_id": "SKU-2",
+        "ootb_quantity": 2,
+        "ootb_item_price": orjson.Fragment(b"17.99"),
+        "ootb_reason": "defective",
+    }
+    event = return_event(order_id, return_id, customer, **(defaults | context))
+    del event["context"]["ootb_total_return_value"]
+    return event
+
+
+def test_one_return_sent_over_several_requests_is_one_return(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, return_id, customer = unique("o"), unique("r"), unique("c")
+    purchase = [
+        order_event(order_id, "SKU98765", "25.00", 1, customer),
+        order_event(order_id, "SKU-2", "17.99", 2, customer),
+    ]
+    assert send(client, tenant.headers, purchase).json()["accepted"] == 2
+    first = return_event(order_id, return_id, customer)
+    second = second_item(order_id, return_id, customer)
+    assert send(client, tenant.headers, first).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    assert send(client, tenant.headers, second).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    # Repeats, alone or together, change nothing.
+    events = count(database, Event, tenant.id)
+    assert send(client, tenant.headers, second).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    assert send(client, tenant.headers, [first, second]).json() == {
+        "accepted": 0,
+        "duplicates": 2,
+        "rejected": [],
+    }
+    assert count(database, Event, tenant.id) == events
+
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert (ret["status"], ret["source"]) == ("closed", "event")
+    assert [(i["product_id"], i["quantity"], i["reason"]) for i in ret["items"]] == [
+        ("SKU98765", 1, "other"),
+        ("SKU-2", 2, "defective"),
+    ]
+    assert ret["refund"]["amount"] == 2500 + 2 * 1799
+    order = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()
+    assert sorted((line["product_id"], line["returned_quantity"]) for line in order["lines"]) == [
+        ("SKU-2", 2),
+        ("SKU98765", 1),
+    ]
+    totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]
+    assert (totals["EUR"]["returns"], totals["EUR"]["items_returned"]) == (1, 3)
+    assert totals["EUR"]["refunded"] == 2500 + 2 * 1799
+    stats = client.get("/v1/products/SKU-2/stats", headers=tenant.headers).json()
+    assert (stats["units_returned"], stats["refunded"]) == (2, {"EUR": 2 * 1799})
+    phone = client.get("/v1/products/SKU98765/stats", headers=tenant.headers).json()
+    assert (phone["units_returned"], phone["refunded"]) == (1, {"EUR": 2500})
+
+    # An item of that return naming another order, customer or currency is not joined.
+    strays = [
+        second_item(unique("o"), return_id, customer, ootb_product_id="SKU-3"),
+        second_item(order_id, return_id, unique("c"), ootb_product_id="SKU-4"),
+        second_item(order_id, return_id, customer, ootb_product_id="SKU-5", ootb_currency="USD"),
+    ]
+    result = send(client, tenant.headers, strays).json()
+    assert result["accepted"] == 0
+    assert [(r["index"], r["message"].split(":")[0]) for r in result["rejected"]] == [
+        (0, "context.ootb_order_id"),
+        (1, "customer"),
+        (2, "context.ootb_currency"),
+    ]
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert len(ret["items"]) == 2
+
+
+def test_a_refund_without_goods_lowers_revenue_and_returns_no_units(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    order_id, customer = unique("o"), unique("c")
+    assert (
+        send(
+            client, tenant.headers, order_event(order_id, "SKU98765", "25.00", 1, customer)
+        ).json()["accepted"]
+        == 1
+    )
+    refund = refund_event(order_id, unique("f"), customer)
+    assert send(client, tenant.headers, refund).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    assert send(client, tenant.headers, refund).json() == {
+        "accepted": 0,
+        "duplicates": 1,
+        "rejected": [],
+    }
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert (ret["status"], ret["source"]) == ("closed", "event")
+    assert ret["refund"]["amount"] == 2500
+    (item,) = ret["items"]
+    assert (item["product_id"], item["quantity"], item["received_quantity"]) == ("SKU98765", 1, 0)
+    assert (item["reason"], item["note"]) == ("other", "Item not as described")
+    # The goods stay with the customer: nothing returned or claimed on the order...
+    (line,) = client.get(f"/v1/orders/{order_id}", headers=tenant.headers).json()["lines"]
+    assert (line["returned_quantity"], line["claimed_quantity"], line["returnable_quantity"]) == (
+        0,
+        0,
+        1,
+    )
+    # ...but the money is back: the customer's net revenue and the product's refunded value.
+    totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]
+    eur = totals["EUR"]
+    assert (eur["gross_revenue"], eur["refunded"], eur["net_revenue"]) == (2500, 2500, 0)
+    assert (eur["returns"], eur["items_returned"]) == (0, 0)
+    stats = client.get("/v1/products/SKU98765/stats", headers=tenant.headers).json()
+    assert (stats["units_sold"], stats["units_returned"], stats["refunded"]) == (
+        1,
+        0,
+        {"EUR": 2500},
+    )
+
+    # A second product of the same refund, sent later, joins it.
+    more = refund_event(
+        order_id,
+        refund["context"]["ootb_refund_id"],
+        customer,
+        ootb_product_id="SKU-2",
+        ootb_refund_amount=orjson.Fragment(b"5"),
+    )
+    assert send(client, tenant.headers, more).json()["accepted"] == 1
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert ret["refund"]["amount"] == 3000
+    assert [i["product_id"] for i in ret["items"]] == ["SKU98765", "SKU-2"]
+
+    # Bad refunds are rejected by index; a publishable key cannot send money back.
+    no_amount = refund_event(order_id, unique("f"), customer)
+    del no_amount["context"]["ootb_refund_amount"]
+    too_precise = refund_event(
+        order_id, unique("f"), customer, ootb_refund_amount=orjson.Fragment(b"1.001")
+    )
+    no_id = refund_event(order_id, unique("f"), customer)
+    del no_id["context"]["ootb_refund_id"]
+    result = send(client, tenant.headers, [no_amount, too_precise, no_id]).json()
+    assert [(r["index"], r["message"].split(":")[0]) for r in result["rejected"]] == [
+        (0, "context.ootb_refund_amount"),
+        (1, "context.ootb_refund_amount"),
+        (2, "context.ootb_refund_id"),
+    ]
+    reported = send(client, tenant.publishable_headers, refund_event(order_id, unique("f"), "x"))
+    assert reported.json()["accepted"] == 0
+    assert reported.json()["rejected"][0]["message"].startswith("event")

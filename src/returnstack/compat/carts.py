@@ -2,7 +2,8 @@
 
 A cart is kept so that the integration's data moves over whole, but it is no fact: it makes
 no order, changes no profile and counts for no product. As Sailthru keeps it, a person has
-one cart: a newer one replaces it, and a completed purchase by the same email removes it. Erasure deletes it (customers/erasure.py).
+one cart: a newer one replaces it, and a completed purchase by the same email removes it.
+Erasure deletes it (customers/erasure.py).
 """
 
 from collections.abc import Sequence

@@ -8,7 +8,7 @@ to the same service functions. It never writes by a path of its own.
 
 import hashlib
 import json
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +29,7 @@ from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
 from returnstack.kit.ratelimit import check_rate_limit
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT
+from returnstack.returns.service import ReturnOptions
 from returnstack.tenants.auth import Principal, find_principal, rate_limit_bucket
 
 
@@ -213,6 +214,7 @@ def record(
     events: Sequence[PurchaseEvent | ReturnEvent],
     *,
     source: str,
+    return_options: Mapping[str, ReturnOptions] | None = None,
 ) -> RecordResult:
     """The one path of every adapter's facts: the event service of POST /v1/events."""
     result = record_events(
@@ -223,6 +225,7 @@ def record(
         source=source,
         actor=caller.actor,
         trust=caller.trust,
+        return_options=return_options,
     )
     EVENTS_INGESTED.inc(result.accepted)
     return result

@@ -3,8 +3,10 @@
 POST /optimove/events and /optimove/events/batch: one envelope or a JSON array of up to
 1,000. Each event is one item: `ootb_product_order_completed` events with the same
 `ootb_order_id` make one order, `ootb_product_return` events with the same
-`ootb_return_id` (in one request) make one return. Valid events are written and invalid
-ones listed by index. A secret key records facts; a publishable key reports signals.
+`ootb_return_id` make one return, in one request or several; `ootb_product_refund` events
+with the same `ootb_refund_id` make one refund without goods (a recorded return whose items
+stay with the customer). Valid events are written and invalid ones listed by index. A
+secret key records facts; a publishable key reports signals (and sends no refunds).
 """
 
 import re
@@ -44,12 +46,15 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.deps import DbSession
+from returnstack.kit.locks import lock_names
 from returnstack.kit.money import is_currency
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT, MAX_QUANTITY, normalize_email
 from returnstack.models import Event, OrderLine
 from returnstack.models.reported import ReportedEvent
+from returnstack.returns.repository import RecordedSummary, recorded_returns_by_event
+from returnstack.returns.service import ReturnOptions
 
 SOURCE = "optimove"
 MAX_EVENTS = 1000
@@ -234,12 +239,12 @@ class Item:
     variant_id: str | None
     line_id: str
     quantity: int
-    unit_price: int
+    unit_price: int | None  # None only for a refund that names no price
     name: str | None
     category: str | None
     url: str | None
     store: str | None  # None: online
-    return_id: str | None = None
+    group_id: str | None = None  # the return's (ootb_return_id) or refund's (ootb_refund_id)
     reason: str | None = None
     refund: int | None = None
     refund_method: str | None = None
@@ -268,11 +273,7 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
         raise Rejected("tenant", "must be a number")
     kind = raw["event"]
     if kind not in (ORDER_COMPLETED, PRODUCT_RETURN, PRODUCT_REFUND):
-        raise Rejected("event", f"must be {ORDER_COMPLETED} or {PRODUCT_RETURN}")
-    if kind == PRODUCT_REFUND:
-        raise Rejected(
-            "event", "ootb_product_refund (money back without goods) is not recorded here"
-        )
+        raise Rejected("event", f"must be {ORDER_COMPLETED}, {PRODUCT_RETURN} or {PRODUCT_REFUND}")
     moment = _timestamp(raw["timestamp"], latest)
     envelope = {"customer": raw.get("customer"), "visitor": raw.get("visitor")}
     customer = _text(envelope, "customer", limit=128)
@@ -298,9 +299,11 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
     product_id = _text(context, "ootb_product_id", required=True, limit=128)
     assert order_id is not None
     assert product_id is not None
-    quantity = _quantity(context)
-    unit_price = _money(context, "ootb_item_price", currency, required=True) or 0
-    if unit_price * quantity > MAX_AMOUNT:
+    refund_only = kind == PRODUCT_REFUND
+    # A refund (money back without goods) names no quantity or price: one unit, unpriced.
+    quantity = 1 if refund_only and "ootb_quantity" not in context else _quantity(context)
+    unit_price = _money(context, "ootb_item_price", currency, required=not refund_only)
+    if unit_price is not None and unit_price * quantity > MAX_AMOUNT:
         raise Rejected("context.ootb_item_price", "price x quantity exceeds the largest amount")
     common: dict[str, Any] = dict(
         index=index,
@@ -326,14 +329,24 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
         store = None if store_type is None or store_type.lower() == "online" else store_type
         return Item(line_id=line_id, store=store, **common)
     if customer is None and email is None:
-        raise Rejected("customer", "a return needs the customer (or context.ootb_email)")
+        raise Rejected("customer", f"a {kind} needs the customer (or context.ootb_email)")
+    if refund_only:
+        return Item(
+            line_id=product_id,
+            store=None,
+            group_id=_text(context, "ootb_refund_id", required=True, limit=128),
+            reason=_text(context, "ootb_refund_reason"),
+            refund=_money(context, "ootb_refund_amount", currency, required=True),
+            refund_method=_refund_method(_text(context, "ootb_refund_method")),
+            **common,
+        )
     total = _money(context, "ootb_total_return_value", currency)
     return Item(
         line_id=product_id,
         store=None,
-        return_id=_text(context, "ootb_return_id", required=True, limit=128),
+        group_id=_text(context, "ootb_return_id", required=True, limit=128),
         reason=_text(context, "ootb_reason", required=True),
-        refund=total if total is not None else unit_price * quantity,
+        refund=total if total is not None else (unit_price or 0) * quantity,
         refund_method=_refund_method(_text(context, "ootb_refund_method")),
         **common,
     )
@@ -366,7 +379,7 @@ def _purchase(items: list[Item]) -> PurchaseEvent:
                 product_id=item.product_id,
                 variant_id=item.variant_id,
                 quantity=item.quantity,
-                unit_price=item.unit_price,
+                unit_price=item.unit_price or 0,  # required of order events
                 name=item.name,
                 category=item.category,
                 url=item.url,
@@ -412,14 +425,15 @@ def _purchases(
     return events, duplicates
 
 
-def _return(items: list[Item]) -> ReturnEvent:
+def _return(items: list[Item], event_id: str, *, refunded_before: int = 0) -> ReturnEvent:
     first = items[0]
     refund = sum(item.refund or 0 for item in items)
-    if refund > MAX_AMOUNT:
-        raise Rejected("context.ootb_total_return_value", "the return exceeds the largest amount")
+    if refunded_before + refund > MAX_AMOUNT:
+        name = "ootb_refund_amount" if first.kind == PRODUCT_REFUND else "ootb_total_return_value"
+        raise Rejected(f"context.{name}", "the return exceeds the largest amount")
     return ReturnEvent(
         type="return",
-        id=event_key(SOURCE, "return", first.return_id, sorted(i.product_id for i in items)),
+        id=event_id,
         timestamp=max(item.moment for item in items),
         channel="online",
         order_id=first.order_id,
@@ -437,6 +451,95 @@ def _return(items: list[Item]) -> ReturnEvent:
         ],
         refund=Refund(amount=refund, method=first.refund_method),
     )
+
+
+def _word(kind: str) -> str:
+    return "refund" if kind == PRODUCT_REFUND else "return"
+
+
+@dataclass
+class _Returns:
+    """Return and refund events as facts: events, the options of each, and the indexes of
+    items that were duplicates or did not fit their return."""
+
+    facts: list[tuple[ReturnEvent, list[int]]]
+    options: dict[str, ReturnOptions]
+    duplicates: list[int]
+    rejected: list[dict[str, Any]]
+
+
+def _reported_returns(items: list[Item]) -> _Returns:
+    """A publishable key's returns: signals, one event per item, dedup key return id +
+    product id (no returns to add to)."""
+    facts = [
+        (_return([item], event_key(SOURCE, "return", item.group_id, item.product_id)), [item.index])
+        for item in items
+    ]
+    return _Returns(facts, {}, [], [])
+
+
+def _mismatch(item: Item, like: Item | RecordedSummary, group: str) -> str | None:
+    """Why an item cannot join its return: one return is of one order, customer, currency."""
+    orders = like.order_ids if isinstance(like, RecordedSummary) else {like.order_id}
+    if item.order_id not in orders:
+        return f"context.ootb_order_id: {group} is of order {min(orders)!r}"
+    if item.customer_id != like.customer_id or (
+        item.email is not None and like.email is not None and item.email != like.email
+    ):
+        return f"customer: {group} is of another customer"
+    if item.currency != like.currency:
+        return f"context.ootb_currency: {group} is in {like.currency}"
+    return None
+
+
+def _verified_returns(session: Session, caller: Caller, items: list[Item]) -> _Returns:
+    """Optimove sends one event per returned (or refunded) item, and the items of one return
+    may come in several requests: they make one return, found by the event that recorded
+    it. Dedup key: return (or refund) id + product id."""
+    groups: dict[tuple[str, str], list[Item]] = {}
+    for item in items:
+        assert item.group_id is not None
+        groups.setdefault((item.kind, item.group_id), []).append(item)
+    first_event = {key: event_key(SOURCE, _word(key[0]), key[1]) for key in groups}
+    # Two requests with items of one new return: the second waits, then adds to it.
+    lock_names(session, [f"{caller.tenant_id}:{event_id}" for event_id in first_event.values()])
+    earlier = recorded_returns_by_event(
+        session, tenant_id=caller.tenant_id, client_ids=list(first_event.values())
+    )
+    result = _Returns([], {}, [], [])
+    for (kind, group_id), group in groups.items():
+        found = earlier.get(first_event[(kind, group_id)])
+        like: Item | RecordedSummary = found or group[0]
+        products = set(found.product_ids) if found else set()
+        kept = []
+        for item in group:
+            why = _mismatch(item, like, f"{_word(kind)} {group_id!r}")
+            if why is not None:
+                result.rejected.append({"index": item.index, "message": why})
+            elif item.product_id in products:
+                result.duplicates.append(item.index)
+            else:
+                products.add(item.product_id)
+                kept.append(item)
+        if not kept:
+            continue
+        goods_back = kind == PRODUCT_RETURN
+        try:
+            if found is None:
+                event = _return(kept, first_event[(kind, group_id)])
+                options = ReturnOptions(goods_back=goods_back)
+            else:
+                later = event_key(
+                    SOURCE, _word(kind), group_id, sorted(item.product_id for item in kept)
+                )
+                event = _return(kept, later, refunded_before=found.refund_amount)
+                options = ReturnOptions(adds_to=found.id, goods_back=goods_back)
+        except Rejected as exc:
+            result.rejected.extend({"index": item.index, "message": str(exc)} for item in kept)
+            continue
+        result.facts.append((event, [item.index for item in kept]))
+        result.options[event.id] = options
+    return result
 
 
 def _known(session: Session, caller: Caller, ids: list[str]) -> set[str]:
@@ -471,28 +574,32 @@ def _ingest(request: Request, body: bytes, session: Session) -> Response:
     latest = datetime.now(UTC) + FUTURE_TOLERANCE
     for index, raw in enumerate(raw_events):
         try:
-            items.append(_check(index, raw, caller.principal.default_currency, latest))
+            item = _check(index, raw, caller.principal.default_currency, latest)
         except Rejected as exc:
             rejected.append({"index": index, "message": str(exc).removeprefix(": ")})
+            continue
+        if item.kind == PRODUCT_REFUND and caller.trust is Trust.reported:
+            message = "event: ootb_product_refund (money back) needs a secret key"
+            rejected.append({"index": index, "message": message})
+            continue
+        items.append(item)
 
     # Optimove sends one event per item: the lines of an order make one order, the items of
-    # one return (and order) one return.
+    # one return one return (across requests too).
     purchases, duplicate_lines = _purchases(
         session, caller, [item for item in items if item.kind == ORDER_COMPLETED]
     )
     facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = list(purchases)
-    groups: dict[tuple[str | None, str, str | None, str | None, str], list[Item]] = {}
-    for item in items:
-        if item.kind == PRODUCT_RETURN:
-            key = (item.return_id, item.order_id, item.customer_id, item.email, item.currency)
-            groups.setdefault(key, []).append(item)
-    for group in groups.values():
-        try:
-            facts.append((_return(group), [item.index for item in group]))
-        except Rejected as exc:
-            rejected.extend({"index": item.index, "message": str(exc)} for item in group)
+    returned = [item for item in items if item.kind != ORDER_COMPLETED]
+    returns = (
+        _verified_returns(session, caller, returned)
+        if caller.trust is Trust.verified
+        else _reported_returns(returned)
+    )
+    facts.extend(returns.facts)
+    rejected.extend(returns.rejected)
 
-    accepted, duplicates = 0, len(duplicate_lines)
+    accepted, duplicates = 0, len(duplicate_lines) + len(returns.duplicates)
     if facts:
         # Verified purchases are new by construction (their lines were not there): only
         # returns and reported events are looked up in their ledger, to be counted.
@@ -509,7 +616,8 @@ def _ingest(request: Request, body: bytes, session: Session) -> Response:
             else:
                 accepted += len(indexes)
             seen.add(event.id)
-        record(session, caller, [event for event, _ in facts], source=SOURCE)
+        events = [event for event, _ in facts]
+        record(session, caller, events, source=SOURCE, return_options=returns.options)
     rejected.sort(key=lambda entry: entry["index"])
     payload = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
     return Response(orjson.dumps(payload), media_type="application/json")

@@ -529,7 +529,9 @@ def _facts(tenant_id: str) -> Select[Any]:
         .where(
             Return.tenant_id == tenant_id,
             or_(Return.customer_id.is_not(None), Return.email.is_not(None)),
-            counted,  # nothing is back yet: nothing to count (and no refund either)
+            # Nothing back and nothing refunded: nothing to count. (Money back without
+            # goods, COMPAT.md Optimove refunds, counts its refund and no return.)
+            or_(counted, func.coalesce(Return.refund_amount, 0) > 0),
         )
     )
     return union_all(orders, returns)  # type: ignore[return-value]

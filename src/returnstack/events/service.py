@@ -1,7 +1,7 @@
 """Recording purchases and returns: the one path every source of events ends in
 (POST /v1/events, `returnstack import`, the compatibility adapters, the demo)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from returnstack.kit.bulk import insert_rows_returning
 from returnstack.kit.ids import new_id
 from returnstack.models import Event, ReportedEvent
 from returnstack.orders.service import RecordedPurchase, record_purchases, remember_stores
-from returnstack.returns.service import RecordedReturn, record_returns
+from returnstack.returns.service import RecordedReturn, ReturnOptions, record_returns
 
 
 @dataclass
@@ -38,12 +38,14 @@ def record_events(
     source: str,
     actor: str,
     trust: Trust,
+    return_options: Mapping[str, ReturnOptions] | None = None,
 ) -> RecordResult:
     """Record validated events; an id seen before (in this call or any earlier one, of the
     same trust) is a duplicate and changes nothing. Verified events are facts: orders,
     returns, customers and profiles. Reported ones (a publishable key's) are kept apart as
-    signals only (events/reported.py). Flushes, never commits: the caller owns the
-    transaction."""
+    signals only (events/reported.py). `return_options` (by event id, verified return events
+    only) is for vendor adapters: items that join an earlier return, money back without
+    goods. Flushes, never commits: the caller owns the transaction."""
     now = datetime.now(UTC)
     first_by_client_id: dict[str, str] = {}
     unique: list[tuple[str, PurchaseEvent | ReturnEvent]] = []
@@ -91,7 +93,12 @@ def record_events(
     new = [(server_id, event) for server_id, event in unique if event.id in inserted]
     if trust is Trust.verified:
         _record_facts(
-            session, tenant_id=tenant_id, default_currency=default_currency, new=new, actor=actor
+            session,
+            tenant_id=tenant_id,
+            default_currency=default_currency,
+            new=new,
+            actor=actor,
+            return_options=return_options or {},
         )
     else:
         record_reported(
@@ -121,6 +128,7 @@ def _record_facts(
     default_currency: str,
     new: Sequence[tuple[str, PurchaseEvent | ReturnEvent]],
     actor: str,
+    return_options: Mapping[str, ReturnOptions],
 ) -> None:
     """Verified events just added to the ledger become orders, returns, customers, stores
     and profile changes."""
@@ -139,7 +147,8 @@ def _record_facts(
         if isinstance(event, PurchaseEvent):
             purchases.append(RecordedPurchase(server_id, event, currency))
         else:
-            returns.append(RecordedReturn(server_id, event, currency))
+            options = return_options.get(event.id, ReturnOptions())
+            returns.append(RecordedReturn(server_id, event, currency, options))
 
     remember_stores(session, tenant_id=tenant_id, stores=stores)
     remember_customers(session, tenant_id=tenant_id, identities=identities)

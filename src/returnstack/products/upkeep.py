@@ -238,6 +238,29 @@ def count_recorded_returns(
         _count_refund(pending, tenant_id, ret, ret_items, ret["refund_amount"] or 0, False)
 
 
+def count_recorded_addition(
+    session: Session,
+    ret: Return,
+    old_items: Sequence[ReturnItem],
+    new_items: Sequence[Mapping[str, Any]],
+    *,
+    before: int,
+    after: int,
+) -> None:
+    """Items added to a recorded return (`returns.service`): their units are back, and the
+    refund is spread again over all its items (the old spread taken back, the new one
+    added), so the figures are those of a return recorded whole."""
+    pending = _pending(session)
+    row = _columns(ret)
+    old_rows = [_columns(item) for item in old_items]
+    for item in new_items:
+        _count_returned(pending, ret.tenant_id, row, item, item["received_quantity"], False)
+    weights = [(item["quantity"], item["unit_price"]) for item in old_rows]
+    for item, share in zip(old_rows, allocate_refund(before, weights), strict=True):
+        _add_refund(pending, ret.tenant_id, row, item, -share, False)
+    _count_refund(pending, ret.tenant_id, row, [*old_rows, *new_items], after, False)
+
+
 def count_receipt(session: Session, ret: Return, item: ReturnItem, units: int) -> None:
     """Units of a lifecycle return received (`returns.service`)."""
     _count_returned(_pending(session), ret.tenant_id, _columns(ret), _columns(item), units, False)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import NotFound
 from returnstack.kit.pagination import decode_cursor, encode_cursor
-from returnstack.models import Attachment, Return, ReturnHistory, ReturnItem, Store
+from returnstack.models import Attachment, Event, Return, ReturnHistory, ReturnItem, Store
 from returnstack.orders.service import load_stores, store_resource
 from returnstack.returns.render import render_return
 
@@ -236,3 +236,53 @@ def list_returns(
     last = rows[limit - 1] if len(rows) > limit else None
     next_cursor = encode_cursor(last.created_at, last.id) if last else None
     return rows[:limit], next_cursor
+
+
+@dataclass(frozen=True)
+class RecordedSummary:
+    """A return recorded from events, as a vendor adapter needs it to add items to it."""
+
+    id: str
+    customer_id: str | None
+    email: str | None
+    currency: str
+    refund_amount: int
+    order_ids: frozenset[str]
+    product_ids: frozenset[str]
+
+
+def recorded_returns_by_event(
+    session: Session, *, tenant_id: str, client_ids: Sequence[str]
+) -> dict[str, RecordedSummary]:
+    """The returns recorded from these (verified) events, by the events' client ids."""
+    found: dict[str, Return] = {}
+    ordered = sorted(set(client_ids))
+    for start in range(0, len(ordered), 500):
+        query = (
+            select(Event.client_id, Return)
+            .join(Return, and_(Return.tenant_id == Event.tenant_id, Return.event_id == Event.id))
+            .where(Event.tenant_id == tenant_id, Event.client_id.in_(ordered[start : start + 500]))
+        )
+        found.update({client_id: ret for client_id, ret in session.execute(query)})
+    orders: dict[str, set[str]] = {ret.id: set() for ret in found.values()}
+    products: dict[str, set[str]] = {ret.id: set() for ret in found.values()}
+    ids = sorted(orders)
+    for start in range(0, len(ids), 500):
+        items = select(ReturnItem.return_id, ReturnItem.order_id, ReturnItem.product_id).where(
+            ReturnItem.tenant_id == tenant_id, ReturnItem.return_id.in_(ids[start : start + 500])
+        )
+        for return_id, order_id, product_id in session.execute(items):
+            orders[return_id].add(order_id)
+            products[return_id].add(product_id)
+    return {
+        client_id: RecordedSummary(
+            id=ret.id,
+            customer_id=ret.customer_id,
+            email=ret.email,
+            currency=ret.currency,
+            refund_amount=ret.refund_amount or 0,
+            order_ids=frozenset(orders[ret.id]),
+            product_ids=frozenset(products[ret.id]),
+        )
+        for client_id, ret in found.items()
+    }

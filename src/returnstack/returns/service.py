@@ -47,10 +47,23 @@ from returnstack.tenants.service import next_numbers
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnOptions:
+    """How a verified return event is recorded, for vendors whose facts are not one whole
+    return per event (COMPAT.md, Optimove). `adds_to`: the id of a return recorded earlier
+    whose items this event continues (the vendor sends one return over several requests).
+    `goods_back=False`: money back without goods (nothing comes back, nothing is claimed;
+    the refund still lowers the customer's net revenue and counts for the products)."""
+
+    adds_to: str | None = None
+    goods_back: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedReturn:
     event_id: str
     event: ReturnEvent
     currency: str
+    options: ReturnOptions = ReturnOptions()
 
 
 def record_returns(
@@ -62,16 +75,23 @@ def record_returns(
     profiles: ProfileChanges,
 ) -> list[str]:
     """Store returns that already happened elsewhere: closed, `source: "event"`, counted as
-    returned (and claimed) against their order's lines. Returns their ids."""
+    returned (and claimed) against their order's lines. Returns the ids of those made (an
+    event that adds items to an earlier return makes none)."""
     if not recorded:
         return []
-    now = datetime.now(UTC)
     known_reasons = frozenset(
         reason.code for reason in get_policy(session, tenant_id=tenant_id).reasons
     )
+    for entry in recorded:
+        if entry.options.adds_to is not None:
+            _add_to_recorded(session, tenant_id, entry, actor, profiles, known_reasons)
+    new = [entry for entry in recorded if entry.options.adds_to is None]
+    if not new:
+        return []
+    now = datetime.now(UTC)
     returns, items, history, domain_events = [], [], [], []
-    numbers = next_numbers(session, tenant_id=tenant_id, name="return_number", count=len(recorded))
-    for number, entry in zip(numbers, recorded, strict=True):
+    numbers = next_numbers(session, tenant_id=tenant_id, name="return_number", count=len(new))
+    for number, entry in zip(numbers, new, strict=True):
         event = entry.event
         refund = event.refund
         ret: dict[str, Any] = {
@@ -98,33 +118,9 @@ def record_returns(
             "updated_at": now,
             "closed_at": event.timestamp,
             "version": 1,
-            "claiming": True,
+            "claiming": entry.options.goods_back,
         }
-        ret_items = []
-        for position, item in enumerate(event.items, start=1):
-            reason, note = normalize_free_text_reason(item.reason, item.note, known_reasons)
-            ret_items.append(
-                {
-                    "tenant_id": tenant_id,
-                    "return_id": ret["id"],
-                    "position": position,
-                    "order_id": event.order_id,
-                    "line_id": item.line_id,
-                    "product_id": item.product_id,
-                    "variant_id": item.variant_id,
-                    "quantity": item.quantity,
-                    "received_quantity": item.quantity,
-                    "good_quantity": item.quantity,
-                    "damaged_quantity": 0,
-                    "reason": reason,
-                    "note": note,
-                    "resolution": "refund",
-                    "unit_price": item.unit_price,
-                    "fee_basis_points": 0,
-                    "outcome": "received",
-                    "disposition": None,
-                }
-            )
+        ret_items = _recorded_item_rows(tenant_id, ret["id"], 1, entry, known_reasons)
         entry_history = {
             "tenant_id": tenant_id,
             "return_id": ret["id"],
@@ -144,7 +140,7 @@ def record_returns(
                 channel=event.channel,
                 created_at=event.timestamp,
                 units_before=0,
-                units_received=sum(item["quantity"] for item in ret_items),
+                units_received=sum(item["received_quantity"] for item in ret_items),
                 refunded=refund.amount if refund else 0,
             ),
         )
@@ -161,6 +157,113 @@ def record_returns(
         session, tenant_id=tenant_id, returns=returns, items=items
     )
     return [ret["id"] for ret in returns]
+
+
+def _recorded_item_rows(
+    tenant_id: str,
+    return_id: str,
+    first_position: int,
+    entry: RecordedReturn,
+    known_reasons: frozenset[str],
+) -> list[dict[str, Any]]:
+    """A recorded return's items: all back at once, or (money back without goods) none."""
+    rows = []
+    back = entry.options.goods_back
+    for position, item in enumerate(entry.event.items, start=first_position):
+        reason, note = normalize_free_text_reason(item.reason, item.note, known_reasons)
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "return_id": return_id,
+                "position": position,
+                "order_id": entry.event.order_id,
+                "line_id": item.line_id,
+                "product_id": item.product_id,
+                "variant_id": item.variant_id,
+                "quantity": item.quantity,
+                "received_quantity": item.quantity if back else 0,
+                "good_quantity": item.quantity if back else 0,
+                "damaged_quantity": 0,
+                "reason": reason,
+                "note": note,
+                "resolution": "refund",
+                "unit_price": item.unit_price,
+                "fee_basis_points": 0,
+                "outcome": "received" if back else None,
+                "disposition": None,
+            }
+        )
+    return rows
+
+
+def _add_to_recorded(
+    session: Session,
+    tenant_id: str,
+    entry: RecordedReturn,
+    actor: str,
+    profiles: ProfileChanges,
+    known_reasons: frozenset[str],
+) -> None:
+    """More items of a return recorded earlier (a vendor that sends one return over several
+    requests): they join it, its refund grows by the event's, and it stays closed."""
+    event = entry.event
+    ret = find_return(
+        session, tenant_id=tenant_id, reference=entry.options.adds_to or "", for_update=True
+    )
+    if ret.source != "event" or ret.status != Status.closed:
+        raise ValueError(f"return {ret.id} was not recorded from events")  # the caller's bug
+    old_items = _items_of(session, ret)
+    rows = _recorded_item_rows(
+        tenant_id, ret.id, max(item.position for item in old_items) + 1, entry, known_reasons
+    )
+    insert_rows(session, ReturnItem, rows)
+    before = ret.refund_amount
+    added = event.refund.amount if event.refund else 0
+    if event.refund is not None:
+        ret.refund_amount = (before or 0) + added
+        ret.refund_method = ret.refund_method or event.refund.method
+        ret.refunded_at = ret.refunded_at or event.timestamp
+    ret.version += 1
+    ret.updated_at = datetime.now(UTC)
+    _add_history(
+        session,
+        ret=ret,
+        action="record",
+        from_status=ret.status,
+        actor=actor,
+        note=f"recorded from event {event.id}",
+        at=event.timestamp,
+    )
+    profiles.add(
+        ret.customer_id,
+        ret.email,
+        ret.currency,
+        return_delta(
+            channel=ret.channel,
+            created_at=ret.created_at,
+            units_before=sum(item.received_quantity for item in old_items),
+            units_received=sum(row["received_quantity"] for row in rows),
+            refunded=added,
+        ),
+    )
+    product_signals.count_recorded_addition(
+        session, ret, old_items, rows, before=before or 0, after=ret.refund_amount or 0
+    )
+    refund_before = None if before is None else {"amount": before, "method": ret.refund_method}
+    refund_after = (
+        None
+        if ret.refund_amount is None
+        else {"amount": ret.refund_amount, "method": ret.refund_method}
+    )
+    changes: dict[str, Any] = {"items": [None, [_item_change(row) for row in rows]]}
+    if refund_before != refund_after:
+        changes["refund"] = [refund_before, refund_after]
+    _publish(session, ret=ret, event_type="return.updated", changes=changes)
+
+
+def _item_change(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("order_id", "line_id", "product_id", "variant_id", "quantity", "reason", "note")
+    return {key: row[key] for key in keys}
 
 
 # --- the return lifecycle -----------------------------------------------------------------

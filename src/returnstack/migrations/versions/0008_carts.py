@@ -28,7 +28,9 @@ def upgrade() -> None:
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.Column("carted_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_carts_tenant_id_tenants")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_carts_tenant_id_tenants")
+        ),
         sa.PrimaryKeyConstraint("tenant_id", "email", name=op.f("pk_carts")),
         sqlite_with_rowid=False,
     )
