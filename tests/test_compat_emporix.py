@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 from httpx import Response
+from sqlalchemy import event
 
-from tests.conftest import TenantFixture
+from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, item, purchase, unique
 
 
@@ -351,3 +352,29 @@ def test_a_patch_refused_at_a_later_step_changes_nothing(
     native = client.get(f"/v1/returns/{return_id}", headers=tenant.headers).json()
     assert native["status"] == "requested"
     assert [entry["action"] for entry in native["history"]] == ["request"]
+
+
+def test_a_page_reads_its_line_names_in_one_query(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    """No query per return (N+1): a page of returns loads the names of its lines at once."""
+    for _ in range(4):
+        customer, first, second = two_orders(client, tenant)
+        assert create(client, tenant, request_body(customer, first, second)).status_code == 201
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(database.db.engine, "before_cursor_execute", seen)
+    try:
+        page = client.get(base(tenant), params={"pageSize": 60}, headers=tenant.headers)
+    finally:
+        event.remove(database.db.engine, "before_cursor_execute", seen)
+    assert page.status_code == 200
+    assert len(page.json()) == 4
+    assert {item["name"] for r in page.json() for o in r["orders"] for item in o["items"]} == {
+        "Mug",
+        "Tee",
+    }
+    assert len([sql for sql in statements if "FROM order_lines" in sql]) == 1

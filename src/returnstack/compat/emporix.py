@@ -208,11 +208,25 @@ def _money(minor: int | None, currency: str) -> dict[str, Any] | None:
     return {"value": orjson.Fragment(str(value).encode()), "currency": currency}
 
 
+def emporix_views(
+    session: Session, tenant_id: str, returns: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Returns (as /v1/returns renders them) in Emporix's shape; the names of all their
+    lines are read at once (not one query per return)."""
+    names = emporix_query.line_names(
+        session,
+        tenant_id=tenant_id,
+        lines=[(i["order_id"], i["line_id"]) for ret in returns for i in ret["items"]],
+    )
+    return [_view(ret, names) for ret in returns]
+
+
 def emporix_view(session: Session, tenant_id: str, ret: dict[str, Any]) -> dict[str, Any]:
     """A return (as /v1/returns renders it) in Emporix's shape."""
-    names = emporix_query.line_names(
-        session, tenant_id=tenant_id, lines=[(i["order_id"], i["line_id"]) for i in ret["items"]]
-    )
+    return emporix_views(session, tenant_id, [ret])[0]
+
+
+def _view(ret: dict[str, Any], names: dict[tuple[str, str], str | None]) -> dict[str, Any]:
     orders: dict[str, list[dict[str, Any]]] = {}
     total = 0
     currency = ret["currency"]
@@ -351,7 +365,7 @@ def list_returns(
         with_total=(x_total_count or "").strip().lower() == "true",
     )
     rendered = render_returns(session, tenant_id=principal.tenant_id, returns=rows)
-    response = JSONResponse([emporix_view(session, principal.tenant_id, ret) for ret in rendered])
+    response = JSONResponse(emporix_views(session, principal.tenant_id, rendered))
     if total is not None:
         response.headers["X-Total-Count"] = str(total)
     return response

@@ -184,11 +184,14 @@ def line_names(
     if not wanted:
         return {}
     orders = sorted({order_id for order_id, _ in wanted})
-    query = select(OrderLine.order_id, OrderLine.line_id, OrderLine.name).where(
-        OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(orders)
-    )
-    return {
-        (order_id, line_id): name
-        for order_id, line_id, name in session.execute(query)
-        if (order_id, line_id) in wanted
-    }
+    names: dict[tuple[str, str], str | None] = {}
+    for start in range(0, len(orders), 500):  # one query for a page, unless it is huge
+        query = select(OrderLine.order_id, OrderLine.line_id, OrderLine.name).where(
+            OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(orders[start : start + 500])
+        )
+        names.update(
+            ((order_id, line_id), name)
+            for order_id, line_id, name in session.execute(query)
+            if (order_id, line_id) in wanted
+        )
+    return names
