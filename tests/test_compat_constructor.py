@@ -406,3 +406,17 @@ def test_the_key_alone_reports_and_never_makes_facts(
     assert send(client, tenant, body).status_code == 204
     assert client.get(f"/v1/orders/{order_id}", headers=tenant.headers).status_code == 200
     assert count(database, Event, tenant.id) == 2
+
+
+def test_errors_before_the_route_are_in_constructors_shape_too(client: TestClient) -> None:
+    for response in (
+        client.get("/v1/offline_behavioral_actions"),
+        client.get("/v2/behavioral_action/purchase"),
+        client.post(
+            "/v2/behavioral_action/return",
+            content=b"{" + b" " * (6 * 1024 * 1024) + b"}",
+            headers={"Content-Type": "text/plain"},
+        ),
+    ):
+        assert response.status_code in (405, 413)
+        assert set(response.json()) == {"message"}

@@ -378,3 +378,20 @@ def test_a_page_reads_its_line_names_in_one_query(
         "Tee",
     }
     assert len([sql for sql in statements if "FROM order_lines" in sql]) == 1
+
+
+def test_errors_before_the_route_are_in_emporix_shape_too(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    for response in (
+        client.put(base(tenant), headers=tenant.headers),
+        client.post(
+            base(tenant),
+            content=b"{" + b" " * (6 * 1024 * 1024) + b"}",
+            headers=tenant.headers | {"Content-Type": "application/json"},
+        ),
+    ):
+        assert response.status_code in (405, 413)
+        body = response.json()
+        assert set(body) == {"code", "status", "message"}
+        assert body["code"] == response.status_code

@@ -493,3 +493,19 @@ def test_a_refund_without_goods_lowers_revenue_and_returns_no_units(
     reported = send(client, tenant.publishable_headers, refund_event(order_id, unique("f"), "x"))
     assert reported.json()["accepted"] == 0
     assert reported.json()["rejected"][0]["message"].startswith("event")
+
+
+def test_errors_before_the_route_are_in_optimoves_shape_too(client: TestClient) -> None:
+    for response in (
+        client.get("/optimove/events"),
+        client.delete("/optimove/events/batch"),
+        client.post(
+            "/optimove/events/batch",
+            content=b"[" + b" " * (6 * 1024 * 1024) + b"]",
+            headers={"Content-Type": "application/json"},
+        ),
+    ):
+        assert response.status_code in (405, 413)
+        body = response.json()
+        assert set(body) == {"status", "error", "message"}
+        assert body["status"] == response.status_code

@@ -452,3 +452,25 @@ def test_the_replaced_secret_signs_for_24_hours(
     assert post(client, "/purchase", form).status_code == 401
     form = signed_form(tenant, purchase_body(email, unique("rot")), new)
     assert post(client, "/purchase", form).status_code == 200
+
+
+def test_errors_before_the_route_are_in_sailthrus_shape_too(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    """A method the path does not take, a body over the limit: Sailthru's error shape and
+    rate-limit headers on every answer."""
+    too_big = b"json=" + b"x" * (6 * 1024 * 1024)
+    for response in (
+        client.get("/purchase"),
+        client.put("/return"),
+        client.post(
+            "/purchase",
+            content=too_big,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
+    ):
+        assert response.status_code in (405, 413)
+        assert set(response.json()) == {"error", "errormsg"}
+        assert isinstance(response.json()["error"], int)
+        for header in ("X-Rate-Limit-Limit", "X-Rate-Limit-Remaining", "X-Rate-Limit-Reset"):
+            assert response.headers[header].isdigit()

@@ -51,7 +51,7 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.deps import DbSession
-from returnstack.kit.errors import format_path
+from returnstack.kit.errors import format_path, register_error_shape
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import MAX_AMOUNT, MAX_QUANTITY, CurrencyCode, NoNul
@@ -80,6 +80,15 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
 class ConstructorRoute(VendorRoute):
     def render_error(self, status_code: int, message: str, code: int | None) -> Response:
         return render_error(status_code, message, code)
+
+
+register_error_shape(
+    "constructor",
+    lambda path: (
+        path == "/v1/offline_behavioral_actions" or path.startswith("/v2/behavioral_action/")
+    ),
+    lambda _request, status, message: render_error(status, message, None),
+)
 
 
 router = APIRouter(route_class=ConstructorRoute, tags=["compat: Constructor"])

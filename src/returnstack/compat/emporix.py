@@ -28,7 +28,12 @@ from returnstack.compat.common import (
     unauthorized,
 )
 from returnstack.kit.deps import DbSession
-from returnstack.kit.errors import PreconditionFailed, ValidationFailed, format_path
+from returnstack.kit.errors import (
+    PreconditionFailed,
+    ValidationFailed,
+    format_path,
+    register_error_shape,
+)
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import Email, NoNul
@@ -65,6 +70,13 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
 class EmporixRoute(VendorRoute):
     def render_error(self, status_code: int, message: str, code: int | None) -> Response:
         return render_error(status_code, message, code)
+
+
+register_error_shape(
+    "emporix",
+    lambda path: path.startswith("/return/"),
+    lambda _request, status, message: render_error(status, message, None),
+)
 
 
 router = APIRouter(route_class=EmporixRoute, tags=["compat: Emporix"])

@@ -46,6 +46,7 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.deps import DbSession
+from returnstack.kit.errors import register_error_shape
 from returnstack.kit.locks import lock_names
 from returnstack.kit.money import is_currency
 from returnstack.kit.openapi import json_body, raw_body
@@ -75,6 +76,13 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
 class OptimoveRoute(VendorRoute):
     def render_error(self, status_code: int, message: str, code: int | None) -> Response:
         return render_error(status_code, message, code)
+
+
+register_error_shape(
+    "optimove",
+    lambda path: path.startswith("/optimove/"),
+    lambda _request, status, message: render_error(status, message, None),
+)
 
 
 router = APIRouter(route_class=OptimoveRoute, tags=["compat: Optimove"])

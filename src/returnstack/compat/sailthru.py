@@ -45,7 +45,7 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.deps import DbSession, read_session
-from returnstack.kit.errors import format_path
+from returnstack.kit.errors import format_path, register_error_shape
 from returnstack.kit.ids import ulid
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.ratelimit import remaining_tokens
@@ -80,23 +80,36 @@ def render_error(status_code: int, message: str, code: int | None) -> Response:
     return JSONResponse({"error": number, "errormsg": message}, status_code=status_code)
 
 
+def rate_limit_headers(request: Request, response: Response) -> Response:
+    """Sailthru's clients read the rate-limit headers on every answer."""
+    settings = request.app.state.settings
+    limit, remaining, reset_in = settings.rate_limit_burst, settings.rate_limit_burst, 0.0
+    principal = getattr(request.state, "principal", None)
+    if principal is not None:
+        tokens = remaining_tokens(request, rate_limit_bucket(request, principal))
+        if tokens is not None:
+            limit, remaining, reset_in = tokens
+    response.headers["X-Rate-Limit-Limit"] = str(limit)
+    response.headers["X-Rate-Limit-Remaining"] = str(remaining)
+    response.headers["X-Rate-Limit-Reset"] = str(int(datetime.now(UTC).timestamp() + reset_in))
+    return response
+
+
 class SailthruRoute(VendorRoute):
     def render_error(self, status_code: int, message: str, code: int | None) -> Response:
         return render_error(status_code, message, code)
 
     def decorate(self, request: Request, response: Response) -> Response:
-        """Sailthru's clients read the rate-limit headers on every answer."""
-        settings = request.app.state.settings
-        limit, remaining, reset_in = settings.rate_limit_burst, settings.rate_limit_burst, 0.0
-        principal = getattr(request.state, "principal", None)
-        if principal is not None:
-            tokens = remaining_tokens(request, rate_limit_bucket(request, principal))
-            if tokens is not None:
-                limit, remaining, reset_in = tokens
-        response.headers["X-Rate-Limit-Limit"] = str(limit)
-        response.headers["X-Rate-Limit-Remaining"] = str(remaining)
-        response.headers["X-Rate-Limit-Reset"] = str(int(datetime.now(UTC).timestamp() + reset_in))
-        return response
+        return rate_limit_headers(request, response)
+
+
+register_error_shape(
+    "sailthru",
+    lambda path: path in ("/purchase", "/return"),
+    lambda request, status, message: rate_limit_headers(
+        request, render_error(status, message, None)
+    ),
+)
 
 
 router = APIRouter(route_class=SailthruRoute, tags=["compat: Sailthru"])

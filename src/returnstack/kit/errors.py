@@ -4,7 +4,7 @@
 """
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -164,6 +164,25 @@ _STATUS_TYPES = {
 }
 
 
+# Paths that answer errors in another shape (the vendor adapters, COMPAT.md) say how, for
+# the errors raised before their route runs: a method the path does not take (405), a body
+# over the limit (413, kit/middleware.py).
+ErrorShape = Callable[[Request, int, str], Response]
+_SHAPES: dict[str, tuple[Callable[[str], bool], ErrorShape]] = {}
+
+
+def register_error_shape(name: str, matches: Callable[[str], bool], render: ErrorShape) -> None:
+    _SHAPES[name] = (matches, render)
+
+
+def shaped_error(request: Request, status_code: int, message: str) -> Response | None:
+    """The error in the shape its path answers in, if it has one of its own."""
+    for matches, render in _SHAPES.values():
+        if matches(request.url.path):
+            return render(request, status_code, message)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -192,8 +211,12 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ValidationError)
         return error_response(ValidationFailed(details=validation_details(exc.errors())))
 
-    async def on_http_exception(_request: Request, exc: Exception) -> Response:
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        shaped = shaped_error(request, exc.status_code, str(exc.detail))
+        if shaped is not None:
+            shaped.headers.update(dict(exc.headers or {}))
+            return shaped
         kind = _STATUS_TYPES.get(exc.status_code)
         if kind is None:
             body = {"error": {"type": "http_error", "message": str(exc.detail), "details": []}}

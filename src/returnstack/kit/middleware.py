@@ -7,9 +7,10 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from returnstack.kit.errors import PayloadTooLarge
+from returnstack.kit.errors import PayloadTooLarge, shaped_error
 from returnstack.kit.logs import error_fields
 from returnstack.kit.metrics import LATENCY, REQUESTS
 from returnstack.kit.responses import JSONResponse
@@ -117,11 +118,10 @@ class RequestMiddleware:
         self, scope: Scope, receive: Receive, send: Send, request_id: str, limit: int
     ) -> None:
         error = PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-        response = JSONResponse(
-            error.body(),
-            status_code=413,
-            headers={"x-request-id": request_id, "connection": "close"},
+        response = shaped_error(Request(scope), 413, error.message) or JSONResponse(
+            error.body(), status_code=413
         )
+        response.headers.update({"x-request-id": request_id, "connection": "close"})
         await response(scope, receive, send)
 
     def _observe(self, scope: Scope, status: int, started: float, request_id: str) -> None:
