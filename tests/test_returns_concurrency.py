@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.e2e import Server
+from tests.factories import unique
 from tests.returns_helpers import Api, line, outbox_types, person, wanted
 
 pytestmark = pytest.mark.e2e
@@ -236,3 +237,44 @@ def test_a_return_over_two_orders_told_end_to_end(
     # What stays claimed is what the return asked for; what came back is returned.
     assert api.lines(jacket) == {"1": (2, 2, 1, 0), "2": (1, 0, 0, 1)}
     assert api.lines(shoes)["1"] == (3, 1, 1, 2)
+
+
+def test_items_of_one_optimove_return_sent_at_once_make_one_return(
+    server: Server, tenant: TenantFixture, api: Api
+) -> None:
+    """Optimove sends one event per returned item; requests carrying items of one new return
+    at the same moment still make one return, each product once (COMPAT.md)."""
+    order_id, return_id, customer = unique("o"), unique("r"), unique("c")
+
+    def item(product: str) -> dict[str, Any]:
+        return {
+            "tenant": 567,
+            "timestamp": "2024-05-27 10:30:00.000000 UTC",
+            "event": "ootb_product_return",
+            "customer": customer,
+            "context": {
+                "ootb_return_id": return_id,
+                "ootb_order_id": order_id,
+                "ootb_product_id": product,
+                "ootb_item_price": 25,
+                "ootb_quantity": 1,
+                "ootb_reason": "Item not as described",
+            },
+        }
+
+    products = [f"SKU-{n}" for n in range(8)]
+    # Each product twice, in different requests: the repeat is a duplicate.
+    calls = [poster("/optimove/events", item(products[n % 8])) for n in range(16)]
+    results = together(server, tenant, calls)
+    assert all(response.status_code == 200 for response in results), [r.text for r in results]
+    counts: Counter[str] = Counter()
+    for response in results:
+        counts.update(
+            accepted=response.json()["accepted"], duplicates=response.json()["duplicates"]
+        )
+    assert (counts["accepted"], counts["duplicates"]) == (8, 8)
+    (ret,) = api.get("/v1/returns", params={"order_id": order_id}).json()["data"]
+    assert sorted(i["product_id"] for i in ret["items"]) == products
+    assert ret["refund"]["amount"] == 8 * 2500
+    totals = api.get(f"/v1/customers/{customer}").json()["totals"]["EUR"]
+    assert (totals["returns"], totals["items_returned"], totals["refunded"]) == (1, 8, 20000)
