@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
+from returnstack.customers.profiles import rebuild as rebuild_profiles
 from returnstack.models import Event, ReportedEvent
+from returnstack.products.rebuild import rebuild as rebuild_products
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -83,6 +85,15 @@ def count(database: DatabaseFixture, model: Any, tenant_id: str) -> int:
             )
             or 0
         )
+
+
+def rebuilt_alike(database: DatabaseFixture, tenant_id: str) -> None:
+    """Profiles and product signals kept as facts arrive equal those rebuilt from the facts."""
+    with database.db.transaction() as session:
+        profiles = rebuild_profiles(session, tenant_id=tenant_id, write=False)
+        products = rebuild_products(session, tenant_id=tenant_id, write=False)
+    assert profiles.differences == 0, profiles.examples
+    assert products.differences == 0, products.examples
 
 
 def test_the_documented_return_and_its_order(client: TestClient, tenant: TenantFixture) -> None:
@@ -411,6 +422,7 @@ def test_one_return_sent_over_several_requests_is_one_return(
         "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
     ).json()["data"]
     assert len(ret["items"]) == 2
+    rebuilt_alike(database, tenant.id)
 
 
 def test_a_refund_without_goods_lowers_revenue_and_returns_no_units(
@@ -475,6 +487,7 @@ def test_a_refund_without_goods_lowers_revenue_and_returns_no_units(
     ).json()["data"]
     assert ret["refund"]["amount"] == 3000
     assert [i["product_id"] for i in ret["items"]] == ["SKU98765", "SKU-2"]
+    rebuilt_alike(database, tenant.id)
 
     # Bad refunds are rejected by index; a publishable key cannot send money back.
     no_amount = refund_event(order_id, unique("f"), customer)
