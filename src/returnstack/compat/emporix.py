@@ -36,7 +36,8 @@ from returnstack.kit.errors import (
 )
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
-from returnstack.kit.types import Email, NoNul
+from returnstack.kit.schemas import Schema
+from returnstack.kit.types import Email
 from returnstack.models import Tenant
 from returnstack.returns import service
 from returnstack.returns.policy import get_policy
@@ -84,16 +85,16 @@ router = APIRouter(route_class=EmporixRoute, tags=["compat: Emporix"])
 
 # --- request shapes ------------------------------------------------------------------------
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
-Text = Annotated[str, StringConstraints(max_length=2000), NoNul]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
 
 
-class _EmporixStrict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _EmporixStrict(Schema):
+    model_config = ConfigDict(frozen=True)
 
 
 class EmporixReason(_EmporixStrict):
-    code: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = None
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     details: Text | None = None
 
 
@@ -119,9 +120,7 @@ class EmporixReturnCreateBody(_EmporixStrict):
     reason: EmporixReason | None = None
     requestor: EmporixRequestor | None = None
     mixins: dict[str, Any] | None = None
-    externalReturnId: (
-        Annotated[str, StringConstraints(min_length=1, max_length=255), NoNul] | None
-    ) = None
+    externalReturnId: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
 
 
 class EmporixPatchOperation(BaseModel):

@@ -19,7 +19,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from pydantic import Strict as StrictType
 from starlette.responses import Response
 
@@ -51,13 +58,7 @@ from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.ratelimit import remaining_tokens
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.timefmt import rfc3339
-from returnstack.kit.types import (
-    MAX_AMOUNT,
-    MAX_QUANTITY,
-    CurrencyCode,
-    Email,
-    NoNul,
-)
+from returnstack.kit.types import MAX_AMOUNT, MAX_QUANTITY, CurrencyCode, NoNul, normalize_email
 from returnstack.tenants.auth import rate_limit_bucket
 from returnstack.tenants.service import valid_signing_secrets
 
@@ -129,6 +130,7 @@ Id = Annotated[str | int, Field(union_mode="left_to_right")]
 Cents = Annotated[int, StrictType(), Field(ge=0, le=MAX_AMOUNT)]
 Qty = Annotated[int, StrictType(), Field(ge=1, le=MAX_QUANTITY)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048), NoNul]
+Email = Annotated[str, StringConstraints(max_length=320), NoNul, AfterValidator(normalize_email)]
 
 
 class SailthruPurchaseLine(_SailthruLenient):

@@ -4,11 +4,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import ColumnElement
 
 from returnstack.customers import segments
-from returnstack.customers.expressions import MAX_LENGTH, compile_where
+from returnstack.customers.expressions import compile_where
+from returnstack.customers.schemas import (
+    CustomerRowPage,
+    SegmentCreate,
+    SegmentDetail,
+    SegmentOut,
+    SegmentPage,
+)
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
     AuthenticationFailed,
@@ -22,7 +28,6 @@ from returnstack.kit.http import Limit
 from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.openapi import errors
 from returnstack.kit.routing import RenderInThreadRoute
-from returnstack.kit.types import NoNul
 from returnstack.tenants.auth import SecretKey
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["segments"])
@@ -54,59 +59,6 @@ SortParam = Annotated[
 ]
 Cursor = Annotated[str | None, Query(max_length=1000)]
 SegmentId = Annotated[str, Path(description="seg_...")]
-
-
-class CustomerRow(BaseModel):
-    customer_id: str | None = Field(description="Null for a guest (an email no customer claimed).")
-    email: str | None
-    currency: str
-    orders: int
-    items_purchased: int
-    gross_revenue: int = Field(description="Minor units.")
-    returns: int
-    items_returned: int
-    refunded: int = Field(description="Minor units.")
-    net_revenue: int = Field(description="gross_revenue - refunded.")
-    return_rate_items: float
-    return_rate_value: float
-    first_order_at: str | None
-    last_order_at: str | None
-    last_return_at: str | None
-    flags: list[str] = Field(description='e.g. ["serial_returner"]')
-
-
-class CustomerRowPage(BaseModel):
-    data: list[CustomerRow]
-    next_cursor: str | None
-
-
-class SegmentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul
-    ]
-    where: str = Field(
-        description=f"The expression (at most {MAX_LENGTH} characters), as for "
-        "GET /v1/customers; checked now, a malformed one is 400 naming the position."
-    )
-
-
-class SegmentOut(BaseModel):
-    id: str
-    name: str
-    where: str
-    created_at: str
-    updated_at: str
-
-
-class SegmentDetail(SegmentOut):
-    customer_count: int = Field(description="The (customer, currency) rows it selects now.")
-
-
-class SegmentPage(BaseModel):
-    data: list[SegmentOut]
-    next_cursor: str | None
 
 
 def wants_csv(request: Request) -> bool:

@@ -3,13 +3,14 @@ for the API's codes, and the SVG bar charts of the Insights page."""
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from returnstack.kit.money import CURRENCY_EXPONENTS
+from returnstack.models.returns import DeclineReason, Outcome, RefundMethod
 
 ACTION_LABELS = {
     "approve": "Approve",
@@ -20,9 +21,9 @@ ACTION_LABELS = {
     "cancel": "Cancel",
     "reopen": "Reopen",
 }
-OUTCOMES = ["received", "damaged", "wrong_item", "lost_in_transit"]
-REFUND_METHODS = ["original_payment", "store_credit", "gift_card", "cash", "exchange"]
-DECLINE_REASONS = ["final_sale", "return_period_ended", "other"]
+OUTCOMES = list(get_args(Outcome))
+REFUND_METHODS = list(get_args(RefundMethod))
+DECLINE_REASONS = list(get_args(DeclineReason))
 
 CODE_WORDS = {
     "order_not_found": "The order is not known.",

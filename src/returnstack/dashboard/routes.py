@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from returnstack.customers import segments
 from returnstack.customers.expressions import compile_where
 from returnstack.customers.render import customer_profile, email_profile
-from returnstack.customers.segment_endpoints import SegmentCreate
+from returnstack.customers.schemas import SegmentCreate
 from returnstack.customers.segments import list_customers, parse_sort, stream_csv
 from returnstack.dashboard import insights, users
 from returnstack.dashboard.auth import (
@@ -66,6 +66,7 @@ from returnstack.kit.ratelimit import client_address
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import normalize_email
 from returnstack.models import Order, Return, Tenant
+from returnstack.models.returns import Channel, ReturnSource, ReturnStatus
 from returnstack.orders.service import render_orders
 from returnstack.returns import attachments as attachment_files
 from returnstack.returns import policy as policies
@@ -80,13 +81,13 @@ from returnstack.returns.schemas import (
     RefundBody,
     ReturnCreate,
 )
-from returnstack.returns.state import TRANSITIONS, Status
+from returnstack.returns.state import TRANSITIONS
 from returnstack.tenants import service as tenants_service
 from returnstack.webhooks import service as webhooks
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RenderInThreadRoute)
 T = TypeVar("T")
-STATUSES = [status.value for status in Status]
+STATUSES = [status.value for status in ReturnStatus]
 PAGE = 25
 # The step a return in each status most likely needs next: its form is open on the page.
 NEXT_STEP = {
@@ -298,10 +299,10 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
         except ValueError as exc:
             problems["email"] = str(exc)
     channel = params.get("channel") or None
-    if channel not in (None, "online", "offline"):
+    if channel not in (None, *get_args(Channel)):
         problems["channel"] = "must be online or offline"
     source = params.get("source") or None
-    if source not in (None, "api", "storefront", "event", "dashboard"):
+    if source not in (None, *get_args(ReturnSource)):
         problems["source"] = "must be api, storefront, event or dashboard"
     created_after = _parse_day(params.get("created_after"), "created_after", problems)
     created_before = _parse_day(params.get("created_before"), "created_before", problems)

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from returnstack.kit.schemas import Schema
 from returnstack.kit.types import (
     MAX_SAFE_INTEGER,
     Amount,
@@ -22,6 +23,7 @@ from returnstack.kit.types import (
     Url,
     line_value_error,
 )
+from returnstack.models.returns import Channel, RefundMethod
 
 
 class Trust(StrEnum):
@@ -37,11 +39,10 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_ITEMS_PER_EVENT = 500
 
 OUT_OF_RANGE = "total_out_of_range"
-RefundMethod = Literal["original_payment", "store_credit", "gift_card", "cash", "exchange"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(Schema):
+    model_config = ConfigDict(frozen=True)
 
 
 class CustomerRef(Strict):
@@ -112,7 +113,7 @@ class Refund(Strict):
 class _EventBase(Strict):
     id: ClientId = Field(description="The event's idempotency key: a repeat is a duplicate.")
     timestamp: Timestamp = Field(description="RFC 3339 with an offset; at most 5 minutes ahead.")
-    channel: Literal["online", "offline"] = "online"
+    channel: Channel = "online"
     store: StoreRef | None = Field(
         None, validate_default=True, description="Required for offline events."
     )

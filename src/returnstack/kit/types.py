@@ -70,21 +70,23 @@ def _not_in_future(value: datetime) -> datetime:
     return value
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold U+0000, so no backend may accept it.
+def no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000, so no backend may accept it. Request bodies on
+    # kit.schemas.Schema check every string; vendor shapes add `NoNul` to their own types.
     if "\x00" in value:
         raise ValueError("must not contain the NUL character (U+0000)")
     return value
 
 
-NoNul = AfterValidator(_no_nul)
+NoNul = AfterValidator(no_nul)
 
-ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
-Name = Annotated[str, StringConstraints(max_length=200), NoNul]
-CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2), NoNul]
-PostalCode = Annotated[str, StringConstraints(max_length=20), NoNul]
-Url = Annotated[str, StringConstraints(max_length=2048), NoNul]
-Email = Annotated[str, StringConstraints(max_length=320), NoNul, AfterValidator(normalize_email)]
+# The NUL check of these comes from kit.schemas.Schema, the base of every request body.
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(max_length=200)]
+CountryCode = Annotated[str, StringConstraints(min_length=2, max_length=2)]
+PostalCode = Annotated[str, StringConstraints(max_length=20)]
+Url = Annotated[str, StringConstraints(max_length=2048)]
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(normalize_email)]
 CurrencyCode = Annotated[
     str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)
 ]
@@ -93,8 +95,8 @@ Amount = Annotated[int, Strict(), Field(ge=0, le=MAX_AMOUNT)]
 Timestamp = Annotated[
     AwareDatetime, BeforeValidator(_timestamp_input), AfterValidator(_not_in_future)
 ]
-ShortText = Annotated[str, StringConstraints(max_length=500), NoNul]
-Note = Annotated[str, StringConstraints(max_length=MAX_NOTE), NoNul]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+Note = Annotated[str, StringConstraints(max_length=MAX_NOTE)]
 
 
 def line_value_error(unit_price: int, quantity: int) -> str | None:
@@ -109,7 +111,7 @@ def line_value_error(unit_price: int, quantity: int) -> str | None:
 
 # Stripe-like metadata: every JSON client reads each value exactly (no floats, no integers
 # beyond 2^53), and a PostgreSQL jsonb column can hold every key and value (no NUL).
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS), NoNul]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=METADATA_KEY_CHARS)]
 
 
 def _metadata_value(value: Any) -> str | int:
@@ -117,8 +119,7 @@ def _metadata_value(value: Any) -> str | int:
     if isinstance(value, str):
         if len(value) > METADATA_VALUE_CHARS:
             raise ValueError(f"must be at most {METADATA_VALUE_CHARS} characters")
-        if "\x00" in value:
-            raise ValueError("must not contain the NUL character (U+0000)")
+        no_nul(value)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

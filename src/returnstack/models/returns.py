@@ -1,10 +1,31 @@
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 
 from sqlalchemy import BigInteger, ForeignKey, ForeignKeyConstraint, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from returnstack.models.base import Base, ClientId, Currency, Json, Money, UTCDateTime
+
+
+class ReturnStatus(StrEnum):
+    requested = "requested"
+    approved = "approved"
+    declined = "declined"
+    received = "received"
+    refunded = "refunded"
+    closed = "closed"
+    cancelled = "cancelled"
+
+
+# The vocabularies of a return, written once for the API, the events and the dashboard.
+Channel = Literal["online", "offline"]
+ReturnSource = Literal["api", "storefront", "event", "dashboard"]
+Resolution = Literal["refund", "store_credit", "exchange"]
+RefundMethod = Literal["original_payment", "store_credit", "gift_card", "cash", "exchange"]
+Outcome = Literal["received", "damaged", "wrong_item", "lost_in_transit"]
+Disposition = Literal["restock", "not_restocked"]
+DeclineReason = Literal["final_sale", "return_period_ended", "other"]
 
 
 class Return(Base):
@@ -22,8 +43,8 @@ class Return(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger)
     external_id: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(20))
-    source: Mapped[str] = mapped_column(String(20))  # api | storefront | event | dashboard
+    status: Mapped[ReturnStatus] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))  # a ReturnSource
     channel: Mapped[str] = mapped_column(String(10))
     store_id: Mapped[str | None] = mapped_column(ClientId)
     customer_id: Mapped[str | None] = mapped_column(ClientId)

@@ -1,6 +1,8 @@
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, Field, StrictFloat, StrictInt
+
+from returnstack.kit.schemas import Schema
 
 ProductId = Annotated[str, Field(min_length=1, max_length=128)]
 MAX_RANKED = 1000
@@ -54,9 +56,7 @@ class ProductPage(BaseModel):
     next_cursor: str | None
 
 
-class RankingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RankingRequest(Schema):
     product_ids: list[ProductId] = Field(min_length=1, max_length=MAX_RANKED)
     scores: dict[ProductId, StrictFloat | StrictInt] | None = Field(
         None, description="Base scores (0 or more) from your search engine; default 1.0."

@@ -5,18 +5,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, StringConstraints, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows
+from returnstack.kit.schemas import Schema
 from returnstack.kit.types import Amount, ClientId, Name, ShortText
 from returnstack.models import Policy as PolicyRow
 from returnstack.returns.reasons import DEFAULT_REASONS
@@ -32,17 +26,13 @@ def _two_decimals(value: int | float | None) -> int | float | None:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Reason(_Strict):
+class Reason(Schema):
     code: ReasonCode
     label: Name
     merchant_fault: bool = Field(False, description="No fees are charged for these reasons.")
 
 
-class RuleMatch(_Strict):
+class RuleMatch(Schema):
     product_id: ClientId | None = None
     category_prefix: ShortText | None = Field(
         None,
@@ -56,7 +46,7 @@ class RuleMatch(_Strict):
         return self
 
 
-class Rule(_Strict):
+class Rule(Schema):
     match: RuleMatch
     returnable: bool | None = None
     return_window_days: WindowDays | None = None
@@ -65,7 +55,7 @@ class Rule(_Strict):
     _decimals = field_validator("restocking_fee_percent")(_two_decimals)
 
 
-class SerialReturner(_Strict):
+class SerialReturner(Schema):
     min_orders: int = Field(3, ge=1, le=1_000_000)
     return_rate_value: float = Field(0.5, ge=0, le=1)
 
@@ -74,7 +64,7 @@ def _default_reasons() -> list[Reason]:
     return [Reason(code=code, **attrs) for code, attrs in DEFAULT_REASONS.items()]
 
 
-class PolicyDocument(_Strict):
+class PolicyDocument(Schema):
     return_window_days: WindowDays = Field(30, description="Counted from the order's timestamp.")
     refund_damaged_items: bool = False
     restocking_fee_percent: Percent = 0

@@ -1,10 +1,11 @@
 """Requests and responses of the returns API (API.md section 4)."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from returnstack.kit.schemas import Schema
 from returnstack.kit.types import (
     MAX_ITEMS_PER_RETURN,
     Amount,
@@ -15,29 +16,30 @@ from returnstack.kit.types import (
     Quantity,
     ShortText,
 )
+from returnstack.models.returns import (
+    Channel,
+    DeclineReason,
+    Disposition,
+    Outcome,
+    RefundMethod,
+    Resolution,
+    ReturnStatus,
+)
 
-Resolution = Literal["refund", "store_credit", "exchange"]
-RefundMethod = Literal["original_payment", "store_credit", "gift_card", "cash", "exchange"]
-Outcome = Literal["received", "damaged", "wrong_item", "lost_in_transit"]
-Disposition = Literal["restock", "not_restocked"]
 ExternalId = Annotated[str, Field(min_length=1, max_length=255)]
 MAX_ITEMS = MAX_ITEMS_PER_RETURN
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CustomerRef(_Strict):
+class CustomerRef(Schema):
     id: ClientId | None = None
     email: Email | None = None
 
 
-class StoreRef(_Strict):
+class StoreRef(Schema):
     id: ClientId
 
 
-class ReturnItemCreate(_Strict):
+class ReturnItemCreate(Schema):
     order_id: ClientId
     line_id: ClientId | None = Field(None, description="Or product_id, when unambiguous.")
     product_id: ClientId | None = None
@@ -55,10 +57,10 @@ class ReturnItemCreate(_Strict):
         return self
 
 
-class ReturnRequest(_Strict):
+class ReturnRequest(Schema):
     """What a return asks for."""
 
-    channel: Literal["online", "offline"] = "online"
+    channel: Channel = "online"
     store: StoreRef | None = None
     items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
     external_id: ExternalId | None = None
@@ -74,23 +76,23 @@ class ReturnCreate(ReturnRequest):
     )
 
 
-class ReturnUpdate(_Strict):
+class ReturnUpdate(Schema):
     items: list[ReturnItemCreate] | None = Field(None, min_length=1, max_length=MAX_ITEMS)
     note: Note | None = None
     external_id: ExternalId | None = None
     metadata: Metadata | None = None
 
 
-class NoteBody(_Strict):
+class NoteBody(Schema):
     note: Note | None = None
 
 
-class DeclineBody(_Strict):
-    reason: Literal["final_sale", "return_period_ended", "other"]
+class DeclineBody(Schema):
+    reason: DeclineReason
     note: Note | None = None
 
 
-class ReceiveItem(_Strict):
+class ReceiveItem(Schema):
     order_id: ClientId
     line_id: ClientId
     quantity: Quantity
@@ -100,12 +102,12 @@ class ReceiveItem(_Strict):
     )
 
 
-class ReceiveBody(_Strict):
+class ReceiveBody(Schema):
     items: list[ReceiveItem] = Field(min_length=1, max_length=MAX_ITEMS)
     note: Note | None = None
 
 
-class RefundBody(_Strict):
+class RefundBody(Schema):
     amount: Amount | None = Field(
         None, description="Default: the refundable value of what was received, minus fees."
     )
@@ -113,7 +115,7 @@ class RefundBody(_Strict):
     note: Note | None = None
 
 
-class CancelBody(_Strict):
+class CancelBody(Schema):
     reason: ShortText | None = None
     note: Note | None = None
 
@@ -183,7 +185,7 @@ class ReturnOut(BaseModel):
     id: str
     number: str
     external_id: str | None
-    status: str
+    status: ReturnStatus
     source: str
     channel: str
     store: StoreOut | None

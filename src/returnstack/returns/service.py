@@ -24,6 +24,7 @@ from returnstack.kit.errors import (
 )
 from returnstack.kit.ids import new_id
 from returnstack.models import Return, ReturnHistory, ReturnItem
+from returnstack.models.returns import ReturnStatus
 from returnstack.orders.service import store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
@@ -42,7 +43,7 @@ from returnstack.returns.schemas import (
     ReturnItemCreate,
     ReturnUpdate,
 )
-from returnstack.returns.state import TRANSITIONS, Status, allowed_actions
+from returnstack.returns.state import TRANSITIONS, allowed_actions
 from returnstack.tenants.service import next_numbers
 
 
@@ -429,7 +430,7 @@ def open_return(
         id=new_id("ret"),
         number=number,
         external_id=data.external_id,
-        status=Status.requested,
+        status=ReturnStatus.requested,
         source=source,
         channel=data.channel,
         store_id=data.store.id if data.store else None,
@@ -618,7 +619,7 @@ def apply_action(
         ret.refund_method = body.method
         ret.refunded_at = now
         ret.fee_restocking = restocking_fee  # what was charged, on what came back
-    if transition.target == Status.closed:
+    if transition.target == ReturnStatus.closed:
         ret.closed_at = now
     ret.status = transition.target
     ret.version += 1
@@ -745,7 +746,7 @@ def update_return(
     """Edit a return while it is requested; new items are checked again."""
     ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
     _check_version(ret, if_match)
-    if ret.status != Status.requested:
+    if ret.status != ReturnStatus.requested:
         allowed = allowed_actions(
             status=ret.status, source=ret.source, received_anything=_received_anything(session, ret)
         )

@@ -1,52 +1,52 @@
 """The return state machine: one table drives the API, the history and the webhook events."""
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Status(StrEnum):
-    requested = "requested"
-    approved = "approved"
-    declined = "declined"
-    received = "received"
-    refunded = "refunded"
-    closed = "closed"
-    cancelled = "cancelled"
+from returnstack.models.returns import ReturnStatus
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
     action: str
-    sources: frozenset[Status]
-    target: Status
+    sources: frozenset[ReturnStatus]
+    target: ReturnStatus
     event_type: str
 
 
 TRANSITIONS: dict[str, Transition] = {
     t.action: t
     for t in (
-        Transition("approve", frozenset({Status.requested}), Status.approved, "return.approved"),
-        Transition("decline", frozenset({Status.requested}), Status.declined, "return.declined"),
+        Transition(
+            "approve", frozenset({ReturnStatus.requested}), ReturnStatus.approved, "return.approved"
+        ),
+        Transition(
+            "decline", frozenset({ReturnStatus.requested}), ReturnStatus.declined, "return.declined"
+        ),
         Transition(
             "receive",
-            frozenset({Status.approved, Status.received}),
-            Status.received,
+            frozenset({ReturnStatus.approved, ReturnStatus.received}),
+            ReturnStatus.received,
             "return.received",
         ),
-        Transition("refund", frozenset({Status.received}), Status.refunded, "return.refunded"),
         Transition(
-            "close", frozenset({Status.refunded, Status.declined}), Status.closed, "return.closed"
+            "refund", frozenset({ReturnStatus.received}), ReturnStatus.refunded, "return.refunded"
+        ),
+        Transition(
+            "close",
+            frozenset({ReturnStatus.refunded, ReturnStatus.declined}),
+            ReturnStatus.closed,
+            "return.closed",
         ),
         Transition(
             "cancel",
-            frozenset({Status.requested, Status.approved}),
-            Status.cancelled,
+            frozenset({ReturnStatus.requested, ReturnStatus.approved}),
+            ReturnStatus.cancelled,
             "return.cancelled",
         ),
         Transition(
             "reopen",
-            frozenset({Status.closed, Status.cancelled}),
-            Status.requested,
+            frozenset({ReturnStatus.closed, ReturnStatus.cancelled}),
+            ReturnStatus.requested,
             "return.reopened",
         ),
     )

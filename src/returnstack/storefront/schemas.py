@@ -1,11 +1,12 @@
 """Requests and responses of the storefront API (API.md 4.1)."""
 
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from returnstack.kit.schemas import Schema
 from returnstack.kit.types import ClientId, Email
+from returnstack.models.returns import Channel, ReturnStatus
 from returnstack.orders.schemas import Order, OrderLine
 from returnstack.returns.schemas import (
     MAX_ITEMS,
@@ -23,11 +24,7 @@ from returnstack.returns.schemas import (
 MAX_TOKEN_CHARS = 8192
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SessionCreate(_Strict):
+class SessionCreate(Schema):
     """Either a signed customer token, or an order id and its email (a guest)."""
 
     customer_token: str | None = Field(
@@ -55,12 +52,12 @@ class SessionOut(BaseModel):
     expires_at: datetime
 
 
-class StorefrontReturnCreate(_Strict):
+class StorefrontReturnCreate(Schema):
     """The body of POST /v1/returns without `customer` (the session names the customer) and
     without the staff's fields `note`, `external_id` and `metadata` (customers write their
     notes on the items)."""
 
-    channel: Literal["online", "offline"] = "online"
+    channel: Channel = "online"
     store: StoreRef | None = None
     items: list[ReturnItemCreate] = Field(min_length=1, max_length=MAX_ITEMS)
 
@@ -98,7 +95,7 @@ class StorefrontReturn(BaseModel):
 
     id: str
     number: str
-    status: str
+    status: ReturnStatus
     source: str
     channel: str
     store: StoreOut | None

@@ -19,12 +19,12 @@ from sqlalchemy.orm import Session
 from returnstack.kit.errors import AuthenticationFailed, Conflict, NotFound
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, Return
+from returnstack.models.returns import ReturnStatus
 from returnstack.orders.service import render_orders
 from returnstack.returns import attachments, service
 from returnstack.returns.policy import get_policy, terms_for
 from returnstack.returns.repository import find_return, render_returns
 from returnstack.returns.schemas import CancelBody, ReturnCreate
-from returnstack.returns.state import Status
 from returnstack.storefront import repository
 from returnstack.storefront.auth import StorefrontCaller, hash_token, new_token
 from returnstack.storefront.schemas import StorefrontReturn
@@ -41,7 +41,7 @@ PRUNE_EVERY = timedelta(minutes=1)
 _last_pruned: dict[str, datetime] = {}  # tenant id -> last prune (one entry per tenant)
 _last_pruned_lock = threading.Lock()
 # Statuses in which a storefront caller may still add evidence to a return.
-ATTACHABLE = frozenset({Status.requested, Status.approved, Status.received})
+ATTACHABLE = frozenset({ReturnStatus.requested, ReturnStatus.approved, ReturnStatus.received})
 
 
 # --- sessions ------------------------------------------------------------------------------

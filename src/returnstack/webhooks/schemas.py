@@ -2,24 +2,22 @@
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, StringConstraints
 
-from returnstack.kit.types import NoNul, _timestamp_input
+from returnstack.kit.schemas import Schema
+from returnstack.kit.types import _timestamp_input
 
 MAX_URL_LENGTH = 2000
 
 WebhookUrl = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_URL_LENGTH),
-    NoNul,
 ]
 EventTypes = Annotated[list[str], Field(min_length=1, max_length=100)]
-Description = Annotated[str, StringConstraints(max_length=500), NoNul]
+Description = Annotated[str, StringConstraints(max_length=500)]
 
 
-class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookCreate(Schema):
     url: WebhookUrl = Field(
         description="An http(s) URL (at most 2,000 characters). Loopback, private and "
         "link-local addresses are refused unless the server allows them."
@@ -29,9 +27,7 @@ class WebhookCreate(BaseModel):
     enabled: bool = True
 
 
-class WebhookUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookUpdate(Schema):
     url: WebhookUrl | None = None
     events: EventTypes | None = None
     description: Description | None = None
@@ -89,9 +85,7 @@ class DeliveryPage(BaseModel):
     next_cursor: str | None
 
 
-class RecoverRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RecoverRequest(Schema):
     since: Annotated[AwareDatetime, BeforeValidator(_timestamp_input)] = Field(
         description="RFC 3339; at most the retention (30 days) ago."
     )
