@@ -798,6 +798,39 @@ def test_bad_filters_are_400(api: Api, params: dict[str, str]) -> None:
     assert response.status_code == 400, response.text
 
 
+def test_bad_filters_answer_the_same_bodies(api: Api) -> None:
+    """Every unknown status is its own detail; a malformed value names its parameter."""
+    response = api.get("/v1/returns", params={"status": ["lost", "closed", "gone"]})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "type": "invalid_request",
+            "message": "The request is invalid.",
+            "details": [
+                {"path": "status", "message": "unknown status 'lost'"},
+                {"path": "status", "message": "unknown status 'gone'"},
+            ],
+        }
+    }
+    response = api.get("/v1/returns", params={"email": "not an email"})
+    assert response.json()["error"]["details"] == [
+        {"path": "email", "message": "is not a valid email address"}
+    ]
+    response = api.get("/v1/returns", params={"source": "fax"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Invalid parameters."
+    assert [detail["path"] for detail in response.json()["error"]["details"]] == ["source"]
+
+
+def test_a_nul_in_a_text_filter_matches_nothing(api: Api) -> None:
+    order = api.buy()
+    api.open(wanted(order))
+    for name in ("customer_id", "order_id", "product_id", "store_id", "reason", "q"):
+        response = api.get("/v1/returns", params={name: "a\x00b", "cursor": "not-a-cursor"})
+        assert response.status_code == 200, response.text
+        assert response.json() == {"data": [], "next_cursor": None}
+
+
 def test_unknown_return_is_404(api: Api) -> None:
     for reference in ("ret_01NOPE", "R-999999", "nothing"):
         response = api.get(f"/v1/returns/{reference}")

@@ -1,7 +1,6 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
 from returnstack.kit.deps import DbSession
@@ -20,9 +19,9 @@ from returnstack.kit.idempotency import Idempotency, IdempotentRequest
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
-from returnstack.kit.types import normalize_email
 from returnstack.returns import policy as policies
-from returnstack.returns import repository, service
+from returnstack.returns import service
+from returnstack.returns.dependencies import ListFilters, ReturnId
 from returnstack.returns.schemas import (
     CancelBody,
     DeclineBody,
@@ -94,69 +93,20 @@ def preview_return(data: ReturnCreate, principal: SecretKey, session: DbSession)
 def list_returns(
     principal: SecretKey,
     session: DbSession,
+    filters: ListFilters,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
-    customer_id: Annotated[str | None, Query(max_length=128)] = None,
-    email: Annotated[str | None, Query(max_length=320)] = None,
-    status: Annotated[list[str] | None, Query(description="Repeatable.")] = None,
-    order_id: Annotated[str | None, Query(max_length=128)] = None,
-    product_id: Annotated[str | None, Query(max_length=128)] = None,
-    channel: Annotated[str | None, Query(pattern="^(online|offline)$")] = None,
-    store_id: Annotated[str | None, Query(max_length=128)] = None,
-    source: Annotated[str | None, Query(pattern="^(api|storefront|event|dashboard)$")] = None,
-    reason: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: AwareDatetime | None = None,
-    created_before: AwareDatetime | None = None,
-    q: Annotated[
-        str | None, Query(max_length=200, description="Number, external id, email, notes.")
-    ] = None,
 ) -> Any:
     """Returns, newest first, with recorded returns (`source: "event"`) among them."""
-    statuses = tuple(status or ())
-    known = {"requested", "approved", "declined", "received", "refunded", "closed", "cancelled"}
-    unknown = [value for value in statuses if value not in known]
-    if unknown:
-        raise InvalidRequest(
-            details=[
-                {"path": "status", "message": f"unknown status {value!r}"} for value in unknown
-            ]
-        )
-    try:
-        normalized_email = normalize_email(email) if email is not None else None
-    except ValueError as exc:
-        raise InvalidRequest(details=[{"path": "email", "message": str(exc)}]) from None
-    filters = repository.ReturnFilters(
-        customer_id=customer_id,
-        email=normalized_email,
-        status=statuses,
-        order_id=order_id,
-        product_id=product_id,
-        channel=channel,
-        store_id=store_id,
-        source=source,
-        reason=reason,
-        created_after=created_after,
-        created_before=created_before,
-        q=q,
-    )
-    if any(
-        "\x00" in (value or "")
-        for value in (customer_id, order_id, product_id, store_id, reason, q)
-    ):
-        return {"data": [], "next_cursor": None}
-    rows, next_cursor = repository.list_returns(
+    return service.list_returns(
         session, tenant_id=principal.tenant_id, filters=filters, limit=limit, cursor=cursor
     )
-    return {
-        "data": repository.render_returns(session, tenant_id=principal.tenant_id, returns=rows),
-        "next_cursor": next_cursor,
-    }
 
 
 @router.get(
     "/v1/returns/{return_id}", response_model=ReturnOut, responses=errors(*STAFF_ERRORS, NotFound)
 )
-def read_return(return_id: str, principal: SecretKey, session: DbSession) -> JSONResponse:
+def read_return(return_id: ReturnId, principal: SecretKey, session: DbSession) -> JSONResponse:
     """A return by id (`ret_...`) or number (`R-000123`)."""
     return _json(service.get_return(session, tenant_id=principal.tenant_id, reference=return_id))
 
@@ -169,7 +119,11 @@ def read_return(return_id: str, principal: SecretKey, session: DbSession) -> JSO
     ),
 )
 def patch_return(
-    return_id: str, data: ReturnUpdate, principal: SecretKey, session: DbSession, if_match: IfMatch
+    return_id: ReturnId,
+    data: ReturnUpdate,
+    principal: SecretKey,
+    session: DbSession,
+    if_match: IfMatch,
 ) -> JSONResponse:
     """Edit items, note, external id or metadata while the return is `requested`."""
     return _json(
@@ -190,7 +144,7 @@ def patch_return(
     responses=errors(*STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed),
 )
 def delete_return(
-    return_id: str, principal: SecretKey, session: DbSession, if_match: IfMatch
+    return_id: ReturnId, principal: SecretKey, session: DbSession, if_match: IfMatch
 ) -> JSONResponse:
     """Cancel (requested, approved) or close (refunded, declined): a return is never erased."""
     return _json(
@@ -237,7 +191,7 @@ ACTION_ERRORS = errors(
 
 @router.post("/v1/returns/{return_id}/approve", response_model=ReturnOut, responses=ACTION_ERRORS)
 def approve(
-    return_id: str,
+    return_id: ReturnId,
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
@@ -252,7 +206,7 @@ def approve(
 
 @router.post("/v1/returns/{return_id}/decline", response_model=ReturnOut, responses=ACTION_ERRORS)
 def decline(
-    return_id: str,
+    return_id: ReturnId,
     body: DeclineBody,
     principal: SecretKey,
     session: DbSession,
@@ -265,7 +219,7 @@ def decline(
 
 @router.post("/v1/returns/{return_id}/receive", response_model=ReturnOut, responses=ACTION_ERRORS)
 def receive(
-    return_id: str,
+    return_id: ReturnId,
     body: ReceiveBody,
     principal: SecretKey,
     session: DbSession,
@@ -278,7 +232,7 @@ def receive(
 
 @router.post("/v1/returns/{return_id}/refund", response_model=ReturnOut, responses=ACTION_ERRORS)
 def refund(
-    return_id: str,
+    return_id: ReturnId,
     body: RefundBody,
     principal: SecretKey,
     session: DbSession,
@@ -293,7 +247,7 @@ def refund(
 
 @router.post("/v1/returns/{return_id}/close", response_model=ReturnOut, responses=ACTION_ERRORS)
 def close(
-    return_id: str,
+    return_id: ReturnId,
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
@@ -308,7 +262,7 @@ def close(
 
 @router.post("/v1/returns/{return_id}/cancel", response_model=ReturnOut, responses=ACTION_ERRORS)
 def cancel(
-    return_id: str,
+    return_id: ReturnId,
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,
@@ -323,7 +277,7 @@ def cancel(
 
 @router.post("/v1/returns/{return_id}/reopen", response_model=ReturnOut, responses=ACTION_ERRORS)
 def reopen(
-    return_id: str,
+    return_id: ReturnId,
     principal: SecretKey,
     session: DbSession,
     if_match: IfMatch,

@@ -136,6 +136,12 @@ class ReturnFilters:
     created_before: datetime | None = None
     q: str | None = None
 
+    @property
+    def matches_nothing(self) -> bool:
+        """A NUL character in a text filter matches nothing: no stored text holds one."""
+        texts = (self.customer_id, self.order_id, self.product_id, self.store_id, self.reason)
+        return any("\x00" in (value or "") for value in (*texts, self.q))
+
 
 def _filtered(query: Select[Any], tenant_id: str, filters: ReturnFilters) -> Select[Any]:
     conditions = [Return.tenant_id == tenant_id]

@@ -29,11 +29,12 @@ from returnstack.orders.service import store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
+from returnstack.returns import repository
 from returnstack.returns.eligibility import Checked, Requester, check_items
 from returnstack.returns.policy import get_policy
 from returnstack.returns.reasons import normalize_free_text_reason
 from returnstack.returns.render import render_return
-from returnstack.returns.repository import find_return, render_returns
+from returnstack.returns.repository import ReturnFilters, find_return, render_returns
 from returnstack.returns.schemas import (
     CancelBody,
     CustomerRef,
@@ -837,6 +838,21 @@ def delete_return(
         actor=actor,
         if_match=if_match,
     )
+
+
+def list_returns(
+    session: Session, *, tenant_id: str, filters: ReturnFilters, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of returns, newest first."""
+    if filters.matches_nothing:
+        return {"data": [], "next_cursor": None}
+    rows, next_cursor = repository.list_returns(
+        session, tenant_id=tenant_id, filters=filters, limit=limit, cursor=cursor
+    )
+    return {
+        "data": render_returns(session, tenant_id=tenant_id, returns=rows),
+        "next_cursor": next_cursor,
+    }
 
 
 def get_return(session: Session, *, tenant_id: str, reference: str) -> dict[str, Any]:
