@@ -61,7 +61,11 @@ def errors(*kinds: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {}
     for kind in kinds:
         entry = responses.setdefault(kind.status_code, {"description": "", "content": {}})
-        entry["description"] = " | ".join(filter(None, [entry["description"], kind.type]))
+        # A domain's single-fact error (RefundExceedsRefundable) is named after its type.
+        name = (
+            kind.type if kind.__module__ == ApiError.__module__ else f"{kind.type}: {kind.__name__}"
+        )
+        entry["description"] = " | ".join(filter(None, [entry["description"], name]))
         entry["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return responses
 

@@ -19,6 +19,7 @@ from returnstack.customers.profiles import linked_customers
 from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.models import Order
 from returnstack.orders.service import render_orders
+from returnstack.returns.errors import ReturnErrorCode as Code
 from returnstack.returns.policy import PolicyDocument, terms_for
 from returnstack.returns.schemas import ReturnItemCreate
 
@@ -52,7 +53,10 @@ class CheckedItem:
     order: dict[str, Any] | None = None
     line: dict[str, Any] | None = None
     fee_basis_points: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    errors: list[tuple[Code, str]] = field(default_factory=list)  # (code, message)
+
+    def refuse(self, code: Code, message: str) -> None:
+        self.errors.append((code, message))
 
     @property
     def line_id(self) -> str | None:
@@ -153,11 +157,11 @@ def check_items(
             else staff_owns(order)
         )
         if order is None or (requester.storefront and not owned):
-            item.errors.append(("order_not_found", f"No order {request.order_id!r}."))
+            item.refuse(Code.order_not_found, f"No order {request.order_id!r}.")
             continue
         if not owned:
-            item.errors.append(
-                ("order_not_owned", f"Order {request.order_id!r} belongs to another customer.")
+            item.refuse(
+                Code.order_not_owned, f"Order {request.order_id!r} belongs to another customer."
             )
             continue
         view = rendered[order.id]
@@ -168,36 +172,33 @@ def check_items(
         if currency is None:
             currency = order.currency
         elif order.currency != currency:
-            item.errors.append(
-                ("currency_mismatch", f"Order {order.id!r} is in {order.currency}, not {currency}.")
+            item.refuse(
+                Code.currency_mismatch,
+                f"Order {order.id!r} is in {order.currency}, not {currency}.",
             )
         reason = reasons.get(request.reason)
         if reason is None:
-            item.errors.append(("unknown_reason", f"Unknown reason {request.reason!r}."))
+            item.refuse(Code.unknown_reason, f"Unknown reason {request.reason!r}.")
         elif reason.code == "other" and not (request.note and request.note.strip()):
-            item.errors.append(("note_required", "The reason 'other' needs a note."))
+            item.refuse(Code.note_required, "The reason 'other' needs a note.")
         terms = terms_for(
             policy, product_id=item.line["product_id"], category=item.line["category"]
         )
         if not terms.returnable:
-            item.errors.append(("final_sale", "This product is not returnable."))
+            item.refuse(Code.final_sale, "This product is not returnable.")
         deadline = order.placed_at + timedelta(days=terms.window_days)
         if now > deadline:
-            item.errors.append(
-                (
-                    "outside_return_window",
-                    f"The return window of {terms.window_days} days ended on "
-                    f"{deadline.date().isoformat()}.",
-                )
+            item.refuse(
+                Code.outside_return_window,
+                f"The return window of {terms.window_days} days ended on "
+                f"{deadline.date().isoformat()}.",
             )
         key = (order.id, item.line["line_id"])
         claimed_here[key] = claimed_here.get(key, 0) + request.quantity
         if claimed_here[key] > item.line["returnable_quantity"]:
-            item.errors.append(
-                (
-                    "quantity_exceeds_returnable",
-                    f"Only {item.line['returnable_quantity']} of line {key[1]!r} can be returned.",
-                )
+            item.refuse(
+                Code.quantity_exceeds_returnable,
+                f"Only {item.line['returnable_quantity']} of line {key[1]!r} can be returned.",
             )
         merchant_fault = reason is not None and reason.merchant_fault
         item.fee_basis_points = 0 if merchant_fault else terms.fee_basis_points
@@ -230,12 +231,10 @@ def _check_total(items: list[CheckedItem]) -> None:
             continue
         total += item.value
         if total > MAX_SAFE_INTEGER:
-            item.errors.append(
-                (
-                    "total_out_of_range",
-                    f"The items up to this one are worth {total}, above {MAX_SAFE_INTEGER} "
-                    "(2^53 - 1): return them in several returns.",
-                )
+            item.refuse(
+                Code.total_out_of_range,
+                f"The items up to this one are worth {total}, above {MAX_SAFE_INTEGER} "
+                "(2^53 - 1): return them in several returns.",
             )
             total -= item.value
 
@@ -280,34 +279,28 @@ def _find_line(
     if request.line_id is not None:
         line = next((line for line in lines if line["line_id"] == request.line_id), None)
         if line is None:
-            item.errors.append(
-                ("line_not_found", f"Order {order['order_id']!r} has no line {request.line_id!r}.")
+            item.refuse(
+                Code.line_not_found, f"Order {order['order_id']!r} has no line {request.line_id!r}."
             )
         elif request.product_id is not None and line["product_id"] != request.product_id:
-            item.errors.append(
-                (
-                    "line_not_found",
-                    f"Line {request.line_id!r} is not product {request.product_id!r}.",
-                )
+            item.refuse(
+                Code.line_not_found,
+                f"Line {request.line_id!r} is not product {request.product_id!r}.",
             )
             return None
         return line
     matches = [line for line in lines if line["product_id"] == request.product_id]
     if not matches:
-        item.errors.append(
-            (
-                "line_not_found",
-                f"Order {order['order_id']!r} has no line of product {request.product_id!r}.",
-            )
+        item.refuse(
+            Code.line_not_found,
+            f"Order {order['order_id']!r} has no line of product {request.product_id!r}.",
         )
         return None
     if len(matches) > 1:
-        item.errors.append(
-            (
-                "ambiguous_line",
-                f"Order {order['order_id']!r} has several lines of product "
-                f"{request.product_id!r}: give line_id.",
-            )
+        item.refuse(
+            Code.ambiguous_line,
+            f"Order {order['order_id']!r} has several lines of product "
+            f"{request.product_id!r}: give line_id.",
         )
         return None
     return matches[0]

@@ -11,7 +11,6 @@ from returnstack.kit.errors import (
     InvalidRequest,
     InvalidTransition,
     NotFound,
-    PreconditionFailed,
     ValidationFailed,
 )
 from returnstack.kit.http import IfMatch, Limit, etag
@@ -22,6 +21,7 @@ from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.returns import policy as policies
 from returnstack.returns import service
 from returnstack.returns.dependencies import ListFilters, ReturnId
+from returnstack.returns.errors import RefundExceedsRefundable, VersionMismatch, code_list
 from returnstack.returns.schemas import (
     CancelBody,
     DeclineBody,
@@ -54,17 +54,13 @@ def _json(payload: dict[str, Any], status_code: int = 200) -> JSONResponse:
     status_code=201,
     response_model=ReturnOut,
     responses=errors(*STAFF_ERRORS, Conflict, ValidationFailed),
+    description="Open a return of items from one or more orders of one customer, in one "
+    "currency.\n\nEvery item is checked against the policy; a violation answers 422 whose "
+    f"details name the item (`items[1]`) and a code: {code_list()}.",
 )
 def create_return(
     data: ReturnCreate, principal: SecretKey, session: DbSession, idempotency: Idempotency
 ) -> RawJSONResponse:
-    """Open a return of items from one or more orders of one customer, in one currency.
-
-    Every item is checked against the policy; a violation answers 422 whose details name
-    the item (`items[1]`) and a code: `order_not_found`, `order_not_owned`, `line_not_found`,
-    `ambiguous_line`, `quantity_exceeds_returnable`, `outside_return_window`, `final_sale`,
-    `unknown_reason`, `note_required`, `currency_mismatch`.
-    """
     return idempotency.respond(
         session,
         tenant_id=principal.tenant_id,
@@ -114,9 +110,7 @@ def read_return(return_id: ReturnId, principal: SecretKey, session: DbSession) -
 @router.patch(
     "/v1/returns/{return_id}",
     response_model=ReturnOut,
-    responses=errors(
-        *STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
-    ),
+    responses=errors(*STAFF_ERRORS, NotFound, InvalidTransition, VersionMismatch, ValidationFailed),
 )
 def patch_return(
     return_id: ReturnId,
@@ -141,7 +135,7 @@ def patch_return(
 @router.delete(
     "/v1/returns/{return_id}",
     response_model=ReturnOut,
-    responses=errors(*STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed),
+    responses=errors(*STAFF_ERRORS, NotFound, InvalidTransition, VersionMismatch),
 )
 def delete_return(
     return_id: ReturnId, principal: SecretKey, session: DbSession, if_match: IfMatch
@@ -185,7 +179,7 @@ def _action(
 
 
 ACTION_ERRORS = errors(
-    *STAFF_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
+    *STAFF_ERRORS, NotFound, InvalidTransition, VersionMismatch, ValidationFailed
 )
 
 
@@ -230,7 +224,18 @@ def receive(
     return _action("receive", return_id, body, principal, session, if_match, idempotency)
 
 
-@router.post("/v1/returns/{return_id}/refund", response_model=ReturnOut, responses=ACTION_ERRORS)
+@router.post(
+    "/v1/returns/{return_id}/refund",
+    response_model=ReturnOut,
+    responses=errors(
+        *STAFF_ERRORS,
+        NotFound,
+        InvalidTransition,
+        VersionMismatch,
+        ValidationFailed,
+        RefundExceedsRefundable,
+    ),
+)
 def refund(
     return_id: ReturnId,
     body: RefundBody,

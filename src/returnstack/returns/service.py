@@ -19,7 +19,6 @@ from returnstack.kit.bulk import insert_rows
 from returnstack.kit.errors import (
     InvalidTransition,
     NotFound,
-    PreconditionFailed,
     ValidationFailed,
 )
 from returnstack.kit.ids import new_id
@@ -31,6 +30,7 @@ from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
 from returnstack.returns import repository
 from returnstack.returns.eligibility import Checked, Requester, check_items
+from returnstack.returns.errors import RefundExceedsRefundable, ReturnErrorCode, VersionMismatch
 from returnstack.returns.policy import get_policy
 from returnstack.returns.reasons import normalize_free_text_reason
 from returnstack.returns.render import render_return
@@ -463,11 +463,7 @@ def open_return(
 
 def _check_version(ret: Return, if_match: int | None) -> None:
     if if_match is not None and if_match != ret.version:
-        raise PreconditionFailed(
-            f"The return is at version {ret.version}, not {if_match}.",
-            details=[{"path": "If-Match", "message": f"current version is {ret.version}"}],
-            extra={"current_version": ret.version},
-        )
+        raise VersionMismatch(current=ret.version, given=if_match)
 
 
 def _count_in_profile(
@@ -508,7 +504,13 @@ def _refuse_transition(
     message = why or f"Action {action!r} is not allowed on a return in status {ret.status!r}."
     return InvalidTransition(
         f"{message} Allowed now: {', '.join(allowed) or 'none'}.",
-        details=[{"path": "status", "message": f"is {ret.status}", "code": "invalid_transition"}],
+        details=[
+            {
+                "path": "status",
+                "message": f"is {ret.status}",
+                "code": ReturnErrorCode.invalid_transition,
+            }
+        ],
         extra={"current_status": ret.status, "allowed_actions": allowed},
     )
 
@@ -599,17 +601,7 @@ def apply_action(
         limit = max(0, total - already)
         amount = limit if body.amount is None else body.amount
         if amount > limit:
-            raise ValidationFailed(
-                f"The refund may be at most {limit}: the refundable value of what was "
-                "received, less what was refunded before.",
-                details=[
-                    {
-                        "path": "amount",
-                        "message": f"must be at most {limit}",
-                        "code": "refund_exceeds_refundable",
-                    }
-                ],
-            )
+            raise RefundExceedsRefundable(limit)
         before_refund = (
             None if ret.refund_amount is None else {"amount": already, "method": ret.refund_method}
         )
@@ -664,7 +656,7 @@ def _reclaim(session: Session, ret: Return) -> None:
     errors = [
         detail
         for detail in checked.error_details()
-        if detail["code"] == "quantity_exceeds_returnable"
+        if detail["code"] == ReturnErrorCode.quantity_exceeds_returnable
     ]
     if errors:
         raise ValidationFailed(
@@ -688,7 +680,7 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                     "path": f"items[{index}]",
                     "message": f"this return has no item for line {receipt.line_id!r} "
                     f"of order {receipt.order_id!r}",
-                    "code": "item_not_in_return",
+                    "code": ReturnErrorCode.item_not_in_return,
                 }
             )
             continue
@@ -698,7 +690,7 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                 {
                     "path": f"items[{index}].quantity",
                     "message": f"at most {room} more",
-                    "code": "quantity_exceeds_requested",
+                    "code": ReturnErrorCode.quantity_exceeds_requested,
                 }
             )
             continue
@@ -777,7 +769,7 @@ def update_return(
                     {
                         "path": "items",
                         "message": f"the return is in {ret.currency}",
-                        "code": "currency_mismatch",
+                        "code": ReturnErrorCode.currency_mismatch,
                     }
                 ]
             )

@@ -15,7 +15,6 @@ from returnstack.kit.errors import (
     InvalidTransition,
     NotFound,
     PayloadTooLarge,
-    PreconditionFailed,
     RateLimited,
     ValidationFailed,
 )
@@ -34,6 +33,7 @@ from returnstack.returns.attachments_endpoints import (
     UploadIdempotency,
     stream,
 )
+from returnstack.returns.errors import VersionMismatch
 from returnstack.returns.schemas import AttachmentOut, CancelBody, Preview
 from returnstack.storefront import service
 from returnstack.storefront.auth import (
@@ -186,7 +186,7 @@ def read_return(return_id: str, caller: Storefront, session: DbSession) -> JSONR
     "/v1/storefront/returns/{return_id}/cancel",
     response_model=StorefrontReturn,
     responses=errors(
-        *CALLER_ERRORS, NotFound, InvalidTransition, PreconditionFailed, ValidationFailed
+        *CALLER_ERRORS, NotFound, InvalidTransition, VersionMismatch, ValidationFailed
     ),
 )
 def cancel_return(

@@ -8,6 +8,7 @@ from returnstack.kit.schemas import Schema
 from returnstack.kit.types import ClientId, Email
 from returnstack.models.returns import Channel, ReturnStatus
 from returnstack.orders.schemas import Order, OrderLine
+from returnstack.returns.errors import LINE_CODES, code_list
 from returnstack.returns.schemas import (
     MAX_ITEMS,
     AttachmentOut,
@@ -120,9 +121,8 @@ class StorefrontReturnPage(BaseModel):
 
 class StorefrontOrderLine(OrderLine):
     ineligible: list[str] = Field(
-        description="Why no unit of this line can be returned now: `final_sale`, "
-        "`outside_return_window`, `quantity_exceeds_returnable` (nothing left to return). "
-        "Empty when the line can be returned."
+        description="Why no unit of this line can be returned now: "
+        f"{code_list(LINE_CODES)} (nothing left to return). Empty when it can be returned."
     )
     returnable_until: datetime = Field(description="End of the line's return window.")
 

@@ -22,6 +22,7 @@ from returnstack.models import Order, Return
 from returnstack.models.returns import ReturnStatus
 from returnstack.orders.service import render_orders
 from returnstack.returns import attachments, service
+from returnstack.returns.errors import ReturnErrorCode
 from returnstack.returns.policy import get_policy, terms_for
 from returnstack.returns.repository import find_return, render_returns
 from returnstack.returns.schemas import CancelBody, ReturnCreate
@@ -263,11 +264,11 @@ def _line_view(line: dict[str, Any], order: Order, policy: Any, now: datetime) -
     deadline = order.placed_at + timedelta(days=terms.window_days)
     codes = []
     if not terms.returnable:
-        codes.append("final_sale")
+        codes.append(ReturnErrorCode.final_sale)
     if now > deadline:
-        codes.append("outside_return_window")
+        codes.append(ReturnErrorCode.outside_return_window)
     if line["returnable_quantity"] <= 0:
-        codes.append("quantity_exceeds_returnable")
+        codes.append(ReturnErrorCode.quantity_exceeds_returnable)
     return line | {"ineligible": codes, "returnable_until": rfc3339(deadline)}
 
 
