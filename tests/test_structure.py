@@ -53,7 +53,7 @@ def _import_graph() -> dict[str, set[str]]:
     for module, path in MODULES.items():
         targets = {_our_module(name) for name in _imported_names(path)}
         graph[module] = {target for target in targets if target not in (None, module)}
-    return graph  # type: ignore[return-value]
+    return graph
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
