@@ -34,4 +34,4 @@ class Schema(BaseModel):
     def __get_pydantic_core_schema__(
         cls, source: type[BaseModel], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return _refuse_nul(handler(source))  # type: ignore[no-any-return]
+        return _refuse_nul(handler(source))

@@ -89,13 +89,13 @@ def preview_return(data: ReturnCreate, principal: SecretKey, session: DbSession)
 def list_returns(
     principal: SecretKey,
     session: DbSession,
-    filters: ListFilters,
+    query: ListFilters,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Any:
     """Returns, newest first, with recorded returns (`source: "event"`) among them."""
     return service.list_returns(
-        session, tenant_id=principal.tenant_id, filters=filters, limit=limit, cursor=cursor
+        session, tenant_id=principal.tenant_id, query=query, limit=limit, cursor=cursor
     )
 
 

@@ -125,7 +125,7 @@ class ReturnFilters:
     # before the email was linked to the customer).
     guest_emails: tuple[str, ...] = ()
     email: str | None = None
-    status: tuple[str, ...] = ()
+    status: Sequence[str] = ()
     order_id: str | None = None
     product_id: str | None = None
     channel: str | None = None

@@ -1,10 +1,19 @@
 """Requests and responses of the returns API (API.md section 4)."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
+from returnstack.kit.errors import InvalidRequest
 from returnstack.kit.schemas import Schema
 from returnstack.kit.types import (
     MAX_ITEMS_PER_RETURN,
@@ -15,6 +24,7 @@ from returnstack.kit.types import (
     Note,
     Quantity,
     ShortText,
+    normalize_email,
 )
 from returnstack.models.returns import (
     Channel,
@@ -23,6 +33,7 @@ from returnstack.models.returns import (
     Outcome,
     RefundMethod,
     Resolution,
+    ReturnSource,
     ReturnStatus,
 )
 
@@ -118,6 +129,52 @@ class RefundBody(Schema):
 class CancelBody(Schema):
     reason: ShortText | None = None
     note: Note | None = None
+
+
+_STATUSES = frozenset(ReturnStatus)
+
+
+# _known_statuses and _email raise the 400 themselves (not a ValueError, which would become
+# the generic "Invalid parameters."): their details name the value and carry no code.
+def _known_statuses(values: Any) -> Any:
+    unknown = [value for value in values or () if value not in _STATUSES]
+    if unknown:
+        raise InvalidRequest(
+            details=[
+                {"path": "status", "message": f"unknown status {value!r}"} for value in unknown
+            ]
+        )
+    return values
+
+
+def _email(value: str | None) -> str | None:
+    try:
+        return None if value is None else normalize_email(value)
+    except ValueError as exc:
+        raise InvalidRequest(details=[{"path": "email", "message": str(exc)}]) from None
+
+
+def _one_of(vocabulary: Any) -> str:
+    return f"^({'|'.join(get_args(vocabulary))})$"
+
+
+class ReturnQuery(BaseModel):
+    """The filters of GET /v1/returns."""
+
+    customer_id: str | None = Field(None, max_length=128)
+    email: Annotated[str | None, AfterValidator(_email)] = Field(None, max_length=320)
+    status: Annotated[list[ReturnStatus], BeforeValidator(_known_statuses)] = Field(
+        [], description="Repeatable."
+    )
+    order_id: str | None = Field(None, max_length=128)
+    product_id: str | None = Field(None, max_length=128)
+    channel: str | None = Field(None, pattern=_one_of(Channel))
+    store_id: str | None = Field(None, max_length=128)
+    source: str | None = Field(None, pattern=_one_of(ReturnSource))
+    reason: str | None = Field(None, max_length=64)
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    q: str | None = Field(None, max_length=200, description="Number, external id, email, notes.")
 
 
 # --- responses ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from returnstack.returns.schemas import (
     ReceiveBody,
     ReturnCreate,
     ReturnItemCreate,
+    ReturnQuery,
     ReturnUpdate,
 )
 from returnstack.returns.state import TRANSITIONS, allowed_actions
@@ -833,9 +834,10 @@ def delete_return(
 
 
 def list_returns(
-    session: Session, *, tenant_id: str, filters: ReturnFilters, limit: int, cursor: str | None
+    session: Session, *, tenant_id: str, query: ReturnQuery, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     """A page of returns, newest first."""
+    filters = ReturnFilters(**query.model_dump())
     if filters.matches_nothing:
         return {"data": [], "next_cursor": None}
     rows, next_cursor = repository.list_returns(
