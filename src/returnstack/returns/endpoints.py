@@ -1,7 +1,7 @@
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Body, Depends, Query
 
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
@@ -14,7 +14,7 @@ from returnstack.kit.errors import (
     ValidationFailed,
 )
 from returnstack.kit.http import IfMatch, Limit, etag
-from returnstack.kit.idempotency import Idempotency, IdempotentRequest
+from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
@@ -34,7 +34,7 @@ from returnstack.returns.schemas import (
     ReturnPage,
     ReturnUpdate,
 )
-from returnstack.tenants.auth import Principal, SecretKey
+from returnstack.tenants.auth import SecretKey
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["returns"])
 
@@ -152,147 +152,96 @@ def delete_return(
     )
 
 
-def _action(
-    action: str,
-    return_id: str,
-    body: Any,
-    principal: Principal,
-    session: Session,
-    if_match: int | None,
-    idempotency: IdempotentRequest,
-) -> RawJSONResponse:
-    return idempotency.respond(
-        session,
-        tenant_id=principal.tenant_id,
-        status_code=200,
-        produce=lambda: service.apply_action(
-            session,
-            tenant_id=principal.tenant_id,
-            reference=return_id,
-            action=action,
-            body=body,
-            actor=principal.actor,
-            if_match=if_match,
-        ),
-        headers=_with_etag,
-    )
+@dataclass
+class ReturnAction:
+    """What every lifecycle action takes: the return, the caller, If-Match, Idempotency-Key."""
+
+    return_id: ReturnId
+    principal: SecretKey
+    session: DbSession
+    if_match: IfMatch
+    idempotency: Idempotency
+
+    def run(self, action: str, body: Any) -> RawJSONResponse:
+        return self.idempotency.respond(
+            self.session,
+            tenant_id=self.principal.tenant_id,
+            status_code=200,
+            produce=lambda: service.apply_action(
+                self.session,
+                tenant_id=self.principal.tenant_id,
+                reference=self.return_id,
+                action=action,
+                body=body,
+                actor=self.principal.actor,
+                if_match=self.if_match,
+            ),
+            headers=_with_etag,
+        )
 
 
-ACTION_ERRORS = errors(
-    *STAFF_ERRORS, NotFound, InvalidTransition, VersionMismatch, ValidationFailed
+Action = Annotated[ReturnAction, Depends()]
+ACTION_ERRORS = (*STAFF_ERRORS, NotFound, InvalidTransition, VersionMismatch, ValidationFailed)
+
+
+@router.post(
+    "/v1/returns/{return_id}/approve", response_model=ReturnOut, responses=errors(*ACTION_ERRORS)
 )
-
-
-@router.post("/v1/returns/{return_id}/approve", response_model=ReturnOut, responses=ACTION_ERRORS)
-def approve(
-    return_id: ReturnId,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-    body: Annotated[NoteBody | None, Body()] = None,
-) -> RawJSONResponse:
+def approve(action: Action, body: Annotated[NoteBody | None, Body()] = None) -> RawJSONResponse:
     """requested -> approved."""
-    return _action(
-        "approve", return_id, body or NoteBody(), principal, session, if_match, idempotency
-    )
+    return action.run("approve", body or NoteBody())
 
 
-@router.post("/v1/returns/{return_id}/decline", response_model=ReturnOut, responses=ACTION_ERRORS)
-def decline(
-    return_id: ReturnId,
-    body: DeclineBody,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-) -> RawJSONResponse:
+@router.post(
+    "/v1/returns/{return_id}/decline", response_model=ReturnOut, responses=errors(*ACTION_ERRORS)
+)
+def decline(action: Action, body: DeclineBody) -> RawJSONResponse:
     """requested -> declined; its items no longer count against their orders."""
-    return _action("decline", return_id, body, principal, session, if_match, idempotency)
+    return action.run("decline", body)
 
 
-@router.post("/v1/returns/{return_id}/receive", response_model=ReturnOut, responses=ACTION_ERRORS)
-def receive(
-    return_id: ReturnId,
-    body: ReceiveBody,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-) -> RawJSONResponse:
+@router.post(
+    "/v1/returns/{return_id}/receive", response_model=ReturnOut, responses=errors(*ACTION_ERRORS)
+)
+def receive(action: Action, body: ReceiveBody) -> RawJSONResponse:
     """approved or received -> received; partial receipts add up."""
-    return _action("receive", return_id, body, principal, session, if_match, idempotency)
+    return action.run("receive", body)
 
 
 @router.post(
     "/v1/returns/{return_id}/refund",
     response_model=ReturnOut,
-    responses=errors(
-        *STAFF_ERRORS,
-        NotFound,
-        InvalidTransition,
-        VersionMismatch,
-        ValidationFailed,
-        RefundExceedsRefundable,
-    ),
+    responses=errors(*ACTION_ERRORS, RefundExceedsRefundable),
 )
-def refund(
-    return_id: ReturnId,
-    body: RefundBody,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-) -> RawJSONResponse:
+def refund(action: Action, body: RefundBody) -> RawJSONResponse:
     """received -> refunded. The default amount is the value of what was received (outcome
     `received`, and `damaged` if the policy refunds it) minus fees, rounded down; an explicit
     amount may be lower, never higher."""
-    return _action("refund", return_id, body, principal, session, if_match, idempotency)
+    return action.run("refund", body)
 
 
-@router.post("/v1/returns/{return_id}/close", response_model=ReturnOut, responses=ACTION_ERRORS)
-def close(
-    return_id: ReturnId,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-    body: Annotated[NoteBody | None, Body()] = None,
-) -> RawJSONResponse:
+@router.post(
+    "/v1/returns/{return_id}/close", response_model=ReturnOut, responses=errors(*ACTION_ERRORS)
+)
+def close(action: Action, body: Annotated[NoteBody | None, Body()] = None) -> RawJSONResponse:
     """refunded or declined -> closed."""
-    return _action(
-        "close", return_id, body or NoteBody(), principal, session, if_match, idempotency
-    )
+    return action.run("close", body or NoteBody())
 
 
-@router.post("/v1/returns/{return_id}/cancel", response_model=ReturnOut, responses=ACTION_ERRORS)
-def cancel(
-    return_id: ReturnId,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-    body: Annotated[CancelBody | None, Body()] = None,
-) -> RawJSONResponse:
+@router.post(
+    "/v1/returns/{return_id}/cancel", response_model=ReturnOut, responses=errors(*ACTION_ERRORS)
+)
+def cancel(action: Action, body: Annotated[CancelBody | None, Body()] = None) -> RawJSONResponse:
     """requested or approved -> cancelled (not once anything was received)."""
-    return _action(
-        "cancel", return_id, body or CancelBody(), principal, session, if_match, idempotency
-    )
+    return action.run("cancel", body or CancelBody())
 
 
-@router.post("/v1/returns/{return_id}/reopen", response_model=ReturnOut, responses=ACTION_ERRORS)
-def reopen(
-    return_id: ReturnId,
-    principal: SecretKey,
-    session: DbSession,
-    if_match: IfMatch,
-    idempotency: Idempotency,
-    body: Annotated[NoteBody | None, Body()] = None,
-) -> RawJSONResponse:
+@router.post(
+    "/v1/returns/{return_id}/reopen", response_model=ReturnOut, responses=errors(*ACTION_ERRORS)
+)
+def reopen(action: Action, body: Annotated[NoteBody | None, Body()] = None) -> RawJSONResponse:
     """closed or cancelled -> requested (not for returns recorded from events)."""
-    return _action(
-        "reopen", return_id, body or NoteBody(), principal, session, if_match, idempotency
-    )
+    return action.run("reopen", body or NoteBody())
 
 
 policy_router = APIRouter(route_class=RenderInThreadRoute, tags=["policy"])
