@@ -24,6 +24,7 @@ from returnstack.kit.openapi import errors
 from returnstack.kit.responses import RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.returns import attachments
+from returnstack.returns.dependencies import AttachmentId, ReturnId
 from returnstack.returns.repository import find_return
 from returnstack.returns.schemas import AttachmentOut
 from returnstack.tenants.auth import SecretKey
@@ -165,7 +166,7 @@ DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
 def upload_attachment(
     principal: SecretKey,  # first: nobody unknown makes the server read a body
     _received: ReceivedFile,  # then the body, received before the transaction begins
-    return_id: str,
+    return_id: ReturnId,
     session: DbSession,
     upload: Upload,
     idempotency: UploadIdempotency,
@@ -197,7 +198,11 @@ def upload_attachment(
     responses=DOWNLOAD_RESPONSES,
 )
 def download_attachment(
-    return_id: str, attachment_id: str, principal: SecretKey, session: DbSession, storage: Storage
+    return_id: ReturnId,
+    attachment_id: AttachmentId,
+    principal: SecretKey,
+    session: DbSession,
+    storage: Storage,
 ) -> StreamingResponse:
     """Download an attachment of a return of this tenant."""
     ret = find_return(session, tenant_id=principal.tenant_id, reference=return_id)

@@ -33,6 +33,7 @@ from returnstack.returns.attachments_endpoints import (
     UploadIdempotency,
     stream,
 )
+from returnstack.returns.dependencies import AttachmentId, ReturnId
 from returnstack.returns.errors import VersionMismatch
 from returnstack.returns.schemas import AttachmentOut, CancelBody, Preview
 from returnstack.storefront import service
@@ -177,7 +178,7 @@ def preview_return(data: StorefrontReturnCreate, caller: Storefront, session: Db
     response_model=StorefrontReturn,
     responses=errors(*CALLER_ERRORS, NotFound),
 )
-def read_return(return_id: str, caller: Storefront, session: DbSession) -> JSONResponse:
+def read_return(return_id: ReturnId, caller: Storefront, session: DbSession) -> JSONResponse:
     """One of the caller's returns, by id or number; anyone else's is 404."""
     return _json(service.get_return(session, caller=caller, reference=return_id))
 
@@ -190,7 +191,7 @@ def read_return(return_id: str, caller: Storefront, session: DbSession) -> JSONR
     ),
 )
 def cancel_return(
-    return_id: str,
+    return_id: ReturnId,
     caller: Storefront,
     session: DbSession,
     if_match: IfMatch,
@@ -219,7 +220,7 @@ def cancel_return(
 def upload_attachment(
     caller: Storefront,  # first: nobody unknown makes the server read a body
     _received: ReceivedFile,  # then the body, received before the transaction begins
-    return_id: str,
+    return_id: ReturnId,
     session: DbSession,
     upload: Upload,
     idempotency: UploadIdempotency,
@@ -250,7 +251,11 @@ def upload_attachment(
     responses={200: DOWNLOAD_RESPONSES[200], **errors(*CALLER_ERRORS, NotFound)},
 )
 def download_attachment(
-    return_id: str, attachment_id: str, caller: Storefront, session: DbSession, storage: Storage
+    return_id: ReturnId,
+    attachment_id: AttachmentId,
+    caller: Storefront,
+    session: DbSession,
+    storage: Storage,
 ) -> StreamingResponse:
     """Download an attachment of one of the caller's returns."""
     row = service.own_attachment(
