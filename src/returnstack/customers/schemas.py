@@ -3,7 +3,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from returnstack.customers.expressions import MAX_LENGTH
-from returnstack.kit.schemas import Schema
+from returnstack.kit.schemas import ParsedText, Schema
 from returnstack.orders.schemas import Order
 
 
@@ -84,7 +84,7 @@ class CustomerRowPage(BaseModel):
 
 class SegmentCreate(Schema):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    where: str = Field(
+    where: ParsedText = Field(
         description=f"The expression (at most {MAX_LENGTH} characters), as for "
         "GET /v1/customers; checked now, a malformed one is 400 naming the position."
     )

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, model_validator
 
-from returnstack.kit.schemas import Schema
+from returnstack.kit.schemas import ParsedText, Schema
 from returnstack.kit.types import ClientId, Email
 from returnstack.models.returns import Channel, ReturnStatus
 from returnstack.orders.schemas import Order, OrderLine
@@ -28,7 +28,7 @@ MAX_TOKEN_CHARS = 8192
 class SessionCreate(Schema):
     """Either a signed customer token, or an order id and its email (a guest)."""
 
-    customer_token: str | None = Field(
+    customer_token: ParsedText | None = Field(
         None,
         min_length=1,
         max_length=MAX_TOKEN_CHARS,
