@@ -30,7 +30,8 @@ from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
 from returnstack.returns import repository
 from returnstack.returns.eligibility import Checked, Requester, check_items
-from returnstack.returns.errors import RefundExceedsRefundable, ReturnErrorCode, VersionMismatch
+from returnstack.returns.errors import RefundExceedsRefundable, VersionMismatch
+from returnstack.returns.errors import ReturnErrorCode as Code
 from returnstack.returns.policy import get_policy
 from returnstack.returns.reasons import normalize_free_text_reason
 from returnstack.returns.render import render_return
@@ -506,11 +507,7 @@ def _refuse_transition(
     return InvalidTransition(
         f"{message} Allowed now: {', '.join(allowed) or 'none'}.",
         details=[
-            {
-                "path": "status",
-                "message": f"is {ret.status}",
-                "code": ReturnErrorCode.invalid_transition,
-            }
+            {"path": "status", "message": f"is {ret.status}", "code": Code.invalid_transition}
         ],
         extra={"current_status": ret.status, "allowed_actions": allowed},
     )
@@ -657,7 +654,7 @@ def _reclaim(session: Session, ret: Return) -> None:
     errors = [
         detail
         for detail in checked.error_details()
-        if detail["code"] == ReturnErrorCode.quantity_exceeds_returnable
+        if detail["code"] == Code.quantity_exceeds_returnable
     ]
     if errors:
         raise ValidationFailed(
@@ -681,7 +678,7 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                     "path": f"items[{index}]",
                     "message": f"this return has no item for line {receipt.line_id!r} "
                     f"of order {receipt.order_id!r}",
-                    "code": ReturnErrorCode.item_not_in_return,
+                    "code": Code.item_not_in_return,
                 }
             )
             continue
@@ -691,7 +688,7 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                 {
                     "path": f"items[{index}].quantity",
                     "message": f"at most {room} more",
-                    "code": ReturnErrorCode.quantity_exceeds_requested,
+                    "code": Code.quantity_exceeds_requested,
                 }
             )
             continue
@@ -770,7 +767,7 @@ def update_return(
                     {
                         "path": "items",
                         "message": f"the return is in {ret.currency}",
-                        "code": ReturnErrorCode.currency_mismatch,
+                        "code": Code.currency_mismatch,
                     }
                 ]
             )
