@@ -214,7 +214,7 @@ def _add_to_recorded(
     ret = find_return(
         session, tenant_id=tenant_id, reference=entry.options.adds_to or "", for_update=True
     )
-    if ret.source != "event" or ret.status != Status.closed:
+    if ret.source != "event" or ret.status != ReturnStatus.closed:
         raise ValueError(f"return {ret.id} was not recorded from events")  # the caller's bug
     old_items = _items_of(session, ret)
     rows = _recorded_item_rows(
