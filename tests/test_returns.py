@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.conftest import DatabaseFixture, TenantFixture, make_tenant
-from tests.factories import unique
+from tests.factories import return_event, unique
 from tests.returns_helpers import (
     HISTORY_KEYS,
     ITEM_KEYS,
@@ -933,3 +933,25 @@ def test_a_return_cannot_be_opened_on_another_tenants_order(
     preview_response = other.post("/v1/returns/preview", {"items": [wanted(order)]})
     assert preview_response.json()["items"][0]["errors"][0]["code"] == "order_not_found"
     assert api.lines(order)["1"][1] == 0
+
+
+def test_the_customer_id_filter_finds_returns_recorded_under_a_linked_email(api: Api) -> None:
+    """API.md 3's example: a purchase names the customer's id and email, the return event
+    only the email. The return is that customer's (as on /v1/customers/{id}/returns)."""
+    customer = person()
+    order = api.buy(customer=customer)
+    api.send(
+        return_event(
+            order_id=order["order_id"],
+            customer={"email": customer["email"].upper()},
+            items=[{"product_id": order["items"][0]["product_id"], "quantity": 1}],
+        )
+    )
+    listed = api.list(customer_id=customer["id"])
+    assert [(r["source"], r["items"][0]["order_id"]) for r in listed] == [
+        ("event", order["order_id"])
+    ]
+    mine = api.get(f"/v1/customers/{customer['id']}/returns").json()["data"]
+    assert [r["id"] for r in mine] == [r["id"] for r in listed]
+    # Another customer's id finds nothing of it.
+    assert api.list(customer_id=unique("cust")) == []

@@ -2,7 +2,7 @@
 that happened elsewhere (from events)."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
 from math import ceil, floor
@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import ProfileChanges, return_delta
+from returnstack.customers.render import linked_emails
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
 from returnstack.events.schemas import ReturnEvent
@@ -837,6 +838,11 @@ def list_returns(
     filters = ReturnFilters(**query.model_dump())
     if filters.matches_nothing:
         return {"data": [], "next_cursor": None}
+    if filters.customer_id is not None:
+        # A customer's returns include those recorded under a linked email alone (API.md 5,
+        # identity), as /v1/customers/{id}/returns lists them.
+        emails = linked_emails(session, tenant_id=tenant_id, customer_id=filters.customer_id)
+        filters = replace(filters, guest_emails=tuple(emails))
     rows, next_cursor = repository.list_returns(
         session, tenant_id=tenant_id, filters=filters, limit=limit, cursor=cursor
     )
