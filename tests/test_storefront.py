@@ -760,6 +760,10 @@ def test_a_received_return_cannot_be_cancelled_from_the_storefront(
     assert response.status_code == 200, response.text
     response = client.post(f"/v1/storefront/returns/{ret['id']}/cancel", headers=headers)
     assert response.status_code == 409, response.text
+    # The 409 names the actions the customer has (none), not the staff's (refund).
+    error = response.json()["error"]
+    assert (error["current_status"], error["allowed_actions"]) == ("received", [])
+    assert "refund" not in error["message"]
 
 
 def test_the_customer_sees_staff_actions_but_not_staff_notes(

@@ -16,7 +16,7 @@ import jwt
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
-from returnstack.kit.errors import AuthenticationFailed, Conflict, NotFound
+from returnstack.kit.errors import AuthenticationFailed, Conflict, InvalidTransition, NotFound
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, Return
 from returnstack.models.returns import ReturnStatus
@@ -353,16 +353,26 @@ def cancel_return(
     if_match: int | None,
 ) -> dict[str, Any]:
     ret = own_return(session, caller=caller, reference=reference, for_update=True)
-    rendered = service.apply_action(
-        session,
-        tenant_id=caller.tenant_id,
-        reference=ret.id,
-        action="cancel",
-        body=body,
-        actor=caller.actor,
-        if_match=if_match,
-        requester=caller.requester,
-    )
+    try:
+        rendered = service.apply_action(
+            session,
+            tenant_id=caller.tenant_id,
+            reference=ret.id,
+            action="cancel",
+            body=body,
+            actor=caller.actor,
+            if_match=if_match,
+            requester=caller.requester,
+        )
+    except InvalidTransition as refused:
+        # Name the customer's actions (cancel is the only one, and it was refused), not
+        # the staff's: a customer cannot refund or reopen.
+        status = refused.extra.get("current_status", ret.status)
+        raise InvalidTransition(
+            f"This return cannot be cancelled now (it is {status}).",
+            details=refused.details,
+            extra={"current_status": status, "allowed_actions": []},
+        ) from None
     return storefront_view(rendered)
 
 
