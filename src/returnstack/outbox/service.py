@@ -39,9 +39,33 @@ EVENT_TYPES = frozenset(
 # Dispatchers LISTEN here; a transaction that records events notifies it when it commits.
 NOTIFY_CHANNEL = "returnstack_outbox"
 
-# Wakes the dispatcher of this process as soon as a transaction with events commits (other
-# processes are woken by NOTIFY on PostgreSQL, or poll on SQLite).
-committed = threading.Event()
+
+
+class Wake:
+    """Wakes the dispatcher of this process: as soon as a transaction with events commits
+    (other processes are woken by NOTIFY on PostgreSQL, or poll on SQLite), or an attempt
+    ends. `news` counts only the first kind, so a dispatcher woken by an attempt that ended
+    does not look for new outbox rows."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.news = 0
+
+    def news_arrived(self) -> None:
+        self.news += 1
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+committed = Wake()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +109,7 @@ def notify_dispatchers(session: Session) -> None:
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
     def on_commit(_session: Session) -> None:
-        committed.set()
+        committed.news_arrived()
 
     def forget(_session: Session, *_args: Any) -> None:
         session.info.pop("outbox_notified", None)
