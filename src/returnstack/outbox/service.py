@@ -77,7 +77,10 @@ class DomainEvent:
 
 def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
     """A stable name of the resource an event is about (a return, an order, a customer),
-    hashed: deliveries of one resource keep their order, and no id or email is copied."""
+    hashed: deliveries of one resource keep their order. Made only of ids that are no
+    personal data (it outlives an erasure, which scrubs `data` but not this): a customer
+    is named by its profile's server id (cus_...), never by its email or own id; a profile
+    without a server id gets no key, and its messages are each ordered on their own."""
     family = event_type.partition(".")[0]
     value: Any = None
     if event_type.endswith(".reported"):
@@ -90,10 +93,7 @@ def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
         value = data.get("order_id") or data.get("id")
     elif family == "customer":
         # The profile's server id (cus_...), which every customer event carries as `id`.
-        value = data.get("id") or data.get("customer_id")
-        customer = data.get("customer")
-        if not value and isinstance(customer, dict):
-            value = customer.get("id") or customer.get("email")
+        value = data.get("id")
     if not isinstance(value, str) or not value:
         return None
     return hashlib.sha256(f"{family}:{value}".encode()).hexdigest()[:40]
