@@ -3,6 +3,8 @@ loopback, retries on an injected clock, ordering per resource, disabling, rotati
 recovery, the SSRF guard and the message feed. Every test runs on SQLite and PostgreSQL."""
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -832,3 +834,109 @@ def test_erasure_drops_a_receivers_answer_that_echoed_the_person(
     assert deliveries.status_code == 200, deliveries.text
     assert email not in deliveries.text
     assert customer_id not in deliveries.text
+
+
+def test_the_feed_lists_concurrent_commits_once_each_whatever_their_commit_order(
+    api: TestClient, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    """Writers whose transactions record an event and then hold it open for a while, so
+    they commit in another order than they wrote; a reader polls the feed all along. Its
+    final list is the set of committed events, each once (and no rolled-back one)."""
+    committed: list[str] = []
+    lock = threading.Lock()
+    rng = random.Random(11)
+    holds = [rng.uniform(0, 0.05) for _ in range(24)]
+
+    def writer(number: int) -> None:
+        with database.db.transaction() as session:
+            [message] = record(session, tenant_id=tenant.id, events=[return_event(unique("ret"))])
+            session.flush()
+            time.sleep(holds[number])  # commits later than writers that began after it
+            if number % 6 == 5:
+                session.rollback()  # never committed: never listed
+                return
+        with lock:
+            committed.append(message)
+
+    seen: list[str] = []
+    writers_done = threading.Event()
+
+    def poll() -> None:
+        after = seen[-1] if seen else None
+        page = api.get(
+            "/v1/messages", params={"after": after} if after else {}, headers=tenant.headers
+        )
+        assert page.status_code == 200, page.text
+        seen.extend(m["id"] for m in page.json()["data"])
+
+    def reader() -> None:
+        while not writers_done.is_set():
+            poll()
+
+    reading = threading.Thread(target=reader)
+    reading.start()
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(len(holds))]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writers_done.set()
+    reading.join()
+    poll()
+    poll()
+    assert len(seen) == len(set(seen))
+    assert set(seen) == set(committed)
+    assert len(committed) == 20
+
+
+def test_metrics_show_the_backlog_the_outcomes_and_the_attempt_latency(
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    clock: Clock,
+) -> None:
+    def metric(text: str, name: str, *, required: bool = True) -> float:
+        """The sum of a metric's samples (a labelled counter not yet counted has none)."""
+        values = [
+            float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        ]
+        assert values or not required, f"{name} is not exported"
+        return sum(values)
+
+    subscribe(api, tenant, receiver.url)
+    receiver.answer_with(503)
+    emit(database, tenant, return_event(unique("ret")))
+    before = api.get("/metrics").text
+    assert metric(before, "returnstack_outbox_backlog") >= 1  # committed, not yet published
+    assert metric(before, "returnstack_webhook_oldest_undelivered_age_seconds") >= 0
+    failed_before = metric(
+        before, 'returnstack_webhook_deliveries_total{outcome="retrying"}', required=False
+    )
+    attempts_before = metric(
+        before, "returnstack_webhook_attempt_duration_seconds_count", required=False
+    )
+
+    assert own_attempts(dispatcher, database, tenant) == 1
+    after = api.get("/metrics").text
+    assert metric(after, "returnstack_webhook_backlog") >= 1  # the retry, queued
+    assert metric(after, 'returnstack_webhook_deliveries_total{outcome="retrying"}') == (
+        failed_before + 1
+    )
+    assert metric(after, "returnstack_webhook_attempt_duration_seconds_count") >= (
+        attempts_before + 1
+    )
+
+    receiver.answer_with(200)
+    clock.advance(timedelta(seconds=7))
+    succeeded_before = metric(
+        after, 'returnstack_webhook_deliveries_total{outcome="succeeded"}', required=False
+    )
+    assert own_attempts(dispatcher, database, tenant) == 1
+    last = api.get("/metrics").text
+    assert metric(last, 'returnstack_webhook_deliveries_total{outcome="succeeded"}') >= (
+        succeeded_before + 1
+    )
