@@ -293,9 +293,10 @@ def delay(
             per_second=opts.rate,
             step_gap=0.0,
         )
+        # A request that timed out may still have committed: the messages are counted.
         failed = [s for s in run.samples if not 200 <= s.status < 300]
         if failed:
-            raise RuntimeError(f"{len(failed)} requests failed: {failed[0]}\n{running.log()}")
+            console.print(f"  [yellow]{len(failed)} requests failed[/yellow]: {failed[0]}")
         made = service.messages() - messages_before
         receiver.wait_for(len(seen) + made)
     delays = sorted(
@@ -305,6 +306,7 @@ def delay(
     )
     figures = {
         "requests": count,
+        "failed_requests": len(failed),
         "messages": made,
         "rate_per_s": opts.rate,
         "late_sends": sum(1 for s in run.samples if s.sent - s.due > 0.05),
@@ -467,7 +469,8 @@ def render_one(result: dict[str, Any]) -> str:
         f"| worker CPU per delivery | {one['worker_cpu_us_per_delivery']:,.0f} µs | |",
         f"| receiver CPU per delivery | {one['receiver_cpu_us_per_delivery']:,.0f} µs | |",
         f"| commit → delivery at {delays['rate_per_s']:.0f} events/s, p50 / p99 / max "
-        f"({delays['messages']:,} messages) | {delays['delay_p50_ms']:,.0f} / "
+        f"({delays['messages']:,} messages; {delays['failed_requests']:,} of "
+        f"{delays['requests']:,} requests failed) | {delays['delay_p50_ms']:,.0f} / "
         f"{delays['delay_p99_ms']:,.0f} / {delays['delay_max_ms']:,.0f} ms | p99 < "
         f"{DELAY_P99_TARGET_MS:,.0f} ms: {harness.verdict(targets['delay_p99_ms'])} |",
         f"| ingestion events/s, dispatcher off (first, last) | {listed(off)} | |",

@@ -40,7 +40,6 @@ EVENT_TYPES = frozenset(
 NOTIFY_CHANNEL = "returnstack_outbox"
 
 
-
 class Wake:
     """Wakes the dispatcher of this process: as soon as a transaction with events commits
     (other processes are woken by NOTIFY on PostgreSQL, or poll on SQLite), or an attempt
