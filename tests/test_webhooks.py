@@ -3,6 +3,7 @@ loopback, retries on an injected clock, ordering per resource, disabling, rotati
 recovery, the SSRF guard and the message feed. Every test runs on SQLite and PostgreSQL."""
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from returnstack.config import Settings
 from returnstack.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from returnstack.outbox.service import DomainEvent, record
 from returnstack.webhooks.dispatcher import RETRY_DELAYS, Dispatcher
+from returnstack.webhooks.network import check_url
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, purchase, unique
 from tests.webhook_receiver import Receiver, running_receiver
@@ -629,6 +631,49 @@ def test_the_address_is_checked_again_when_delivering(
     [failed, _pending] = sorted(
         deliveries(api, tenant, webhook["id"]), key=lambda row: row["attempt"]
     )
+    assert failed["status"] == "failed"
+    assert "private" in failed["error"]
+    with database.db.transaction() as session:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant.id))
+        session.execute(
+            delete(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant.id)
+        )
+
+
+def test_a_name_rebound_to_a_private_address_is_refused_when_delivering(
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: a name that resolved to a public address when it was subscribed
+    resolves to loopback when a delivery is made. The dispatcher connects only to an
+    address it has just checked, so it refuses, and nothing reaches the receiver."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    answers = {"rebound.example": "93.184.216.34"}
+    system_resolver = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in answers:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+        return system_resolver(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    url = f"http://rebound.example:{port}/hook"
+    assert check_url(url, allow_private=False) is None  # public when subscribed
+    webhook = subscribe(api, tenant, url)
+    answers["rebound.example"] = "127.0.0.1"  # ... and loopback by the time of delivery
+    strict = Dispatcher(database.db, database.settings, clock=clock)
+    try:
+        emit(database, tenant, return_event(unique("ret")))
+        strict.run_once()
+    finally:
+        strict.release_lease()
+        strict.close()
+    assert receiver.received == []
+    failed = min(deliveries(api, tenant, webhook["id"]), key=lambda row: row["attempt"])
     assert failed["status"] == "failed"
     assert "private" in failed["error"]
     with database.db.transaction() as session:
