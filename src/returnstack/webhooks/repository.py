@@ -392,8 +392,8 @@ def load_claimed(session: Session, keys: Sequence[tuple[str, str]]) -> list[Clai
             s.secret,
             s.previous_secret,
             s.previous_secret_expires_at,
-            m.type,
-            m.created_at,
+            m.type.label("message_type"),
+            m.created_at.label("message_created_at"),
             m.data,
             m.changes,
         )
@@ -401,7 +401,7 @@ def load_claimed(session: Session, keys: Sequence[tuple[str, str]]) -> list[Clai
         .outerjoin(m, and_(m.tenant_id == d.tenant_id, m.id == d.message_id))
         .where(tuple_(d.tenant_id, d.id).in_(list(keys)))
     )
-    return [Claimed(*row) for row in rows]
+    return [Claimed(**row._asdict()) for row in rows]
 
 
 def unsent(session: Session, keys: Sequence[tuple[str, str]], *, reason: str) -> None:

@@ -84,9 +84,12 @@ def message_body(
 
 
 class Secrets(Protocol):
-    secret: str
-    previous_secret: str | None
-    previous_secret_expires_at: datetime | None
+    @property
+    def secret(self) -> str: ...
+    @property
+    def previous_secret(self) -> str | None: ...
+    @property
+    def previous_secret_expires_at(self) -> datetime | None: ...
 
 
 def secrets_in_use(row: Secrets, *, now: datetime) -> list[str]:
