@@ -200,25 +200,53 @@ class Dispatcher:
         if limit <= 0:
             return []
         now = self.clock()
-        token = uuid.uuid4().hex
         if self._idle:  # nothing was left last time: a read first, as for publish
             with self.db.transaction(write=False) as session:
                 if not repository.claimable(session, now=now, limit=1, lock=False):
                     return []
         with self.db.transaction() as session:
-            keys = repository.claimable(session, now=now, limit=limit)
-            self._idle = len(keys) < limit
-            if not keys:
-                return []
-            repository.lease(session, keys, token=token, until=now + self.lease)
-            claimed = repository.load_claimed(session, keys)
-            # A subscription disabled after these were queued (its pending attempts were
-            # failed then, but these were being published): they end unsent.
-            disabled = [(row.tenant_id, row.id) for row in claimed if not row.enabled]
-            if disabled:
-                repository.unsent(
-                    session, disabled, reason="not sent: the subscription is disabled"
-                )
+            token, claimed = self._claim(session, limit, now)
+        return self._jobs(token, claimed, now)
+
+    def _claim(
+        self, session: Any, limit: int, now: datetime
+    ) -> tuple[str, list[repository.Claimed]]:
+        token = uuid.uuid4().hex
+        keys = repository.claimable(session, now=now, limit=limit)
+        self._idle = len(keys) < limit
+        if not keys:
+            return token, []
+        repository.lease(session, keys, token=token, until=now + self.lease)
+        claimed = repository.load_claimed(session, keys)
+        # A subscription disabled after these were queued (its pending attempts were
+        # failed then, but these were being published): they end unsent.
+        disabled = [(row.tenant_id, row.id) for row in claimed if not row.enabled]
+        if disabled:
+            repository.unsent(session, disabled, reason="not sent: the subscription is disabled")
+        return token, claimed
+
+    def step(self, outcomes: list[Outcome], *, publish: bool, claim: int) -> tuple[int, list[Job]]:
+        """Record `outcomes`, publish (when asked) and claim up to `claim` attempts, in one
+        transaction: on SQLite one wait for the write lock instead of three, which under a
+        stream of request commits is what held a dispatcher inside `serve` back. If it
+        fails, the outcomes are recorded on their own (nothing else was done)."""
+        now = self.clock()
+        try:
+            with self.db.transaction() as session:
+                labels = self._record(session, outcomes) if outcomes else []
+                published = service.publish(session, now=now) if publish else 0
+                token, claimed = self._claim(session, claim, now) if claim else ("", [])
+        except Exception:
+            log.exception("webhook.step_failed", extra={"outcomes": len(outcomes)})
+            self.record(outcomes)
+            return 0, []
+        for label in labels:
+            WEBHOOK_DELIVERIES.labels(outcome=label).inc()
+        if published >= service.PUBLISH_BATCH:  # a backlog: the rest in batches of its own
+            published += self.publish()
+        return published, self._jobs(token, claimed, now)
+
+    def _jobs(self, token: str, claimed: list[repository.Claimed], now: datetime) -> list[Job]:
         jobs = []
         for row in claimed:
             if not row.enabled:
@@ -496,18 +524,22 @@ class Dispatcher:
                         stop.wait(poll)
                         continue
                     self.prune()
-                    if wake.news != seen_news or time.monotonic() >= next_poll:
+                    look = wake.news != seen_news or time.monotonic() >= next_poll
+                    if look:
                         seen_news, next_poll = wake.news, time.monotonic() + poll
                         may_claim = True
-                        busy = self.publish() > 0
                     outcomes += self._finished(in_flight)
                     free = self.max_in_flight - len(in_flight)
-                    if outcomes and (free >= self.batch or not in_flight):
-                        self.record(outcomes)
-                        outcomes, may_claim, busy = [], True, True
-                    if may_claim and free >= self.batch:
-                        jobs = self.claim(free)
-                        may_claim = len(jobs) == free  # a full claim: there may be more
+                    recording = outcomes if free >= self.batch or not in_flight else []
+                    if recording:
+                        may_claim = True  # they may free later messages of a resource
+                    claiming = free if may_claim and free >= self.batch else 0
+                    if recording or self._work_waiting(publish=look, claim=claiming):
+                        published, jobs = self.step(recording, publish=look, claim=claiming)
+                        outcomes = outcomes[len(recording) :]
+                        busy = bool(published or recording or jobs)
+                        if claiming:
+                            may_claim = len(jobs) == claiming  # full: there may be more
                         for job in jobs:
                             future = self._executor.submit(self.send, job)
                             future.add_done_callback(lambda _future: wake.set())
@@ -532,6 +564,17 @@ class Dispatcher:
             except Exception:
                 log.exception("webhook.release_failed")
             log.info("webhook.dispatcher_stopped", extra={"dispatcher": self.name})
+
+    def _work_waiting(self, *, publish: bool, claim: int) -> bool:
+        """A read (no write lock on SQLite): are there outbox rows to publish, or attempts
+        to claim? Spares an idle dispatcher a write transaction every poll."""
+        if not publish and not claim:
+            return False
+        with self.db.transaction(write=False) as session:
+            return bool(
+                (publish and repository.has_unpublished(session))
+                or (claim and repository.claimable(session, now=self.clock(), limit=1, lock=False))
+            )
 
     def _finished(self, in_flight: dict[Future[Outcome], Job]) -> list[Outcome]:
         """The outcomes of the attempts that ended, taken out of `in_flight`."""
