@@ -1,6 +1,7 @@
 """The transactional outbox: every recorded fact writes its domain event in the same
 transaction, so facts and their news commit or vanish together (API.md 7; docs/api.md)."""
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from returnstack.events.service import record_events
 from returnstack.events.validation import check_batch
 from returnstack.kit import bulk
 from returnstack.models import Event, Order, OrderLine, OutboxEvent, Return, ReturnItem
+from returnstack.outbox.service import resource_key
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, item, purchase, return_event, unique
 
@@ -274,3 +276,31 @@ def test_a_request_that_fails_after_writing_leaves_no_facts_and_no_messages(
         "purchase.recorded",
         "return.recorded",
     ]
+
+
+def test_resource_keys_are_made_of_server_ids_never_of_personal_data() -> None:
+    """A message's resource key (kept with the message and its deliveries, and not scrubbed
+    by an erasure) orders the messages of one resource. A customer's messages are keyed by
+    the profile's server id; a profile without one gets no key (its messages are ordered
+    each on its own) rather than a hash of the customer's email or id, which would outlive
+    the person's erasure."""
+    profile = {"id": "cus_01ABC", "customer": {"id": "c-42", "email": "ann@example.com"}}
+    flagged = resource_key("customer.flagged", profile)
+    assert flagged is not None
+    assert resource_key("customer.unflagged", profile) == flagged
+    assert resource_key("customer.erased", {"id": "cus_01ABC"}) == flagged
+    for personal in ("ann@example.com", "c-42"):
+        for family in ("customer", "return", "purchase", "reported"):
+            digest = hashlib.sha256(f"{family}:{personal}".encode()).hexdigest()
+            assert digest[:40] != flagged
+
+    guest = {"id": None, "customer": {"id": None, "email": "ann@example.com"}}
+    assert resource_key("customer.flagged", guest) is None
+    unsaved = {"id": None, "customer": {"id": "c-42", "email": None}}
+    assert resource_key("customer.flagged", unsaved) is None
+    assert resource_key("customer.flagged", {"customer_id": "c-42"}) is None
+    # Returns and orders are keyed by their own ids, which erasure keeps.
+    assert resource_key("return.approved", {"id": "ret_1"}) == resource_key(
+        "return.closed", {"id": "ret_1"}
+    )
+    assert resource_key("purchase.recorded", {"order_id": "o-1", "customer": guest}) is not None

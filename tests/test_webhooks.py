@@ -3,6 +3,9 @@ loopback, retries on an injected clock, ordering per resource, disabling, rotati
 recovery, the SSRF guard and the message feed. Every test runs on SQLite and PostgreSQL."""
 
 import random
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from returnstack.app import create_app
@@ -18,6 +21,7 @@ from returnstack.config import Settings
 from returnstack.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from returnstack.outbox.service import DomainEvent, record
 from returnstack.webhooks.dispatcher import RETRY_DELAYS, Dispatcher
+from returnstack.webhooks.network import check_url
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, purchase, unique
 from tests.webhook_receiver import Receiver, running_receiver
@@ -109,6 +113,28 @@ def emit(database: DatabaseFixture, tenant: TenantFixture, *events: DomainEvent)
 
 def return_event(return_id: str, kind: str = "return.updated", **data: Any) -> DomainEvent:
     return DomainEvent(type=kind, data={"id": return_id, **data})
+
+
+def own_attempts(dispatcher: Dispatcher, database: DatabaseFixture, tenant: TenantFixture) -> int:
+    """Run the dispatcher once; how many attempts it made for this test's tenant. The
+    database is shared by every test of the process, so the same run may make the due
+    attempts of other tests' tenants too: those are not counted."""
+
+    def attempted() -> int:
+        with database.db.transaction(write=False) as session:
+            count = session.scalar(
+                select(func.count())
+                .select_from(WebhookDelivery)
+                .where(
+                    WebhookDelivery.tenant_id == tenant.id,
+                    WebhookDelivery.attempted_at.is_not(None),
+                )
+            )
+        return int(count or 0)
+
+    before = attempted()
+    dispatcher.run_once()
+    return attempted() - before
 
 
 def deliveries(api: TestClient, tenant: TenantFixture, webhook_id: str) -> list[dict[str, Any]]:
@@ -263,7 +289,7 @@ def test_a_committed_event_is_delivered_signed_with_the_event_id(
 ) -> None:
     webhook = subscribe(api, tenant, receiver.url, ["purchase.recorded"])
     sale = buy(api, tenant)
-    assert dispatcher.run_once() >= 1
+    assert own_attempts(dispatcher, database, tenant) >= 1
 
     [request] = receiver.received
     payload = Webhook(webhook["secret"]).verify(request.body, request.headers)
@@ -316,12 +342,17 @@ def test_a_rolled_back_change_sends_nothing(
 
 
 def test_failed_attempts_follow_the_retry_schedule_then_fail(
-    api: TestClient, tenant: TenantFixture, receiver: Receiver, dispatcher: Dispatcher, clock: Clock
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    clock: Clock,
 ) -> None:
     webhook = subscribe(api, tenant, receiver.url)
     receiver.answer_with(500)
     buy(api, tenant)
-    assert dispatcher.run_once() == 1
+    assert own_attempts(dispatcher, database, tenant) == 1
 
     for step, delay in enumerate(RETRY_DELAYS):
         rows = deliveries(api, tenant, webhook["id"])
@@ -339,10 +370,10 @@ def test_failed_attempts_follow_the_retry_schedule_then_fail(
         assert delay * 0.8 <= waited <= delay * 1.2  # the schedule, with jitter
         # Not before it is due ...
         clock.advance(delay * 0.7)
-        assert dispatcher.run_once() == 0
+        assert own_attempts(dispatcher, database, tenant) == 0
         # ... and then.
         clock.advance(delay * 0.55)
-        assert dispatcher.run_once() == 1
+        assert own_attempts(dispatcher, database, tenant) == 1
 
     rows = deliveries(api, tenant, webhook["id"])
     assert len(rows) == 8
@@ -350,11 +381,16 @@ def test_failed_attempts_follow_the_retry_schedule_then_fail(
     assert rows[0]["next_attempt_at"] is None
     assert len(set(receiver.ids())) == 1  # every attempt carried the same webhook-id
     clock.advance(timedelta(days=2))
-    assert dispatcher.run_once() == 0
+    assert own_attempts(dispatcher, database, tenant) == 0
 
 
 def test_retry_after_of_a_429_is_honoured(
-    api: TestClient, tenant: TenantFixture, receiver: Receiver, dispatcher: Dispatcher, clock: Clock
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    clock: Clock,
 ) -> None:
     webhook = subscribe(api, tenant, receiver.url)
     receiver.answer_with(429, {"Retry-After": "3600"})
@@ -363,10 +399,10 @@ def test_retry_after_of_a_429_is_honoured(
     pending = deliveries(api, tenant, webhook["id"])[0]
     assert datetime.fromisoformat(pending["next_attempt_at"]) >= clock.now + timedelta(minutes=59)
     clock.advance(timedelta(minutes=10))
-    assert dispatcher.run_once() == 0
+    assert own_attempts(dispatcher, database, tenant) == 0
     receiver.answer_with(200)
     clock.advance(timedelta(minutes=51))
-    assert dispatcher.run_once() == 1
+    assert own_attempts(dispatcher, database, tenant) == 1
     assert deliveries(api, tenant, webhook["id"])[0]["status"] == "succeeded"
 
 
@@ -538,7 +574,7 @@ def test_manual_retry_and_recover_send_again(
     )
     assert recovered.status_code == 202, recovered.text
     assert recovered.json() == {"queued": 2}
-    assert dispatcher.run_once() == 2
+    assert own_attempts(dispatcher, database, tenant) == 2
     assert sorted(receiver.ids()[-2:]) == sorted(ids)
     # Everything succeeded now: recovering again queues nothing.
     again = api.post(
@@ -604,6 +640,49 @@ def test_the_address_is_checked_again_when_delivering(
         )
 
 
+def test_a_name_rebound_to_a_private_address_is_refused_when_delivering(
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DNS rebinding: a name that resolved to a public address when it was subscribed
+    resolves to loopback when a delivery is made. The dispatcher connects only to an
+    address it has just checked, so it refuses, and nothing reaches the receiver."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    answers = {"rebound.example": "93.184.216.34"}
+    system_resolver = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in answers:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port))]
+        return system_resolver(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    url = f"http://rebound.example:{port}/hook"
+    assert check_url(url, allow_private=False) is None  # public when subscribed
+    webhook = subscribe(api, tenant, url)
+    answers["rebound.example"] = "127.0.0.1"  # ... and loopback by the time of delivery
+    strict = Dispatcher(database.db, database.settings, clock=clock)
+    try:
+        emit(database, tenant, return_event(unique("ret")))
+        strict.run_once()
+    finally:
+        strict.release_lease()
+        strict.close()
+    assert receiver.received == []
+    failed = min(deliveries(api, tenant, webhook["id"]), key=lambda row: row["attempt"])
+    assert failed["status"] == "failed"
+    assert "private" in failed["error"]
+    with database.db.transaction() as session:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant.id))
+        session.execute(
+            delete(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant.id)
+        )
+
+
 def test_a_broken_receiver_does_not_stop_the_others(
     api: TestClient, tenant: TenantFixture, receiver: Receiver, dispatcher: Dispatcher
 ) -> None:
@@ -640,11 +719,11 @@ def test_only_one_dispatcher_runs_on_sqlite(
     second = Dispatcher(database.db, private_settings, clock=clock)
     try:
         buy(api, tenant)
-        assert second.run_once() == 0
+        assert own_attempts(second, database, tenant) == 0
         assert receiver.received == []
         # The first one dies without releasing: its lease lapses, then the second runs.
         clock.advance(timedelta(seconds=11))
-        assert second.run_once() == 1
+        assert own_attempts(second, database, tenant) == 1
         assert len(receiver.received) == 1
         assert not dispatcher.hold_lease()
     finally:
@@ -751,7 +830,12 @@ def test_messages_older_than_the_retention_are_pruned(
 
 
 def test_an_erased_customers_data_never_goes_out_afterwards(
-    api: TestClient, tenant: TenantFixture, receiver: Receiver, dispatcher: Dispatcher, clock: Clock
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    clock: Clock,
 ) -> None:
     """Attempts read the body from the outbox when they are made: a retry after the
     customer's erasure sends the scrubbed event."""
@@ -766,7 +850,7 @@ def test_an_erased_customers_data_never_goes_out_afterwards(
     assert erased.status_code == 204, erased.text
     receiver.answer_with(200)
     clock.advance(timedelta(seconds=7))
-    assert dispatcher.run_once() == 1
+    assert own_attempts(dispatcher, database, tenant) == 1
     retry = receiver.received[-1]
     assert retry.id == receiver.received[0].id
     assert customer_id.encode() not in retry.body
@@ -795,3 +879,109 @@ def test_erasure_drops_a_receivers_answer_that_echoed_the_person(
     assert deliveries.status_code == 200, deliveries.text
     assert email not in deliveries.text
     assert customer_id not in deliveries.text
+
+
+def test_the_feed_lists_concurrent_commits_once_each_whatever_their_commit_order(
+    api: TestClient, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    """Writers whose transactions record an event and then hold it open for a while, so
+    they commit in another order than they wrote; a reader polls the feed all along. Its
+    final list is the set of committed events, each once (and no rolled-back one)."""
+    committed: list[str] = []
+    lock = threading.Lock()
+    rng = random.Random(11)
+    holds = [rng.uniform(0, 0.05) for _ in range(24)]
+
+    def writer(number: int) -> None:
+        with database.db.transaction() as session:
+            [message] = record(session, tenant_id=tenant.id, events=[return_event(unique("ret"))])
+            session.flush()
+            time.sleep(holds[number])  # commits later than writers that began after it
+            if number % 6 == 5:
+                session.rollback()  # never committed: never listed
+                return
+        with lock:
+            committed.append(message)
+
+    seen: list[str] = []
+    writers_done = threading.Event()
+
+    def poll() -> None:
+        after = seen[-1] if seen else None
+        page = api.get(
+            "/v1/messages", params={"after": after} if after else {}, headers=tenant.headers
+        )
+        assert page.status_code == 200, page.text
+        seen.extend(m["id"] for m in page.json()["data"])
+
+    def reader() -> None:
+        while not writers_done.is_set():
+            poll()
+
+    reading = threading.Thread(target=reader)
+    reading.start()
+    writers = [threading.Thread(target=writer, args=(n,)) for n in range(len(holds))]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writers_done.set()
+    reading.join()
+    poll()
+    poll()
+    assert len(seen) == len(set(seen))
+    assert set(seen) == set(committed)
+    assert len(committed) == 20
+
+
+def test_metrics_show_the_backlog_the_outcomes_and_the_attempt_latency(
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    clock: Clock,
+) -> None:
+    def metric(text: str, name: str, *, required: bool = True) -> float:
+        """The sum of a metric's samples (a labelled counter not yet counted has none)."""
+        values = [
+            float(line.rpartition(" ")[2])
+            for line in text.splitlines()
+            if line.startswith(name + " ") or line.startswith(name + "{")
+        ]
+        assert values or not required, f"{name} is not exported"
+        return sum(values)
+
+    subscribe(api, tenant, receiver.url)
+    receiver.answer_with(503)
+    emit(database, tenant, return_event(unique("ret")))
+    before = api.get("/metrics").text
+    assert metric(before, "returnstack_outbox_backlog") >= 1  # committed, not yet published
+    assert metric(before, "returnstack_webhook_oldest_undelivered_age_seconds") >= 0
+    failed_before = metric(
+        before, 'returnstack_webhook_deliveries_total{outcome="retrying"}', required=False
+    )
+    attempts_before = metric(
+        before, "returnstack_webhook_attempt_duration_seconds_count", required=False
+    )
+
+    assert own_attempts(dispatcher, database, tenant) == 1
+    after = api.get("/metrics").text
+    assert metric(after, "returnstack_webhook_backlog") >= 1  # the retry, queued
+    assert metric(after, 'returnstack_webhook_deliveries_total{outcome="retrying"}') == (
+        failed_before + 1
+    )
+    assert metric(after, "returnstack_webhook_attempt_duration_seconds_count") >= (
+        attempts_before + 1
+    )
+
+    receiver.answer_with(200)
+    clock.advance(timedelta(seconds=7))
+    succeeded_before = metric(
+        after, 'returnstack_webhook_deliveries_total{outcome="succeeded"}', required=False
+    )
+    assert own_attempts(dispatcher, database, tenant) == 1
+    last = api.get("/metrics").text
+    assert metric(last, 'returnstack_webhook_deliveries_total{outcome="succeeded"}') >= (
+        succeeded_before + 1
+    )

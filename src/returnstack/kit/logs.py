@@ -158,5 +158,9 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             # The request middleware logs each request; uvicorn's access log would repeat it.
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            # httpx logs every request it sends at INFO: a line per webhook attempt, which
+            # the deliveries' own rows record already (and which cost the dispatcher CPU).
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
         },
     }

@@ -43,10 +43,12 @@ class WebhookDelivery(Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        # The claim: pending rows by due time.
+        # The claim: pending rows in the order it takes them (due time, then message), so
+        # it reads only as far as the rows it takes.
         Index(
-            "ix_webhook_deliveries_due",
+            "ix_webhook_deliveries_claim",
             "due_at",
+            "message_seq",
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),

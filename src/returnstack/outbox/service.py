@@ -39,9 +39,32 @@ EVENT_TYPES = frozenset(
 # Dispatchers LISTEN here; a transaction that records events notifies it when it commits.
 NOTIFY_CHANNEL = "returnstack_outbox"
 
-# Wakes the dispatcher of this process as soon as a transaction with events commits (other
-# processes are woken by NOTIFY on PostgreSQL, or poll on SQLite).
-committed = threading.Event()
+
+class Wake:
+    """Wakes the dispatcher of this process: as soon as a transaction with events commits
+    (other processes are woken by NOTIFY on PostgreSQL, or poll on SQLite), or an attempt
+    ends. `news` counts only the first kind, so a dispatcher woken by an attempt that ended
+    does not look for new outbox rows."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.news = 0
+
+    def news_arrived(self) -> None:
+        self.news += 1
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+committed = Wake()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +76,10 @@ class DomainEvent:
 
 def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
     """A stable name of the resource an event is about (a return, an order, a customer),
-    hashed: deliveries of one resource keep their order, and no id or email is copied."""
+    hashed: deliveries of one resource keep their order. Made only of ids that are no
+    personal data (it outlives an erasure, which scrubs `data` but not this): a customer
+    is named by its profile's server id (cus_...), never by its email or own id; a profile
+    without a server id gets no key, and its messages are each ordered on their own."""
     family = event_type.partition(".")[0]
     value: Any = None
     if event_type.endswith(".reported"):
@@ -66,10 +92,7 @@ def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
         value = data.get("order_id") or data.get("id")
     elif family == "customer":
         # The profile's server id (cus_...), which every customer event carries as `id`.
-        value = data.get("id") or data.get("customer_id")
-        customer = data.get("customer")
-        if not value and isinstance(customer, dict):
-            value = customer.get("id") or customer.get("email")
+        value = data.get("id")
     if not isinstance(value, str) or not value:
         return None
     return hashlib.sha256(f"{family}:{value}".encode()).hexdigest()[:40]
@@ -85,7 +108,7 @@ def notify_dispatchers(session: Session) -> None:
         session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
 
     def on_commit(_session: Session) -> None:
-        committed.set()
+        committed.news_arrived()
 
     def forget(_session: Session, *_args: Any) -> None:
         session.info.pop("outbox_notified", None)

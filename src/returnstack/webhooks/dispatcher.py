@@ -136,10 +136,11 @@ class Dispatcher:
         self.name = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.webhooks_concurrency
         # Claims are made in batches of up to `concurrency`, and up to two batches wait for
-        # the thread pool: a claim is sent within 2 timeouts and recorded soon after.
+        # the thread pool: a claim is sent within 2 timeouts, and its outcome recorded
+        # with a batch, once `batch` attempts have ended (within one more timeout).
         self.batch = self.concurrency
         self.max_in_flight = 2 * self.concurrency
-        self.lease = timedelta(seconds=2 * settings.webhooks_timeout + 15)
+        self.lease = timedelta(seconds=3 * settings.webhooks_timeout + 15)
         self.timeout = settings.webhooks_timeout
         self.client = client or guarded_client(
             allow_private=settings.webhooks_allow_private,
@@ -149,6 +150,7 @@ class Dispatcher:
         )
         self._lease_until: datetime | None = None
         self._next_prune: datetime | None = None
+        self._idle = True  # the last claim left nothing due
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook")
 
     # --- the steps ---------------------------------------------------------------------------
@@ -198,34 +200,83 @@ class Dispatcher:
         if limit <= 0:
             return []
         now = self.clock()
-        token = uuid.uuid4().hex
-        with self.db.transaction(write=False) as session:  # a read first, as for publish
-            if not repository.claimable(session, now=now, limit=1, lock=False):
-                return []
+        if self._idle:  # nothing was left last time: a read first, as for publish
+            with self.db.transaction(write=False) as session:
+                if not repository.claimable(session, now=now, limit=1, lock=False):
+                    return []
         with self.db.transaction() as session:
-            keys = repository.claimable(session, now=now, limit=limit)
-            if not keys:
-                return []
-            repository.lease(session, keys, token=token, until=now + self.lease)
-            claimed = repository.load_claimed(session, keys)
+            token, claimed = self._claim(session, limit, now)
+        return self._jobs(token, claimed, now)
+
+    def _claim(
+        self, session: Any, limit: int, now: datetime
+    ) -> tuple[str, list[repository.Claimed]]:
+        token = uuid.uuid4().hex
+        keys = repository.claimable(session, now=now, limit=limit)
+        self._idle = len(keys) < limit
+        if not keys:
+            return token, []
+        repository.lease(session, keys, token=token, until=now + self.lease)
+        claimed = repository.load_claimed(session, keys)
+        # A subscription disabled after these were queued (its pending attempts were
+        # failed then, but these were being published): they end unsent.
+        disabled = [(row.tenant_id, row.id) for row in claimed if not row.enabled]
+        if disabled:
+            repository.unsent(session, disabled, reason="not sent: the subscription is disabled")
+        return token, claimed
+
+    def step(self, outcomes: list[Outcome], *, publish: bool, claim: int) -> tuple[int, list[Job]]:
+        """Record `outcomes`, publish (when asked) and claim up to `claim` attempts, in one
+        transaction: on SQLite one wait for the write lock instead of three, which under a
+        stream of request commits is what held a dispatcher inside `serve` back. If it
+        fails, the outcomes are recorded on their own (nothing else was done)."""
+        now = self.clock()
+        try:
+            with self.db.transaction() as session:
+                labels = self._record(session, outcomes) if outcomes else []
+                published = service.publish(session, now=now) if publish else 0
+                token, claimed = self._claim(session, claim, now) if claim else ("", [])
+        except Exception:
+            log.exception("webhook.step_failed", extra={"outcomes": len(outcomes)})
+            self.record(outcomes)
+            return 0, []
+        for label in labels:
+            WEBHOOK_DELIVERIES.labels(outcome=label).inc()
+        if published >= service.PUBLISH_BATCH:  # a backlog: the rest in batches of its own
+            published += self.publish()
+        return published, self._jobs(token, claimed, now)
+
+    def _jobs(self, token: str, claimed: list[repository.Claimed], now: datetime) -> list[Job]:
         jobs = []
-        for delivery, subscription, message in claimed:
-            body = orjson.dumps(service.render_message(message)) if message is not None else None
+        for row in claimed:
+            if not row.enabled:
+                continue
+            body = None
+            if row.message_type is not None and row.message_created_at is not None:
+                body = orjson.dumps(
+                    service.message_body(
+                        id=row.message_id,
+                        type=row.message_type,
+                        created_at=row.message_created_at,
+                        data=row.data,
+                        changes=row.changes,
+                    )
+                )
             jobs.append(
                 Job(
-                    tenant_id=delivery.tenant_id,
-                    delivery_id=delivery.id,
+                    tenant_id=row.tenant_id,
+                    delivery_id=row.id,
                     token=token,
-                    subscription_id=subscription.id,
-                    url=subscription.url,
-                    secrets=service.secrets_in_use(subscription, now=now),
-                    message_id=delivery.message_id,
+                    subscription_id=row.subscription_id,
+                    url=row.url,
+                    secrets=service.secrets_in_use(row, now=now),
+                    message_id=row.message_id,
                     body=body,
-                    attempt=delivery.attempt,
-                    step=delivery.step,
-                    message_seq=delivery.message_seq,
-                    event_type=delivery.event_type,
-                    resource_key=delivery.resource_key,
+                    attempt=row.attempt,
+                    step=row.step,
+                    message_seq=row.message_seq,
+                    event_type=row.event_type,
+                    resource_key=row.resource_key,
                 )
             )
         return jobs
@@ -447,11 +498,22 @@ class Dispatcher:
             made += len(jobs)
 
     def run(self, stop: threading.Event) -> None:
-        """The loop: until `stop` is set, keep up to `concurrency` attempts in flight."""
+        """The loop: until `stop` is set, keep up to `max_in_flight` attempts claimed.
+
+        The database is asked only when there may be news: outbox rows are looked for when
+        a commit of this process or a NOTIFY woke the loop, or every poll interval (other
+        SQLite processes, retries falling due); outcomes are recorded a batch at a time,
+        just before the next claim (which they may free later messages of a resource for),
+        so each transaction carries many deliveries."""
         listener = _Listener(self.db, stop) if not self.db.is_sqlite else None
         if listener is not None:
             listener.start()
         in_flight: dict[Future[Outcome], Job] = {}
+        outcomes: list[Outcome] = []
+        poll = self.settings.webhooks_poll_interval
+        seen_news = -1
+        next_poll = 0.0
+        may_claim = True
         log.info("webhook.dispatcher_started", extra={"dispatcher": self.name})
         try:
             while not stop.is_set():
@@ -459,29 +521,41 @@ class Dispatcher:
                 busy = False
                 try:
                     if not self.hold_lease():
-                        stop.wait(self.settings.webhooks_poll_interval)
+                        stop.wait(poll)
                         continue
                     self.prune()
-                    busy = self.publish() > 0
+                    look = wake.news != seen_news or time.monotonic() >= next_poll
+                    if look:
+                        seen_news, next_poll = wake.news, time.monotonic() + poll
+                        may_claim = True
+                    outcomes += self._finished(in_flight)
                     free = self.max_in_flight - len(in_flight)
-                    jobs = self.claim(free) if free >= self.batch else []
-                    for job in jobs:
-                        future = self._executor.submit(self.send, job)
-                        future.add_done_callback(lambda _future: wake.set())
-                        in_flight[future] = job
-                        busy = True
-                    busy = self._collect(in_flight) or busy
+                    recording = outcomes if free >= self.batch or not in_flight else []
+                    if recording:
+                        may_claim = True  # they may free later messages of a resource
+                    claiming = free if may_claim and free >= self.batch else 0
+                    if recording or self._work_waiting(publish=look, claim=claiming):
+                        published, jobs = self.step(recording, publish=look, claim=claiming)
+                        outcomes = outcomes[len(recording) :]
+                        busy = bool(published or recording or jobs)
+                        if claiming:
+                            may_claim = len(jobs) == claiming  # full: there may be more
+                        for job in jobs:
+                            future = self._executor.submit(self.send, job)
+                            future.add_done_callback(lambda _future: wake.set())
+                            in_flight[future] = job
+                            busy = True
                 except Exception:
                     log.exception("webhook.dispatcher_error")
                     stop.wait(1.0)
                     continue
                 if not busy:
-                    wake.wait(self.settings.webhooks_poll_interval)
+                    wake.wait(poll)
             # Shutting down: let the attempts in flight end (they are bounded by the
             # timeout) and record them; nothing new is claimed.
             if in_flight:
                 wait(list(in_flight), timeout=self.timeout + 1)
-                self._collect(in_flight)
+            self.record(outcomes + self._finished(in_flight))
         finally:
             if listener is not None:
                 listener.join(2.0)
@@ -491,17 +565,27 @@ class Dispatcher:
                 log.exception("webhook.release_failed")
             log.info("webhook.dispatcher_stopped", extra={"dispatcher": self.name})
 
-    def _collect(self, in_flight: dict[Future[Outcome], Job]) -> bool:
-        done = [future for future in in_flight if future.done()]
+    def _work_waiting(self, *, publish: bool, claim: int) -> bool:
+        """A read (no write lock on SQLite): are there outbox rows to publish, or attempts
+        to claim? Spares an idle dispatcher a write transaction every poll."""
+        if not publish and not claim:
+            return False
+        with self.db.transaction(write=False) as session:
+            return bool(
+                (publish and repository.has_unpublished(session))
+                or (claim and repository.claimable(session, now=self.clock(), limit=1, lock=False))
+            )
+
+    def _finished(self, in_flight: dict[Future[Outcome], Job]) -> list[Outcome]:
+        """The outcomes of the attempts that ended, taken out of `in_flight`."""
         outcomes = []
-        for future in done:
+        for future in [future for future in in_flight if future.done()]:
             job = in_flight.pop(future)
             try:
                 outcomes.append(future.result())
             except Exception:  # send never raises; its lease lapses and it is retried
                 log.exception("webhook.attempt_crashed", extra={"delivery_id": job.delivery_id})
-        self.record(outcomes)
-        return bool(done)
+        return outcomes
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -523,10 +607,10 @@ class _Listener(threading.Thread):
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    wake.set()  # anything committed before we listened
+                    wake.news_arrived()  # anything committed before we listened
                     while not self.stop.is_set():
                         for _notification in conn.notifies(timeout=1.0):
-                            wake.set()
+                            wake.news_arrived()
             except Exception:
                 log.warning("webhook.listen_failed", exc_info=True)
                 self.stop.wait(2.0)

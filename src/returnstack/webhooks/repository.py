@@ -297,8 +297,10 @@ def claimable(
     session: Session, *, now: datetime, limit: int, lock: bool = True
 ) -> list[tuple[str, str]]:
     """(tenant_id, id) of pending attempts that are due, not leased (or whose lease ran
-    out), of enabled subscriptions, and not held up by an earlier pending message of the
-    same resource. PostgreSQL: the rows are locked, skipping those another worker holds."""
+    out), and not held up by an earlier pending message of the same resource, in the order
+    of the claim index. PostgreSQL: the rows are locked, skipping those another worker
+    holds. Whether their subscription is still enabled is checked once they are loaded
+    (`load_claimed`): a join here would make PostgreSQL sort the whole queue."""
     # The first pending message of the row's resource: a lookup of the ordering index per
     # candidate (a scalar subquery, which the planner cannot turn into a scan of the queue).
     earlier = aliased(WebhookDelivery)
@@ -316,63 +318,102 @@ def claimable(
     )
     query = (
         select(WebhookDelivery.tenant_id, WebhookDelivery.id)
-        .join(
-            WebhookSubscription,
-            and_(
-                WebhookSubscription.tenant_id == WebhookDelivery.tenant_id,
-                WebhookSubscription.id == WebhookDelivery.subscription_id,
-            ),
-        )
         .where(
             WebhookDelivery.status == "pending",
             WebhookDelivery.due_at <= now,
             or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
-            WebhookSubscription.enabled.is_(True),
-            WebhookDelivery.message_seq == first_pending,
+            # The row is its resource's first pending message: `<=` means `==` here (the
+            # first is never later than the row itself), but PostgreSQL estimates an
+            # equality with a subquery as matching almost nothing, and would then sort the
+            # whole queue rather than read the claim index in order and stop at `limit`.
+            WebhookDelivery.message_seq <= first_pending,
         )
         .order_by(WebhookDelivery.due_at, WebhookDelivery.message_seq)
         .limit(limit)
     )
     if lock and is_postgresql(session):
-        query = query.with_for_update(of=WebhookDelivery, skip_locked=True)
+        query = query.with_for_update(skip_locked=True)
     return [(tenant_id, row_id) for tenant_id, row_id in session.execute(query)]
 
 
 def lease(
     session: Session, keys: Sequence[tuple[str, str]], *, token: str, until: datetime
 ) -> None:
+    """One statement for the whole claim."""
     session.execute(
-        update(WebhookDelivery),
-        [
-            {"tenant_id": tenant_id, "id": row_id, "lease_token": token, "lease_until": until}
-            for tenant_id, row_id in keys
-        ],
-    )
-
-
-def load_claimed(
-    session: Session, keys: Sequence[tuple[str, str]]
-) -> list[tuple[WebhookDelivery, WebhookSubscription, OutboxEvent | None]]:
-    """The claimed rows with their subscription and message (None: no longer retained)."""
-    rows = session.execute(
-        select(WebhookDelivery, WebhookSubscription, OutboxEvent)
-        .join(
-            WebhookSubscription,
-            and_(
-                WebhookSubscription.tenant_id == WebhookDelivery.tenant_id,
-                WebhookSubscription.id == WebhookDelivery.subscription_id,
-            ),
-        )
-        .outerjoin(
-            OutboxEvent,
-            and_(
-                OutboxEvent.tenant_id == WebhookDelivery.tenant_id,
-                OutboxEvent.id == WebhookDelivery.message_id,
-            ),
-        )
+        update(WebhookDelivery)
         .where(tuple_(WebhookDelivery.tenant_id, WebhookDelivery.id).in_(list(keys)))
+        .values(lease_token=token, lease_until=until)
+        .execution_options(synchronize_session=False)
     )
-    return [(row[0], row[1], row[2]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What sending a claimed attempt takes (columns, not ORM objects: a claim is hot)."""
+
+    tenant_id: str
+    id: str
+    subscription_id: str
+    message_id: str
+    message_seq: int
+    event_type: str
+    resource_key: str
+    attempt: int
+    step: int
+    url: str
+    enabled: bool
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    # The message (None when it is no longer retained)
+    message_type: str | None
+    message_created_at: datetime | None
+    data: Any
+    changes: Any
+
+
+def load_claimed(session: Session, keys: Sequence[tuple[str, str]]) -> list[Claimed]:
+    """The claimed rows with their subscription and message."""
+    d, s, m = WebhookDelivery, WebhookSubscription, OutboxEvent
+    rows = session.execute(
+        select(
+            d.tenant_id,
+            d.id,
+            d.subscription_id,
+            d.message_id,
+            d.message_seq,
+            d.event_type,
+            d.resource_key,
+            d.attempt,
+            d.step,
+            s.url,
+            s.enabled,
+            s.secret,
+            s.previous_secret,
+            s.previous_secret_expires_at,
+            m.type.label("message_type"),
+            m.created_at.label("message_created_at"),
+            m.data,
+            m.changes,
+        )
+        .join(s, and_(s.tenant_id == d.tenant_id, s.id == d.subscription_id))
+        .outerjoin(m, and_(m.tenant_id == d.tenant_id, m.id == d.message_id))
+        .where(tuple_(d.tenant_id, d.id).in_(list(keys)))
+    )
+    return [Claimed(**row._asdict()) for row in rows]
+
+
+def unsent(session: Session, keys: Sequence[tuple[str, str]], *, reason: str) -> None:
+    """Claimed attempts of a subscription disabled meanwhile end as failed, unsent."""
+    session.execute(
+        update(WebhookDelivery)
+        .where(tuple_(WebhookDelivery.tenant_id, WebhookDelivery.id).in_(list(keys)))
+        .values(
+            status="failed", error=reason, next_attempt_at=None, lease_token=None, lease_until=None
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def held_attempts(

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -66,16 +66,33 @@ def render_delivery(row: WebhookDelivery) -> dict[str, Any]:
 
 def render_message(row: OutboxEvent) -> dict[str, Any]:
     """The body of a message: in the feed, and (as JSON) of its webhook deliveries."""
+    return message_body(
+        id=row.id, type=row.type, created_at=row.created_at, data=row.data, changes=row.changes
+    )
+
+
+def message_body(
+    *, id: str, type: str, created_at: datetime, data: Any, changes: Any
+) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "type": row.type,
-        "timestamp": rfc3339(row.created_at),
-        "data": row.data,
-        "changes": row.changes,
+        "id": id,
+        "type": type,
+        "timestamp": rfc3339(created_at),
+        "data": data,
+        "changes": changes,
     }
 
 
-def secrets_in_use(row: WebhookSubscription, *, now: datetime) -> list[str]:
+class Secrets(Protocol):
+    @property
+    def secret(self) -> str: ...
+    @property
+    def previous_secret(self) -> str | None: ...
+    @property
+    def previous_secret_expires_at(self) -> datetime | None: ...
+
+
+def secrets_in_use(row: Secrets, *, now: datetime) -> list[str]:
     """The current secret, then (for 24 h after a rotation) the one it replaced."""
     expires = row.previous_secret_expires_at
     if row.previous_secret and expires is not None and expires > now:
