@@ -5,15 +5,13 @@ return's page."""
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
+from returnstack.models import Order, OrderLine, Store
 from returnstack.products import service as products
 
-COUNTED = ("requested", "approved", "received", "refunded", "closed")
 PERIODS = ("day", "week", "month")
 NO_STORE = "(no store)"
 
@@ -152,39 +150,3 @@ def compute(
             if stores.get(row.group):
                 row.label = f"{stores[row.group]} ({row.group})"
     return result
-
-
-def product_rates(
-    session: Session, *, tenant_id: str, products: list[str]
-) -> dict[str, dict[str, Any]]:
-    """Each product's units sold and units that came back (received, or recorded as
-    returned; every time, every currency) and their ratio, for the return page's items."""
-    if not products:
-        return {}
-    rates: dict[str, dict[str, Any]] = {
-        product: {"units_sold": 0, "units_returned": 0, "return_rate": None} for product in products
-    }
-    for product_id, units in session.execute(
-        select(OrderLine.product_id, func.sum(OrderLine.quantity))
-        .where(OrderLine.tenant_id == tenant_id, OrderLine.product_id.in_(products))
-        .group_by(OrderLine.product_id)
-    ):
-        rates[product_id]["units_sold"] = int(units or 0)
-    for product_id, units in session.execute(
-        select(ReturnItem.product_id, func.sum(ReturnItem.received_quantity))
-        .join(
-            Return,
-            and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id),
-        )
-        .where(
-            ReturnItem.tenant_id == tenant_id,
-            ReturnItem.product_id.in_(products),
-            Return.status.in_(COUNTED),
-        )
-        .group_by(ReturnItem.product_id)
-    ):
-        rates[product_id]["units_returned"] = int(units or 0)
-    for rate in rates.values():
-        if rate["units_sold"]:
-            rate["return_rate"] = rate["units_returned"] / rate["units_sold"]
-    return rates
