@@ -720,6 +720,15 @@ def test_insights_draw_charts_with_their_numbers(
     ):
         assert expected in text, expected
     assert client.get("/dashboard/insights", params={"from": "nope"}).status_code == 400
+    # The figures are kept until the data changes: a new sale shows at once.
+    api.buy(
+        line("1", product_id="SKU-HOT", quantity=4, unit_price=1000, category="Shoes/Run"),
+        channel="offline",
+        store={"id": "berlin-01", "name": "Berlin Mitte"},
+    )
+    again = client.get("/dashboard/insights", params={"currency": "EUR", "period": "month"})
+    assert "37.5 %" in again.text  # 3 of 8 units
+    assert "75.0 %" not in again.text
 
 
 def test_admin_settings_policy_keys_and_users(

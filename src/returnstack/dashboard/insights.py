@@ -1,8 +1,13 @@
 """Figures of the Insights page: return rate and refunded value over time, by reason,
 category, store and channel, and the most-returned products, from the product signals'
-report (the same service as GET /v1/reports/returns); and each product's return rate for a
-return's page."""
+report (the same service as GET /v1/reports/returns).
 
+The six reports read every order and return of the range; the figures are kept per process
+until the tenant's data changes (its newest outbox message, written with every change), so
+looking again, or another user looking, costs one indexed lookup."""
+
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -10,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from returnstack.models import Order, OrderLine, Store
+from returnstack.outbox.service import latest_message
 from returnstack.products import service as products
 
 PERIODS = ("day", "week", "month")
@@ -79,7 +85,7 @@ def compute(
     top: int = 10,
 ) -> Insights:
     """Every figure comes from the product signals' report (`products/service.py`, the
-    same as GET /v1/reports/returns), one grouping at a time."""
+    same figures as GET /v1/reports/returns), every grouping in one reading."""
     start_at = datetime(start.year, start.month, start.day, tzinfo=UTC)
     end_at = datetime(end.year, end.month, end.day, tzinfo=UTC)
     result = Insights(currency=currency, start=start, end=end, period=period)
@@ -87,15 +93,16 @@ def compute(
         session.scalars(select(Order.currency).where(Order.tenant_id == tenant_id).distinct()).all()
     )
 
+    reports = products.returns_reports(
+        session,
+        tenant_id=tenant_id,
+        group_bys=[period, "reason", "category", "store", "channel", "product"],
+        start=start_at,
+        end=end_at,
+        currency=currency,
+    )
+
     def report(group_by: str) -> list[Row]:
-        rows = products.returns_report(
-            session,
-            tenant_id=tenant_id,
-            group_by=group_by,
-            start=start_at,
-            end=end_at,
-            currency=currency,
-        )
         return [
             Row(
                 group=str(row["group"]) if row["group"] is not None else NO_STORE,
@@ -105,7 +112,7 @@ def compute(
                 refunded=row["refunded"],
                 units_sold=row["units_sold"],
             )
-            for row in rows
+            for row in reports[group_by]
         ]
 
     def by_units(rows: list[Row]) -> list[Row]:
@@ -150,3 +157,41 @@ def compute(
             if stores.get(row.group):
                 row.label = f"{stores[row.group]} ({row.group})"
     return result
+
+
+class FigureCache:
+    """The latest figures per (tenant, currency, range, period), valid while the tenant's
+    newest message is the one they were computed after; the least recently used go first."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, ...], tuple[str | None, Insights]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def figures(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        currency: str,
+        start: date,
+        end: date,
+        period: str,
+    ) -> Insights:
+        key = (tenant_id, currency, start.isoformat(), end.isoformat(), period)
+        # Read before computing: a change committed meanwhile makes the next look recompute.
+        version = latest_message(session, tenant_id=tenant_id)
+        with self.lock:
+            kept = self.entries.get(key)
+            if kept is not None and kept[0] == version:
+                self.entries.move_to_end(key)
+                return kept[1]
+        computed = compute(
+            session, tenant_id=tenant_id, currency=currency, start=start, end=end, period=period
+        )
+        with self.lock:
+            self.entries[key] = (version, computed)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return computed

@@ -946,12 +946,13 @@ def insights_page(request: Request, staff: Staff, session: DbSession) -> Respons
     if currency not in CURRENCY_EXPONENTS:
         problems["currency"] = "is not an ISO 4217 currency"
         currency = tenant.default_currency if tenant else "USD"
-    figures = insights.compute(
+    cache: insights.FigureCache = request.app.state.dashboard_figures
+    figures = cache.figures(
         session, tenant_id=tenant_id, currency=currency, start=start, end=end, period=period
     )
     if currency not in figures.currencies and figures.currencies and "currency" not in params:
         currency = figures.currencies[0]
-        figures = insights.compute(
+        figures = cache.figures(
             session, tenant_id=tenant_id, currency=currency, start=start, end=end, period=period
         )
     return render(
@@ -1498,6 +1499,7 @@ def install(app: FastAPI) -> None:
     from importlib.resources import files
 
     app.state.dashboard_sign_ins = SignInLimiters()
+    app.state.dashboard_figures = insights.FigureCache()
     app.include_router(router)
     app.mount(
         f"{PREFIX}/static",

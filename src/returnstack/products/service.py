@@ -354,6 +354,10 @@ def returns_report(
         for (_, _, _, group), share in zip(ret_items, shares, strict=True):
             if share:
                 rows[_fold(group_by, group)][2] += share
+    return _report_rows(group_by, rows)
+
+
+def _report_rows(group_by: str, rows: dict[Any, list[int]]) -> list[dict[str, Any]]:
     by_reason = group_by == "reason"
     return [
         {
@@ -368,6 +372,60 @@ def returns_report(
             rows.items(), key=lambda pair: (pair[0] is None, str(pair[0] or ""))
         )
     ]
+
+
+def returns_reports(
+    session: Session,
+    *,
+    tenant_id: str,
+    group_bys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """returns_report for several groupings at once, equal to one call per grouping but
+    reading the range three times in all (not three times per grouping): sums are kept per
+    combination of groups and folded per grouping here; each refund is spread once."""
+    common: dict[str, Any] = {"start": start, "end": end, "currency": currency}
+    tallies: dict[str, dict[Any, list[int]]] = {
+        group_by: defaultdict(lambda: [0, 0, 0, 0]) for group_by in group_bys
+    }
+    folds: dict[tuple[str, Any], Any] = {}  # thousands of rows share a few hundred days
+
+    def fold(group_by: str, group: Any) -> Any:
+        key = (group_by, group)
+        if key not in folds:
+            folds[key] = _fold(group_by, group)
+        return folds[key]
+
+    sold_by = [group_by for group_by in group_bys if group_by != "reason"]
+    if sold_by:
+        for *groups, units in repository.units_sold_by(
+            session, tenant_id, group_bys=sold_by, **common
+        ):
+            for group_by, group in zip(sold_by, groups, strict=True):
+                tallies[group_by][fold(group_by, group)][3] += units
+    counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
+    for *groups, ret, units in repository.units_returned_by(
+        session, tenant_id, group_bys=group_bys, **common
+    ):
+        for group_by, group in zip(group_bys, groups, strict=True):
+            folded = fold(group_by, group)
+            row = tallies[group_by][folded]
+            row[1] += units
+            if (group_by, folded, ret) not in counted:
+                counted.add((group_by, folded, ret))
+                row[0] += 1
+    items: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in repository.refunded_items_by(session, tenant_id, group_bys=group_bys, **common):
+        items[row[0]].append(row)
+    for ret_items in items.values():
+        shares = allocate_refund(ret_items[0][1], [(item[2], item[3]) for item in ret_items])
+        for item, share in zip(ret_items, shares, strict=True):
+            if share:
+                for group_by, group in zip(group_bys, item[4:], strict=True):
+                    tallies[group_by][fold(group_by, group)][2] += share
+    return {group_by: _report_rows(group_by, tallies[group_by]) for group_by in group_bys}
 
 
 def now() -> datetime:
