@@ -659,6 +659,9 @@ def test_segments_are_saved_listed_and_deleted(
     client, _ = staff_client(app, database, tenant, "agent")
     browser = Browser(client)
     browser.goto("/dashboard/customers?where=returns+%3E%3D+1")
+    response = browser.click("Save segment", name="   ")
+    assert response.status_code == 422  # the API's message, next to the name
+    assert "at least 1 character" in _field_error(response.text, "segment-name")
     browser.click("Save segment", name="Returners")
     assert "The segment was saved." in browser.html
     saved = api.get("/v1/segments").json()["data"]

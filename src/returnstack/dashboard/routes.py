@@ -735,15 +735,39 @@ def act(request: Request, number: str, action: str, posted: Agent, session: DbSe
 @router.get("/customers")
 def customers(request: Request, staff: Staff, session: DbSession) -> Response:
     params = request.query_params
+    return _customers(
+        request,
+        session,
+        staff,
+        search=(params.get("search") or "").strip(),
+        where=params.get("where"),
+        sort=params.get("sort") or None,
+        cursor=params.get("cursor") or None,
+    )
+
+
+def _customers(
+    request: Request,
+    session: Session,
+    staff: SignedIn,
+    *,
+    search: str,
+    where: str | None,
+    sort: str | None,
+    cursor: str | None,
+    segment_problems: dict[str, str] | None = None,
+    segment_name: str = "",
+) -> Response:
+    """The customers page: a search by id or email, or the customers a segment expression
+    selects (with the segment form's errors next to its fields, after a failed save)."""
     tenant_id = staff.user.tenant_id
-    search = (params.get("search") or "").strip()
-    where = params.get("where")
     context: dict[str, Any] = {
         "staff": staff,
         "search": search,
         "where": where or "",
         "rows": None,
-        "problems": {},
+        "problems": dict(segment_problems or {}),
+        "segment_name": segment_name,
         "next_query": None,
         "segments": segments.list_segments(session, tenant_id=tenant_id, limit=50, cursor=None)[
             "data"
@@ -771,9 +795,9 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
                 session,
                 tenant_id=tenant_id,
                 condition=condition,
-                sort=parse_sort(params.get("sort") or None),
+                sort=parse_sort(sort),
                 limit=PAGE,
-                cursor=params.get("cursor") or None,
+                cursor=cursor,
             )
         except ApiError as error:
             for detail in error.details:
@@ -785,10 +809,10 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
         context["rows"] = page["data"]
         if page["next_cursor"]:
             context["next_query"] = (
-                f"where={_quote(where)}&sort={_quote(params.get('sort') or '')}"
+                f"where={_quote(where)}&sort={_quote(sort or '')}"
                 f"&cursor={_quote(page['next_cursor'])}"
             )
-    return render(request, "customers.html", context)
+    return render(request, "customers.html", context, status_code=422 if segment_problems else 200)
 
 
 @router.post("/segments")
@@ -808,8 +832,22 @@ def save_segment(request: Request, posted: Agent, session: DbSession) -> Respons
             ),
         )
     except FormErrors as errors:
-        message = "; ".join(f"{path or 'segment'}: {text}" for path, text in errors.fields.items())
-        return _error_page(request, 422, f"The segment was not saved. {message}")
+        # The API's messages next to the fields: the name, or the expression itself.
+        problems = {
+            "segment_name" if path == "name" else "where" if path == "where" else "segment": text
+            for path, text in errors.fields.items()
+        } or {"segment": errors.message}
+        return _customers(
+            request,
+            session,
+            staff,
+            search="",
+            where=where,
+            sort=None,
+            cursor=None,
+            segment_problems=problems,
+            segment_name=_text(form, "name"),
+        )
     return _see_other(f"{PREFIX}/customers?where={_quote(where)}&saved=1")
 
 
