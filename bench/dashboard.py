@@ -167,7 +167,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                         for name, path in pages.items():
                             # Insights keeps its figures until the data changes: timed
                             # both as seen again and as first seen after a sale.
-                            runs = [(name, None)]
+                            runs: list[tuple[str, Any]] = [(name, None)]
                             if name == "insights":
                                 runs = [("insights (seen again)", None), (INSIGHTS_COLD, sell)]
                             for label, before in runs:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import compat, harness, ingest, profiles, returns
+from bench import compat, dashboard, harness, ingest, profiles, returns
 
-BENCHMARKS = [ingest.BENCH, returns.BENCH, profiles.BENCH, compat.BENCH]
+BENCHMARKS = [ingest.BENCH, returns.BENCH, profiles.BENCH, compat.BENCH, dashboard.BENCH]
 
 
 @pytest.mark.parametrize("bench", BENCHMARKS, ids=lambda bench: bench.name)

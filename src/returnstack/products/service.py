@@ -439,8 +439,8 @@ def returns_reports(
                 counted.add((group_by, group, ret))
                 row[0] += 1
     items: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for row in refunded:
-        items[row[0]].append(row)
+    for refunded_item in refunded:
+        items[refunded_item[0]].append(refunded_item)
     for ret_items in items.values():
         shares = allocate_refund(ret_items[0][1], [(item[2], item[3]) for item in ret_items])
         for item, share in zip(ret_items, shares, strict=True):
