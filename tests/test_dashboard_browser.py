@@ -481,6 +481,11 @@ def test_an_admin_manages_a_webhook_and_a_return_shows_its_deliveries(
             assert expected in text, expected
         shoot(page, "return-deliveries")
 
+        # The keyboard alone reaches every action of the webhook's page.
+        page.goto(hook_path)
+        page.locator("main").focus()
+        for name in ("Save webhook", "Disable", "Rotate secret", "Recover", "Delete webhook"):
+            _tab_to(page, name)
         page.goto(hook_path)
         page.get_by_role("button", name="Rotate secret").click()
         page.get_by_text("New signing secret").wait_for()
