@@ -9,8 +9,10 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+from sqlalchemy import delete
 
 from returnstack.dashboard.users import create_user
+from returnstack.models import WebhookDelivery, WebhookSubscription
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -219,3 +221,13 @@ def sign_in(http: httpx.Client, email: str, password: str = PASSWORD) -> httpx.R
         "/dashboard/login",
         data={"csrf_token": csrf_of(page.text), "email": email, "password": password},
     )
+
+
+def drop_webhooks(database: DatabaseFixture, tenant: TenantFixture) -> None:
+    """Delete the tenant's webhooks and their queued attempts: a later test's dispatcher
+    (they share the database) must not find them and try to deliver."""
+    with database.db.transaction() as session:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant.id))
+        session.execute(
+            delete(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant.id)
+        )

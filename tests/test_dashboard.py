@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, event
+from sqlalchemy import event
 
 from returnstack.app import create_app
 from returnstack.dashboard.users import list_users
-from returnstack.models import WebhookDelivery, WebhookSubscription
 from returnstack.webhooks import service as webhooks_service
 from returnstack.webhooks.dispatcher import Dispatcher
 from tests.conftest import DatabaseFixture, TenantFixture
@@ -25,6 +24,7 @@ from tests.dashboard_helpers import (
     Browser,
     button_names,
     csrf_of,
+    drop_webhooks,
     make_user,
     parse,
     sign_in,
@@ -783,6 +783,7 @@ def test_admin_settings_policy_keys_and_users(
     assert "is taken" in response.text
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_admin_adds_a_webhook_and_sees_its_deliveries(
     app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
 ) -> None:
@@ -865,7 +866,15 @@ def private_app(database: DatabaseFixture) -> FastAPI:
 
 
 @pytest.fixture
-def dispatcher(database: DatabaseFixture, tenant: TenantFixture) -> Iterator[Dispatcher]:
+def no_webhooks_left(database: DatabaseFixture, tenant: TenantFixture) -> Iterator[None]:
+    yield
+    drop_webhooks(database, tenant)
+
+
+@pytest.fixture
+def dispatcher(
+    database: DatabaseFixture, tenant: TenantFixture, no_webhooks_left: None
+) -> Iterator[Dispatcher]:
     settings = database.settings.model_copy(
         update={"webhooks_allow_private": True, "webhooks_timeout": 5.0}
     )
@@ -873,11 +882,6 @@ def dispatcher(database: DatabaseFixture, tenant: TenantFixture) -> Iterator[Dis
     yield running
     running.release_lease()
     running.close()
-    with database.db.transaction() as session:  # leave nothing queued for later tests
-        session.execute(delete(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant.id))
-        session.execute(
-            delete(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant.id)
-        )
 
 
 def _field_error(html: str, field_id: str) -> str:
@@ -1013,6 +1017,7 @@ def test_admin_manages_a_webhook_its_deliveries_and_sees_them_on_the_return(
 
 
 @pytest.mark.parametrize("role", ["agent", "viewer"])
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_only_admins_see_or_change_webhooks(
     private_app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, role: str
 ) -> None:
@@ -1042,6 +1047,7 @@ def test_only_admins_see_or_change_webhooks(
     assert len(api.get("/v1/webhooks").json()["data"]) == 1
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_an_admins_webhook_post_without_a_csrf_token_is_403(
     app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
 ) -> None:
@@ -1088,6 +1094,7 @@ def _statements(database: DatabaseFixture, client: TestClient, path: str) -> int
     return seen.count
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_the_pages_queries_do_not_grow_with_their_rows(
     app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
 ) -> None:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import DatabaseFixture, TenantFixture
-from tests.dashboard_helpers import PASSWORD, make_user
+from tests.dashboard_helpers import PASSWORD, drop_webhooks, make_user
 from tests.e2e import Server
 from tests.factories import batch, item, purchase, ts, unique
 from tests.webhook_receiver import Receiver, running_receiver
@@ -73,6 +73,13 @@ def page(chromium: Any, server: Server) -> Iterator[Any]:
     tab = context.new_page()
     yield tab
     context.close()
+
+
+@pytest.fixture
+def no_webhooks_left(database: DatabaseFixture, tenant: TenantFixture) -> Iterator[None]:
+    """The server's dispatcher, or a later test's, must find no webhook of this test."""
+    yield
+    drop_webhooks(database, tenant)
 
 
 class Clicks:
@@ -338,6 +345,7 @@ def test_the_segment_builder_downloads_a_csv(
     assert lines[1].startswith(customer["id"] + ",")
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_pages_fit_a_phone_sized_screen(
     chromium: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
@@ -416,6 +424,7 @@ def _received(receiver: Receiver, count: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_an_admin_manages_a_webhook_and_a_return_shows_its_deliveries(
     page: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
@@ -502,6 +511,7 @@ def test_an_admin_manages_a_webhook_and_a_return_shows_its_deliveries(
         assert page.get_by_role("link", name=receiver.url).count() == 0
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_agents_and_viewers_get_no_webhook_buttons_and_a_forged_post_is_403(
     page: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
@@ -532,6 +542,7 @@ def test_agents_and_viewers_get_no_webhook_buttons_and_a_forged_post_is_403(
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"  # axe-core 4.14.1 (MPL-2.0)
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_no_serious_accessibility_violations_on_any_page(
     chromium: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
