@@ -10,6 +10,7 @@ BENCHMARKS = {
     "webhooks": "webhook deliveries per second of one dispatcher; commit-to-delivery delay",
     "products": "product signals: upkeep cost on ingestion, kept vs derived reads, reports",
     "compat": "vendor adapters: Constructor and Optimove batches vs /v1/events, side by side",
+    "dashboard": "dashboard pages: each page's answer time on the demo data, signed in",
 }
 README = "readme"  # rewrite every benchmark's figures in README.md from bench/results/
 

@@ -9,8 +9,10 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+from sqlalchemy import delete
 
 from returnstack.dashboard.users import create_user
+from returnstack.models import WebhookDelivery, WebhookSubscription
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 
@@ -30,6 +32,7 @@ class Form:
     method: str
     fields: list[tuple[str, str]] = field(default_factory=list)
     buttons: list[Button] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # boxes a click may tick
 
 
 @dataclass
@@ -67,6 +70,8 @@ class _PageParser(HTMLParser):
         elif tag == "input":
             kind = a.get("type", "text")
             if kind in ("checkbox", "radio") and "checked" not in a:
+                if "name" in a:
+                    self._form.unchecked.append(a["name"])
                 return
             if "name" in a and kind not in ("submit", "button"):
                 value = a.get("value", "on" if kind in ("checkbox", "radio") else "")
@@ -166,7 +171,7 @@ class Browser:
 
     def click(self, text: str, **changes: str) -> httpx.Response:
         """Press the one button named `text`, submitting its form as pre-filled (plus the
-        given field changes, which are typing, not clicks)."""
+        given field changes, which are typing or ticking a box, not clicks)."""
         found = [
             (form, button)
             for form in parse(self.html).forms
@@ -176,6 +181,7 @@ class Browser:
         assert len(found) == 1, f"{len(found)} buttons named {text!r}: {button_names(self.html)}"
         form, button = found[0]
         data = [(name, changes.get(name, value)) for name, value in form.fields]
+        data += [(name, changes[name]) for name in form.unchecked if name in changes]
         if button.name:
             data.append((button.name, button.value or ""))
         self.clicks += 1
@@ -215,3 +221,13 @@ def sign_in(http: httpx.Client, email: str, password: str = PASSWORD) -> httpx.R
         "/dashboard/login",
         data={"csrf_token": csrf_of(page.text), "email": email, "password": password},
     )
+
+
+def drop_webhooks(database: DatabaseFixture, tenant: TenantFixture) -> None:
+    """Delete the tenant's webhooks and their queued attempts: a later test's dispatcher
+    (they share the database) must not find them and try to deliver."""
+    with database.db.transaction() as session:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.tenant_id == tenant.id))
+        session.execute(
+            delete(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant.id)
+        )

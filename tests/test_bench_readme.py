@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import compat, harness, ingest, profiles, returns, webhooks
+from bench import compat, dashboard, harness, ingest, profiles, returns, webhooks
 
-BENCHMARKS = [ingest.BENCH, returns.BENCH, profiles.BENCH, compat.BENCH, webhooks.BENCH]
+BENCHMARKS = [
+    ingest.BENCH,
+    returns.BENCH,
+    profiles.BENCH,
+    compat.BENCH,
+    webhooks.BENCH,
+    dashboard.BENCH,
+]
 
 
 @pytest.mark.parametrize("bench", BENCHMARKS, ids=lambda bench: bench.name)

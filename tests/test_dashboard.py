@@ -5,25 +5,33 @@ the API (the history names `dashboard:<email>`)."""
 import csv
 import io
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from html import unescape
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from returnstack.app import create_app
 from returnstack.dashboard.users import list_users
+from returnstack.webhooks import service as webhooks_service
+from returnstack.webhooks.dispatcher import Dispatcher
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.dashboard_helpers import (
     PASSWORD,
     Browser,
     button_names,
     csrf_of,
+    drop_webhooks,
     make_user,
     parse,
     sign_in,
 )
 from tests.returns_helpers import Api, line, person, wanted
 from tests.test_routing import api_routes
+from tests.webhook_receiver import running_receiver
 
 PAGES = [
     "/dashboard/returns",
@@ -651,6 +659,9 @@ def test_segments_are_saved_listed_and_deleted(
     client, _ = staff_client(app, database, tenant, "agent")
     browser = Browser(client)
     browser.goto("/dashboard/customers?where=returns+%3E%3D+1")
+    response = browser.click("Save segment", name="   ")
+    assert response.status_code == 422  # the API's message, next to the name
+    assert "at least 1 character" in _field_error(response.text, "segment-name")
     browser.click("Save segment", name="Returners")
     assert "The segment was saved." in browser.html
     saved = api.get("/v1/segments").json()["data"]
@@ -712,6 +723,15 @@ def test_insights_draw_charts_with_their_numbers(
     ):
         assert expected in text, expected
     assert client.get("/dashboard/insights", params={"from": "nope"}).status_code == 400
+    # The figures are kept until the data changes: a new sale shows at once.
+    api.buy(
+        line("1", product_id="SKU-HOT", quantity=4, unit_price=1000, category="Shoes/Run"),
+        channel="offline",
+        store={"id": "berlin-01", "name": "Berlin Mitte"},
+    )
+    again = client.get("/dashboard/insights", params={"currency": "EUR", "period": "month"})
+    assert "37.5 %" in again.text  # 3 of 8 units
+    assert "75.0 %" not in again.text
 
 
 def test_admin_settings_policy_keys_and_users(
@@ -763,6 +783,7 @@ def test_admin_settings_policy_keys_and_users(
     assert "is taken" in response.text
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_admin_adds_a_webhook_and_sees_its_deliveries(
     app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
 ) -> None:
@@ -832,3 +853,286 @@ def test_every_page_answers_for_every_role(
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("text/html")
     assert client.get("/v1/no-such-page").json()["error"]["type"] == "not_found"
+
+
+# --- webhooks in settings, and the deliveries a return caused ---------------------------------
+
+
+@pytest.fixture
+def private_app(database: DatabaseFixture) -> FastAPI:
+    """The app with webhooks_allow_private, to subscribe a receiver on loopback."""
+    settings = database.settings.model_copy(update={"webhooks_allow_private": True})
+    return create_app(settings, database=database.db)
+
+
+@pytest.fixture
+def no_webhooks_left(database: DatabaseFixture, tenant: TenantFixture) -> Iterator[None]:
+    yield
+    drop_webhooks(database, tenant)
+
+
+@pytest.fixture
+def dispatcher(
+    database: DatabaseFixture, tenant: TenantFixture, no_webhooks_left: None
+) -> Iterator[Dispatcher]:
+    settings = database.settings.model_copy(
+        update={"webhooks_allow_private": True, "webhooks_timeout": 5.0}
+    )
+    running = Dispatcher(database.db, settings)
+    yield running
+    running.release_lease()
+    running.close()
+
+
+def _field_error(html: str, field_id: str) -> str:
+    """The message shown next to a field (aria-describedby names it)."""
+    tag = html.split(f'id="{field_id}"', 1)[1].split(">", 1)[0]
+    assert 'aria-invalid="true"' in tag, tag
+    error_id = tag.split('aria-describedby="', 1)[1].split('"', 1)[0]
+    return unescape(html.split(f'id="{error_id}">', 1)[1].split("<", 1)[0])
+
+
+def test_admin_manages_a_webhook_its_deliveries_and_sees_them_on_the_return(
+    private_app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, dispatcher: Dispatcher
+) -> None:
+    api = Api(TestClient(private_app, raise_server_exceptions=False), tenant)
+    admin, _ = staff_client(private_app, database, tenant, "admin")
+    browser = Browser(admin)
+    with running_receiver() as receiver:
+        browser.goto("/dashboard/settings")
+        response = browser.click("Add webhook", url=receiver.url, events="return.nope")
+        assert response.status_code == 422
+        assert "unknown event type 'return.nope'" in _field_error(response.text, "webhook-events")
+        response = browser.click("Add webhook", url=receiver.url, events="*")
+        assert response.status_code == 200, response.text
+        created = response.text.split('id="new-webhook-secret" readonly value="', 1)[1]
+        created = created.split('"', 1)[0]
+        [hook] = api.get("/v1/webhooks").json()["data"]
+        browser.click_link(receiver.url)
+        assert browser.url.endswith(f"/dashboard/settings/webhooks/{hook['id']}")
+
+        # Edit: the API's validation messages next to the fields, then a change that holds.
+        response = browser.click("Save webhook", events="")
+        assert response.status_code == 422
+        assert "at least 1 item" in _field_error(response.text, "webhook-events")
+        response = browser.click("Save webhook", url="ftp://x.example/", events="*")
+        assert response.status_code == 422
+        assert "http:// or https://" in _field_error(response.text, "webhook-url")
+        browser.goto(f"/dashboard/settings/webhooks/{hook['id']}")
+        response = browser.click(
+            "Save webhook",
+            events="return.requested, return.approved",
+            description="the warehouse",
+        )
+        assert response.status_code == 200
+        assert "Saved." in response.text
+        read = api.get(f"/v1/webhooks/{hook['id']}").json()
+        assert read["events"] == ["return.requested", "return.approved"]
+        assert read["description"] == "the warehouse"
+
+        # The receiver is gone (410): the webhook is disabled, its deliveries failed.
+        receiver.answer_with(410)
+        order = api.buy(line("1", unit_price=1500), customer=person())
+        ret = api.open(wanted(order), customer=order["customer"])
+        api.act(ret, "approve")
+        dispatcher.run_once()
+        page = browser.goto(f"/dashboard/settings/webhooks/{hook['id']}").text
+        assert "disabled" in page
+        assert not [name for name in button_names(page) if name.startswith("Retry")]
+        browser.click("Enable")
+        assert api.get(f"/v1/webhooks/{hook['id']}").json()["enabled"] is True
+        # Both failed: the request answered 410, the approval was never sent.
+        retries = [name for name in button_names(browser.html) if name.startswith("Retry")]
+        assert sorted(name.split()[1] for name in retries) == [
+            "return.approved",
+            "return.requested",
+        ]
+        retry = next(name for name in retries if "return.requested" in name)
+
+        # A manual retry: a new attempt, sent now.
+        receiver.answer_with(200)
+        browser.click(retry)
+        assert "Retry queued" in browser.html
+        assert "manual" in browser.html
+        dispatcher.run_once()
+        attempts = api.get(f"/v1/webhooks/{hook['id']}/deliveries").json()["data"]
+        assert sorted((a["event_type"], a["attempt"], a["status"]) for a in attempts) == [
+            ("return.approved", 1, "failed"),
+            ("return.requested", 1, "failed"),
+            ("return.requested", 2, "succeeded"),
+        ]
+        page = browser.goto(f"/dashboard/settings/webhooks/{hook['id']}?status=failed").text
+        assert page.count('class="delivery delivery-failed"') == 2
+        assert "delivery-succeeded" not in page
+
+        # Recover: the API's check of `since` next to the field, then what was missed.
+        browser.goto(f"/dashboard/settings/webhooks/{hook['id']}")
+        response = browser.click("Recover", since="2020-01-01T00:00")
+        assert response.status_code == 422
+        assert "older than the retention" in _field_error(response.text, "since")
+        response = browser.click("Recover", since="not a time")
+        assert response.status_code == 422
+        assert "RFC 3339" in _field_error(response.text, "since")
+        since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+        response = browser.click("Recover", since=since)
+        assert response.status_code == 200
+        assert "1 message(s) queued again." in response.text  # the approval
+        dispatcher.run_once()
+        assert len(receiver.ids()) == 3  # the 410, the retry, the recovered approval
+
+        # The return's page: the messages it caused and their delivery to this webhook.
+        page = browser.goto(f"/dashboard/returns/{ret['number']}").text
+        section = page.split('id="deliveries-heading"', 1)[1]
+        assert "return.requested" in section
+        assert "return.approved" in section
+        assert receiver.url in section
+        assert section.count("delivery-succeeded") == 2  # the retry and the recovery
+        assert section.count("delivery-failed") == 2  # the first attempts
+        assert "(manual)" in section
+        assert "(recover)" in section
+
+        # Rotate: a new secret, shown once; the old one still signs for a day.
+        browser.goto(f"/dashboard/settings/webhooks/{hook['id']}")
+        response = browser.click("Rotate secret")
+        secret = response.text.split('id="new-webhook-secret" readonly value="', 1)[1]
+        secret = secret.split('"', 1)[0]
+        assert secret.startswith("whsec_")
+        assert secret != created
+        assert api.get(f"/v1/webhooks/{hook['id']}").json()["previous_secret_expires_at"]
+        assert secret not in browser.goto(f"/dashboard/settings/webhooks/{hook['id']}").text
+
+        browser.click("Disable")
+        assert api.get(f"/v1/webhooks/{hook['id']}").json()["enabled"] is False
+        assert "Enable" in button_names(browser.html)
+
+        # Delete asks for the box to be ticked; then the webhook is gone.
+        response = browser.click("Delete webhook")
+        assert response.status_code == 422
+        assert "tick the box" in response.text
+        assert api.get(f"/v1/webhooks/{hook['id']}").status_code == 200
+        response = browser.click("Delete webhook", confirm="yes")
+        assert browser.url.endswith("/dashboard/settings?deleted=webhook#webhooks")
+        assert api.get(f"/v1/webhooks/{hook['id']}").status_code == 404
+        assert "Webhook deleted." in response.text
+
+
+@pytest.mark.parametrize("role", ["agent", "viewer"])
+@pytest.mark.usefixtures("no_webhooks_left")
+def test_only_admins_see_or_change_webhooks(
+    private_app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, role: str
+) -> None:
+    api = Api(TestClient(private_app, raise_server_exceptions=False), tenant)
+    created = api.post("/v1/webhooks", {"url": "https://hooks.example.com/a", "events": ["*"]})
+    hook = created.json()
+    client, _ = staff_client(private_app, database, tenant, role)
+    page = client.get(f"/dashboard/settings/webhooks/{hook['id']}")
+    assert page.status_code == 403
+    assert button_names(page.text) == ["Sign out"]  # no buttons but signing out
+    token = csrf_of(client.get("/dashboard/returns").text)
+    base = f"/dashboard/settings/webhooks/{hook['id']}"
+    for path, form in (
+        (base, {"url": "https://evil.example/", "events": "*"}),
+        (f"{base}/enabled", {"enabled": "no"}),
+        (f"{base}/rotate-secret", {}),
+        (f"{base}/recover", {"since": "2026-01-01T00:00"}),
+        (f"{base}/delete", {"confirm": "yes"}),
+        (f"{base}/deliveries/del_x/retry", {}),
+        ("/dashboard/settings/webhooks", {"url": "https://evil.example/", "events": "*"}),
+    ):
+        forged = client.post(path, data={"csrf_token": token, **form})
+        assert forged.status_code == 403, path
+    after = api.get(f"/v1/webhooks/{hook['id']}").json()
+    assert after == api.get(f"/v1/webhooks/{hook['id']}").json()
+    assert (after["url"], after["enabled"]) == ("https://hooks.example.com/a", True)
+    assert len(api.get("/v1/webhooks").json()["data"]) == 1
+
+
+@pytest.mark.usefixtures("no_webhooks_left")
+def test_an_admins_webhook_post_without_a_csrf_token_is_403(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
+) -> None:
+    hook = api.post("/v1/webhooks", {"url": "https://hooks.example.com/b", "events": ["*"]})
+    hook_id = hook.json()["id"]
+    admin, _ = staff_client(app, database, tenant, "admin")
+    assert admin.get(f"/dashboard/settings/webhooks/{hook_id}").status_code == 200
+    for suffix in ("", "/enabled", "/rotate-secret", "/delete"):
+        response = admin.post(
+            f"/dashboard/settings/webhooks/{hook_id}{suffix}",
+            data={"enabled": "no", "confirm": "yes", "url": "https://x.example/", "events": "*"},
+        )
+        assert response.status_code == 403, suffix
+    assert api.get(f"/v1/webhooks/{hook_id}").json()["enabled"] is True
+    assert admin.get("/dashboard/settings/webhooks/whk_nope").status_code == 404
+
+
+# --- one query per page section, not per row -------------------------------------------------
+
+
+class Statements:
+    """Counts the SQL statements the app sends while a block runs."""
+
+    def __init__(self, database: DatabaseFixture) -> None:
+        self.engine = database.db.engine
+        self.count = 0
+
+    def _seen(self, *_args: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> "Statements":
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def _statements(database: DatabaseFixture, client: TestClient, path: str) -> int:
+    client.get(path)  # warm: caches of the first request are not the page's queries
+    with Statements(database) as seen:
+        response = client.get(path)
+    assert response.status_code == 200, response.text[:500]
+    return seen.count
+
+
+@pytest.mark.usefixtures("no_webhooks_left")
+def test_the_pages_queries_do_not_grow_with_their_rows(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
+) -> None:
+    admin, _ = staff_client(app, database, tenant, "admin")
+    customer = person()
+    order = api.buy(
+        *(line(str(n), product_id=f"SKU-Q{n}", unit_price=1000) for n in range(1, 5)),
+        customer=customer,
+    )
+    small = api.open(wanted(order, "1"), customer=customer)
+    large = api.open(*(wanted(order, str(n)) for n in range(2, 5)), customer=customer)
+    for action in ("approve", "cancel"):
+        api.act(large, action, {})
+    hooks = [
+        api.post("/v1/webhooks", {"url": f"https://hooks.example.com/{n}", "events": ["*"]})
+        for n in range(4)
+    ]
+    with database.db.transaction() as session:  # publish: deliveries to every webhook
+        webhooks_service.publish(session, now=datetime.now(UTC))
+    later = api.post("/v1/webhooks", {"url": "https://hooks.example.com/x", "events": ["*"]})
+    with_rows, without_rows = hooks[0].json()["id"], later.json()["id"]
+    counts = {
+        "return with 1 item and 1 message": _statements(
+            database, admin, f"/dashboard/returns/{small['number']}"
+        ),
+        "return with 3 items and 3 messages": _statements(
+            database, admin, f"/dashboard/returns/{large['number']}"
+        ),
+    }
+    assert len(set(counts.values())) == 1, counts
+    settings_with_two = _statements(database, admin, "/dashboard/settings")
+    api.post("/v1/webhooks", {"url": "https://hooks.example.com/5", "events": ["*"]})
+    api.post("/v1/webhooks", {"url": "https://hooks.example.com/6", "events": ["*"]})
+    assert _statements(database, admin, "/dashboard/settings") == settings_with_two
+    assert _statements(database, admin, f"/dashboard/settings/webhooks/{with_rows}") == _statements(
+        database, admin, f"/dashboard/settings/webhooks/{without_rows}"
+    )
+    listed = _statements(database, admin, "/dashboard/returns")
+    for _ in range(3):
+        api.open(wanted(api.buy(line("1"), customer=customer)), customer=customer)
+    assert _statements(database, admin, "/dashboard/returns") == listed

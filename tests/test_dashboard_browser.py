@@ -10,6 +10,7 @@ Set RETURNSTACK_SCREENSHOTS=1 to write screenshots of the main pages to docs/scr
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import httpx
 import pytest
 
 from tests.conftest import DatabaseFixture, TenantFixture
-from tests.dashboard_helpers import PASSWORD, make_user
+from tests.dashboard_helpers import PASSWORD, drop_webhooks, make_user
 from tests.e2e import Server
 from tests.factories import batch, item, purchase, ts, unique
+from tests.webhook_receiver import Receiver, running_receiver
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -55,7 +57,12 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server(database: DatabaseFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with Server(database.url, tmp_path_factory.mktemp("dashboard-server")) as running:
+    # Loopback webhooks allowed: the server's own dispatcher delivers to a receiver here.
+    with Server(
+        database.url,
+        tmp_path_factory.mktemp("dashboard-server"),
+        RETURNSTACK_WEBHOOKS_ALLOW_PRIVATE="true",
+    ) as running:
         yield running
 
 
@@ -66,6 +73,13 @@ def page(chromium: Any, server: Server) -> Iterator[Any]:
     tab = context.new_page()
     yield tab
     context.close()
+
+
+@pytest.fixture
+def no_webhooks_left(database: DatabaseFixture, tenant: TenantFixture) -> Iterator[None]:
+    """The server's dispatcher, or a later test's, must find no webhook of this test."""
+    yield
+    drop_webhooks(database, tenant)
 
 
 class Clicks:
@@ -331,12 +345,20 @@ def test_the_segment_builder_downloads_a_csv(
     assert lines[1].startswith(customer["id"] + ",")
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_pages_fit_a_phone_sized_screen(
     chromium: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
     customer = {"id": unique("cust"), "email": f"{unique('gu')}@example.com"}
     with api(server, tenant) as http:
         ret = open_return(http, buy(http, customer, item(line_id="1"), timestamp=ts(2)))
+        hook = http.post(
+            "/v1/webhooks",
+            json={
+                "url": "https://hooks.example.com/a-rather-long-address/returns",
+                "events": ["*"],
+            },
+        ).json()
     context = chromium.new_context(
         base_url=server.url, viewport={"width": 375, "height": 740}, is_mobile=True
     )
@@ -350,6 +372,7 @@ def test_pages_fit_a_phone_sized_screen(
             ("/dashboard/customers", None),
             ("/dashboard/insights", "phone-insights"),
             ("/dashboard/settings", None),
+            (f"/dashboard/settings/webhooks/{hook['id']}", "phone-webhook"),
         ):
             phone.goto(path)
             overflow = phone.evaluate(
@@ -382,9 +405,144 @@ def test_screenshots_of_the_main_pages(
     shoot(page, "settings")
 
 
+def _until(page: Any, path: str, text: str, timeout: float = 30) -> None:
+    """Reload `path` until `text` is on it (the server's dispatcher works in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page.goto(path)
+        if text in page.content():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} never showed on {path}")
+        time.sleep(0.3)
+
+
+def _received(receiver: Receiver, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while len(receiver.ids()) < count:
+        assert time.monotonic() < deadline, f"{len(receiver.ids())} of {count} deliveries"
+        time.sleep(0.1)
+
+
+@pytest.mark.usefixtures("no_webhooks_left")
+def test_an_admin_manages_a_webhook_and_a_return_shows_its_deliveries(
+    page: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    source = AXE.read_text()
+    sign_in(page, make_user(database, tenant, "admin"))
+    with running_receiver() as receiver:
+        receiver.answer_with(410)  # gone: the first delivery disables the webhook
+        page.get_by_role("link", name="Settings").click()
+        page.get_by_label("Webhook URL").fill(receiver.url)
+        page.get_by_label("Events (comma-separated, * for all)").fill("*")
+        page.get_by_role("button", name="Add webhook").click()
+        secret = page.get_by_label("Signing secret").input_value()
+        assert secret.startswith("whsec_")
+        page.get_by_role("link", name=receiver.url).click()
+        hook_path = page.url.removeprefix(server.url)
+        assert hook_path.startswith("/dashboard/settings/webhooks/whk_")
+
+        # The API's validation message next to the field, and no serious axe violation.
+        events = page.get_by_label("Events (comma-separated, * for all)")
+        events.fill("return.approved, return.nope")
+        page.get_by_role("button", name="Save webhook").click()
+        page.wait_for_selector('#webhook-events[aria-invalid="true"]')
+        message = page.locator(f"#{events.get_attribute('aria-describedby')}").inner_text()
+        assert "unknown event type 'return.nope'" in message
+        assert not _axe(page, source)
+        events.fill("return.requested, return.approved")
+        page.get_by_role("button", name="Save webhook").click()
+        page.get_by_text("Saved.").wait_for()
+
+        with api(server, tenant) as http:
+            customer = {"id": unique("cust"), "email": f"{unique('wh')}@example.com"}
+            ret = open_return(http, buy(http, customer, item(line_id="1", unit_price=2500)))
+            response = http.post(f"/v1/returns/{ret['id']}/approve", json={})
+            assert response.status_code == 200, response.text
+        _received(receiver, 1)
+        _until(page, hook_path, ">Enable</button>")
+        page.get_by_role("button", name="Enable", exact=True).click()
+        page.get_by_role("button", name="Disable", exact=True).wait_for()
+        retries = page.get_by_role("button", name=re.compile(r"^Retry return\."))
+        # The request answered 410; the approval failed unsent, or (the webhook already
+        # disabled when it was published) was never queued: recover sends it below.
+        assert retries.count() in (1, 2)
+        receiver.answer_with(200)
+        page.get_by_role("button", name=re.compile(r"^Retry return\.requested")).click()
+        page.get_by_text("Retry queued").wait_for()
+        _received(receiver, 2)
+        page.get_by_label("Send again what failed since (UTC)").fill("2000-01-01T00:00")
+        page.get_by_role("button", name="Recover").click()
+        page.wait_for_selector('#since[aria-invalid="true"]')
+        since = page.get_by_label("Send again what failed since (UTC)")
+        assert (
+            "older than the retention"
+            in page.locator(f"#{since.get_attribute('aria-describedby')}").inner_text()
+        )
+        page.goto(hook_path)
+        page.get_by_role("button", name="Recover").click()  # the default: a day back
+        page.get_by_text("1 message(s) queued again.").wait_for()
+        _received(receiver, 3)
+        _until(page, f"/dashboard/returns/{ret['number']}", "(recover)")
+        deliveries = page.get_by_role("heading", name="Webhook deliveries").locator("xpath=..")
+        text = deliveries.inner_text()
+        for expected in ("return.requested", "return.approved", "succeeded", "failed", "manual"):
+            assert expected in text, expected
+        shoot(page, "return-deliveries")
+
+        # The keyboard alone reaches every action of the webhook's page.
+        page.goto(hook_path)
+        page.locator("main").focus()
+        for name in ("Save webhook", "Disable", "Rotate secret", "Recover", "Delete webhook"):
+            _tab_to(page, name)
+        page.goto(hook_path)
+        page.get_by_role("button", name="Rotate secret").click()
+        page.get_by_text("New signing secret").wait_for()
+        rotated = page.get_by_label("Signing secret").input_value()
+        assert rotated.startswith("whsec_")
+        assert rotated != secret
+        page.get_by_role("button", name="Disable", exact=True).click()
+        page.get_by_role("button", name="Enable", exact=True).wait_for()
+        shoot(page, "webhook")
+        page.get_by_label(re.compile("Yes, delete this webhook")).check()
+        page.get_by_role("button", name="Delete webhook").click()
+        page.wait_for_url(re.compile(r"/dashboard/settings\?deleted=webhook"))
+        page.get_by_text("Webhook deleted.").wait_for()
+        assert page.get_by_role("link", name=receiver.url).count() == 0
+
+
+@pytest.mark.usefixtures("no_webhooks_left")
+def test_agents_and_viewers_get_no_webhook_buttons_and_a_forged_post_is_403(
+    page: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    with api(server, tenant) as http:
+        made = http.post(
+            "/v1/webhooks", json={"url": "https://hooks.example.com/x", "events": ["*"]}
+        )
+        assert made.status_code == 201, made.text
+        hook = made.json()
+    for role in ("agent", "viewer"):
+        page.context.clear_cookies()
+        sign_in(page, make_user(database, tenant, role))
+        assert page.get_by_role("link", name="Settings").count() == 0
+        page.goto(f"/dashboard/settings/webhooks/{hook['id']}")
+        for name in ("Save webhook", "Disable", "Rotate secret", "Recover", "Delete webhook"):
+            assert page.get_by_role("button", name=name).count() == 0, (role, name)
+        token = page.locator('input[name="csrf_token"]').first.input_value()
+        for suffix in ("/rotate-secret", "/enabled", "/delete"):
+            forged = page.request.post(
+                f"/dashboard/settings/webhooks/{hook['id']}{suffix}",
+                form={"csrf_token": token, "enabled": "no", "confirm": "yes"},
+            )
+            assert forged.status == 403, (role, suffix)
+    with api(server, tenant) as http:
+        assert http.get(f"/v1/webhooks/{hook['id']}").json()["enabled"] is True
+
+
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"  # axe-core 4.14.1 (MPL-2.0)
 
 
+@pytest.mark.usefixtures("no_webhooks_left")
 def test_no_serious_accessibility_violations_on_any_page(
     chromium: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
@@ -394,6 +552,9 @@ def test_no_serious_accessibility_violations_on_any_page(
     with api(server, tenant) as http:
         order = buy(http, customer, item(line_id="1", unit_price=1999, quantity=2))
         ret = open_return(http, order)
+        hook = http.post(
+            "/v1/webhooks", json={"url": "https://hooks.example.com/axe", "events": ["*"]}
+        ).json()
     pages = [
         "/dashboard/returns",
         f"/dashboard/returns/{ret['number']}",
@@ -404,6 +565,8 @@ def test_no_serious_accessibility_violations_on_any_page(
         f"/dashboard/customers/profile?id={customer['id']}",
         "/dashboard/insights",
         "/dashboard/settings",
+        f"/dashboard/settings/webhooks/{hook['id']}",
+        f"/dashboard/settings/webhooks/{hook['id']}?status=failed",
     ]
     source = AXE.read_text()
     email = make_user(database, tenant, "admin")

@@ -3,13 +3,17 @@ figure worked out by hand in the comments."""
 
 import csv
 import io
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TenantFixture
+from returnstack.products import service as products
+from returnstack.products.repository import GROUPS
+from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import purchase, return_event, unique
+from tests.products_helpers import report_events
 from tests.returns_helpers import Api, line, person
 
 OCTOBER = {"from": "2026-10-01", "to": "2026-11-01"}
@@ -233,3 +237,61 @@ def test_bad_parameters_are_400_naming_them(api: Api, params: dict[str, Any], pa
     response = api.get("/v1/reports/returns", params=params)
     assert response.status_code == 400, response.text
     assert path in [detail["path"] for detail in response.json()["error"]["details"]]
+
+
+def test_several_groupings_at_once_equal_one_report_per_grouping(
+    api: Api, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    """returns_reports (the dashboard's Insights, reading the range once) gives exactly
+    what returns_report gives grouping by grouping: verified and reported sales and returns,
+    in and out of stores, refunds spread over items with and without prices."""
+    ids = october(api)
+    report_events(
+        api.http,
+        tenant,
+        [
+            {
+                "type": "purchase",
+                "id": unique("rp"),
+                "timestamp": "2026-10-20T10:00:00Z",
+                "channel": "offline",
+                "store": ids["s1"],
+                "currency": "EUR",
+                "items": [{"product_id": ids["p2"], "quantity": 3}],
+            },
+            {
+                "type": "return",
+                "id": unique("rr"),
+                "timestamp": "2026-10-21T10:00:00Z",
+                "channel": "online",
+                "currency": "EUR",
+                "refund": 700,
+                "items": [
+                    {"product_id": ids["p2"], "quantity": 1},
+                    {"product_id": ids["p1"], "quantity": 2, "reason": "defective"},
+                ],
+            },
+        ],
+    )
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    end = datetime(2026, 11, 1, tzinfo=UTC)
+    with database.db.transaction(write=False) as session:
+        every = products.returns_reports(
+            session,
+            tenant_id=tenant.id,
+            group_bys=GROUPS,
+            start=start,
+            end=end,
+            currency="EUR",
+        )
+        for group_by in GROUPS:
+            one = products.returns_report(
+                session,
+                tenant_id=tenant.id,
+                group_by=group_by,
+                start=start,
+                end=end,
+                currency="EUR",
+            )
+            assert every[group_by] == one, group_by
+            assert one, group_by

@@ -1,19 +1,23 @@
 """Figures of the Insights page: return rate and refunded value over time, by reason,
 category, store and channel, and the most-returned products, from the product signals'
-report (the same service as GET /v1/reports/returns); and each product's return rate for a
-return's page."""
+report (the same service as GET /v1/reports/returns).
 
+The six reports read every order and return of the range; the figures are kept per process
+until the tenant's data changes (its newest outbox message, written with every change), so
+looking again, or another user looking, costs one indexed lookup."""
+
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
+from returnstack.models import Order, OrderLine, Store
+from returnstack.outbox.service import latest_message
 from returnstack.products import service as products
 
-COUNTED = ("requested", "approved", "received", "refunded", "closed")
 PERIODS = ("day", "week", "month")
 NO_STORE = "(no store)"
 
@@ -81,7 +85,7 @@ def compute(
     top: int = 10,
 ) -> Insights:
     """Every figure comes from the product signals' report (`products/service.py`, the
-    same as GET /v1/reports/returns), one grouping at a time."""
+    same figures as GET /v1/reports/returns), every grouping in one reading."""
     start_at = datetime(start.year, start.month, start.day, tzinfo=UTC)
     end_at = datetime(end.year, end.month, end.day, tzinfo=UTC)
     result = Insights(currency=currency, start=start, end=end, period=period)
@@ -89,15 +93,16 @@ def compute(
         session.scalars(select(Order.currency).where(Order.tenant_id == tenant_id).distinct()).all()
     )
 
+    reports = products.returns_reports(
+        session,
+        tenant_id=tenant_id,
+        group_bys=[period, "reason", "category", "store", "channel", "product"],
+        start=start_at,
+        end=end_at,
+        currency=currency,
+    )
+
     def report(group_by: str) -> list[Row]:
-        rows = products.returns_report(
-            session,
-            tenant_id=tenant_id,
-            group_by=group_by,
-            start=start_at,
-            end=end_at,
-            currency=currency,
-        )
         return [
             Row(
                 group=str(row["group"]) if row["group"] is not None else NO_STORE,
@@ -107,7 +112,7 @@ def compute(
                 refunded=row["refunded"],
                 units_sold=row["units_sold"],
             )
-            for row in rows
+            for row in reports[group_by]
         ]
 
     def by_units(rows: list[Row]) -> list[Row]:
@@ -154,37 +159,39 @@ def compute(
     return result
 
 
-def product_rates(
-    session: Session, *, tenant_id: str, products: list[str]
-) -> dict[str, dict[str, Any]]:
-    """Each product's units sold and units that came back (received, or recorded as
-    returned; every time, every currency) and their ratio, for the return page's items."""
-    if not products:
-        return {}
-    rates: dict[str, dict[str, Any]] = {
-        product: {"units_sold": 0, "units_returned": 0, "return_rate": None} for product in products
-    }
-    for product_id, units in session.execute(
-        select(OrderLine.product_id, func.sum(OrderLine.quantity))
-        .where(OrderLine.tenant_id == tenant_id, OrderLine.product_id.in_(products))
-        .group_by(OrderLine.product_id)
-    ):
-        rates[product_id]["units_sold"] = int(units or 0)
-    for product_id, units in session.execute(
-        select(ReturnItem.product_id, func.sum(ReturnItem.received_quantity))
-        .join(
-            Return,
-            and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id),
+class FigureCache:
+    """The latest figures per (tenant, currency, range, period), valid while the tenant's
+    newest message is the one they were computed after; the least recently used go first."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, ...], tuple[str | None, Insights]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def figures(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        currency: str,
+        start: date,
+        end: date,
+        period: str,
+    ) -> Insights:
+        key = (tenant_id, currency, start.isoformat(), end.isoformat(), period)
+        # Read before computing: a change committed meanwhile makes the next look recompute.
+        version = latest_message(session, tenant_id=tenant_id)
+        with self.lock:
+            kept = self.entries.get(key)
+            if kept is not None and kept[0] == version:
+                self.entries.move_to_end(key)
+                return kept[1]
+        computed = compute(
+            session, tenant_id=tenant_id, currency=currency, start=start, end=end, period=period
         )
-        .where(
-            ReturnItem.tenant_id == tenant_id,
-            ReturnItem.product_id.in_(products),
-            Return.status.in_(COUNTED),
-        )
-        .group_by(ReturnItem.product_id)
-    ):
-        rates[product_id]["units_returned"] = int(units or 0)
-    for rate in rates.values():
-        if rate["units_sold"]:
-            rate["return_rate"] = rate["units_returned"] / rate["units_sold"]
-    return rates
+        with self.lock:
+            self.entries[key] = (version, computed)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return computed

@@ -68,6 +68,8 @@ from returnstack.kit.types import normalize_email
 from returnstack.models import Order, Return, Tenant
 from returnstack.models.returns import Channel, ReturnSource, ReturnStatus
 from returnstack.orders.service import render_orders
+from returnstack.outbox.service import resource_key
+from returnstack.products import service as products_service
 from returnstack.returns import attachments as attachment_files
 from returnstack.returns import policy as policies
 from returnstack.returns import repository
@@ -84,6 +86,7 @@ from returnstack.returns.schemas import (
 from returnstack.returns.state import TRANSITIONS
 from returnstack.tenants import service as tenants_service
 from returnstack.webhooks import service as webhooks
+from returnstack.webhooks.schemas import RecoverRequest, WebhookCreate, WebhookUpdate
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RenderInThreadRoute)
 T = TypeVar("T")
@@ -383,7 +386,39 @@ def _quote(value: str) -> str:
     return quote(value, safe="")
 
 
-def _return_context(session: Session, staff: SignedIn, number: str) -> dict[str, Any]:
+def _smoothing(request: Request) -> products_service.Smoothing:
+    settings = request.app.state.settings
+    return products_service.Smoothing(
+        strength=settings.products_prior_strength, min_units=settings.products_prior_min_units
+    )
+
+
+def _deliveries_of(session: Session, tenant_id: str, ret: dict[str, Any]) -> list[dict[str, Any]]:
+    """The webhook messages about this return (since it was opened) and every delivery
+    attempt of each, with the subscription's address."""
+    opened = datetime.fromisoformat(ret["created_at"].replace("Z", "+00:00"))
+    messages = webhooks.resource_deliveries(
+        session,
+        tenant_id=tenant_id,
+        resource_key=resource_key("return.updated", {"id": ret["id"]}) or "",
+        since=opened - timedelta(seconds=1),
+    )
+    if any(message["deliveries"] for message in messages):
+        urls = {
+            hook["id"]: hook["url"]
+            for hook in webhooks.list_subscriptions(
+                session, tenant_id=tenant_id, limit=webhooks.MAX_SUBSCRIPTIONS, cursor=None
+            )["data"]
+        }
+        for message in messages:
+            for delivery in message["deliveries"]:
+                delivery["url"] = urls.get(delivery["webhook_id"], "(deleted webhook)")
+    return messages
+
+
+def _return_context(
+    request: Request, session: Session, staff: SignedIn, number: str
+) -> dict[str, Any]:
     tenant_id = staff.user.tenant_id
     ret = returns_service.get_return(session, tenant_id=tenant_id, reference=number)
     items = ret["items"]
@@ -405,11 +440,14 @@ def _return_context(session: Session, staff: SignedIn, number: str) -> dict[str,
         "ret": ret,
         "value": sum((item["unit_price"] or 0) * item["quantity"] for item in items),
         "profile": profile,
-        "product_rates": insights.product_rates(session, tenant_id=tenant_id, products=products),
+        # One call for every product of the return: the same stats as GET /v1/products/{id}/stats.
+        "product_rates": products_service.stats_of_products(
+            session, tenant_id=tenant_id, product_ids=products, smoothing=_smoothing(request)
+        ),
         "default_refund": default_refund,
         "next_step": _next_step(ret),
         "reason_labels": {reason.code: reason.label for reason in policy.reasons},
-        "deliveries": [],
+        "messages": _deliveries_of(session, tenant_id, ret),
     }
 
 
@@ -592,7 +630,7 @@ def _item_problems(errors: FormErrors, positions: list[dict[str, Any]]) -> dict[
 
 @router.get("/returns/{number}")
 def return_page(request: Request, number: str, staff: Staff, session: DbSession) -> Response:
-    context = _return_context(session, staff, number)
+    context = _return_context(request, session, staff, number)
     return render(request, "return_detail.html", context)
 
 
@@ -611,7 +649,7 @@ def action_form(
 ) -> Response:
     if action not in TRANSITIONS:
         raise NotFound(f"No action {action!r}.")
-    context = _return_context(session, staff, number)
+    context = _return_context(request, session, staff, number)
     context["action"] = action
     return render(request, "return_action.html", context)
 
@@ -683,7 +721,7 @@ def act(request: Request, number: str, action: str, posted: Agent, session: DbSe
             ),
         )
     except FormErrors as errors:
-        context = _return_context(session, staff, number)
+        context = _return_context(request, session, staff, number)
         context["action"] = action
         context["form_errors"] = errors
         context["values"] = {key: _text(form, key) for key in form if key != CSRF_FIELD}
@@ -697,15 +735,39 @@ def act(request: Request, number: str, action: str, posted: Agent, session: DbSe
 @router.get("/customers")
 def customers(request: Request, staff: Staff, session: DbSession) -> Response:
     params = request.query_params
+    return _customers(
+        request,
+        session,
+        staff,
+        search=(params.get("search") or "").strip(),
+        where=params.get("where"),
+        sort=params.get("sort") or None,
+        cursor=params.get("cursor") or None,
+    )
+
+
+def _customers(
+    request: Request,
+    session: Session,
+    staff: SignedIn,
+    *,
+    search: str,
+    where: str | None,
+    sort: str | None,
+    cursor: str | None,
+    segment_problems: dict[str, str] | None = None,
+    segment_name: str = "",
+) -> Response:
+    """The customers page: a search by id or email, or the customers a segment expression
+    selects (with the segment form's errors next to its fields, after a failed save)."""
     tenant_id = staff.user.tenant_id
-    search = (params.get("search") or "").strip()
-    where = params.get("where")
     context: dict[str, Any] = {
         "staff": staff,
         "search": search,
         "where": where or "",
         "rows": None,
-        "problems": {},
+        "problems": dict(segment_problems or {}),
+        "segment_name": segment_name,
         "next_query": None,
         "segments": segments.list_segments(session, tenant_id=tenant_id, limit=50, cursor=None)[
             "data"
@@ -733,9 +795,9 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
                 session,
                 tenant_id=tenant_id,
                 condition=condition,
-                sort=parse_sort(params.get("sort") or None),
+                sort=parse_sort(sort),
                 limit=PAGE,
-                cursor=params.get("cursor") or None,
+                cursor=cursor,
             )
         except ApiError as error:
             for detail in error.details:
@@ -747,10 +809,10 @@ def customers(request: Request, staff: Staff, session: DbSession) -> Response:
         context["rows"] = page["data"]
         if page["next_cursor"]:
             context["next_query"] = (
-                f"where={_quote(where)}&sort={_quote(params.get('sort') or '')}"
+                f"where={_quote(where)}&sort={_quote(sort or '')}"
                 f"&cursor={_quote(page['next_cursor'])}"
             )
-    return render(request, "customers.html", context)
+    return render(request, "customers.html", context, status_code=422 if segment_problems else 200)
 
 
 @router.post("/segments")
@@ -770,8 +832,22 @@ def save_segment(request: Request, posted: Agent, session: DbSession) -> Respons
             ),
         )
     except FormErrors as errors:
-        message = "; ".join(f"{path or 'segment'}: {text}" for path, text in errors.fields.items())
-        return _error_page(request, 422, f"The segment was not saved. {message}")
+        # The API's messages next to the fields: the name, or the expression itself.
+        problems = {
+            "segment_name" if path == "name" else "where" if path == "where" else "segment": text
+            for path, text in errors.fields.items()
+        } or {"segment": errors.message}
+        return _customers(
+            request,
+            session,
+            staff,
+            search="",
+            where=where,
+            sort=None,
+            cursor=None,
+            segment_problems=problems,
+            segment_name=_text(form, "name"),
+        )
     return _see_other(f"{PREFIX}/customers?where={_quote(where)}&saved=1")
 
 
@@ -908,12 +984,13 @@ def insights_page(request: Request, staff: Staff, session: DbSession) -> Respons
     if currency not in CURRENCY_EXPONENTS:
         problems["currency"] = "is not an ISO 4217 currency"
         currency = tenant.default_currency if tenant else "USD"
-    figures = insights.compute(
+    cache: insights.FigureCache = request.app.state.dashboard_figures
+    figures = cache.figures(
         session, tenant_id=tenant_id, currency=currency, start=start, end=end, period=period
     )
     if currency not in figures.currencies and figures.currencies and "currency" not in params:
         currency = figures.currencies[0]
-        figures = insights.compute(
+        figures = cache.figures(
             session, tenant_id=tenant_id, currency=currency, start=start, end=end, period=period
         )
     return render(
@@ -959,35 +1036,278 @@ def _settings_page(
 
 
 def _webhooks(session: Session, tenant_id: str) -> list[dict[str, Any]]:
-    """The tenant's webhooks, each with its 10 latest delivery attempts."""
-    subscriptions = webhooks.list_subscriptions(
-        session, tenant_id=tenant_id, limit=50, cursor=None
+    """The tenant's webhooks, each with its attempts counted by status (two queries)."""
+    subscriptions: list[dict[str, Any]] = webhooks.list_subscriptions(
+        session, tenant_id=tenant_id, limit=webhooks.MAX_SUBSCRIPTIONS, cursor=None
     )["data"]
+    counts = webhooks.delivery_summaries(
+        session, tenant_id=tenant_id, subscription_ids=[hook["id"] for hook in subscriptions]
+    )
     for subscription in subscriptions:
-        subscription["deliveries"] = webhooks.list_deliveries(
+        subscription["counts"] = counts.get(subscription["id"], {})
+    return subscriptions
+
+
+def _webhook_url(webhook_id: str, anchor: str = "") -> str:
+    return f"{PREFIX}/settings/webhooks/{_quote(webhook_id)}{anchor}"
+
+
+def _event_list(text: str) -> list[str]:
+    return [event.strip() for event in text.split(",") if event.strip()]
+
+
+def _webhook_errors(errors: FormErrors) -> dict[str, str]:
+    """The API's paths (url, events[2], since) to the form's fields."""
+    mapped: dict[str, str] = {}
+    for path, message in errors.fields.items():
+        key = "events" if path.startswith("events") else path or "form"
+        mapped[key] = f"{mapped[key]}; {path}: {message}" if key in mapped else message
+    return mapped
+
+
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+DELIVERIES_PAGE = 50
+
+
+def _webhook_page(
+    request: Request,
+    session: Session,
+    staff: SignedIn,
+    webhook_id: str,
+    *,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    """A webhook's page: edit, enable or disable, rotate its secret, recover, delete, and
+    its delivery attempts grouped by message, with a retry for each failed one."""
+    tenant_id = staff.user.tenant_id
+    hook = webhooks.get_subscription(session, tenant_id=tenant_id, subscription_id=webhook_id)
+    params = request.query_params
+    problems: dict[str, str] = {}
+    only = params.get("status") or None
+    if only not in (None, *DELIVERY_STATUSES):
+        problems["status"] = "must be pending, succeeded or failed"
+        only = None
+    page: dict[str, Any] = {"data": [], "next_cursor": None}
+    try:
+        page = webhooks.list_deliveries(
             session,
             tenant_id=tenant_id,
-            subscription_id=subscription["id"],
-            limit=10,
-            cursor=None,
-            status=None,
-        )["data"]
-    return subscriptions
+            subscription_id=webhook_id,
+            limit=DELIVERIES_PAGE,
+            cursor=params.get("cursor") or None,
+            status=only,
+        )
+    except ApiError as error:  # a cursor that is not one of ours
+        problems.update(_errors_of(error).fields)
+    # Attempts newest first, grouped by message; the newest attempt of a failed message
+    # carries its Retry button.
+    messages: dict[str, dict[str, Any]] = {}
+    for delivery in page["data"]:
+        group = messages.setdefault(
+            delivery["event_id"],
+            {"id": delivery["event_id"], "type": delivery["event_type"], "attempts": []},
+        )
+        group["attempts"].append(delivery)
+    next_query = None
+    if page["next_cursor"]:
+        next_query = "&".join(
+            f"{key}={_quote(value)}"
+            for key, value in (("status", only or ""), ("cursor", page["next_cursor"]))
+            if value
+        )
+    context: dict[str, Any] = {
+        "staff": staff,
+        "hook": hook,
+        "messages": list(messages.values()),
+        "only": only,
+        "statuses": DELIVERY_STATUSES,
+        "next_query": next_query,
+        "problems": problems,
+        "errors": {},
+        "message": None,
+        "secret": None,
+        "values": {},
+        "since": (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
+    }
+    context.update(extra)
+    return render(request, "webhook.html", context, status_code=status)
+
+
+@router.get("/settings/webhooks/{webhook_id}")
+def webhook_page(
+    request: Request, webhook_id: str, staff: AdminPage, session: DbSession
+) -> Response:
+    return _webhook_page(request, session, staff, webhook_id)
+
+
+@router.post("/settings/webhooks/{webhook_id}")
+def update_webhook(
+    request: Request, webhook_id: str, posted: Admin, session: DbSession
+) -> Response:
+    """URL, event types and description: PATCH /v1/webhooks/{id}'s checks and service."""
+    staff, form = posted
+    try:
+        data = attempt(
+            session,
+            lambda: WebhookUpdate.model_validate(
+                {
+                    "url": _text(form, "url"),
+                    "events": _event_list(_text(form, "events")),
+                    "description": _optional(form, "description"),
+                }
+            ),
+        )
+        attempt(
+            session,
+            lambda: webhooks.update_subscription(
+                session,
+                tenant_id=staff.user.tenant_id,
+                subscription_id=webhook_id,
+                changes=data.model_dump(exclude={"enabled"}),
+                allow_private=request.app.state.settings.webhooks_allow_private,
+            ),
+        )
+    except FormErrors as errors:
+        return _webhook_page(
+            request,
+            session,
+            staff,
+            webhook_id,
+            status=422,
+            errors=_webhook_errors(errors),
+            message=errors.message,
+            values={name: _text(form, name) for name in ("url", "events", "description")},
+        )
+    return _see_other(_webhook_url(webhook_id, "?saved=1"))
+
+
+@router.post("/settings/webhooks/{webhook_id}/enabled")
+def enable_webhook(
+    request: Request, webhook_id: str, posted: Admin, session: DbSession
+) -> Response:
+    """Enable (deliveries resume) or disable (queued attempts end as failed)."""
+    staff, form = posted
+    wanted = _text(form, "enabled")
+    if wanted not in ("yes", "no"):
+        return _webhook_page(
+            request,
+            session,
+            staff,
+            webhook_id,
+            status=422,
+            errors={"enabled": "must be yes or no"},
+            message="Nothing was changed.",
+        )
+    webhooks.update_subscription(
+        session,
+        tenant_id=staff.user.tenant_id,
+        subscription_id=webhook_id,
+        changes={"enabled": wanted == "yes"},
+        allow_private=request.app.state.settings.webhooks_allow_private,
+    )
+    return _see_other(_webhook_url(webhook_id))
+
+
+@router.post("/settings/webhooks/{webhook_id}/rotate-secret")
+def rotate_webhook_secret(
+    request: Request, webhook_id: str, posted: Admin, session: DbSession
+) -> Response:
+    staff, _ = posted
+    rotated = webhooks.rotate_secret(
+        session, tenant_id=staff.user.tenant_id, subscription_id=webhook_id
+    )
+    # The new secret is shown once, on this response only (never in a URL or a redirect).
+    return _webhook_page(request, session, staff, webhook_id, secret=rotated["secret"])
+
+
+@router.post("/settings/webhooks/{webhook_id}/recover")
+def recover_webhook(
+    request: Request, webhook_id: str, posted: Admin, session: DbSession
+) -> Response:
+    """Send again every message since a moment that this webhook has not received."""
+    staff, form = posted
+    since = _text(form, "since")
+    # The field is a UTC date and time without an offset (datetime-local): add it.
+    if since and not since.endswith("Z") and "+" not in since[10:]:
+        since += ":00Z" if since.count(":") == 1 else "Z"
+    retention = timedelta(days=request.app.state.settings.webhooks_retention_days)
+    try:
+        data = attempt(session, lambda: RecoverRequest.model_validate({"since": since}))
+        queued = attempt(
+            session,
+            lambda: webhooks.recover(
+                session,
+                tenant_id=staff.user.tenant_id,
+                subscription_id=webhook_id,
+                since=data.since,
+                retention=retention,
+            ),
+        )
+    except FormErrors as errors:
+        return _webhook_page(
+            request,
+            session,
+            staff,
+            webhook_id,
+            status=422,
+            errors=_webhook_errors(errors),
+            message=errors.message,
+            since=_text(form, "since"),
+        )
+    return _webhook_page(
+        request,
+        session,
+        staff,
+        webhook_id,
+        message=f"{queued} message(s) queued again.",
+        since=_text(form, "since"),
+    )
+
+
+@router.post("/settings/webhooks/{webhook_id}/delete")
+def delete_webhook(
+    request: Request, webhook_id: str, posted: Admin, session: DbSession
+) -> Response:
+    staff, form = posted
+    if form.get("confirm") != "yes":
+        return _webhook_page(
+            request,
+            session,
+            staff,
+            webhook_id,
+            status=422,
+            errors={"confirm": "tick the box to confirm"},
+            message="The webhook was not deleted.",
+        )
+    webhooks.delete_subscription(
+        session, tenant_id=staff.user.tenant_id, subscription_id=webhook_id
+    )
+    return _see_other(f"{PREFIX}/settings?deleted=webhook#webhooks")
 
 
 @router.post("/settings/webhooks")
 def create_webhook(request: Request, posted: Admin, session: DbSession) -> Response:
     staff, form = posted
-    events = [event.strip() for event in _text(form, "events").split(",") if event.strip()]
     try:
+        data = attempt(
+            session,
+            lambda: WebhookCreate.model_validate(
+                {
+                    "url": _text(form, "url"),
+                    "events": _event_list(_text(form, "events")) or ["*"],
+                    "description": _optional(form, "description"),
+                }
+            ),
+        )
         created = attempt(
             session,
             lambda: webhooks.create_subscription(
                 session,
                 tenant_id=staff.user.tenant_id,
-                url=_text(form, "url"),
-                events=events or ["*"],
-                description=_optional(form, "description"),
+                url=data.url,
+                events=data.events,
+                description=data.description,
                 enabled=True,
                 allow_private=request.app.state.settings.webhooks_allow_private,
             ),
@@ -998,7 +1318,7 @@ def create_webhook(request: Request, posted: Admin, session: DbSession) -> Respo
             session,
             staff,
             status=422,
-            errors={f"webhook_{k}": v for k, v in errors.fields.items()},
+            errors={f"webhook_{k}": v for k, v in _webhook_errors(errors).items()},
             message=errors.message,
         )
     # The signing secret is shown once, on this response only.
@@ -1021,8 +1341,10 @@ def retry_webhook_delivery(
             ),
         )
     except FormErrors as errors:
-        return _settings_page(request, session, staff, status=409, message=errors.message)
-    return _see_other(f"{PREFIX}/settings#webhooks")
+        return _webhook_page(
+            request, session, staff, webhook_id, status=409, message=errors.message
+        )
+    return _see_other(_webhook_url(webhook_id, "?retried=1#deliveries"))
 
 
 def _rules_json(policy: policies.PolicyDocument) -> str:
@@ -1215,6 +1537,7 @@ def install(app: FastAPI) -> None:
     from importlib.resources import files
 
     app.state.dashboard_sign_ins = SignInLimiters()
+    app.state.dashboard_figures = insights.FigureCache()
     app.include_router(router)
     app.mount(
         f"{PREFIX}/static",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows
@@ -96,6 +96,14 @@ def resource_key(event_type: str, data: dict[str, Any]) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     return hashlib.sha256(f"{family}:{value}".encode()).hexdigest()[:40]
+
+
+def latest_message(session: Session, *, tenant_id: str) -> str | None:
+    """The id of the tenant's newest message: it changes with every recorded change (ids
+    are time first), so it versions figures derived from the tenant's data."""
+    return session.scalar(
+        select(func.max(OutboxEvent.id)).where(OutboxEvent.tenant_id == tenant_id)
+    )
 
 
 def notify_dispatchers(session: Session) -> None:

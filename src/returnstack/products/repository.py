@@ -344,3 +344,185 @@ def refunded_items(
         (ret, amount, quantity, price, g)
         for ret, amount, quantity, price, g in session.execute(query)
     ]
+
+
+# --- several groupings of one report at once (the dashboard's Insights) ----------------------
+
+
+def _sale_groups(session: Session, group_bys: Sequence[str], *, reported: bool) -> list[Any]:
+    """One labelled column per grouping (g0, g1, ...) of a sold unit."""
+    if reported:
+        return [
+            _reported_group(session, group_by).label(f"g{index}")
+            for index, group_by in enumerate(group_bys)
+        ]
+    return [
+        _group_column(
+            session,
+            group_by,
+            product=OrderLine.product_id,
+            store=Order.store_id,
+            channel=Order.channel,
+            at=Order.placed_at,
+        ).label(f"g{index}")
+        for index, group_by in enumerate(group_bys)
+    ]
+
+
+def _return_groups(session: Session, group_bys: Sequence[str], *, reported: bool) -> list[Any]:
+    """One labelled column per grouping of a returned item (verified, or reported)."""
+    group = _reported_group if reported else _return_group
+    return [group(session, by).label(f"g{index}") for index, by in enumerate(group_bys)]
+
+
+def _categorised(query: Select[Any], group_bys: Sequence[str], tenant_id: str, product: Any) -> Any:
+    return _with_category(query, "category" if "category" in group_bys else "", tenant_id, product)
+
+
+def units_sold_by(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_bys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[Any, ...]]:
+    """(group of each grouping..., units sold) in [start, end): units_sold for several
+    groupings (not reason) in one query, summed per combination of their groups."""
+    verified = select(
+        *_sale_groups(session, group_bys, reported=False), OrderLine.quantity.label("units")
+    ).join(Order, and_(Order.tenant_id == OrderLine.tenant_id, Order.id == OrderLine.order_id))
+    verified = _categorised(verified, group_bys, tenant_id, OrderLine.product_id).where(
+        OrderLine.tenant_id == tenant_id,
+        Order.placed_at >= start,
+        Order.placed_at < end,
+        Order.currency == currency,
+    )
+    reported = select(
+        *_sale_groups(session, group_bys, reported=True), ReportedItem.quantity.label("units")
+    ).join(
+        ReportedEvent,
+        and_(
+            ReportedEvent.tenant_id == ReportedItem.tenant_id,
+            ReportedEvent.client_id == ReportedItem.event_client_id,
+        ),
+    )
+    reported = _categorised(reported, group_bys, tenant_id, ReportedItem.product_id).where(
+        ReportedItem.tenant_id == tenant_id,
+        ReportedEvent.type == "purchase",
+        ReportedEvent.occurred_at >= start,
+        ReportedEvent.occurred_at < end,
+        ReportedEvent.currency == currency,
+    )
+    both = verified.union_all(reported).subquery()
+    groups = [both.c[f"g{index}"] for index in range(len(group_bys))]
+    query = select(*groups, func.sum(both.c.units)).group_by(*groups)
+    return [(*row[:-1], int(row[-1])) for row in session.execute(query)]
+
+
+def units_returned_by(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_bys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[Any, ...]]:
+    """(group of each grouping..., return key, units back): units_returned's rows for
+    several groupings at once, per return (so returns can be counted once per group)."""
+    verified = select(
+        *_return_groups(session, group_bys, reported=False),
+        (literal("v:") + Return.id).label("ret"),
+        ReturnItem.received_quantity.label("units"),
+    ).join(
+        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+    )
+    verified = _categorised(verified, group_bys, tenant_id, ReturnItem.product_id).where(
+        ReturnItem.tenant_id == tenant_id,
+        ReturnItem.received_quantity > 0,
+        Return.created_at >= start,
+        Return.created_at < end,
+        Return.currency == currency,
+    )
+    reported = select(
+        *_return_groups(session, group_bys, reported=True),
+        (literal("r:") + ReportedEvent.client_id).label("ret"),
+        ReportedItem.quantity.label("units"),
+    ).join(
+        ReportedEvent,
+        and_(
+            ReportedEvent.tenant_id == ReportedItem.tenant_id,
+            ReportedEvent.client_id == ReportedItem.event_client_id,
+        ),
+    )
+    reported = _categorised(reported, group_bys, tenant_id, ReportedItem.product_id).where(
+        ReportedItem.tenant_id == tenant_id,
+        ReportedEvent.type == "return",
+        ReportedEvent.occurred_at >= start,
+        ReportedEvent.occurred_at < end,
+        ReportedEvent.currency == currency,
+    )
+    both = verified.union_all(reported).subquery()
+    groups = [both.c[f"g{index}"] for index in range(len(group_bys))]
+    query = select(*groups, both.c.ret, func.sum(both.c.units)).group_by(*groups, both.c.ret)
+    return [(*row[:-1], int(row[-1])) for row in session.execute(query)]
+
+
+def refunded_items_by(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_bys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[Any, ...]]:
+    """(return key, refund amount, quantity, unit price, group of each grouping...) of
+    refunded returns' items in position order: refunded_items for several groupings."""
+    verified = select(
+        (literal("v:") + Return.id).label("ret"),
+        Return.refund_amount.label("amount"),
+        ReturnItem.position.label("position"),
+        ReturnItem.quantity.label("quantity"),
+        ReturnItem.unit_price.label("unit_price"),
+        *_return_groups(session, group_bys, reported=False),
+    ).join(
+        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+    )
+    verified = _categorised(verified, group_bys, tenant_id, ReturnItem.product_id).where(
+        ReturnItem.tenant_id == tenant_id,
+        Return.refund_amount > 0,
+        Return.created_at >= start,
+        Return.created_at < end,
+        Return.currency == currency,
+    )
+    reported = select(
+        (literal("r:") + ReportedEvent.client_id).label("ret"),
+        ReportedEvent.refund_amount.label("amount"),
+        ReportedItem.position.label("position"),
+        ReportedItem.quantity.label("quantity"),
+        ReportedItem.unit_price.label("unit_price"),
+        *_return_groups(session, group_bys, reported=True),
+    ).join(
+        ReportedEvent,
+        and_(
+            ReportedEvent.tenant_id == ReportedItem.tenant_id,
+            ReportedEvent.client_id == ReportedItem.event_client_id,
+        ),
+    )
+    reported = _categorised(reported, group_bys, tenant_id, ReportedItem.product_id).where(
+        ReportedItem.tenant_id == tenant_id,
+        ReportedEvent.type == "return",
+        ReportedEvent.refund_amount > 0,
+        ReportedEvent.occurred_at >= start,
+        ReportedEvent.occurred_at < end,
+        ReportedEvent.currency == currency,
+    )
+    both = verified.union_all(reported).subquery()
+    groups = [both.c[f"g{index}"] for index in range(len(group_bys))]
+    query = select(both.c.ret, both.c.amount, both.c.quantity, both.c.unit_price, *groups).order_by(
+        both.c.ret, both.c.position
+    )
+    return [tuple(row) for row in session.execute(query)]

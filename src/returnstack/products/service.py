@@ -170,6 +170,18 @@ def product_stats(
     return _render_many(session, tenant_id, [signal], smoothing)[0]
 
 
+def stats_of_products(
+    session: Session, *, tenant_id: str, product_ids: Sequence[str], smoothing: Smoothing
+) -> dict[str, dict[str, Any]]:
+    """The stats of several products at once (the queries of one, not one per product);
+    products never sold or returned are left out."""
+    found = repository.signals(session, tenant_id, list(product_ids))
+    rows = [found[product_id] for product_id in sorted(found)]
+    return {
+        stats["product_id"]: stats for stats in _render_many(session, tenant_id, rows, smoothing)
+    }
+
+
 def list_products(
     session: Session,
     *,
@@ -342,6 +354,10 @@ def returns_report(
         for (_, _, _, group), share in zip(ret_items, shares, strict=True):
             if share:
                 rows[_fold(group_by, group)][2] += share
+    return _report_rows(group_by, rows)
+
+
+def _report_rows(group_by: str, rows: dict[Any, list[int]]) -> list[dict[str, Any]]:
     by_reason = group_by == "reason"
     return [
         {
@@ -356,6 +372,82 @@ def returns_report(
             rows.items(), key=lambda pair: (pair[0] is None, str(pair[0] or ""))
         )
     ]
+
+
+def returns_reports(
+    session: Session,
+    *,
+    tenant_id: str,
+    group_bys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """returns_report for several groupings at once, equal to one call per grouping but
+    reading the range three times in all (not three times per grouping): sums are kept per
+    combination of groups and folded per grouping here; each refund is spread once. A
+    product's category is looked up once per product (not joined to every row)."""
+    common: dict[str, Any] = {"start": start, "end": end, "currency": currency}
+    read = [group_by for group_by in group_bys if group_by != "category"]
+    if "category" in group_bys and "product" not in read:
+        read.append("product")
+    sold_read = [group_by for group_by in read if group_by != "reason"]
+    sold = (  # a sale has no reason: grouped by reason alone, nothing sold is read
+        repository.units_sold_by(session, tenant_id, group_bys=sold_read, **common)
+        if sold_read
+        else []
+    )
+    returned = repository.units_returned_by(session, tenant_id, group_bys=read, **common)
+    refunded = repository.refunded_items_by(session, tenant_id, group_bys=read, **common)
+    categories: dict[str, Any] = {}
+    if "category" in group_bys:
+        at, sold_at = read.index("product"), sold_read.index("product")
+        products = {row[sold_at] for row in sold} | {row[at] for row in returned}
+        products |= {row[4 + at] for row in refunded}
+        found = repository.signals(session, tenant_id, sorted(products))
+        categories = {product: found[product].category for product in found}
+
+    folds: dict[tuple[str, Any], Any] = {}  # thousands of rows share a few hundred days
+
+    def groups_of(names: Sequence[str], values: Sequence[Any]) -> list[tuple[str, Any]]:
+        """(grouping, folded group) of one row, for each grouping asked for."""
+        by_name = dict(zip(names, values, strict=True))
+        if "category" in group_bys:
+            by_name["category"] = categories.get(by_name["product"])
+        pairs = []
+        for group_by in group_bys:
+            if group_by not in by_name:
+                continue  # reason, for a sale
+            key = (group_by, by_name[group_by])
+            if key not in folds:
+                folds[key] = _fold(group_by, by_name[group_by])
+            pairs.append((group_by, folds[key]))
+        return pairs
+
+    tallies: dict[str, dict[Any, list[int]]] = {
+        group_by: defaultdict(lambda: [0, 0, 0, 0]) for group_by in group_bys
+    }
+    for *groups, units in sold:
+        for group_by, group in groups_of(sold_read, groups):
+            tallies[group_by][group][3] += units
+    counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
+    for *groups, ret, units in returned:
+        for group_by, group in groups_of(read, groups):
+            row = tallies[group_by][group]
+            row[1] += units
+            if (group_by, group, ret) not in counted:
+                counted.add((group_by, group, ret))
+                row[0] += 1
+    items: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for refunded_item in refunded:
+        items[refunded_item[0]].append(refunded_item)
+    for ret_items in items.values():
+        shares = allocate_refund(ret_items[0][1], [(item[2], item[3]) for item in ret_items])
+        for item, share in zip(ret_items, shares, strict=True):
+            if share:
+                for group_by, group in groups_of(read, item[4:]):
+                    tallies[group_by][group][2] += share
+    return {group_by: _report_rows(group_by, tallies[group_by]) for group_by in group_bys}
 
 
 def now() -> datetime:

@@ -226,6 +226,63 @@ def message_attempts(
     return result
 
 
+def messages_of_resource(
+    session: Session, *, tenant_id: str, resource_key: str, since: datetime, limit: int
+) -> list[OutboxEvent]:
+    """The messages about one resource (a return, ...), made at `since` or later, oldest
+    first: a range of the primary key (ids are time first), filtered by the key's hash."""
+    return list(
+        session.scalars(
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.tenant_id == tenant_id,
+                OutboxEvent.id >= id_floor("msg", since),
+                OutboxEvent.resource_key == resource_key,
+            )
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+        )
+    )
+
+
+def deliveries_of_messages(
+    session: Session, *, tenant_id: str, message_ids: Sequence[str]
+) -> list[WebhookDelivery]:
+    """Every attempt of these messages to every subscription, in one query."""
+    if not message_ids:
+        return []
+    return list(
+        session.scalars(
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.tenant_id == tenant_id,
+                WebhookDelivery.message_id.in_(list(message_ids)),
+            )
+            .order_by(WebhookDelivery.id)
+        )
+    )
+
+
+def delivery_summaries(
+    session: Session, *, tenant_id: str, subscription_ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Per subscription: how many attempt rows are pending, succeeded and failed (one query)."""
+    result: dict[str, dict[str, int]] = {}
+    if not subscription_ids:
+        return result
+    rows = session.execute(
+        select(WebhookDelivery.subscription_id, WebhookDelivery.status, func.count())
+        .where(
+            WebhookDelivery.tenant_id == tenant_id,
+            WebhookDelivery.subscription_id.in_(list(subscription_ids)),
+        )
+        .group_by(WebhookDelivery.subscription_id, WebhookDelivery.status)
+    )
+    for subscription_id, status, count in rows:
+        result.setdefault(subscription_id, {})[status] = int(count)
+    return result
+
+
 # --- publishing: number committed outbox rows and queue their deliveries ----------------------
 
 

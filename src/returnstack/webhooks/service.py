@@ -293,6 +293,40 @@ def list_deliveries(
     return {"data": [render_delivery(r) for r in rows], "next_cursor": next_cursor}
 
 
+def resource_deliveries(
+    session: Session, *, tenant_id: str, resource_key: str, since: datetime, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The messages about one resource (say a return, since it was opened), each with every
+    delivery attempt of it to every subscription: two queries, whatever the count."""
+    messages = repository.messages_of_resource(
+        session, tenant_id=tenant_id, resource_key=resource_key, since=since, limit=limit
+    )
+    attempts: dict[str, list[dict[str, Any]]] = {message.id: [] for message in messages}
+    for row in repository.deliveries_of_messages(
+        session, tenant_id=tenant_id, message_ids=list(attempts)
+    ):
+        attempts[row.message_id].append(render_delivery(row) | {"webhook_id": row.subscription_id})
+    return [
+        {
+            "id": message.id,
+            "type": message.type,
+            "timestamp": rfc3339(message.created_at),
+            "published": message.seq is not None,
+            "deliveries": attempts[message.id],
+        }
+        for message in messages
+    ]
+
+
+def delivery_summaries(
+    session: Session, *, tenant_id: str, subscription_ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Per subscription, its attempt rows by status (pending, succeeded, failed)."""
+    return repository.delivery_summaries(
+        session, tenant_id=tenant_id, subscription_ids=subscription_ids
+    )
+
+
 def retry_delivery(
     session: Session, *, tenant_id: str, subscription_id: str, delivery_id: str
 ) -> dict[str, Any]:
