@@ -29,6 +29,7 @@ from tests.dashboard_helpers import (
     parse,
     sign_in,
 )
+from tests.factories import return_event, unique
 from tests.returns_helpers import Api, line, person, wanted
 from tests.test_routing import api_routes
 from tests.webhook_receiver import running_receiver
@@ -1136,3 +1137,26 @@ def test_the_pages_queries_do_not_grow_with_their_rows(
     for _ in range(3):
         api.open(wanted(api.buy(line("1"), customer=customer)), customer=customer)
     assert _statements(database, admin, "/dashboard/returns") == listed
+
+
+def test_the_customer_filter_finds_returns_recorded_under_a_linked_email(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, api: Api
+) -> None:
+    """As GET /v1/returns?customer_id= (API.md 3's example): a return event naming only the
+    customer's email is that customer's return on the dashboard's list too."""
+    customer = person()
+    order = api.buy(customer=customer)
+    api.send(
+        return_event(
+            order_id=order["order_id"],
+            customer={"email": customer["email"]},
+            items=[{"product_id": order["items"][0]["product_id"], "quantity": 1}],
+        )
+    )
+    [recorded] = api.list(customer_id=customer["id"])
+    client, _ = staff_client(app, database, tenant, "viewer")
+    page = client.get("/dashboard/returns", params={"customer_id": customer["id"]})
+    assert page.status_code == 200
+    assert recorded["number"] in [link.text for link in parse(page.text).links]
+    other = client.get("/dashboard/returns", params={"customer_id": unique("cust")})
+    assert recorded["number"] not in other.text

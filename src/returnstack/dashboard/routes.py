@@ -6,6 +6,7 @@ import inspect
 import math
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar, get_args
@@ -22,7 +23,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from returnstack.customers import segments
 from returnstack.customers.expressions import compile_where
-from returnstack.customers.render import customer_profile, email_profile
+from returnstack.customers.render import customer_profile, email_profile, linked_emails
 from returnstack.customers.schemas import SegmentCreate
 from returnstack.customers.segments import list_customers, parse_sort, stream_csv
 from returnstack.dashboard import insights, users
@@ -324,6 +325,12 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
         created_before=created_before,
         q=(params.get("q") or "").strip()[:200] or None,
     )
+    if filters.customer_id is not None and "\x00" not in filters.customer_id:
+        # As GET /v1/returns: a customer's returns include those under a linked email alone.
+        emails = linked_emails(
+            session, tenant_id=staff.user.tenant_id, customer_id=filters.customer_id
+        )
+        filters = replace(filters, guest_emails=tuple(emails))
     rows: list[Any] = []
     next_cursor = None
     text_values = [
@@ -475,8 +482,6 @@ def _orders_of(
 ) -> list[dict[str, Any]]:
     """A customer's orders (also those placed under a linked email alone), or a guest's."""
     if customer_id:
-        from returnstack.customers.render import linked_emails
-
         emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
         condition = or_(
             Order.customer_id == customer_id,
