@@ -117,14 +117,22 @@ def build_rows(target: Target, name: str, count: int, phase: str) -> list[tuple[
         raise RuntimeError(f"no {name} rows to copy for the ceiling")
     cols = columns(name)
     rewrite = [index for index, col in enumerate(cols) if col in key_columns(name)]
+    # Columns the service writes empty and a later step fills (the dispatcher publishes an
+    # outbox row: numbers it, marks it dispatched): copied as the service wrote them.
+    unset = [index for index, col in enumerate(cols) if col in AS_WRITTEN_EMPTY.get(name, ())]
     rows = []
     for number in range(count):
         row = list(templates[number % len(templates)])
         prefix = f"c{number // len(templates) + 1}."
         for index in rewrite:
             row[index] = prefix + row[index]
+        for index in unset:
+            row[index] = None
         rows.append(tuple(row))
     return rows
+
+
+AS_WRITTEN_EMPTY = {"outbox": ("seq", "dispatched_at")}
 
 
 @dataclass

@@ -20,6 +20,7 @@ from returnstack.kit import migrate
 from returnstack.kit.cors import RouteCORS
 from returnstack.kit.db import Database
 from returnstack.kit.errors import install_error_handlers
+from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.kit.health import router as health_router
 from returnstack.kit.middleware import RequestMiddleware
 from returnstack.kit.openapi import install_openapi
@@ -32,6 +33,7 @@ from returnstack.returns.endpoints import policy_router
 from returnstack.returns.endpoints import router as returns_router
 from returnstack.storefront.endpoints import router as storefront_router
 from returnstack.storefront.signin import GuestSignIns
+from returnstack.tenants.auth import KeyCache
 from returnstack.webhooks.endpoints import router as webhooks_router
 
 DESCRIPTION = """\
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         try:
             yield
         finally:
+            await to_thread.run_sync(app.state.ingest.stop)
             if dispatcher is not None:
                 await to_thread.run_sync(dispatcher.shutdown)
             if database is None:
@@ -83,6 +86,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         else None
     )
     app.state.guest_sign_ins = GuestSignIns()
+    app.state.keys = KeyCache()
+    # The process's one writer of events (group commit: events/endpoints.py).
+    app.state.ingest = GroupCommitter(
+        db, max_wait=settings.ingest_max_wait, queue_limit=settings.ingest_queue_limit
+    )
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(

@@ -34,6 +34,22 @@ class Settings(BaseSettings):
         1000.0, ge=0, description="Requests per second per API key and process; 0 disables."
     )
     rate_limit_burst: int = Field(2000, ge=1)
+    ingest_max_wait: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description=(
+            "Seconds an event request (POST /v1/events, the vendor event paths) may wait for "
+            "the process's writer; past it, 503 `overloaded` with Retry-After, nothing written."
+        ),
+    )
+    ingest_queue_limit: int = Field(
+        512,
+        ge=1,
+        description=(
+            "Event requests waiting for the writer per process; past it, 503 `overloaded` at once."
+        ),
+    )
     attachment_quota_bytes: int = Field(
         10 * 1024**3,
         ge=0,

@@ -6,16 +6,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import ProfileChanges
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
+from returnstack.events import repository
 from returnstack.events.reported import ledger_row as reported_row
 from returnstack.events.reported import record_reported
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
-from returnstack.kit.bulk import insert_rows_returning
 from returnstack.kit.ids import new_id
 from returnstack.models import Event, ReportedEvent
 from returnstack.orders.service import RecordedPurchase, record_purchases, remember_stores
@@ -70,25 +69,12 @@ def record_events(
                 event, server_id=server_id, currency=event.currency or default_currency
             )
         rows[event.id] = row | {"tenant_id": tenant_id, "received_at": now, "source": source}
-    inserted = set(
-        insert_rows_returning(
-            session,
-            ledger,
-            # Sorted, as every insert below: concurrent requests naming the same keys
-            # then lock them in one order and cannot deadlock (PostgreSQL).
-            [rows[client_id] for client_id in sorted(rows)],
-            on_conflict="ON CONFLICT DO NOTHING",
-            returning="client_id",
-        )
-    )
+    inserted = repository.insert_new(session, ledger, list(rows.values()))
     seen_before = [event.id for _, event in unique if event.id not in inserted]
     if seen_before:
-        known = session.execute(
-            select(ledger.client_id, ledger.id).where(
-                ledger.tenant_id == tenant_id, ledger.client_id.in_(seen_before)
-            )
+        first_by_client_id.update(
+            repository.recorded_ids(session, ledger, tenant_id=tenant_id, client_ids=seen_before)
         )
-        first_by_client_id.update({client_id: server_id for client_id, server_id in known})
 
     new = [(server_id, event) for server_id, event in unique if event.id in inserted]
     if trust is Trust.verified:

@@ -113,6 +113,14 @@ class ServiceUnavailable(ApiError):
     message = "The service is unavailable."
 
 
+class Overloaded(ApiError):
+    """Too much work is waiting: refused at once, nothing written; retry after Retry-After."""
+
+    status_code = 503
+    type = "overloaded"
+    message = "The server is overloaded; nothing was written. Retry after the delay in Retry-After."
+
+
 def format_path(loc: Iterable[int | str], prefix: str = "") -> str:
     """('events', 3, 'items', 0, 'quantity') -> 'events[3].items[0].quantity'."""
     path = prefix

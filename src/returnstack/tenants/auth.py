@@ -3,7 +3,10 @@
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
 from returnstack.kit.errors import AuthenticationFailed, Forbidden
@@ -23,11 +26,13 @@ class Principal:
         return f"api_key:{self.key_id}"
 
 
-# One indexed lookup per request; no cache, so a revoked key is refused at once everywhere.
+# One indexed lookup per request, so a revoked key is refused at once everywhere. (The
+# event path caches principals, and confirms them in its write transaction: KeyCache.)
 _KEY_LOOKUP = (
     "SELECT k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
     "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ? AND k.revoked_at IS NULL"
 )
+_LIVE_KEY = text(_KEY_LOOKUP.replace("?", ":key_hash"))
 
 
 def _refuse(message: str, reason: str) -> AuthenticationFailed:
@@ -38,7 +43,7 @@ def _refuse(message: str, reason: str) -> AuthenticationFailed:
     )
 
 
-def _bearer(request: Request) -> str:
+def bearer(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
         raise _refuse(AuthenticationFailed.message, "missing")
@@ -54,11 +59,81 @@ def find_principal(request: Request, token: str) -> Principal | None:
     take keys the way each vendor's clients send them."""
     # A read of its own: the request's transaction (and SQLite's write lock) begins only
     # when the request writes, after it is authenticated and its body validated.
-    db: Database = request.app.state.db
-    row = db.fetch_one(_KEY_LOOKUP, (hash_key(token),))
+    return _lookup(request.app.state.db, hash_key(token))
+
+
+def _lookup(db: Database, key_hash: str) -> Principal | None:
+    row = db.fetch_one(_KEY_LOOKUP, (key_hash,))
     if row is None:
         return None
     return Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
+
+
+def live_principal(session: Session, key_hash: str) -> Principal | None:
+    """The live key of `key_hash`, read in the caller's transaction."""
+    row = session.execute(_LIVE_KEY, {"key_hash": key_hash}).first()
+    if row is None:
+        return None
+    return Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
+
+
+class KeyCache:
+    """Principals by key hash, per process: a request on the event path finds its caller
+    without a trip to the database before it writes. A cached principal is never trusted
+    alone: the request's write transaction reads the key again (`live_principal`), and a
+    request refused before it writes (invalid body) reads it first, so a revoked key is
+    refused on its very next request, on every process."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._principals: dict[str, Principal] = {}
+
+    def get(self, key_hash: str) -> Principal | None:
+        return self._principals.get(key_hash)
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        if len(self._principals) >= self.size:
+            self._principals.clear()  # a flood of keys: start again rather than grow
+        self._principals[key_hash] = principal
+
+    def forget(self, key_hash: str) -> None:
+        self._principals.pop(key_hash, None)
+
+
+def refused_key() -> AuthenticationFailed:
+    return _refuse("The API key is unknown or revoked.", "unknown or revoked key")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCaller:
+    principal: Principal
+    key_hash: str
+    cached: bool  # found in the cache: confirm it before answering an error
+
+
+async def cached_caller(request: Request) -> CachedCaller:
+    """The caller (rate-limited), from the key cache; 401 for a key that is unknown or
+    revoked. A cache miss reads the database (one thread trip)."""
+    key_hash = hash_key(bearer(request))
+    keys: KeyCache = request.app.state.keys
+    principal = keys.get(key_hash)
+    cached = principal is not None
+    if principal is None:
+        principal = await to_thread.run_sync(_lookup, request.app.state.db, key_hash)
+        if principal is None:
+            raise refused_key()
+        keys.put(key_hash, principal)
+    check_rate_limit(request, rate_limit_bucket(request, principal))
+    request.state.principal = principal
+    return CachedCaller(principal, key_hash, cached)
+
+
+async def confirm_live(request: Request, key_hash: str) -> None:
+    """401 if the key is no longer live (before answering another error to a caller found
+    in the cache)."""
+    if await to_thread.run_sync(_lookup, request.app.state.db, key_hash) is None:
+        request.app.state.keys.forget(key_hash)
+        raise refused_key()
 
 
 def rate_limit_bucket(request: Request, principal: Principal) -> str:
@@ -70,9 +145,9 @@ def rate_limit_bucket(request: Request, principal: Principal) -> str:
 
 
 def authenticate(request: Request) -> Principal:
-    principal = find_principal(request, _bearer(request))
+    principal = find_principal(request, bearer(request))
     if principal is None:
-        raise _refuse("The API key is unknown or revoked.", "unknown or revoked key")
+        raise refused_key()
     check_rate_limit(request, rate_limit_bucket(request, principal))
     request.state.principal = principal
     return principal

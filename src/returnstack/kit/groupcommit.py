@@ -1,0 +1,221 @@
+"""Group commit: one writer thread per process runs the work of every pending request in one
+transaction, commits once, and only then answers each request with its own result.
+
+A request's answer still means committed: its future is resolved after the COMMIT. Each
+piece of work runs inside a SAVEPOINT of the group's transaction, so a request refused for a
+reason of its own (an ApiError: a revoked key, an Idempotency-Key conflict) is rolled back
+alone and its neighbours are committed. Work that fails otherwise (a database error, a bug)
+may have left the transaction unusable: the whole group is rolled back and each piece of work
+is run again in a transaction of its own, so it fails alone (and a transient error such as a
+PostgreSQL deadlock between two processes' groups gets its retry).
+
+Admission is bounded: past `queue_limit` waiting requests, or once a request has waited
+`max_wait` seconds without its work being taken, it is refused with 503 `overloaded` and
+nothing of it is written.
+"""
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from returnstack.kit.db import Database
+from returnstack.kit.errors import ApiError, Overloaded
+
+log = logging.getLogger("returnstack.groupcommit")
+
+T = TypeVar("T")
+
+# A group is bounded so that one commit does not wait behind a huge amount of work (and a
+# PostgreSQL transaction stays well under its 64 cached subtransactions).
+MAX_GROUP_JOBS = 48
+MAX_GROUP_UNITS = 5_000  # events, roughly: a few large batches fill a group
+
+
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    work: Callable[[Session], T]
+    units: int
+    future: Future[T] = field(default_factory=Future)
+    taken: bool = False
+
+
+class GroupCommitter:
+    """The process's writer. Start it lazily: the first submit starts the thread."""
+
+    def __init__(
+        self, db: Database, *, max_wait: float, queue_limit: int, name: str = "group-commit"
+    ) -> None:
+        self.db = db
+        self.max_wait = max_wait
+        self.queue_limit = queue_limit
+        self.name = name
+        self._pending: deque[_Job[Any]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        # Observable state (tests and metrics): groups committed, and whether a group is
+        # being written right now.
+        self.groups = 0
+        self.busy = False
+
+    # --- callers -----------------------------------------------------------------------
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def submit(self, work: Callable[[Session], T], *, units: int = 1) -> "_Job[T]":
+        """Queue `work` (run in the group's transaction, inside a savepoint of its own);
+        refused at once with Overloaded when the queue is full."""
+        job: _Job[T] = _Job(work, max(1, units))
+        with self._lock:
+            if len(self._pending) >= self.queue_limit:
+                raise self._overloaded()
+            self._pending.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return job
+
+    async def run(self, work: Callable[[Session], T], *, units: int = 1) -> T:
+        """Submit and await the committed result (or the work's own error). Past `max_wait`
+        without the writer taking the work: Overloaded, and the work is withdrawn unwritten.
+        Once taken, the answer waits for the commit, whatever happens to the request."""
+        job = self.submit(work, units=units)
+        waiting = asyncio.wrap_future(job.future)
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=self.max_wait)
+            if not done and self._withdraw(job):
+                raise self._overloaded()
+        except asyncio.CancelledError:
+            self._withdraw(job)  # the client is gone; a job already taken still commits
+            raise
+        return await asyncio.shield(waiting)
+
+    def run_sync(self, work: Callable[[Session], T], *, units: int = 1) -> T:
+        """The same from a thread (sync endpoints, the vendor adapters)."""
+        job = self.submit(work, units=units)
+        try:
+            return job.future.result(timeout=self.max_wait)
+        except TimeoutError:
+            if self._withdraw(job):
+                raise self._overloaded() from None
+        return job.future.result()
+
+    def _withdraw(self, job: "_Job[Any]") -> bool:
+        with self._lock:
+            if job.taken:
+                return False
+            self._pending.remove(job)
+            return True
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(headers={"Retry-After": str(max(1, round(self.max_wait)))})
+
+    def stop(self) -> None:
+        """Write what is pending, then end the thread (a later submit starts another)."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stopped = True
+            self._wake.notify()
+        thread.join(timeout=30)
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _take(self) -> list["_Job[Any]"]:
+        with self._lock:
+            while not self._pending and not self._stopped:
+                self._wake.wait()
+            if not self._pending:
+                # Stopped, everything written: a later submit starts another thread.
+                self._thread = None
+                self._stopped = False
+                return []
+            group: list[_Job[Any]] = []
+            units = 0
+            while self._pending and len(group) < MAX_GROUP_JOBS:
+                job = self._pending[0]
+                if group and units + job.units > MAX_GROUP_UNITS:
+                    break
+                self._pending.popleft()
+                job.taken = True
+                group.append(job)
+                units += job.units
+            self.busy = bool(group)
+            return group
+
+    def _run(self) -> None:
+        while True:
+            group = self._take()
+            if not group:
+                return  # stopped, nothing left
+            try:
+                self._write(group)
+            except BaseException as exc:  # never leave a caller waiting
+                log.exception("groupcommit.failed")
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self.busy = False
+                    self.groups += 1
+
+    def _write(self, group: list["_Job[Any]"]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        retry_alone = False
+        with self.db.session(write=True) as session:
+            try:
+                for job in group:
+                    savepoint = session.begin_nested()
+                    try:
+                        outcome = job.work(session)
+                    except ApiError as exc:
+                        savepoint.rollback()
+                        outcomes.append((False, exc))
+                        continue
+                    except Exception:
+                        # The transaction may be unusable (PostgreSQL aborts it on an error,
+                        # a deadlock rolls back more than the savepoint): start again.
+                        log.warning("groupcommit.retry_alone", exc_info=True)
+                        retry_alone = True
+                        break
+                    savepoint.commit()
+                    outcomes.append((True, outcome))
+                if retry_alone:
+                    session.rollback()
+                else:
+                    session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        if retry_alone:
+            for job in group:
+                self._write_alone(job)
+            return
+        for job, (ok, value) in zip(group, outcomes, strict=True):
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _write_alone(self, job: "_Job[Any]") -> None:
+        try:
+            with self.db.transaction() as session:
+                outcome = job.work(session)
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(outcome)
+

@@ -1,0 +1,245 @@
+"""Group commit of events (kit/groupcommit.py): the requests waiting for the process's writer
+are written in one transaction, and each is answered with its own result, after the commit.
+
+The writer is held still by a real lock on the database (SQLite: another connection's
+BEGIN IMMEDIATE; PostgreSQL: another transaction's LOCK TABLE on api_keys, which the writer
+reads first), so which requests share a group is decided by the test, not by timing."""
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import text
+
+from returnstack.app import create_app
+from returnstack.kit.groupcommit import GroupCommitter
+from returnstack.models import Order, Tenant
+from returnstack.tenants.service import create_key, revoke_key
+from tests.conftest import DatabaseFixture, TenantFixture
+from tests.factories import batch, purchase
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll until `condition` holds (a state of the writer, not a duration)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never reached: {what}"
+        time.sleep(0.005)
+
+
+@contextmanager
+def writer_held(
+    database: DatabaseFixture, table: str = "api_keys"
+) -> Iterator[Callable[[], None]]:
+    """Hold the writer's next transaction still until the yielded `release` is called
+    (PostgreSQL: at its first use of `table`)."""
+    if database.backend == "sqlite":
+        path = database.url.removeprefix("sqlite:///")
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        finish: Callable[[], None] = lambda: conn.execute("ROLLBACK")  # noqa: E731
+    else:
+        url = database.url.replace("postgresql+psycopg://", "postgresql://")
+        conn = psycopg.connect(url)  # type: ignore[assignment]
+        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        finish = conn.rollback
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            finish()
+
+    try:
+        yield release
+    finally:
+        release()
+        conn.close()
+
+
+@pytest.fixture
+def own_app(database: DatabaseFixture) -> Iterator[tuple[FastAPI, TestClient]]:
+    """An app whose writer waits long enough for the test to arrange its groups."""
+    settings = database.settings.model_copy(update={"ingest_max_wait": 120.0})
+    app = create_app(settings, database=database.db)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app, client
+
+
+class Requests:
+    """Requests sent from threads; their answers by name."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.answers: dict[str, Response] = {}
+        self.threads: list[threading.Thread] = []
+
+    def send(self, name: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        def run() -> None:
+            self.answers[name] = self.client.post("/v1/events", json=body, headers=headers)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> dict[str, Response]:
+        for thread in self.threads:
+            thread.join(timeout=120)
+        return self.answers
+
+
+def order_ids(database: DatabaseFixture, tenant: TenantFixture, *events: dict[str, Any]) -> set:
+    with database.db.transaction(write=False) as session:
+        return {
+            event["order_id"]
+            for event in events
+            if session.get(Order, (tenant.id, event["order_id"])) is not None
+        }
+
+
+def test_a_request_that_fails_alone_does_not_fail_its_group(
+    database: DatabaseFixture, tenant: TenantFixture, own_app: tuple[FastAPI, TestClient]
+) -> None:
+    app, client = own_app
+    writer: GroupCommitter = app.state.ingest
+    # A second key, cached by the process (one request), then revoked: its next request is
+    # refused by the write transaction, inside the group.
+    with database.db.transaction() as session:
+        doomed = create_key(session, tenant=session.get(Tenant, tenant.id), kind="secret")
+    doomed_headers = {"Authorization": f"Bearer {doomed.key}"}
+    assert client.post("/v1/events", json=batch(purchase()), headers=doomed_headers).is_success
+    # An Idempotency-Key used before with another body: that request is a 409 of its own.
+    used = {"Idempotency-Key": "used-before"} | tenant.headers
+    assert client.post("/v1/events", json=batch(purchase()), headers=used).is_success
+    with database.db.transaction() as session:
+        revoke_key(session, key_id=doomed.id)
+
+    first, good, late_dup = purchase(), purchase(), purchase()
+    conflicting, revoked = purchase(), purchase()
+    requests = Requests(client)
+    with writer_held(database) as release:
+        groups = writer.groups
+        requests.send("first", batch(first), tenant.headers)
+        wait_until(lambda: writer.busy, "the first group taken (and held)")
+        requests.send("good", batch(good, first), tenant.headers)
+        requests.send("conflict", batch(conflicting), used)
+        requests.send("revoked", batch(revoked), doomed_headers)
+        requests.send("same id again", batch(good, late_dup), tenant.headers)
+        wait_until(lambda: writer.pending() == 4, "four requests waiting for the next group")
+        release()
+        answers = requests.join()
+    assert writer.groups == groups + 2  # the held group, then the four together
+
+    assert answers["first"].status_code == 200, answers["first"].text
+    assert answers["good"].status_code == 200, answers["good"].text
+    # Duplicates are resolved within the group as across groups: `first` was committed by
+    # the group before; `good` by a neighbour of the same group.
+    assert answers["good"].json()["accepted"] == 1
+    assert answers["good"].json()["duplicates"] == 1
+    again = answers["same id again"]
+    assert again.status_code == 200, again.text
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (1, 1)
+    assert again.json()["ids"][0] == answers["good"].json()["ids"][0]
+    assert answers["conflict"].status_code == 409, answers["conflict"].text
+    assert answers["conflict"].json()["error"]["type"] == "conflict"
+    assert answers["revoked"].status_code == 401, answers["revoked"].text
+    assert answers["revoked"].json()["error"]["type"] == "authentication_failed"
+
+    written = order_ids(database, tenant, first, good, late_dup, conflicting, revoked)
+    assert written == {first["order_id"], good["order_id"], late_dup["order_id"]}
+
+
+def test_overload_is_answered_at_once_and_writes_nothing(
+    database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    settings = database.settings.model_copy(
+        update={"ingest_max_wait": 0.2, "ingest_queue_limit": 1}
+    )
+    app = create_app(settings, database=database.db)
+    writer: GroupCommitter = app.state.ingest
+    held, waited, refused = purchase(), purchase(), purchase()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        # The key is looked up (and cached) before the database is held.
+        assert client.post("/v1/events", json=batch(purchase()), headers=tenant.headers).is_success
+        requests = Requests(client)
+        with writer_held(database) as release:
+            requests.send("held", batch(held), tenant.headers)
+            wait_until(lambda: writer.busy, "the first group taken (and held)")
+            requests.send("waited", batch(waited), tenant.headers)
+            wait_until(lambda: writer.pending() == 1, "one request waiting")
+            # The queue is full: refused at once.
+            full = client.post("/v1/events", json=batch(refused), headers=tenant.headers)
+            # The waiting one is refused once it has waited its limit, while the writer is
+            # still held (the lock is released only after its answer).
+            requests.threads[1].join(timeout=120)
+            over = requests.answers["waited"]
+            release()
+            answers = requests.join()
+    assert answers["held"].status_code == 200, answers["held"].text
+    for response in (full, over):
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["type"] == "overloaded"
+        assert error["message"]
+        assert error["details"] == []
+        assert int(response.headers["retry-after"]) >= 1
+    assert writer.pending() == 0
+    assert order_ids(database, tenant, held, waited, refused) == {held["order_id"]}
+
+
+def test_a_cached_key_revoked_is_refused_even_for_an_invalid_body(
+    client: TestClient, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    assert client.post("/v1/events", json=batch(purchase()), headers=tenant.headers).is_success
+    with database.db.transaction() as session:
+        revoke_key(session, key_id=tenant.secret_key_id)
+    invalid = client.post("/v1/events", json={"events": [{"type": "nope"}]}, headers=tenant.headers)
+    assert invalid.status_code == 401, invalid.text
+    valid = client.post("/v1/events", json=batch(purchase()), headers=tenant.headers)
+    assert valid.status_code == 401, valid.text
+
+
+def test_a_failing_piece_of_work_is_retried_alone(database: DatabaseFixture) -> None:
+    """Work that fails with a database error (not a refusal) may have spoilt the group's
+    transaction: the group is rolled back and each piece written alone, so only it fails."""
+    writer = GroupCommitter(database.db, max_wait=60, queue_limit=10)
+    marker = f"gc-{time.monotonic_ns()}"
+
+    def good(n: int) -> Callable[[Any], int]:
+        def work(session: Any) -> int:
+            session.execute(
+                text("INSERT INTO webhook_state (name, value) VALUES (:n, 0)"),
+                {"n": f"{marker}-{n}"},
+            )
+            return n
+
+        return work
+
+    def broken(session: Any) -> int:
+        session.execute(text("SELECT * FROM no_such_table"))
+        return -1
+
+    jobs = []
+    with writer_held(database, "webhook_state") as release:
+        jobs.append(writer.submit(good(0)))
+        wait_until(lambda: writer.busy, "the first group taken (and held)")
+        jobs += [writer.submit(good(1)), writer.submit(broken), writer.submit(good(2))]
+        release()
+        results = [job.future.exception(timeout=120) or job.future.result() for job in jobs]
+    writer.stop()
+    assert results[0] == 0 and results[1] == 1 and results[3] == 2
+    assert isinstance(results[2], Exception)
+    with database.db.transaction(write=False) as session:
+        names = session.execute(
+            text("SELECT name FROM webhook_state WHERE name LIKE :m"), {"m": f"{marker}-%"}
+        ).scalars()
+        assert sorted(names) == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
