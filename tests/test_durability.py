@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import DatabaseFixture, TenantFixture
-from tests.e2e import Server
+from tests.e2e import Server, run_cli
 from tests.factories import batch, item, purchase, unique
 
 pytestmark = pytest.mark.e2e
@@ -159,4 +159,29 @@ def test_serve_with_two_workers(
                 assert http.get(f"/v1/orders/{event['order_id']}").status_code == 200
             again = http.post("/v1/events", json=batch(*events)).json()
             assert (again["accepted"], again["duplicates"]) == (0, len(events))
+        # Metrics are the sums over the workers, whichever answers (a new connection each).
+        for _ in range(4):
+            with client(server, tenant) as http:
+                scraped = http.get("/metrics").text
+            assert f"returnstack_events_ingested_total {float(len(events))}" in scraped
+            assert _sample(scraped, 'route="/v1/events"', 'method="POST"', 'status="200"') >= 41
+        # Both workers cached the key (each answered some of the 40): revoked, it is
+        # refused on the next request, whichever worker takes it.
+        revoked = run_cli(
+            "keys", "revoke", tenant.secret_key_id, database_url=database.url, cwd=tmp_path
+        )
+        assert revoked.returncode == 0, revoked
+        for _ in range(8):
+            with client(server, tenant) as http:
+                assert http.post("/v1/events", json=batch(purchase())).status_code == 401
         assert server.stop() == 0  # a graceful stop of the whole group
+
+
+def _sample(scraped: str, *labels: str) -> float:
+    """The value of the request counter's sample with `labels`."""
+    for line in scraped.splitlines():
+        if line.startswith("returnstack_http_requests_total{") and all(
+            label in line for label in labels
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -36,9 +36,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
 
 
 @contextmanager
-def writer_held(
-    database: DatabaseFixture, table: str = "api_keys"
-) -> Iterator[Callable[[], None]]:
+def writer_held(database: DatabaseFixture, table: str = "api_keys") -> Iterator[Callable[[], None]]:
     """Hold the writer's next transaction still until the yielded `release` is called
     (PostgreSQL: at its first use of `table`)."""
     if database.backend == "sqlite":

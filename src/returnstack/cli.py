@@ -3,7 +3,9 @@
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -114,17 +116,27 @@ def serve(
     from returnstack.kit.logs import logging_config
 
     _database().dispose()  # migrate once, before any worker starts
-    uvicorn.run(
-        "returnstack.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=logging_config(get_settings().log_level),
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Metrics summed over the workers (prometheus_client's multiprocess mode): each
+        # worker, a fresh interpreter, reads this before it imports prometheus_client.
+        metrics_dir = tempfile.mkdtemp(prefix="returnstack-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run(
+            "returnstack.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=logging_config(get_settings().log_level),
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

@@ -218,4 +218,3 @@ class GroupCommitter:
             job.future.set_exception(exc)
         else:
             job.future.set_result(outcome)
-

@@ -1,9 +1,10 @@
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import func, select, text
 
 from returnstack.kit.db import Database
@@ -44,6 +45,17 @@ def readyz(request: Request) -> Any:
     return {"status": "ok"}
 
 
+def _registry() -> CollectorRegistry:
+    """This process's metrics, or, under `serve --workers N` (prometheus_client's
+    multiprocess mode, PROMETHEUS_MULTIPROC_DIR set by `serve`), the sums of every worker's,
+    whichever worker answers the scrape."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request) -> Response:
     """Prometheus text format. Backlogs are read from the database at scrape time."""
@@ -79,7 +91,7 @@ def metrics(request: Request) -> Response:
         ]
     except Exception:
         gauges = []
-    body = generate_latest(REGISTRY)
+    body = generate_latest(_registry())
     for name, help_text, value in gauges:
         body += (f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name} {value}\n").encode()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

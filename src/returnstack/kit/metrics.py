@@ -1,4 +1,6 @@
-"""Prometheus metrics (per process; scrape each replica)."""
+"""Prometheus metrics. One process: its own. Under `serve --workers N`, every worker writes
+its values to files in PROMETHEUS_MULTIPROC_DIR (set by `serve` before the workers start)
+and /metrics answers their sums (kit/health.py); separate replicas are scraped each."""
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
