@@ -43,7 +43,7 @@ def writer_held(database: DatabaseFixture, table: str = "api_keys") -> Iterator[
         path = database.url.removeprefix("sqlite:///")
         conn = sqlite3.connect(path, isolation_level=None, timeout=30)
         conn.execute("BEGIN IMMEDIATE")
-        finish: Callable[[], None] = lambda: conn.execute("ROLLBACK")  # noqa: E731
+        finish: Callable[[], object] = lambda: conn.execute("ROLLBACK")  # noqa: E731
     else:
         url = database.url.replace("postgresql+psycopg://", "postgresql://")
         conn = psycopg.connect(url)  # type: ignore[assignment]
@@ -112,7 +112,9 @@ def test_a_request_that_fails_alone_does_not_fail_its_group(
     # A second key, cached by the process (one request), then revoked: its next request is
     # refused by the write transaction, inside the group.
     with database.db.transaction() as session:
-        doomed = create_key(session, tenant=session.get(Tenant, tenant.id), kind="secret")
+        owner = session.get(Tenant, tenant.id)
+        assert owner is not None
+        doomed = create_key(session, tenant=owner, kind="secret")
     doomed_headers = {"Authorization": f"Bearer {doomed.key}"}
     assert client.post("/v1/events", json=batch(purchase()), headers=doomed_headers).is_success
     # An Idempotency-Key used before with another body: that request is a 409 of its own.
@@ -125,6 +127,7 @@ def test_a_request_that_fails_alone_does_not_fail_its_group(
     conflicting, revoked = purchase(), purchase()
     requests = Requests(client)
     with writer_held(database) as release:
+        wait_until(lambda: not writer.busy, "the writer idle")
         groups = writer.groups
         requests.send("first", batch(first), tenant.headers)
         wait_until(lambda: writer.busy, "the first group taken (and held)")
@@ -135,6 +138,7 @@ def test_a_request_that_fails_alone_does_not_fail_its_group(
         wait_until(lambda: writer.pending() == 4, "four requests waiting for the next group")
         release()
         answers = requests.join()
+    wait_until(lambda: not writer.busy, "the writer idle")
     assert writer.groups == groups + 2  # the held group, then the four together
 
     assert answers["first"].status_code == 200, answers["first"].text
@@ -234,7 +238,7 @@ def test_a_failing_piece_of_work_is_retried_alone(database: DatabaseFixture) -> 
         release()
         results = [job.future.exception(timeout=120) or job.future.result() for job in jobs]
     writer.stop()
-    assert results[0] == 0 and results[1] == 1 and results[3] == 2
+    assert [results[0], results[1], results[3]] == [0, 1, 2]
     assert isinstance(results[2], Exception)
     with database.db.transaction(write=False) as session:
         names = session.execute(

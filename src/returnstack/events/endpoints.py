@@ -1,13 +1,11 @@
 from typing import Annotated
 
-import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from returnstack.events.schemas import EventBatch, EventBatchResult, Trust
-from returnstack.events.service import record_events
+from returnstack.events.ingest import EventWrite, write_together
+from returnstack.events.schemas import EventBatch, EventBatchResult
 from returnstack.events.validation import (
     CheckedBatch,
     all_or_nothing_error,
@@ -30,14 +28,7 @@ from returnstack.kit.metrics import EVENTS_INGESTED
 from returnstack.kit.openapi import errors, json_body, raw_body
 from returnstack.kit.responses import RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
-from returnstack.tenants.auth import (
-    CachedCaller,
-    KeyCache,
-    cached_caller,
-    confirm_live,
-    live_principal,
-    refused_key,
-)
+from returnstack.tenants.auth import CachedCaller, cached_caller, confirm_live
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["events"])
 
@@ -95,41 +86,19 @@ async def post_events(
         if caller.cached:
             await confirm_live(request, key_hash)  # a revoked key hears 401, not 422
         raise
-    keys: KeyCache = request.app.state.keys
-
-    def write(session: Session) -> Response | tuple[bytes, int]:
-        # The key is read again in the write transaction: revoked since it was cached,
-        # nothing is written and the request is refused.
-        live = live_principal(session, key_hash)
-        if live is None:
-            keys.forget(key_hash)
-            raise refused_key()
-        replay = idempotency.replay(session, tenant_id=live.tenant_id)
-        if replay is not None:
-            return replay
-        result = record_events(
-            session,
-            tenant_id=live.tenant_id,
-            default_currency=live.default_currency,
-            events=batch.valid,
-            source="api",
-            actor=live.actor,
-            # A publishable key is public: what it sends is reported, never a fact (API.md 2).
-            trust=Trust.reported if live.kind == "publishable" else Trust.verified,
-        )
-        payload = orjson.dumps(
-            {
-                "accepted": result.accepted,
-                "duplicates": result.duplicates,
-                "rejected": batch.rejected,
-                "ids": result.ids,
-            }
-        )
-        idempotency.remember(session, tenant_id=live.tenant_id, status_code=200, body=payload)
-        return payload, result.accepted
-
+    write = EventWrite(
+        key_hash=key_hash,
+        keys=request.app.state.keys,
+        events=batch.valid,
+        rejected=batch.rejected,
+        idempotency=idempotency,
+    )
     writer: GroupCommitter = request.app.state.ingest
-    outcome = await writer.run(write, units=len(batch.valid))
+    outcome = await writer.run(
+        write,
+        units=len(batch.valid),
+        combine=write_together if write.combinable else None,
+    )
     if isinstance(outcome, Response):
         return outcome
     payload, accepted = outcome

@@ -26,6 +26,9 @@ class RecordResult:
     accepted: int = 0
     duplicates: int = 0
     ids: list[str] = field(default_factory=list)  # one per event given, in order
+    # One per event given: recorded by this call (its id's first occurrence, new to the
+    # ledger), so a caller that joined several requests' events can tell each its own counts.
+    new: list[bool] = field(default_factory=list)
 
 
 def record_events(
@@ -54,7 +57,7 @@ def record_events(
             first_by_client_id[event.id] = server_id
             unique.append((server_id, event))
     if not unique:
-        return RecordResult()
+        return RecordResult()  # no events
 
     # Each trust has its own ledger, so ids are scoped by trust: a reported id never makes
     # a verified event a duplicate. The ledger decides what is new: a unique (tenant, client
@@ -90,10 +93,16 @@ def record_events(
         record_reported(
             session, tenant_id=tenant_id, recorded=[(rows[event.id], event) for _, event in new]
         )
+    counted: set[str] = set()
+    new_flags = []
+    for event in events:
+        new_flags.append(event.id in inserted and event.id not in counted)
+        counted.add(event.id)
     return RecordResult(
         accepted=len(inserted),
         duplicates=len(events) - len(inserted),
         ids=[first_by_client_id[event.id] for event in events],
+        new=new_flags,
     )
 
 

@@ -38,10 +38,16 @@ MAX_GROUP_JOBS = 48
 MAX_GROUP_UNITS = 5_000  # events, roughly: a few large batches fill a group
 
 
+# Runs several pieces of work at once (set-based: one statement for all of them where the
+# work allows); answers one outcome per piece, a value or the ApiError refusing that piece.
+Combine = Callable[[Session, list[Any]], list[Any]]
+
+
 @dataclass(eq=False)
 class _Job(Generic[T]):
     work: Callable[[Session], T]
     units: int
+    combine: Combine | None = None
     future: Future[T] = field(default_factory=Future)
     taken: bool = False
 
@@ -72,10 +78,14 @@ class GroupCommitter:
         with self._lock:
             return len(self._pending)
 
-    def submit(self, work: Callable[[Session], T], *, units: int = 1) -> "_Job[T]":
+    def submit(
+        self, work: Callable[[Session], T], *, units: int = 1, combine: Combine | None = None
+    ) -> "_Job[T]":
         """Queue `work` (run in the group's transaction, inside a savepoint of its own);
-        refused at once with Overloaded when the queue is full."""
-        job: _Job[T] = _Job(work, max(1, units))
+        refused at once with Overloaded when the queue is full. Pieces of work of one group
+        that share a `combine` are first tried together, in one savepoint, by it; if that
+        fails, each runs alone."""
+        job: _Job[T] = _Job(work, max(1, units), combine)
         with self._lock:
             if len(self._pending) >= self.queue_limit:
                 raise self._overloaded()
@@ -86,11 +96,13 @@ class GroupCommitter:
             self._wake.notify()
         return job
 
-    async def run(self, work: Callable[[Session], T], *, units: int = 1) -> T:
+    async def run(
+        self, work: Callable[[Session], T], *, units: int = 1, combine: Combine | None = None
+    ) -> T:
         """Submit and await the committed result (or the work's own error). Past `max_wait`
         without the writer taking the work: Overloaded, and the work is withdrawn unwritten.
         Once taken, the answer waits for the commit, whatever happens to the request."""
-        job = self.submit(work, units=units)
+        job = self.submit(work, units=units, combine=combine)
         waiting = asyncio.wrap_future(job.future)
         try:
             done, _ = await asyncio.wait({waiting}, timeout=self.max_wait)
@@ -172,12 +184,38 @@ class GroupCommitter:
                     self.busy = False
                     self.groups += 1
 
+    def _combined(self, session: Session, group: list["_Job[Any]"]) -> dict[Any, tuple[bool, Any]]:
+        """Outcomes of the jobs that could run together (by their combine)."""
+        together: dict[Combine, list[_Job[Any]]] = {}
+        for job in group:
+            if job.combine is not None:
+                together.setdefault(job.combine, []).append(job)
+        outcomes: dict[_Job[Any], tuple[bool, Any]] = {}
+        for combine, jobs in together.items():
+            if len(jobs) < 2:
+                continue
+            savepoint = session.begin_nested()
+            try:
+                results = combine(session, [job.work for job in jobs])
+            except Exception:
+                savepoint.rollback()  # each runs alone, and only the culprit fails
+                log.info("groupcommit.combine_failed", exc_info=True)
+                continue
+            savepoint.commit()
+            for job, result in zip(jobs, results, strict=True):
+                outcomes[job] = (not isinstance(result, ApiError), result)
+        return outcomes
+
     def _write(self, group: list["_Job[Any]"]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         retry_alone = False
         with self.db.session(write=True) as session:
             try:
+                combined = self._combined(session, group)
                 for job in group:
+                    if job in combined:
+                        outcomes.append(combined[job])
+                        continue
                     savepoint = session.begin_nested()
                     try:
                         outcome = job.work(session)

@@ -1,11 +1,12 @@
 """Who is calling: the API key of the request, resolved once per request."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated
 
 from anyio import to_thread
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
@@ -32,7 +33,11 @@ _KEY_LOOKUP = (
     "SELECT k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
     "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ? AND k.revoked_at IS NULL"
 )
-_LIVE_KEY = text(_KEY_LOOKUP.replace("?", ":key_hash"))
+_LIVE_KEYS = text(
+    "SELECT k.key_hash, k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
+    "JOIN tenants t ON t.id = k.tenant_id "
+    "WHERE k.key_hash IN :key_hashes AND k.revoked_at IS NULL"
+).bindparams(bindparam("key_hashes", expanding=True))
 
 
 def _refuse(message: str, reason: str) -> AuthenticationFailed:
@@ -69,18 +74,19 @@ def _lookup(db: Database, key_hash: str) -> Principal | None:
     return Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
 
 
-def live_principal(session: Session, key_hash: str) -> Principal | None:
-    """The live key of `key_hash`, read in the caller's transaction."""
-    row = session.execute(_LIVE_KEY, {"key_hash": key_hash}).first()
-    if row is None:
-        return None
-    return Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
+def live_principals(session: Session, key_hashes: Collection[str]) -> dict[str, Principal]:
+    """The live keys among `key_hashes` (by hash), read in the caller's transaction."""
+    rows = session.execute(_LIVE_KEYS, {"key_hashes": sorted(key_hashes)})
+    return {
+        row[0]: Principal(key_id=row[1], kind=row[2], tenant_id=row[3], default_currency=row[4])
+        for row in rows
+    }
 
 
 class KeyCache:
     """Principals by key hash, per process: a request on the event path finds its caller
     without a trip to the database before it writes. A cached principal is never trusted
-    alone: the request's write transaction reads the key again (`live_principal`), and a
+    alone: the request's write transaction reads the key again (`live_principals`), and a
     request refused before it writes (invalid body) reads it first, so a revoked key is
     refused on its very next request, on every process."""
 
