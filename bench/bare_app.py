@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--mode", choices=["async", "sync"], default="async")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     os.environ["BENCH_BARE_MODE"] = args.mode
     uvicorn.run(
@@ -78,7 +79,7 @@ def main() -> None:
         factory=True,
         host=args.host,
         port=args.port,
-        workers=1,
+        workers=args.workers,
         access_log=False,
         log_config=None,
         server_header=False,

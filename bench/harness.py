@@ -67,7 +67,12 @@ class Benchmark:
         return f"<!-- {self.marker}:end -->"
 
     def result_files(self) -> list[Path]:
-        return [RESULTS / f"{self.name}-{backend}.json" for backend in BACKENDS]
+        """Per backend, its results, then those of its variants (e.g. `ingest-workers2-`)."""
+        files = []
+        for backend in BACKENDS:
+            files.append(RESULTS / f"{self.name}-{backend}.json")
+            files += sorted(RESULTS.glob(f"{self.name}-*-{backend}.json"))
+        return files
 
     def update_readme(self, readme: Path = README) -> None:
         """Rewrite the figures between the markers from the recorded results."""
@@ -173,7 +178,8 @@ def run(
         suffix = (
             ".json" if opts.write_results else "-profiled.tmp" if opts.profile_dir else "-quick.tmp"
         )
-        path = RESULTS / f"{bench.name}-{backend}{suffix}"
+        variant = getattr(opts, "variant", "")
+        path = RESULTS / f"{bench.name}{variant}-{backend}{suffix}"
         path.write_text(json.dumps(result, indent=2) + "\n")
         if show is not None:
             show(result)

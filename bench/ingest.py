@@ -25,7 +25,7 @@ from bench.harness import console
 from bench.server import ServerProcess, Target, bare_server, fresh_database, returnstack_server
 
 BATCH_RATIO_TARGET = {"sqlite": 0.40, "postgresql": 0.20}  # of the database ceiling
-SINGLE_RATIO_TARGET = {"sqlite": 0.50}  # of bare FastAPI's req/s
+SINGLE_RATIO_TARGET = {"sqlite": 0.50, "postgresql": 0.25}  # of bare FastAPI's req/s
 PEAK_RSS_TARGET_MB = 300
 
 
@@ -40,6 +40,8 @@ class Options(harness.Options):
     tool: str
     sort_stores: bool
     profile_wall: bool
+    workers: int
+    variant: str  # in the results file's name: "" for one process, "-workers2" for two
 
 
 def options(args: Any, argv: list[str]) -> Options:
@@ -61,6 +63,8 @@ def options(args: Any, argv: list[str]) -> Options:
         tool=tool,
         sort_stores=args.store_order == "sorted",
         profile_wall=args.profile_wall,
+        workers=args.workers,
+        variant="" if args.workers == 1 else f"-workers{args.workers}",
     )
 
 
@@ -149,7 +153,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             "u": _bodies(opts, target, "u", opts.single_warmup, 1, None),
             "s": _bodies(opts, target, "s", opts.single, 1, None),
         }
-        server = returnstack_server(target)
+        server = returnstack_server(target, opts.workers)
         with server:
             console.print(f"  returnstack serve: pid {server.pid}, port {server.port}")
             _load(opts, server, files["w"], auth, "batch warm-up")
@@ -183,7 +187,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         server_log = server.log()
         bare: dict[str, loadgen.LoadResult] = {}
         for mode in ("async", "sync"):
-            with bare_server(target, mode) as app:
+            with bare_server(target, mode, opts.workers) as app:
                 _load(opts, app, files["u"], auth, f"bare FastAPI ({mode}) warm-up")
                 bare[mode] = _load(opts, app, files["s"], auth, f"bare FastAPI ({mode}) measured")
         versions = harness.machine(target)
@@ -227,6 +231,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         "source": source,
         "machine": versions,
         "load_generator": {"tool": opts.tool, "clients": opts.clients},
+        "workers": opts.workers,
         "store_order": "sorted" if opts.sort_stores else "random",
         "ratios": {
             "batch_vs_ceiling": round(batch_ratio, 3),
@@ -333,8 +338,10 @@ def render_one(result: dict[str, Any]) -> str:
     rows_written = batch.get("rows_written") or round(
         sum(batch["rows_per_event"].values()) * batch["events"]
     )
+    workers = result.get("workers", 1)
+    processes = "" if workers == 1 else f", {workers} server processes (and bare FastAPI's)"
     lines = [
-        f"### {backend}",
+        f"### {backend}{processes}",
         "",
         f"Run of {result['started_at']}: `{result['command']}` "
         f"({machine['cpus']} cores, {machine['cpu_model'] or 'unknown CPU'}; "
@@ -444,6 +451,13 @@ def cli(argv: list[str]) -> int:
         "--single", type=int, help="measured one-event requests (default 30000; quick 3000)"
     )
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes of the server (`returnstack serve --workers N`) and of the bare "
+        "FastAPI baseline (default 1); N > 1 is recorded apart (ingest-workersN-<backend>.json)",
+    )
     parser.add_argument(
         "--profile-wall",
         action="store_true",

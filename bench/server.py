@@ -127,6 +127,28 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a server's worker processes)."""
+    found = [pid]
+    for parent in found:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    found += [int(child) for child in children.read().split()]
+    return found
+
+
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of `pid` and its descendants that are alive (a server and
+    its workers), in seconds."""
+    user = system = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            u, s = cpu_times(member)
+            user, system = user + u, system + s
+    return user, system
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time used so far by a process (all its threads)."""
     return sum(cpu_times(pid))
@@ -183,19 +205,25 @@ class ServerProcess:
 
     def _sample(self) -> None:
         while self._sampling.is_set():
-            with contextlib.suppress(OSError):
-                rss = proc_status(self.pid)["VmRSS"]
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                rss = self.memory()["VmRSS"]
                 self.sampled_peak_kb = max(self.sampled_peak_kb, rss)
             time.sleep(0.1)
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        return sum(tree_cpu_times(self.pid))
 
     def cpu_times(self) -> tuple[float, float]:
-        return cpu_times(self.pid)
+        """The server's CPU time, its worker processes' included."""
+        return tree_cpu_times(self.pid)
 
     def memory(self) -> dict[str, int]:
-        return proc_status(self.pid)
+        """VmRSS and VmHWM of the largest process of the server (its workers included)."""
+        sizes = []
+        for member in process_tree(self.pid):
+            with contextlib.suppress(OSError, KeyError):
+                sizes.append(proc_status(member))
+        return max(sizes, key=lambda size: size.get("VmHWM", 0))
 
     def log(self) -> str:
         try:
@@ -206,8 +234,8 @@ class ServerProcess:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        with contextlib.suppress(OSError, KeyError):
-            self.final_hwm_kb = proc_status(self.pid)["VmHWM"]
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.final_hwm_kb = self.memory()["VmHWM"]
         self._sampling.clear()
         self.process.send_signal(signal.SIGINT)
         try:
@@ -223,14 +251,17 @@ class ServerProcess:
         self.stop()
 
 
-def returnstack_server(target: Target) -> ServerProcess:
+def returnstack_server(target: Target, workers: int = 1) -> ServerProcess:
     command = [returnstack_command(), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     return ServerProcess(command, service_env(target), target.workdir, "returnstack")
 
 
-def bare_server(target: Target, mode: str) -> ServerProcess:
+def bare_server(target: Target, mode: str, workers: int = 1) -> ServerProcess:
     """The framework ceiling (bench/bare_app.py), served like `returnstack serve` serves."""
     env = service_env(target)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "bench.bare_app", "--port", "{port}", "--mode", mode]
+    command += ["--workers", str(workers)]
     return ServerProcess(command, env, target.workdir, f"bare-{mode}")
