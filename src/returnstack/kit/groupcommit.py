@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
 from returnstack.kit.errors import ApiError, Overloaded
+from returnstack.kit.metrics import GROUP_COMMIT_REQUESTS, OVERLOADED
 
 log = logging.getLogger("returnstack.groupcommit")
 
@@ -131,6 +132,7 @@ class GroupCommitter:
             return True
 
     def _overloaded(self) -> Overloaded:
+        OVERLOADED.inc()
         return Overloaded(headers={"Retry-After": str(max(1, round(self.max_wait)))})
 
     def stop(self) -> None:
@@ -172,6 +174,7 @@ class GroupCommitter:
             group = self._take()
             if not group:
                 return  # stopped, nothing left
+            GROUP_COMMIT_REQUESTS.observe(len(group))
             try:
                 self._write(group)
             except BaseException as exc:  # never leave a caller waiting

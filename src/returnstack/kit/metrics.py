@@ -35,3 +35,14 @@ WEBHOOK_ATTEMPT_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+GROUP_COMMIT_REQUESTS = Histogram(
+    "returnstack_group_commit_requests",
+    "Requests written per group commit (kit/groupcommit.py).",
+    buckets=(1, 2, 4, 8, 16, 32, 48),
+    registry=REGISTRY,
+)
+OVERLOADED = Counter(
+    "returnstack_overloaded_total",
+    "Requests refused with 503 overloaded (the writer's queue full or its wait too long).",
+    registry=REGISTRY,
+)
