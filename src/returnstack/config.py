@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(2000, ge=1)
     ingest_max_wait: float = Field(
-        5.0,
+        10.0,
         gt=0,
         le=300,
         description=(

@@ -36,7 +36,7 @@ T = TypeVar("T")
 # A group is bounded so that one commit does not wait behind a huge amount of work (and a
 # PostgreSQL transaction stays well under its 64 cached subtransactions).
 MAX_GROUP_JOBS = 48
-MAX_GROUP_UNITS = 5_000  # events, roughly: a few large batches fill a group
+MAX_GROUP_UNITS = 2_000  # events, roughly: two large batches fill a group
 
 
 # Runs several pieces of work at once (set-based: one statement for all of them where the
