@@ -179,7 +179,7 @@ class ServerProcess:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout_s: float = 60) -> "ServerProcess":
+    def start(self, timeout_s: float = 180) -> "ServerProcess":
         command = [part.replace("{port}", str(self.port)) for part in self.command]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
