@@ -144,13 +144,14 @@ def test_a_request_that_fails_alone_does_not_fail_its_group(
     assert answers["first"].status_code == 200, answers["first"].text
     assert answers["good"].status_code == 200, answers["good"].text
     # Duplicates are resolved within the group as across groups: `first` was committed by
-    # the group before; `good` by a neighbour of the same group.
-    assert answers["good"].json()["accepted"] == 1
-    assert answers["good"].json()["duplicates"] == 1
+    # the group before; `good`, sent by two requests of the same group, is recorded by the
+    # one the writer took first (the threads race) and a duplicate for the other.
     again = answers["same id again"]
     assert again.status_code == 200, again.text
-    assert (again.json()["accepted"], again.json()["duplicates"]) == (1, 1)
-    assert again.json()["ids"][0] == answers["good"].json()["ids"][0]
+    both = [answers["good"].json(), again.json()]
+    assert sum(body["accepted"] for body in both) == 2  # good once, late_dup
+    assert sum(body["duplicates"] for body in both) == 2  # first, and good once
+    assert both[0]["ids"][0] == both[1]["ids"][0]
     assert answers["conflict"].status_code == 409, answers["conflict"].text
     assert answers["conflict"].json()["error"]["type"] == "conflict"
     assert answers["revoked"].status_code == 401, answers["revoked"].text
