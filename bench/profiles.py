@@ -48,8 +48,8 @@ RATE = 50.0  # lookups a second: moderate (a lookup costs the server millisecond
 SEGMENT_COUNT_TARGET_S = {"postgresql": 1.0}  # GET /v1/segments/{id}, every run
 EXPORT_ROWS_PER_S_TARGET = 50_000
 EXPORT_FLAT_MARGIN_MB = 10.0  # RSS growth of the large export at most that of the small + this
-# What segments.stream_csv sets for an export (PostgreSQL: plan the cursor to read every row);
-# the driver's baseline read runs with the same settings.
+# What customers.repository.stream_segment_rows sets for an export (PostgreSQL: plan the
+# cursor to read every row); the driver's baseline read runs with the same settings.
 EXPORT_SETTINGS: dict[str, dict[str, float]] = {"postgresql": {"cursor_tuple_fraction": 1.0}}
 
 # The segment counted (three conditions) and the shape of the dataset.
@@ -838,15 +838,15 @@ def driver_read(target: Target, conn: Any, tenant_id: str, where: str) -> dict[s
     a server-side cursor, as the service streams)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from returnstack.customers import segments
+    from returnstack.customers import repository, segments
     from returnstack.customers.expressions import compile_where
 
-    statement = segments._sorted(
-        segments._rows_query(tenant_id, compile_where(where)), segments.parse_sort(None)
+    statement = repository.sorted_segment_rows(
+        tenant_id, compile_where(where), segments.parse_sort(None)
     )
     dialect = sqlite.dialect() if target.backend == "sqlite" else postgresql.dialect()
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    # The planner settings segments.stream_csv gives its export's transaction.
+    # The planner settings stream_segment_rows gives its export's transaction.
     settings = EXPORT_SETTINGS.get(target.backend, {})
     rows = 0
     cursor = conn.cursor() if target.backend == "sqlite" else conn.cursor(name="bench_export")

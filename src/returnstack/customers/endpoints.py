@@ -3,16 +3,11 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from returnstack.customers import erasure
-from returnstack.customers.render import (
-    customer_exists,
-    customer_profile,
-    email_profile,
-    linked_emails,
-)
+from returnstack.customers import repository as customers
+from returnstack.customers.render import customer_exists, customer_profile, email_profile
 from returnstack.customers.schemas import CustomerProfileOut, OrderPage
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
@@ -21,10 +16,8 @@ from returnstack.kit.http import (
     Limit,
 )
 from returnstack.kit.openapi import errors
-from returnstack.kit.pagination import decode_cursor, encode_cursor
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import normalize_email
-from returnstack.models import Order
 from returnstack.orders.service import render_orders
 from returnstack.returns import repository
 from returnstack.returns.attachments import AttachmentStorage
@@ -57,7 +50,7 @@ def _emails_of_known(session: Session, tenant_id: str, customer_id: str) -> list
     """The customer's linked emails; 404 for a customer never seen (or erased)."""
     if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
         raise _not_found(customer_id)
-    return linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    return customers.linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
 
 
 @router.get("/v1/customers/lookup", response_model=CustomerProfileOut, responses=READ_ERRORS)
@@ -102,28 +95,17 @@ def customer_orders(
     """The customer's orders, newest first (also those placed under a linked email alone)."""
     tenant_id = principal.tenant_id
     emails = _emails_of_known(session, tenant_id, customer_id)
-    query = select(Order).where(
-        Order.tenant_id == tenant_id,
-        or_(
-            Order.customer_id == customer_id,
-            and_(Order.customer_id.is_(None), Order.email.in_(emails)),
-        ),
+    rows, next_cursor = customers.customer_orders(
+        session,
+        tenant_id=tenant_id,
+        customer_id=customer_id,
+        emails=emails,
+        limit=limit,
+        cursor=cursor,
     )
-    if cursor is not None:
-        placed_at, order_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Order.placed_at < placed_at,
-                and_(Order.placed_at == placed_at, Order.id < order_id),
-            )
-        )
-    rows = list(
-        session.scalars(query.order_by(Order.placed_at.desc(), Order.id.desc()).limit(limit + 1))
-    )
-    last = rows[limit - 1] if len(rows) > limit else None
     return {
-        "data": render_orders(session, tenant_id=tenant_id, orders=rows[:limit]),
-        "next_cursor": encode_cursor(last.placed_at, last.id) if last else None,
+        "data": render_orders(session, tenant_id=tenant_id, orders=rows),
+        "next_cursor": next_cursor,
     }
 
 

@@ -13,30 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, delete, event, func, or_, select, update
+from sqlalchemy import event
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import sqltypes
 
+from returnstack.customers import repository
 from returnstack.customers.expressions import rewrite_literals
-from returnstack.customers.profiles import customer_owner, guest_owner
-from returnstack.customers.render import customer_exists, linked_emails
+from returnstack.customers.fields import customer_owner, guest_owner
+from returnstack.customers.render import customer_exists
 from returnstack.kit.errors import NotFound
-from returnstack.models import (
-    Attachment,
-    Cart,
-    Customer,
-    CustomerEmail,
-    CustomerProfile,
-    IdempotencyKey,
-    Order,
-    OutboxEvent,
-    Return,
-    ReturnHistory,
-    ReturnItem,
-    Segment,
-    StorefrontSession,
-    WebhookDelivery,
-)
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.returns.attachments import AttachmentStorage
@@ -45,7 +29,6 @@ log = logging.getLogger(__name__)
 
 STOREFRONT_CUSTOMER = "storefront:customer"  # the history actor of an erased customer
 ERASED = "[erased]"
-_MATCHES_PER_QUERY = 200  # LIKE conditions OR-ed in one query
 
 
 @dataclass(frozen=True)
@@ -98,11 +81,11 @@ def erase_email(
 ) -> None:
     """Erase the person an email (normalised) belongs to: the customer it is linked to, or
     else the guest known only by it; 404 when the email was never seen (or is erased)."""
-    link = session.get(CustomerEmail, (tenant_id, email))
+    link = repository.find_email(session, tenant_id=tenant_id, email=email)
     if link is not None and link.customer_id is not None:
         erase_customer(session, tenant_id=tenant_id, customer_id=link.customer_id, storage=storage)
         return
-    if link is None and not _guest_seen(session, tenant_id, email):
+    if link is None and not repository.email_seen(session, tenant_id=tenant_id, email=email):
         raise NotFound("No customer with this email.")
     person = Person(
         customer_id=None,
@@ -116,24 +99,14 @@ def erase_email(
 def _customer(session: Session, tenant_id: str, customer_id: str) -> Person | None:
     if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
         return None
-    customer = session.get(Customer, (tenant_id, customer_id))
-    emails = set(linked_emails(session, tenant_id=tenant_id, customer_id=customer_id))
+    customer = repository.find_customer(session, tenant_id=tenant_id, customer_id=customer_id)
+    emails = set(repository.linked_emails(session, tenant_id=tenant_id, customer_id=customer_id))
     if customer is not None and customer.email and customer.email not in emails:
         # The latest email given with the id, unless another customer owns it.
-        link = session.get(CustomerEmail, (tenant_id, customer.email))
+        link = repository.find_email(session, tenant_id=tenant_id, email=customer.email)
         if link is None or link.customer_id is None:
             emails.add(customer.email)
-    # An email that was a guest before its link had an id of its own, which receivers
-    # may have seen.
-    guest_ids = session.scalars(
-        select(CustomerEmail.server_id)
-        .where(
-            CustomerEmail.tenant_id == tenant_id,
-            CustomerEmail.email.in_(sorted(emails)),
-            CustomerEmail.server_id.is_not(None),
-        )
-        .order_by(CustomerEmail.server_id)
-    ).all()
+    guest_ids = repository.guest_server_ids(session, tenant_id=tenant_id, emails=emails)
     server_ids = [customer.server_id] if customer is not None else []
     return Person(
         customer_id=customer_id,
@@ -143,75 +116,26 @@ def _customer(session: Session, tenant_id: str, customer_id: str) -> Person | No
     )
 
 
-def _guest_seen(session: Session, tenant_id: str, email: str) -> bool:
-    for model in (Order, Return, Cart):
-        found = session.scalar(
-            select(model.tenant_id)
-            .where(model.tenant_id == tenant_id, model.email == email)
-            .limit(1)
-        )
-        if found is not None:
-            return True
-    profile = session.scalar(
-        select(CustomerProfile.owner)
-        .where(
-            CustomerProfile.tenant_id == tenant_id,
-            CustomerProfile.owner == guest_owner(email),
-        )
-        .limit(1)
-    )
-    return profile is not None
-
-
 def _erase(session: Session, tenant_id: str, person: Person, storage: AttachmentStorage) -> None:
     customer_id, emails = person.customer_id, list(person.emails)
-
-    def theirs(model: type[Order] | type[Return]) -> ColumnElement[bool]:
-        mine: ColumnElement[bool] = model.email.in_(emails)
-        if customer_id is not None:
-            mine = or_(model.customer_id == customer_id, mine)
-        return and_(model.tenant_id == tenant_id, mine)
-
-    return_ids = list(session.scalars(select(Return.id).where(theirs(Return))))
-    _erase_returns(session, tenant_id, person, return_ids, storage)
-    # A fact of another customer that used one of these emails keeps that customer's id.
-    for model in (Order, Return):
-        values: dict[str, Any] = {"email": None}
-        if customer_id is not None:
-            values["customer_id"] = func.nullif(model.customer_id, customer_id)
-        session.execute(
-            update(model)
-            .where(theirs(model))
-            .values(**values)
-            .execution_options(synchronize_session=False)
+    return_ids = repository.their_return_ids(
+        session, tenant_id=tenant_id, customer_id=customer_id, emails=emails
+    )
+    if return_ids:  # notes, metadata, files and their actor name go; items and history stay
+        keys = repository.wipe_returns(
+            session,
+            tenant_id=tenant_id,
+            return_ids=return_ids,
+            actor=person.actor,
+            anonymous=STOREFRONT_CUSTOMER,
         )
-    sessions: ColumnElement[bool] = StorefrontSession.email.in_(emails)
+        if keys:
+            _delete_files_after_commit(session, storage, keys)
     owners = [guest_owner(email) for email in emails]
     if customer_id is not None:
-        sessions = or_(StorefrontSession.customer_id == customer_id, sessions)
         owners.append(customer_owner(customer_id))
-    session.execute(
-        delete(StorefrontSession).where(StorefrontSession.tenant_id == tenant_id, sessions)
-    )
-    session.execute(delete(Cart).where(Cart.tenant_id == tenant_id, Cart.email.in_(emails)))
-    session.execute(
-        delete(CustomerProfile).where(
-            CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner.in_(owners)
-        )
-    )
-    links: ColumnElement[bool] = CustomerEmail.email.in_(emails)
-    if customer_id is not None:
-        links = or_(CustomerEmail.customer_id == customer_id, links)
-        session.execute(
-            delete(Customer).where(Customer.tenant_id == tenant_id, Customer.id == customer_id)
-        )
-    session.execute(delete(CustomerEmail).where(CustomerEmail.tenant_id == tenant_id, links))
-    # Another customer whose latest email was one of these no longer shows it.
-    session.execute(
-        update(Customer)
-        .where(Customer.tenant_id == tenant_id, Customer.email.in_(emails))
-        .values(email=None)
-        .execution_options(synchronize_session=False)
+    repository.forget_person(
+        session, tenant_id=tenant_id, customer_id=customer_id, emails=emails, owners=owners
     )
     _rewrite_segments(session, tenant_id, person)
     _drop_replays(session, tenant_id, person, return_ids)
@@ -226,47 +150,6 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
         "customer.erased",
         extra={"tenant_id": tenant_id, "returns": len(return_ids), "guest": customer_id is None},
     )
-
-
-def _erase_returns(
-    session: Session,
-    tenant_id: str,
-    person: Person,
-    return_ids: list[str],
-    storage: AttachmentStorage,
-) -> None:
-    """Notes, metadata and attachments of the person's returns, and their name as a history
-    actor; the items and the history themselves stay."""
-    if not return_ids:
-        return
-    session.execute(
-        update(Return)
-        .where(Return.tenant_id == tenant_id, Return.id.in_(return_ids))
-        .values(note=None, metadata_={})
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(ReturnItem)
-        .where(ReturnItem.tenant_id == tenant_id, ReturnItem.return_id.in_(return_ids))
-        .values(note=None)
-    )
-    history = and_(ReturnHistory.tenant_id == tenant_id, ReturnHistory.return_id.in_(return_ids))
-    session.execute(update(ReturnHistory).where(history).values(note=None))
-    if person.actor is not None:
-        session.execute(
-            update(ReturnHistory)
-            .where(history, ReturnHistory.actor == person.actor)
-            .values(actor=STOREFRONT_CUSTOMER)
-        )
-    keys = list(
-        session.scalars(
-            delete(Attachment)
-            .where(Attachment.tenant_id == tenant_id, Attachment.return_id.in_(return_ids))
-            .returning(Attachment.storage_key)
-        )
-    )
-    if keys:
-        _delete_files_after_commit(session, storage, keys)
 
 
 def _delete_files_after_commit(
@@ -292,7 +175,7 @@ def _rewrite_segments(session: Session, tenant_id: str, person: Person) -> None:
             return value.strip().lower() in person.emails
         return field == "customer_id" and value == person.customer_id
 
-    for segment in session.scalars(select(Segment).where(Segment.tenant_id == tenant_id)):
+    for segment in repository.segments_of(session, tenant_id=tenant_id):
         expression = rewrite_literals(segment.expression, names_them)
         name = person.redact(segment.name) if person.named_in(segment.name) else segment.name
         if (expression, name) != (segment.expression, segment.name):
@@ -304,22 +187,12 @@ def _drop_replays(session: Session, tenant_id: str, person: Person, return_ids: 
     """Stored responses (idempotency replays, every scope) that name the person or show one
     of their returns. A retry with such a key does the work again, as after 24 h."""
     finder = _Finder(person, frozenset(return_ids))
-    replays = select(IdempotencyKey.scope, IdempotencyKey.key, IdempotencyKey.response_body)
     stale = [
         (scope, key)
-        for scope, key, body in session.execute(
-            replays.where(IdempotencyKey.tenant_id == tenant_id).execution_options(yield_per=1000)
-        )
+        for scope, key, body in repository.replays(session, tenant_id=tenant_id)
         if finder.in_key(key) or finder.in_body(bytes(body))
     ]
-    for scope, key in stale:
-        session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.tenant_id == tenant_id,
-                IdempotencyKey.scope == scope,
-                IdempotencyKey.key == key,
-            )
-        )
+    repository.delete_replays(session, tenant_id=tenant_id, keys=stale)
 
 
 def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: list[str]) -> None:
@@ -328,25 +201,9 @@ def _scrub_outbox(session: Session, tenant_id: str, person: Person, return_ids: 
     customer reference, and those of their returns notes, metadata and attachments; in any
     event their email disappears from free text and their storefront actor is anonymised."""
     quoted = [orjson.dumps(value).decode() for value in (person.customer_id, person.actor) if value]
-    found: list[ColumnElement[bool]] = []
-    for column in (OutboxEvent.data, OutboxEvent.changes):
-        text = func.cast(column, sqltypes.Text)
-        found.extend(text.contains(needle, autoescape=True) for needle in quoted + return_ids)
-        found.extend(func.lower(text).contains(email, autoescape=True) for email in person.emails)
-    if not found:
-        return
-    # In chunks: SQLite refuses an expression over 1,000 levels deep (a person with
-    # hundreds of returns would make one).
-    rows = {
-        row.id: row
-        for start in range(0, len(found), _MATCHES_PER_QUERY)
-        for row in session.scalars(
-            select(OutboxEvent).where(
-                OutboxEvent.tenant_id == tenant_id,
-                or_(*found[start : start + _MATCHES_PER_QUERY]),
-            )
-        )
-    }.values()
+    rows = repository.outbox_events_naming(
+        session, tenant_id=tenant_id, needles=quoted + return_ids, emails=person.emails
+    )
     finder = _Finder(person, frozenset(return_ids))
     for row in rows:
         data = row.data if isinstance(row.data, dict) else {}
@@ -367,35 +224,15 @@ def _scrub_delivery_responses(
     """A receiver may echo what it was sent: the kept snippets of its answers that name the
     person or one of their returns are dropped."""
     needles = [value for value in (person.customer_id, *return_ids) if value]
-    text = WebhookDelivery.response_body
-    found = [text.contains(needle, autoescape=True) for needle in needles]
-    found += [func.lower(text).contains(email, autoescape=True) for email in person.emails]
-    if not found:
-        return
-    rows = {
-        delivery_id: body
-        for start in range(0, len(found), _MATCHES_PER_QUERY)
-        for delivery_id, body in session.execute(
-            select(WebhookDelivery.id, WebhookDelivery.response_body).where(
-                WebhookDelivery.tenant_id == tenant_id,
-                or_(*found[start : start + _MATCHES_PER_QUERY]),
-            )
-        )
-    }.items()
+    rows = repository.deliveries_naming(
+        session, tenant_id=tenant_id, needles=needles, emails=person.emails
+    )
     named = [
         delivery_id
-        for delivery_id, body in rows
+        for delivery_id, body in rows.items()
         if body and (person.named_in(body) or any(rid in body for rid in return_ids))
     ]
-    for start in range(0, len(named), 500):
-        session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.tenant_id == tenant_id,
-                WebhookDelivery.id.in_(named[start : start + 500]),
-            )
-            .values(response_body=None)
-        )
+    repository.clear_delivery_responses(session, tenant_id=tenant_id, ids=named)
 
 
 @dataclass(frozen=True)

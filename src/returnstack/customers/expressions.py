@@ -26,14 +26,13 @@ from lark import Lark, Token, Tree, UnexpectedCharacters, UnexpectedInput, Unexp
 from sqlalchemy import ColumnElement, String, and_, func, not_, or_, true
 from sqlalchemy.orm import QueryableAttribute
 
+from returnstack.customers.fields import COLUMNS, FLAGS, TIMESTAMPS
 from returnstack.kit.errors import InvalidRequest
 from returnstack.models import Customer, CustomerProfile
 
 MAX_LENGTH = 4000  # the length of Segment.expression
 MAX_DEPTH = 32  # nested and / or / not
 MAX_INTEGER = 2**63 - 1  # BIGINT
-SERIAL_RETURNER = "serial_returner"
-FLAGS = frozenset({SERIAL_RETURNER})
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -100,27 +99,39 @@ class Field:
 
 EMAIL = func.coalesce(Customer.email, CustomerProfile.guest_email, type_=String())
 
-FIELDS: dict[str, Field] = {
-    field.name: field
-    for field in (
-        Field("customer_id", "text", CustomerProfile.customer_id, nullable=True),
-        Field("email", "text", EMAIL, nullable=True),
-        Field("currency", "text", CustomerProfile.currency),
-        Field("orders", "integer", CustomerProfile.orders),
-        Field("items_purchased", "integer", CustomerProfile.items_purchased),
-        Field("gross_revenue", "integer", CustomerProfile.gross_revenue),
-        Field("returns", "integer", CustomerProfile.returns),
-        Field("items_returned", "integer", CustomerProfile.items_returned),
-        Field("refunded", "integer", CustomerProfile.refunded),
-        Field("net_revenue", "integer", CustomerProfile.net_revenue),
-        Field("return_rate_items", "rate", CustomerProfile.return_rate_items),
-        Field("return_rate_value", "rate", CustomerProfile.return_rate_value),
-        Field("first_order_at", "timestamp", CustomerProfile.first_order_at, nullable=True),
-        Field("last_order_at", "timestamp", CustomerProfile.last_order_at, nullable=True),
-        Field("last_return_at", "timestamp", CustomerProfile.last_return_at, nullable=True),
-        Field("flags", "flags", CustomerProfile.serial_returner),
-    )
-}
+
+def _profile_field(name: str) -> Field:
+    if name == "email":
+        return Field(name, "text", EMAIL, nullable=True)
+    if name == "flags":
+        return Field(name, "flags", CustomerProfile.serial_returner)
+    column = getattr(CustomerProfile, name)
+    if name in TIMESTAMPS:
+        return Field(name, "timestamp", column, nullable=True)
+    if name in ("customer_id", "currency"):
+        return Field(name, "text", column, nullable=name == "customer_id")
+    return Field(name, "rate" if name.startswith("return_rate_") else "integer", column)
+
+
+FIELDS: dict[str, Field] = {name: _profile_field(name) for name in COLUMNS}
+
+
+@dataclass(frozen=True)
+class Sort:
+    """The order of segmentation rows: one field, then the row's key (owner, currency)."""
+
+    field: Field
+    descending: bool = False
+
+    @property
+    def spec(self) -> str:
+        return f"-{self.field.name}" if self.descending else self.field.name
+
+    @property
+    def by_key(self) -> bool:
+        """customer_id ascending, nulls (guests) last, is the order of the table's key
+        (owner: "c:<customer id>" before "g:<email>"), which its index reads as it is."""
+        return self.field.name == "customer_id" and not self.descending
 
 
 # The parsed expression: what the SQL is made from (and what the tests look at).

@@ -4,24 +4,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from returnstack.customers.profiles import SERIAL_RETURNER, customer_owner, guest_owner
-from returnstack.kit.timefmt import rfc3339
-from returnstack.models import Customer, CustomerEmail, CustomerProfile
-
-TOTALS = (
-    "orders",
-    "items_purchased",
-    "gross_revenue",
-    "returns",
-    "items_returned",
-    "refunded",
-    "net_revenue",
-    "return_rate_items",
-    "return_rate_value",
+from returnstack.customers import repository
+from returnstack.customers.fields import (
+    CHANNELS,
+    SERIAL_RETURNER,
+    TOTALS,
+    customer_owner,
+    guest_owner,
 )
+from returnstack.kit.timefmt import rfc3339
+from returnstack.models import CustomerProfile
 
 
 def render_profile(
@@ -52,54 +46,28 @@ def render_profile(
                 "orders": sum(getattr(row, f"{channel}_orders") for row in rows),
                 "returns": sum(getattr(row, f"{channel}_returns") for row in rows),
             }
-            for channel in ("online", "offline")
+            for channel in CHANNELS
         },
         "flags": flags,
     }
 
 
-def _rows(session: Session, tenant_id: str, owner: str) -> list[CustomerProfile]:
-    return list(
-        session.scalars(
-            select(CustomerProfile)
-            .where(CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner == owner)
-            .execution_options(populate_existing=True)  # written around the ORM
-        )
-    )
-
-
-def linked_emails(session: Session, *, tenant_id: str, customer_id: str) -> list[str]:
-    return list(
-        session.scalars(
-            select(CustomerEmail.email)
-            .where(CustomerEmail.tenant_id == tenant_id, CustomerEmail.customer_id == customer_id)
-            .order_by(CustomerEmail.email)
-        )
-    )
-
-
 def customer_exists(session: Session, *, tenant_id: str, customer_id: str) -> bool:
     """Known by a customer record or by profile rows (not erased)."""
-    if session.get(Customer, (tenant_id, customer_id)) is not None:
+    if repository.find_customer(session, tenant_id=tenant_id, customer_id=customer_id):
         return True
-    owner = customer_owner(customer_id)
-    found = session.scalar(
-        select(CustomerProfile.owner)
-        .where(CustomerProfile.tenant_id == tenant_id, CustomerProfile.owner == owner)
-        .limit(1)
-    )
-    return found is not None
+    return repository.has_profile(session, tenant_id=tenant_id, owner=customer_owner(customer_id))
 
 
 def customer_profile(
     session: Session, *, tenant_id: str, customer_id: str
 ) -> dict[str, Any] | None:
     """The customer's profile; None for an id never seen (or erased)."""
-    customer = session.get(Customer, (tenant_id, customer_id))
-    rows = _rows(session, tenant_id, customer_owner(customer_id))
+    customer = repository.find_customer(session, tenant_id=tenant_id, customer_id=customer_id)
+    rows = repository.profile_rows(session, tenant_id=tenant_id, owner=customer_owner(customer_id))
     if customer is None and not rows:
         return None
-    emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    emails = repository.linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
     email = customer.email if customer is not None and customer.email else None
     return render_profile(
         server_id=customer.server_id if customer is not None else None,
@@ -112,10 +80,10 @@ def customer_profile(
 
 def email_profile(session: Session, *, tenant_id: str, email: str) -> dict[str, Any] | None:
     """The profile of the customer an email is linked to, else of that email as a guest."""
-    link = session.get(CustomerEmail, (tenant_id, email))
+    link = repository.find_email(session, tenant_id=tenant_id, email=email)
     if link is not None and link.customer_id is not None:
         return customer_profile(session, tenant_id=tenant_id, customer_id=link.customer_id)
-    rows = _rows(session, tenant_id, guest_owner(email))
+    rows = repository.profile_rows(session, tenant_id=tenant_id, owner=guest_owner(email))
     if link is None and not rows:
         return None
     return render_profile(

@@ -12,71 +12,29 @@ import binascii
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Row, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Row
 from sqlalchemy.orm import Session
 
-from returnstack.customers.expressions import (
-    FIELDS,
-    SERIAL_RETURNER,
-    Field,
-    compile_where,
-)
+from returnstack.customers import repository
+from returnstack.customers.expressions import FIELDS, Sort, compile_where
+from returnstack.customers.fields import COLUMNS, SERIAL_RETURNER, TIMESTAMPS
 from returnstack.kit.csvcells import spreadsheet_safe
 from returnstack.kit.db import Database
 from returnstack.kit.errors import InvalidRequest, NotFound
 from returnstack.kit.ids import new_id
-from returnstack.kit.pagination import decode_cursor, encode_cursor
 from returnstack.kit.timefmt import rfc3339
-from returnstack.models import Customer, CustomerProfile, Segment
+from returnstack.models import Segment
 
-COLUMNS = (
-    "customer_id",
-    "email",
-    "currency",
-    "orders",
-    "items_purchased",
-    "gross_revenue",
-    "returns",
-    "items_returned",
-    "refunded",
-    "net_revenue",
-    "return_rate_items",
-    "return_rate_value",
-    "first_order_at",
-    "last_order_at",
-    "last_return_at",
-    "flags",
-)
-TIMESTAMPS = ("first_order_at", "last_order_at", "last_return_at")
 VALUES = COLUMNS[:-1]  # read as they are (but timestamps), in this order; then:
 FLAG = len(VALUES)  # serial_returner (-> flags)
 _TIMESTAMP_INDEXES = tuple(VALUES.index(name) for name in TIMESTAMPS)
 SORTABLE = tuple(name for name in COLUMNS if name != "flags")
 DEFAULT_SORT = "customer_id"  # customers by id, then guests by email; each by currency
 CSV_BATCH = 1000  # rows fetched from the database, and written, at a time
-
-RowsQuery = Select[*tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class Sort:
-    field: Field
-    descending: bool = False
-
-    @property
-    def spec(self) -> str:
-        return f"-{self.field.name}" if self.descending else self.field.name
-
-    @property
-    def by_key(self) -> bool:
-        """customer_id ascending, nulls (guests) last, is the order of the table's key
-        (owner: "c:<customer id>" before "g:<email>"), which its index reads as it is."""
-        return self.field.name == "customer_id" and not self.descending
 
 
 def parse_sort(value: str | None) -> Sort:
@@ -94,49 +52,6 @@ def parse_sort(value: str | None) -> Sort:
             ],
         )
     return Sort(FIELDS[name], descending=text.startswith("-"))
-
-
-def _rows_query(tenant_id: str, condition: ColumnElement[bool]) -> RowsQuery:
-    joined = CustomerProfile.__table__.outerjoin(
-        Customer.__table__,
-        and_(
-            Customer.tenant_id == CustomerProfile.tenant_id,
-            Customer.id == CustomerProfile.customer_id,
-        ),
-    )
-    values = [FIELDS[name].column.label(name) for name in VALUES]
-    return (
-        select(*values, CustomerProfile.serial_returner, CustomerProfile.owner)
-        .select_from(joined)
-        .where(CustomerProfile.tenant_id == tenant_id, condition)
-    )
-
-
-def _sorted(query: RowsQuery, sort: Sort) -> RowsQuery:
-    tie = (CustomerProfile.owner.asc(), CustomerProfile.currency.asc())
-    if sort.by_key:
-        return query.order_by(*tie)
-    column = sort.field.column
-    key = column.desc() if sort.descending else column.asc()
-    # (Only where a null can be: the index of net_revenue then serves both directions.)
-    return query.order_by(key.nulls_last() if sort.field.nullable else key, *tie)
-
-
-def _after(sort: Sort, value: Any, owner: str, currency: str) -> ColumnElement[bool]:
-    """The rows that come after (value, owner, currency) in the sort order."""
-    column = sort.field.column
-    tie = or_(
-        CustomerProfile.owner > owner,
-        and_(CustomerProfile.owner == owner, CustomerProfile.currency > currency),
-    )
-    if sort.by_key:
-        return tie
-    if value is None:  # nulls come last: only later nulls follow
-        return and_(column.is_(None), tie)
-    beyond = column < value if sort.descending else column > value
-    if not sort.field.nullable:
-        return or_(beyond, and_(column == value, tie))
-    return or_(beyond, and_(column == value, tie), column.is_(None))
 
 
 # Cursors: base64url of [sort, value, owner, currency]; opaque to clients.
@@ -206,17 +121,16 @@ def list_customers(
 ) -> dict[str, Any]:
     """One page of the rows `condition` (from `compile_where`) selects:
     {"data": [rows], "next_cursor": ...}."""
-    query = _rows_query(tenant_id, condition)
-    if cursor is not None:
-        query = query.where(_after(sort, *_decode(sort, cursor)))
-    rows = list(session.execute(_sorted(query, sort).limit(limit + 1)))
+    after = _decode(sort, cursor) if cursor is not None else None
+    rows = repository.segment_rows(
+        session, tenant_id=tenant_id, condition=condition, sort=sort, after=after, limit=limit + 1
+    )
     next_cursor = _encode(sort, rows[limit - 1]) if len(rows) > limit else None
     return {"data": [render_row(row) for row in rows[:limit]], "next_cursor": next_cursor}
 
 
 def count_customers(session: Session, *, tenant_id: str, condition: ColumnElement[bool]) -> int:
-    query = _rows_query(tenant_id, condition)
-    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return repository.count_segment_rows(session, tenant_id=tenant_id, condition=condition)
 
 
 def _csv_cells(row: Row[Any]) -> list[Any]:
@@ -233,7 +147,6 @@ def stream_csv(
     """Every row `condition` selects, as CSV (a header row first), `CSV_BATCH` rows at a
     time: one query read through a server-side cursor, so memory stays flat whatever the
     size. It opens its own read transaction: the request's ends before the body is sent."""
-    query = _sorted(_rows_query(tenant_id, condition), sort)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -245,18 +158,11 @@ def stream_csv(
 
     writer.writerow(COLUMNS)
     yield flush()
-    with db.transaction(write=False) as session:
-        connection = session.connection()
-        if connection.dialect.name == "postgresql":
-            # A server-side cursor is planned for its first rows (cursor_tuple_fraction 0.1):
-            # walking the key index and filtering, where reading every match and sorting
-            # them is many times faster for an export that reads them all.
-            connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
-        streamed = query.execution_options(stream_results=True, max_row_buffer=CSV_BATCH)
-        result = connection.execute(streamed)
-        for batch in result.partitions(CSV_BATCH):
-            writer.writerows(_csv_cells(row) for row in batch)
-            yield flush()
+    for batch in repository.stream_segment_rows(
+        db, tenant_id=tenant_id, condition=condition, sort=sort, batch=CSV_BATCH
+    ):
+        writer.writerows(_csv_cells(row) for row in batch)
+        yield flush()
 
 
 # Saved segments
@@ -283,19 +189,12 @@ def create_segment(session: Session, *, tenant_id: str, name: str, where: str) -
         created_at=now,
         updated_at=now,
     )
-    session.add(segment)
-    session.flush()
+    repository.add_segment(session, segment)
     return render_segment(segment)
 
 
 def find_segment(session: Session, *, tenant_id: str, segment_id: str) -> Segment:
-    segment = (
-        None
-        if "\x00" in segment_id
-        else session.scalar(
-            select(Segment).where(Segment.tenant_id == tenant_id, Segment.id == segment_id)
-        )
-    )
+    segment = repository.find_segment(session, tenant_id=tenant_id, segment_id=segment_id)
     if segment is None:
         raise NotFound(f"No segment {segment_id!r}.")
     return segment
@@ -313,24 +212,13 @@ def list_segments(
     session: Session, *, tenant_id: str, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     """Newest first; the cursor is the (created_at, id) of the last segment of the page."""
-    query = select(Segment).where(Segment.tenant_id == tenant_id)
-    if cursor is not None:
-        created_at, segment_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Segment.created_at < created_at,
-                and_(Segment.created_at == created_at, Segment.id < segment_id),
-            )
-        )
-    query = query.order_by(Segment.created_at.desc(), Segment.id.desc()).limit(limit + 1)
-    segments = list(session.scalars(query))
-    last = segments[limit - 1] if len(segments) > limit else None
-    return {
-        "data": [render_segment(segment) for segment in segments[:limit]],
-        "next_cursor": encode_cursor(last.created_at, last.id) if last else None,
-    }
+    segments, next_cursor = repository.list_segments(
+        session, tenant_id=tenant_id, limit=limit, cursor=cursor
+    )
+    return {"data": [render_segment(segment) for segment in segments], "next_cursor": next_cursor}
 
 
 def delete_segment(session: Session, *, tenant_id: str, segment_id: str) -> None:
-    session.delete(find_segment(session, tenant_id=tenant_id, segment_id=segment_id))
-    session.flush()
+    repository.delete_segment(
+        session, find_segment(session, tenant_id=tenant_id, segment_id=segment_id)
+    )

@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from returnstack.customers import repository
 from returnstack.customers.profiles import merge_guests
-from returnstack.kit.bulk import insert_rows
 from returnstack.kit.ids import new_id
-from returnstack.models import Customer, CustomerEmail
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +42,9 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
             }
         if identity.email is not None:
             emails[identity.email] = emails.get(identity.email) or identity.customer_id
-    insert_rows(
+    repository.upsert_customers(session, [customers[key] for key in sorted(customers)])
+    repository.upsert_emails(
         session,
-        Customer,
-        [customers[key] for key in sorted(customers)],
-        on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
-        "email = COALESCE(excluded.email, customers.email), "
-        "name = COALESCE(excluded.name, customers.name), updated_at = excluded.updated_at",
-    )
-    insert_rows(
-        session,
-        CustomerEmail,
         [
             {
                 "tenant_id": tenant_id,
@@ -65,8 +56,6 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
             }
             for email, cid in sorted(emails.items())
         ],
-        on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "
-        "customer_id = COALESCE(customer_emails.customer_id, excluded.customer_id)",
     )
     # Only an email that came with a customer id can have been linked just now, and only
     # to that customer: an email linked before has no guest rows left.

@@ -23,7 +23,8 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from returnstack.customers import segments
 from returnstack.customers.expressions import compile_where
-from returnstack.customers.render import customer_profile, email_profile, linked_emails
+from returnstack.customers.render import customer_profile, email_profile
+from returnstack.customers.repository import linked_emails
 from returnstack.customers.schemas import SegmentCreate
 from returnstack.customers.segments import list_customers, parse_sort, stream_csv
 from returnstack.dashboard import insights, users
@@ -1434,7 +1435,10 @@ def save_policy(request: Request, posted: Admin, session: DbSession) -> Response
         document = attempt(
             session, lambda: _policy_from_form(form, current_policy, tenant.default_currency)
         )
-        attempt(session, lambda: policies.put_policy(session, tenant_id=tenant_id, policy=document))
+        attempt(
+            session,
+            lambda: returns_service.put_policy(session, tenant_id=tenant_id, policy=document),
+        )
     except FormErrors as errors:
         return _settings_page(
             request,

@@ -1,13 +1,18 @@
-"""Cursor pagination: a cursor is the (timestamp, id) of the last row of a page, opaque to
-clients (base64url of a JSON pair)."""
+"""Keyset pagination, written once: a cursor is the (timestamp, id) of the last row of a
+page, opaque to clients (base64url of a JSON pair)."""
 
 import base64
 import binascii
 from datetime import datetime
+from typing import TypeVar
 
 import orjson
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from returnstack.kit.errors import InvalidRequest
+
+T = TypeVar("T")
 
 
 def encode_cursor(at: datetime, row_id: str) -> str:
@@ -28,3 +33,29 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest(
             "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
         ) from None
+
+
+def keyset_page(
+    session: Session,
+    query: Select[T],
+    *,
+    at: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[str],
+    limit: int,
+    cursor: str | None,
+    oldest_first: bool = False,
+) -> tuple[list[T], str | None]:
+    """One page of `query`'s rows, newest first by (timestamp, id), or oldest first; the
+    cursor is the pair of the page's last row, and every row appears on exactly one page."""
+    if cursor is not None:
+        after_at, after_id = decode_cursor(cursor)
+        if oldest_first:
+            query = query.where(or_(at > after_at, and_(at == after_at, row_id > after_id)))
+        else:
+            query = query.where(or_(at < after_at, and_(at == after_at, row_id < after_id)))
+    order = (at.asc(), row_id.asc()) if oldest_first else (at.desc(), row_id.desc())
+    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(getattr(last, at.key), getattr(last, row_id.key))

@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import ProfileChanges, lines_delta, order_delta
 from returnstack.events.schemas import PurchaseEvent, StoreRef
-from returnstack.kit.bulk import insert_rows, insert_rows_returning, upsert_rows_returning
 from returnstack.kit.errors import NotFound
 from returnstack.kit.timefmt import rfc3339
-from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
+from returnstack.models import Order, OrderLine
+from returnstack.orders import repository
+from returnstack.orders.repository import STORE_DETAILS, load_stores, store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
@@ -27,28 +27,13 @@ class RecordedPurchase:
     currency: str
 
 
-def store_resource(store: StoreRef | Store | None) -> dict[str, Any] | None:
-    if store is None:
-        return None
-    return {"id": store.id, "name": store.name, "city": store.city, "country": store.country}
-
-
-def load_stores(session: Session, *, tenant_id: str, ids: Iterable[str | None]) -> dict[str, Store]:
-    wanted = {store_id for store_id in ids if store_id}
-    if not wanted:
-        return {}
-    query = select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(wanted))
-    return {store.id: store for store in session.scalars(query)}
-
-
 def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreRef]) -> None:
     """Upsert the stores named by events; details given later fill in or replace older ones."""
     now = datetime.now(UTC)
-    keep = ("name", "city", "region", "country", "postal_code")
     rows: dict[str, dict[str, Any]] = {}
     for store in stores:
         row = rows.setdefault(store.id, {"tenant_id": tenant_id, "id": store.id, "updated_at": now})
-        for field in keep:
+        for field in STORE_DETAILS:
             value = getattr(store, field)
             if value is not None or field not in row:
                 row[field] = value  # a detail given later replaces; an absent one keeps
@@ -58,16 +43,9 @@ def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreR
     # commit, and every batch naming a busy store would otherwise queue behind the others.
     for known in load_stores(session, tenant_id=tenant_id, ids=rows).values():
         row = rows[known.id]
-        if all(row[field] is None or row[field] == getattr(known, field) for field in keep):
+        if all(row[name] is None or row[name] == getattr(known, name) for name in STORE_DETAILS):
             del rows[known.id]
-    insert_rows(
-        session,
-        Store,
-        [rows[key] for key in sorted(rows)],
-        on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
-        + ", ".join(f"{col} = COALESCE(excluded.{col}, stores.{col})" for col in keep)
-        + ", updated_at = excluded.updated_at",
-    )
+    repository.upsert_stores(session, [rows[key] for key in sorted(rows)])
 
 
 def record_purchases(
@@ -155,11 +133,7 @@ def record_purchases(
     # is stable: of two rows with one key, the earlier event's is the one inserted.
     orders.sort(key=itemgetter("id"))
     lines.sort(key=itemgetter("order_id", "line_id"))
-    new_orders = set(
-        insert_rows_returning(
-            session, Order, orders, on_conflict="ON CONFLICT DO NOTHING", returning="id"
-        )
-    )
+    new_orders = repository.insert_new_orders(session, orders)
     # The lines of an order made just now are all new (the first of a repeated line id
     # wins, as the database would keep it); those a later event adds to a known order may
     # exist already, and the database says which were inserted.
@@ -172,16 +146,8 @@ def record_purchases(
         elif key not in new_lines:
             new_lines.add(key)
             of_new_orders.append(line)
-    insert_rows(session, OrderLine, of_new_orders)
-    new_lines.update(
-        upsert_rows_returning(
-            session,
-            OrderLine,
-            of_known_orders,
-            on_conflict="ON CONFLICT DO NOTHING",
-            returning=("order_id", "line_id"),
-        )
-    )
+    repository.insert_lines(session, of_new_orders)
+    new_lines.update(repository.insert_new_lines(session, of_known_orders))
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
     _count_in_profiles(session, tenant_id, profiles, orders, new_orders, lines, new_lines)
     product_signals.count_new_order_lines(
@@ -224,12 +190,7 @@ def _count_in_profiles(
             added.setdefault(line["order_id"], []).append((line["quantity"], line["unit_price"]))
     known = [order_id for order_id in added if order_id not in owners]
     if known:
-        query = select(Order.id, Order.customer_id, Order.email, Order.currency).where(
-            Order.tenant_id == tenant_id, Order.id.in_(known)
-        )
-        owners.update(
-            {order_id: (cid, email, cur) for order_id, cid, email, cur in session.execute(query)}
-        )
+        owners.update(repository.order_owners(session, tenant_id=tenant_id, order_ids=known))
     for order_id, order_lines in added.items():
         customer_id, email, currency = owners[order_id]
         profiles.add(customer_id, email, currency, lines_delta(order_lines))
@@ -276,9 +237,7 @@ def allocate_to_lines(
 
 
 def get_order(session: Session, *, tenant_id: str, order_id: str) -> dict[str, Any]:
-    if "\x00" in order_id:  # cannot be stored, so cannot exist (and PostgreSQL refuses it)
-        raise NotFound(f"No order {order_id!r}.")
-    order = session.scalar(select(Order).where(Order.tenant_id == tenant_id, Order.id == order_id))
+    order = repository.find_order(session, tenant_id=tenant_id, order_id=order_id)
     if order is None:
         raise NotFound(f"No order {order_id!r}.")
     return render_orders(session, tenant_id=tenant_id, orders=[order])[0]
@@ -296,36 +255,13 @@ def render_orders(
         return []
     order_ids = [order.id for order in orders]
     lines_by_order: dict[str, list[OrderLine]] = {order_id: [] for order_id in order_ids}
-    for line in session.scalars(
-        select(OrderLine)
-        .where(OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(order_ids))
-        .order_by(OrderLine.order_id, OrderLine.position)
-    ):
+    for line in repository.lines_of(session, tenant_id=tenant_id, order_ids=order_ids):
         lines_by_order[line.order_id].append(line)
     claims: dict[str, list[tuple[str | None, str, str | None, int, int]]] = {
         order_id: [] for order_id in order_ids
     }
-    claiming = Return.claiming.is_(True)
-    rows = session.execute(
-        select(
-            ReturnItem.order_id,
-            ReturnItem.line_id,
-            ReturnItem.product_id,
-            ReturnItem.variant_id,
-            func.sum(ReturnItem.quantity).filter(claiming),
-            func.sum(ReturnItem.received_quantity),
-        )
-        .join(
-            Return, (Return.tenant_id == ReturnItem.tenant_id) & (Return.id == ReturnItem.return_id)
-        )
-        .where(
-            ReturnItem.tenant_id == tenant_id,
-            ReturnItem.order_id.in_(order_ids),
-            ReturnItem.return_id != exclude_return_id if exclude_return_id else true(),
-        )
-        .group_by(
-            ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id
-        )
+    rows = repository.claims_on(
+        session, tenant_id=tenant_id, order_ids=order_ids, exclude_return_id=exclude_return_id
     )
     for order_id, line_id, product_id, variant_id, claimed, returned in rows:
         claims[order_id].append((line_id, product_id, variant_id, claimed or 0, returned or 0))

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from returnstack.customers.profiles import linked_customers
+from returnstack.customers.repository import linked_customers
 from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.models import Order
 from returnstack.orders.service import render_orders

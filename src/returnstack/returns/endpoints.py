@@ -262,4 +262,4 @@ def read_policy(principal: SecretKey, session: DbSession) -> Any:
 )
 def replace_policy(data: policies.PolicyDocument, principal: SecretKey, session: DbSession) -> Any:
     """Replace the policy; fields left out take their defaults."""
-    return policies.put_policy(session, tenant_id=principal.tenant_id, policy=data)
+    return service.put_policy(session, tenant_id=principal.tenant_id, policy=data)

@@ -1,18 +1,15 @@
 """The tenant's return policy: window, fees, reasons, product and category rules."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_rows
 from returnstack.kit.schemas import Schema
 from returnstack.kit.types import Amount, ClientId, Name, ShortText
-from returnstack.models import Policy as PolicyRow
+from returnstack.returns import repository
 from returnstack.returns.reasons import DEFAULT_REASONS
 
 ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}$")]
@@ -127,25 +124,5 @@ def terms_for(policy: PolicyDocument, *, product_id: str, category: str | None) 
 
 
 def get_policy(session: Session, *, tenant_id: str) -> PolicyDocument:
-    document = session.scalar(select(PolicyRow.document).where(PolicyRow.tenant_id == tenant_id))
+    document = repository.policy_document(session, tenant_id=tenant_id)
     return PolicyDocument() if document is None else PolicyDocument.model_validate(document)
-
-
-def put_policy(session: Session, *, tenant_id: str, policy: PolicyDocument) -> PolicyDocument:
-    insert_rows(
-        session,
-        PolicyRow,
-        [
-            {
-                "tenant_id": tenant_id,
-                "document": policy.model_dump(mode="json"),
-                "updated_at": datetime.now(UTC),
-            }
-        ],
-        on_conflict="ON CONFLICT (tenant_id) DO UPDATE SET "
-        "document = excluded.document, updated_at = excluded.updated_at",
-    )
-    from returnstack.customers.profiles import reevaluate_flags  # profiles read policies
-
-    reevaluate_flags(session, tenant_id=tenant_id)
-    return policy

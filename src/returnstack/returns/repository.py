@@ -1,18 +1,28 @@
-"""Reading returns: by id or number, for update, and as filtered, paginated lists."""
+"""The returns' SQL: reading returns by id or number, for update, and as filtered,
+paginated lists; the tenant's policy document."""
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from returnstack.kit.bulk import insert_rows
 from returnstack.kit.errors import NotFound
-from returnstack.kit.pagination import decode_cursor, encode_cursor
-from returnstack.models import Attachment, Event, Return, ReturnHistory, ReturnItem, Store
-from returnstack.orders.service import load_stores, store_resource
+from returnstack.kit.pagination import keyset_page
+from returnstack.models import (
+    Attachment,
+    Event,
+    Policy,
+    Return,
+    ReturnHistory,
+    ReturnItem,
+    Store,
+)
+from returnstack.orders.repository import load_stores, store_resource
 from returnstack.returns.render import render_return
 
 _ITEM_COLUMNS = [c.key for c in ReturnItem.__table__.columns]
@@ -216,32 +226,30 @@ def list_returns(
 ) -> tuple[list[Return], str | None]:
     """Newest first (oldest first for the dashboard's queues of waiting returns); the cursor
     is the (created_at, id) of the last row of the page."""
-    query = _filtered(select(Return), tenant_id, filters)
-    if cursor is not None:
-        created_at, return_id = decode_cursor(cursor)
-        if oldest_first:
-            query = query.where(
-                or_(
-                    Return.created_at > created_at,
-                    and_(Return.created_at == created_at, Return.id > return_id),
-                )
-            )
-        else:
-            query = query.where(
-                or_(
-                    Return.created_at < created_at,
-                    and_(Return.created_at == created_at, Return.id < return_id),
-                )
-            )
-    order = (
-        (Return.created_at.asc(), Return.id.asc())
-        if oldest_first
-        else (Return.created_at.desc(), Return.id.desc())
+    return keyset_page(
+        session,
+        _filtered(select(Return), tenant_id, filters),
+        at=Return.created_at,
+        row_id=Return.id,
+        limit=limit,
+        cursor=cursor,
+        oldest_first=oldest_first,
     )
-    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
-    last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = encode_cursor(last.created_at, last.id) if last else None
-    return rows[:limit], next_cursor
+
+
+def policy_document(session: Session, *, tenant_id: str) -> dict[str, Any] | None:
+    return session.scalar(select(Policy.document).where(Policy.tenant_id == tenant_id))
+
+
+def save_policy_document(session: Session, *, tenant_id: str, document: dict[str, Any]) -> None:
+    row = {"tenant_id": tenant_id, "document": document, "updated_at": datetime.now(UTC)}
+    insert_rows(
+        session,
+        Policy,
+        [row],
+        on_conflict="ON CONFLICT (tenant_id) DO UPDATE SET "
+        "document = excluded.document, updated_at = excluded.updated_at",
+    )
 
 
 @dataclass(frozen=True)

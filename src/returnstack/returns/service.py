@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from returnstack.customers.profiles import ProfileChanges, return_delta
-from returnstack.customers.render import linked_emails
+from returnstack.customers.profiles import ProfileChanges, reevaluate_flags, return_delta
+from returnstack.customers.repository import linked_emails
 from returnstack.customers.service import Identity
 from returnstack.customers.service import remember as remember_customers
 from returnstack.events.schemas import ReturnEvent
@@ -25,7 +25,7 @@ from returnstack.kit.errors import (
 from returnstack.kit.ids import new_id
 from returnstack.models import Return, ReturnHistory, ReturnItem
 from returnstack.models.returns import ReturnStatus
-from returnstack.orders.service import store_resource
+from returnstack.orders.repository import store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
@@ -33,10 +33,15 @@ from returnstack.returns import repository
 from returnstack.returns.eligibility import Checked, Requester, check_items
 from returnstack.returns.errors import RefundExceedsRefundable, VersionMismatch
 from returnstack.returns.errors import ReturnErrorCode as Code
-from returnstack.returns.policy import get_policy
+from returnstack.returns.policy import PolicyDocument, get_policy
 from returnstack.returns.reasons import normalize_free_text_reason
 from returnstack.returns.render import render_return
-from returnstack.returns.repository import ReturnFilters, find_return, render_returns
+from returnstack.returns.repository import (
+    ReturnFilters,
+    find_return,
+    render_returns,
+    save_policy_document,
+)
 from returnstack.returns.schemas import (
     CancelBody,
     CustomerRef,
@@ -855,3 +860,11 @@ def list_returns(
 def get_return(session: Session, *, tenant_id: str, reference: str) -> dict[str, Any]:
     ret = find_return(session, tenant_id=tenant_id, reference=reference)
     return render_returns(session, tenant_id=tenant_id, returns=[ret])[0]
+
+
+def put_policy(session: Session, *, tenant_id: str, policy: PolicyDocument) -> PolicyDocument:
+    """Replace the tenant's policy; every profile is then flagged by its serial-returner rule."""
+    document = policy.model_dump(mode="json")
+    save_policy_document(session, tenant_id=tenant_id, document=document)
+    reevaluate_flags(session, tenant_id=tenant_id)
+    return policy

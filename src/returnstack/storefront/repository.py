@@ -1,12 +1,11 @@
 """The storefront's SQL: sessions, and which orders and returns a caller owns."""
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from returnstack.kit.pagination import decode_cursor, encode_cursor
+from returnstack.kit.pagination import keyset_page
 from returnstack.models import Customer, CustomerEmail, Order, Return, StorefrontSession
 
 
@@ -121,31 +120,6 @@ def orders_of(session: Session, *, tenant_id: str, order_ids: list[str]) -> list
     )
 
 
-def _page(
-    session: Session,
-    model: Any,
-    *,
-    condition: ColumnElement[bool],
-    at_column: InstrumentedAttribute[datetime],
-    id_column: InstrumentedAttribute[str],
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Any], str | None]:
-    """Newest first by (timestamp, id); the cursor is the last row's pair."""
-    query = select(model).where(condition)
-    if cursor is not None:
-        at, row_id = decode_cursor(cursor)
-        query = query.where(or_(at_column < at, and_(at_column == at, id_column < row_id)))
-    rows = list(
-        session.scalars(query.order_by(at_column.desc(), id_column.desc()).limit(limit + 1))
-    )
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(getattr(last, at_column.key), getattr(last, id_column.key))
-    return rows[:limit], next_cursor
-
-
 def list_orders(
     session: Session,
     *,
@@ -154,12 +128,11 @@ def list_orders(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Order], str | None]:
-    return _page(
+    return keyset_page(
         session,
-        Order,
-        condition=and_(Order.tenant_id == tenant_id, ownership),
-        at_column=Order.placed_at,
-        id_column=Order.id,
+        select(Order).where(Order.tenant_id == tenant_id, ownership),
+        at=Order.placed_at,
+        row_id=Order.id,
         limit=limit,
         cursor=cursor,
     )
@@ -173,12 +146,11 @@ def list_returns(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Return], str | None]:
-    return _page(
+    return keyset_page(
         session,
-        Return,
-        condition=and_(Return.tenant_id == tenant_id, ownership),
-        at_column=Return.created_at,
-        id_column=Return.id,
+        select(Return).where(Return.tenant_id == tenant_id, ownership),
+        at=Return.created_at,
+        row_id=Return.id,
         limit=limit,
         cursor=cursor,
     )

@@ -1,0 +1,124 @@
+"""The orders' SQL: stores, orders and lines as purchases record them, and what returns
+claimed of each line."""
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import Session
+
+from returnstack.events.schemas import StoreRef
+from returnstack.kit.bulk import insert_rows, insert_rows_returning, upsert_rows_returning
+from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
+
+STORE_DETAILS = ("name", "city", "region", "country", "postal_code")
+
+
+def store_resource(store: StoreRef | Store | None) -> dict[str, Any] | None:
+    """A store as orders and returns show it (a stored row or one named by an event)."""
+    if store is None:
+        return None
+    return {"id": store.id, "name": store.name, "city": store.city, "country": store.country}
+
+
+def load_stores(session: Session, *, tenant_id: str, ids: Iterable[str | None]) -> dict[str, Store]:
+    wanted = {store_id for store_id in ids if store_id}
+    if not wanted:
+        return {}
+    query = select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(wanted))
+    return {store.id: store for store in session.scalars(query)}
+
+
+def upsert_stores(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Details given (not null) replace the stored ones; absent ones keep them."""
+    insert_rows(
+        session,
+        Store,
+        rows,
+        on_conflict="ON CONFLICT (tenant_id, id) DO UPDATE SET "
+        + ", ".join(f"{col} = COALESCE(excluded.{col}, stores.{col})" for col in STORE_DETAILS)
+        + ", updated_at = excluded.updated_at",
+    )
+
+
+def insert_new_orders(session: Session, orders: Sequence[dict[str, Any]]) -> set[str]:
+    """The ids of the orders inserted (an order already known is left as it is)."""
+    return set(
+        insert_rows_returning(
+            session, Order, orders, on_conflict="ON CONFLICT DO NOTHING", returning="id"
+        )
+    )
+
+
+def insert_lines(session: Session, lines: Sequence[dict[str, Any]]) -> None:
+    """Lines known to be new (those of orders inserted just now)."""
+    insert_rows(session, OrderLine, lines)
+
+
+def insert_new_lines(session: Session, lines: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """The (order id, line id) of the lines inserted; lines already recorded are kept."""
+    return set(
+        upsert_rows_returning(
+            session,
+            OrderLine,
+            lines,
+            on_conflict="ON CONFLICT DO NOTHING",
+            returning=("order_id", "line_id"),
+        )
+    )
+
+
+def order_owners(
+    session: Session, *, tenant_id: str, order_ids: Sequence[str]
+) -> dict[str, tuple[str | None, str | None, str]]:
+    """(customer id, email, currency) of each order."""
+    query = select(Order.id, Order.customer_id, Order.email, Order.currency).where(
+        Order.tenant_id == tenant_id, Order.id.in_(order_ids)
+    )
+    return {order_id: (cid, email, cur) for order_id, cid, email, cur in session.execute(query)}
+
+
+def find_order(session: Session, *, tenant_id: str, order_id: str) -> Order | None:
+    if "\x00" in order_id:  # cannot be stored, so cannot exist (and PostgreSQL refuses it)
+        return None
+    return session.scalar(select(Order).where(Order.tenant_id == tenant_id, Order.id == order_id))
+
+
+def lines_of(session: Session, *, tenant_id: str, order_ids: Sequence[str]) -> list[OrderLine]:
+    return list(
+        session.scalars(
+            select(OrderLine)
+            .where(OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(order_ids))
+            .order_by(OrderLine.order_id, OrderLine.position)
+        )
+    )
+
+
+def claims_on(
+    session: Session, *, tenant_id: str, order_ids: Sequence[str], exclude_return_id: str | None
+) -> list[tuple[Any, ...]]:
+    """(order id, line id, product id, variant id, units claimed, units back) per line (or
+    product) the returns name; only claiming returns claim units."""
+    claiming = Return.claiming.is_(True)
+    rows = session.execute(
+        select(
+            ReturnItem.order_id,
+            ReturnItem.line_id,
+            ReturnItem.product_id,
+            ReturnItem.variant_id,
+            func.sum(ReturnItem.quantity).filter(claiming),
+            func.sum(ReturnItem.received_quantity),
+        )
+        .join(
+            Return, (Return.tenant_id == ReturnItem.tenant_id) & (Return.id == ReturnItem.return_id)
+        )
+        .where(
+            ReturnItem.tenant_id == tenant_id,
+            ReturnItem.order_id.in_(order_ids),
+            ReturnItem.return_id != exclude_return_id if exclude_return_id else true(),
+        )
+        .group_by(
+            ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id
+        )
+    )
+    return list(rows.tuples())
