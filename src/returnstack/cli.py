@@ -26,6 +26,7 @@ from returnstack.kit.db import Database
 from returnstack.kit.errors import ApiError, ServiceUnavailable
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Tenant
+from returnstack.tenants import repository as tenants_repository
 
 app = typer.Typer(help="returnstack: a self-hostable returns platform.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -222,7 +223,7 @@ def tenants_list(as_json: JsonFlag = False) -> None:
     with _errors(as_json):
         db = _database()
     with db.transaction(write=False) as session:
-        tenants = list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
+        tenants = tenants_repository.list_tenants(session)
     rows = [
         {
             "id": t.id,
@@ -436,7 +437,7 @@ def _resolve_tenant(db: Database, tenant: str | None) -> Tenant:
     with db.transaction(write=False) as session:
         if tenant is not None:
             return find_tenant(session, tenant)
-        tenants = list(session.scalars(select(Tenant).limit(2)))
+        tenants = tenants_repository.list_tenants(session, limit=2)
     if len(tenants) != 1:
         raise InvalidRequest("More than one tenant (or none): choose one with --tenant.")
     return tenants[0]
@@ -468,9 +469,8 @@ def profiles_rebuild(
                 found = find_tenant(session, tenant)
                 tenants = [(found.id, found.name)]
             else:
-                tenants = [
-                    (t.id, t.name) for t in session.scalars(select(Tenant).order_by(Tenant.id))
-                ]
+                every = sorted(tenants_repository.list_tenants(session), key=lambda t: t.id)
+                tenants = [(t.id, t.name) for t in every]
         for tenant_id, name in tenants:
             with db.transaction() as session:  # one tenant at a time: short write locks
                 report = rebuild(session, tenant_id=tenant_id, write=not check)
@@ -592,11 +592,12 @@ DEMO_ADMIN = "admin@demo.example"
 def _demo_dashboard_user(session: Any, tenant_id: str) -> str | None:
     """The demo's dashboard admin; its password (generated) when it was just created."""
     from returnstack.dashboard.users import create_user
-    from returnstack.models import DashboardUser
+    from returnstack.kit.errors import Conflict
 
-    if session.scalar(select(DashboardUser.id).where(DashboardUser.email == DEMO_ADMIN)):
+    try:
+        return create_user(session, tenant_id=tenant_id, email=DEMO_ADMIN, role="admin").password
+    except Conflict:  # made by an earlier run
         return None
-    return create_user(session, tenant_id=tenant_id, email=DEMO_ADMIN, role="admin").password
 
 
 @app.command()
@@ -620,7 +621,7 @@ def demo(
     with _errors(as_json):
         db = _database()
     with db.transaction() as session:
-        tenant = session.scalar(select(Tenant).where(Tenant.name == "demo"))
+        tenant = tenants_repository.tenant_named(session, "demo")
         signing_secret = None
         if tenant is None:
             tenant = create_tenant(session, name="demo", default_currency="USD")

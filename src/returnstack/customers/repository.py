@@ -769,12 +769,12 @@ def wipe_returns(
     )
 
 
-def replays(session: Session, *, tenant_id: str) -> Iterator[tuple[str, str, bytes]]:
+def replays(session: Session, *, tenant_id: str) -> Iterator[Row[str, str, bytes]]:
     """(scope, key, response_body) of every stored idempotency replay, read in batches."""
     query = select(IdempotencyKey.scope, IdempotencyKey.key, IdempotencyKey.response_body)
     yield from session.execute(
         query.where(IdempotencyKey.tenant_id == tenant_id).execution_options(yield_per=1000)
-    ).tuples()
+    )
 
 
 def delete_replays(session: Session, *, tenant_id: str, keys: list[tuple[str, str]]) -> None:

@@ -4,7 +4,7 @@ claimed of each line."""
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, true
+from sqlalchemy import Row, func, select, true
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import StoreRef
@@ -96,7 +96,7 @@ def lines_of(session: Session, *, tenant_id: str, order_ids: Sequence[str]) -> l
 
 def claims_on(
     session: Session, *, tenant_id: str, order_ids: Sequence[str], exclude_return_id: str | None
-) -> list[tuple[Any, ...]]:
+) -> list[Row[*tuple[Any, ...]]]:
     """(order id, line id, product id, variant id, units claimed, units back) per line (or
     product) the returns name; only claiming returns claim units."""
     claiming = Return.claiming.is_(True)
@@ -121,4 +121,4 @@ def claims_on(
             ReturnItem.order_id, ReturnItem.line_id, ReturnItem.product_id, ReturnItem.variant_id
         )
     )
-    return list(rows.tuples())
+    return list(rows)

@@ -5,13 +5,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import Conflict, NotFound, ValidationFailed
 from returnstack.kit.ids import new_id
 from returnstack.kit.money import is_currency
-from returnstack.models import ApiKey, Tenant, TenantCounter
+from returnstack.models import ApiKey, Tenant
+from returnstack.tenants import repository
 
 KEY_KINDS = {"secret": "sk", "publishable": "pk"}
 # After a rotation, the secret replaced is still accepted this long (API.md 10).
@@ -44,7 +44,7 @@ def create_tenant(session: Session, *, name: str, default_currency: str = "USD")
                 {"path": "default_currency", "message": f"unknown ISO 4217 currency {currency!r}"}
             ]
         )
-    if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+    if repository.tenant_named(session, name) is not None:
         raise Conflict(f"A tenant named {name!r} already exists.")
     tenant = Tenant(
         id=new_id("ten"),
@@ -53,16 +53,12 @@ def create_tenant(session: Session, *, name: str, default_currency: str = "USD")
         signing_secret=secrets.token_urlsafe(32),
         created_at=datetime.now(UTC),
     )
-    session.add(tenant)
-    session.add(TenantCounter(tenant_id=tenant.id, name="return_number", value=0))
-    session.flush()
+    repository.add_tenant(session, tenant, counters=("return_number",))
     return tenant
 
 
 def find_tenant(session: Session, id_or_name: str) -> Tenant:
-    tenant = session.scalar(
-        select(Tenant).where(or_(Tenant.id == id_or_name, Tenant.name == id_or_name))
-    )
+    tenant = repository.find_tenant(session, id_or_name)
     if tenant is None:
         raise NotFound(f"No tenant with id or name {id_or_name!r}.")
     return tenant
@@ -72,16 +68,12 @@ def rotate_signing_secret(session: Session, *, tenant: Tenant) -> Tenant:
     """A new signing secret; the one it replaces stays valid for 24 h (tokens and signatures
     made with it keep working while the merchant deploys the new one). A second rotation
     within that time retires the oldest at once: only the secret just replaced is kept."""
-    now = datetime.now(UTC)
-    session.execute(
-        update(Tenant)
-        .where(Tenant.id == tenant.id)
-        .values(
-            signing_secret=secrets.token_urlsafe(32),
-            # The value before this UPDATE (so concurrent rotations chain, none is lost).
-            previous_signing_secret=Tenant.signing_secret,
-            previous_secret_expires_at=now + PREVIOUS_SECRET_GRACE,
-        )
+    repository.rotate_signing_secret(
+        session,
+        tenant_id=tenant.id,
+        secret=secrets.token_urlsafe(32),
+        now=datetime.now(UTC),
+        grace=PREVIOUS_SECRET_GRACE,
     )
     session.refresh(tenant)
     return tenant
@@ -92,13 +84,7 @@ def valid_signing_secrets(
 ) -> list[str]:
     """The tenant's signing secrets that verify tokens and signatures now: the current one
     first, then the one it replaced while its 24 h last. Try them in this order."""
-    row = session.execute(
-        select(
-            Tenant.signing_secret,
-            Tenant.previous_signing_secret,
-            Tenant.previous_secret_expires_at,
-        ).where(Tenant.id == tenant_id)
-    ).one_or_none()
+    row = repository.signing_secrets(session, tenant_id=tenant_id)
     if row is None:
         return []
     current, previous, expires_at = row
@@ -122,40 +108,25 @@ def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
         key_hash=hash_key(key),
         created_at=datetime.now(UTC),
     )
-    session.add(row)
-    session.flush()
+    repository.add_key(session, row)
     return CreatedKey(id=row.id, kind=kind, key=key, prefix=row.prefix, tenant_id=tenant.id)
 
 
 def list_keys(session: Session, *, tenant: Tenant) -> list[ApiKey]:
-    return list(
-        session.scalars(
-            select(ApiKey)
-            .where(ApiKey.tenant_id == tenant.id)
-            .order_by(ApiKey.created_at, ApiKey.id)
-        )
-    )
+    return repository.keys_of(session, tenant_id=tenant.id)
 
 
 def revoke_key(session: Session, *, key_id: str, tenant_id: str | None = None) -> ApiKey:
     """Revoke a key (of `tenant_id` only, when given: the dashboard's tenant)."""
-    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id))
+    key = repository.find_key(session, key_id)
     if key is None or (tenant_id is not None and key.tenant_id != tenant_id):
         raise NotFound(f"No key with id {key_id!r}.")
     if key.revoked_at is None:
-        session.execute(
-            update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC))
-        )
-        session.refresh(key)
+        repository.revoke_key(session, key, now=datetime.now(UTC))
     return key
 
 
 def next_numbers(session: Session, *, tenant_id: str, name: str, count: int) -> range:
     """Reserve `count` consecutive numbers of a per-tenant sequence (one UPDATE ... RETURNING)."""
-    last = session.execute(
-        update(TenantCounter)
-        .where(TenantCounter.tenant_id == tenant_id, TenantCounter.name == name)
-        .values(value=TenantCounter.value + count)
-        .returning(TenantCounter.value)
-    ).scalar_one()
+    last = repository.reserve_numbers(session, tenant_id=tenant_id, name=name, count=count)
     return range(last - count + 1, last + 1)

@@ -1,0 +1,89 @@
+"""The tenants' SQL: tenants, their signing secrets, API keys and number sequences."""
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Row, or_, select, update
+from sqlalchemy.orm import Session
+
+from returnstack.models import ApiKey, Tenant, TenantCounter
+
+
+def add_tenant(session: Session, tenant: Tenant, *, counters: tuple[str, ...]) -> None:
+    """The tenant, with its sequences (`counters`) starting at 0."""
+    session.add(tenant)
+    session.add_all(TenantCounter(tenant_id=tenant.id, name=name, value=0) for name in counters)
+    session.flush()
+
+
+def tenant_named(session: Session, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def find_tenant(session: Session, id_or_name: str) -> Tenant | None:
+    return session.scalar(
+        select(Tenant).where(or_(Tenant.id == id_or_name, Tenant.name == id_or_name))
+    )
+
+
+def list_tenants(session: Session, *, limit: int | None = None) -> list[Tenant]:
+    """Oldest first."""
+    query = select(Tenant).order_by(Tenant.created_at, Tenant.id).limit(limit)
+    return list(session.scalars(query))
+
+
+def rotate_signing_secret(
+    session: Session, *, tenant_id: str, secret: str, now: datetime, grace: timedelta
+) -> None:
+    """`secret` becomes current; the one it replaces is kept until `now + grace`."""
+    session.execute(
+        update(Tenant)
+        .where(Tenant.id == tenant_id)
+        .values(
+            signing_secret=secret,
+            # The value before this UPDATE (so concurrent rotations chain, none is lost).
+            previous_signing_secret=Tenant.signing_secret,
+            previous_secret_expires_at=now + grace,
+        )
+    )
+
+
+def signing_secrets(
+    session: Session, *, tenant_id: str
+) -> Row[str, str | None, datetime | None] | None:
+    """(current, previous, when the previous expires)."""
+    return session.execute(
+        select(
+            Tenant.signing_secret,
+            Tenant.previous_signing_secret,
+            Tenant.previous_secret_expires_at,
+        ).where(Tenant.id == tenant_id)
+    ).one_or_none()
+
+
+def add_key(session: Session, key: ApiKey) -> None:
+    session.add(key)
+    session.flush()
+
+
+def keys_of(session: Session, *, tenant_id: str) -> list[ApiKey]:
+    query = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+    return list(session.scalars(query.order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def find_key(session: Session, key_id: str) -> ApiKey | None:
+    return session.scalar(select(ApiKey).where(ApiKey.id == key_id))
+
+
+def revoke_key(session: Session, key: ApiKey, *, now: datetime) -> None:
+    session.execute(update(ApiKey).where(ApiKey.id == key.id).values(revoked_at=now))
+    session.refresh(key)
+
+
+def reserve_numbers(session: Session, *, tenant_id: str, name: str, count: int) -> int:
+    """Add `count` to the tenant's sequence (one UPDATE ... RETURNING); its new last value."""
+    return session.execute(
+        update(TenantCounter)
+        .where(TenantCounter.tenant_id == tenant_id, TenantCounter.name == name)
+        .values(value=TenantCounter.value + count)
+        .returning(TenantCounter.value)
+    ).scalar_one()
