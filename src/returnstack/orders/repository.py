@@ -84,6 +84,12 @@ def find_order(session: Session, *, tenant_id: str, order_id: str) -> Order | No
     return session.scalar(select(Order).where(Order.tenant_id == tenant_id, Order.id == order_id))
 
 
+def lock_orders(session: Session, *, tenant_id: str, order_ids: Sequence[str]) -> list[Order]:
+    """The orders, locked for this transaction in id order (so no deadlocks)."""
+    query = select(Order).where(Order.tenant_id == tenant_id, Order.id.in_(order_ids))
+    return list(session.scalars(query.order_by(Order.id).with_for_update()))
+
+
 def lines_of(session: Session, *, tenant_id: str, order_ids: Sequence[str]) -> list[OrderLine]:
     return list(
         session.scalars(

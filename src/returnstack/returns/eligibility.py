@@ -12,12 +12,12 @@ from fractions import Fraction
 from math import ceil, floor
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from returnstack.customers.repository import linked_customers
 from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.models import Order
+from returnstack.orders.repository import lock_orders
 from returnstack.orders.service import render_orders
 from returnstack.returns.errors import ReturnErrorCode as Code
 from returnstack.returns.policy import PolicyDocument, terms_for
@@ -120,14 +120,7 @@ def check_items(
     """Check every item; `requester` None means staff acting for the first order's customer."""
     now = now or datetime.now(UTC)
     order_ids = sorted({item.order_id for item in items})
-    rows = list(
-        session.scalars(
-            select(Order)
-            .where(Order.tenant_id == tenant_id, Order.id.in_(order_ids))
-            .order_by(Order.id)
-            .with_for_update()
-        )
-    )
+    rows = lock_orders(session, tenant_id=tenant_id, order_ids=order_ids)
     orders = {order.id: order for order in rows}
     if requester is None:
         first = next((orders[i.order_id] for i in items if i.order_id in orders), None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows
@@ -66,6 +66,41 @@ def find_return(
     if ret is None:
         raise NotFound(f"No return {reference!r}.")
     return ret
+
+
+def items_of(session: Session, ret: Return) -> list[ReturnItem]:
+    query = select(ReturnItem).where(
+        ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id
+    )
+    return list(session.scalars(query.order_by(ReturnItem.position)))
+
+
+def received_anything(session: Session, ret: Return) -> bool:
+    total = session.scalar(
+        select(func.coalesce(func.sum(ReturnItem.received_quantity), 0)).where(
+            ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id
+        )
+    )
+    return bool(total)
+
+
+def replace_items(session: Session, ret: Return, rows: Sequence[dict[str, Any]]) -> None:
+    session.execute(
+        delete(ReturnItem).where(
+            ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id
+        )
+    )
+    insert_rows(session, ReturnItem, rows)
+
+
+def last_history_seq(session: Session, ret: Return) -> int:
+    """The number of the return's latest history entry (0 before the first)."""
+    seq = session.scalar(
+        select(func.max(ReturnHistory.seq)).where(
+            ReturnHistory.tenant_id == ret.tenant_id, ReturnHistory.return_id == ret.id
+        )
+    )
+    return seq or 0
 
 
 def render_returns(

@@ -8,7 +8,6 @@ from fractions import Fraction
 from math import ceil, floor
 from typing import Any
 
-from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import ProfileChanges, reevaluate_flags, return_delta
@@ -373,16 +372,11 @@ def _add_history(
     note: str | None,
     at: datetime,
 ) -> None:
-    seq = session.scalar(
-        select(func.coalesce(func.max(ReturnHistory.seq), 0)).where(
-            ReturnHistory.tenant_id == ret.tenant_id, ReturnHistory.return_id == ret.id
-        )
-    )
     session.add(
         ReturnHistory(
             tenant_id=ret.tenant_id,
             return_id=ret.id,
-            seq=(seq or 0) + 1,
+            seq=repository.last_history_seq(session, ret) + 1,
             at=at,
             from_status=from_status,
             to_status=ret.status,
@@ -497,15 +491,6 @@ def _count_in_profile(
     profiles.apply()
 
 
-def _received_anything(session: Session, ret: Return) -> bool:
-    total = session.scalar(
-        select(func.coalesce(func.sum(ReturnItem.received_quantity), 0)).where(
-            ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id
-        )
-    )
-    return bool(total)
-
-
 def _refuse_transition(
     ret: Return, action: str, allowed: list[str], why: str = ""
 ) -> InvalidTransition:
@@ -516,16 +501,6 @@ def _refuse_transition(
             {"path": "status", "message": f"is {ret.status}", "code": Code.invalid_transition}
         ],
         extra={"current_status": ret.status, "allowed_actions": allowed},
-    )
-
-
-def _items_of(session: Session, ret: Return) -> list[ReturnItem]:
-    return list(
-        session.scalars(
-            select(ReturnItem)
-            .where(ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id)
-            .order_by(ReturnItem.position)
-        )
     )
 
 
@@ -547,7 +522,7 @@ def refundable(session: Session, ret: Return, items: list[ReturnItem]) -> tuple[
 def default_refund(session: Session, *, tenant_id: str, reference: str) -> int:
     """What a refund without `amount` would pay now (the dashboard pre-fills it)."""
     ret = find_return(session, tenant_id=tenant_id, reference=reference)
-    total, _ = refundable(session, ret, _items_of(session, ret))
+    total, _ = refundable(session, ret, repository.items_of(session, ret))
     return max(0, total - (ret.refund_amount or 0))
 
 
@@ -568,7 +543,7 @@ def apply_action(
     if requester is not None and not requester.owns(ret.customer_id, ret.email):
         raise NotFound(f"No return {reference!r}.")
     _check_version(ret, if_match)
-    received = _received_anything(session, ret)
+    received = repository.received_anything(session, ret)
     allowed = allowed_actions(status=ret.status, source=ret.source, received_anything=received)
     if action not in allowed:
         why = ""
@@ -601,7 +576,7 @@ def apply_action(
     elif action == "refund":
         # A reopened return may be refunded again: only for what was not refunded yet.
         already = ret.refund_amount or 0
-        total, restocking_fee = refundable(session, ret, _items_of(session, ret))
+        total, restocking_fee = refundable(session, ret, repository.items_of(session, ret))
         limit = max(0, total - already)
         amount = limit if body.amount is None else body.amount
         if amount > limit:
@@ -636,7 +611,7 @@ def apply_action(
 
 def _reclaim(session: Session, ret: Return) -> None:
     """Reopening a declined or cancelled return claims its units again, if still free."""
-    items = _items_of(session, ret)
+    items = repository.items_of(session, ret)
     requests = [
         ReturnItemCreate(
             order_id=item.order_id,
@@ -672,7 +647,7 @@ def _reclaim(session: Session, ret: Return) -> None:
 def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str, Any]]:
     # A line may appear in several items of a return: receipts fill them in order.
     items_by_line: dict[tuple[str, str | None], list[ReturnItem]] = {}
-    for item in _items_of(session, ret):
+    for item in repository.items_of(session, ret):
         items_by_line.setdefault((item.order_id, item.line_id), []).append(item)
     details = []
     changed: dict[int, ReturnItem] = {}
@@ -745,7 +720,9 @@ def update_return(
     _check_version(ret, if_match)
     if ret.status != ReturnStatus.requested:
         allowed = allowed_actions(
-            status=ret.status, source=ret.source, received_anything=_received_anything(session, ret)
+            status=ret.status,
+            source=ret.source,
+            received_anything=repository.received_anything(session, ret),
         )
         raise _refuse_transition(
             ret, "update", allowed, "A return can be edited only while it is requested."
@@ -777,12 +754,7 @@ def update_return(
                     }
                 ]
             )
-        session.execute(
-            delete(ReturnItem).where(
-                ReturnItem.tenant_id == tenant_id, ReturnItem.return_id == ret.id
-            )
-        )
-        insert_rows(session, ReturnItem, _item_rows(tenant_id, ret.id, checked))
+        repository.replace_items(session, ret, _item_rows(tenant_id, ret.id, checked))
         ret.fee_restocking = checked.restocking_fee
         ret.fee_shipping = checked.shipping_fee
         changes["items"] = [None, [item.model_dump() for item in data.items]]
@@ -817,7 +789,9 @@ def delete_return(
         action, body = "close", NoteBody()  # type: ignore[assignment]
     else:
         allowed = allowed_actions(
-            status=ret.status, source=ret.source, received_anything=_received_anything(session, ret)
+            status=ret.status,
+            source=ret.source,
+            received_anything=repository.received_anything(session, ret),
         )
         raise _refuse_transition(
             ret,
