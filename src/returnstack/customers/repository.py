@@ -622,22 +622,12 @@ def stream_segment_rows(
 # --- saved segments --------------------------------------------------------------------
 
 
-def add_segment(session: Session, segment: Segment) -> None:
-    session.add(segment)
-    session.flush()
-
-
 def find_segment(session: Session, *, tenant_id: str, segment_id: str) -> Segment | None:
     if "\x00" in segment_id:
         return None
     return session.scalar(
         select(Segment).where(Segment.tenant_id == tenant_id, Segment.id == segment_id)
     )
-
-
-def delete_segment(session: Session, segment: Segment) -> None:
-    session.delete(segment)
-    session.flush()
 
 
 def list_segments(

@@ -7,15 +7,12 @@ in both directions, ties broken by the row's key (owner, currency), which also m
 keyset cursor exact: every row appears exactly once while walking the pages.
 """
 
-import base64
-import binascii
 import csv
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import ColumnElement, Row
 from sqlalchemy.orm import Session
 
@@ -26,6 +23,7 @@ from returnstack.kit.csvcells import spreadsheet_safe
 from returnstack.kit.db import Database
 from returnstack.kit.errors import InvalidRequest, NotFound
 from returnstack.kit.ids import new_id
+from returnstack.kit.pagination import cursor_moment, cursor_values, encode_cursor, invalid_cursor
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Segment
 
@@ -58,47 +56,30 @@ def parse_sort(value: str | None) -> Sort:
 
 
 def _encode(sort: Sort, row: Row[Any]) -> str:
-    value = row._mapping[sort.field.name]
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    raw = orjson.dumps([sort.spec, value, row.owner, row.currency])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor(sort.spec, row._mapping[sort.field.name], row.owner, row.currency)
 
 
 def _decode(sort: Sort, cursor: str) -> tuple[Any, str, str]:
-    bad = InvalidRequest(
-        "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
-    )
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        spec, value, owner, currency = orjson.loads(base64.urlsafe_b64decode(padded))
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise bad from None
+    spec, value, owner, currency = cursor_values(cursor, 4)
     if spec != sort.spec:
         raise InvalidRequest(
             "The cursor belongs to another sort order.",
             details=[{"path": "cursor", "message": f"was made for sort={spec}"}],
         )
     if not isinstance(owner, str) or not isinstance(currency, str):
-        raise bad
+        raise invalid_cursor()
+    kind = sort.field.kind
     if value is None:
         return None, owner, currency
-    kind = sort.field.kind
-    if kind == "timestamp" and isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise bad from None
-        if moment.tzinfo is None:
-            raise bad
-        return moment.astimezone(UTC), owner, currency
+    if kind == "timestamp":
+        return cursor_moment(value).astimezone(UTC), owner, currency
     ok = {
         "text": isinstance(value, str),
         "integer": isinstance(value, int) and not isinstance(value, bool),
         "rate": isinstance(value, int | float) and not isinstance(value, bool),
     }.get(kind, False)
     if not ok:
-        raise bad
+        raise invalid_cursor()
     return value, owner, currency
 
 
@@ -189,7 +170,8 @@ def create_segment(session: Session, *, tenant_id: str, name: str, where: str) -
         created_at=now,
         updated_at=now,
     )
-    repository.add_segment(session, segment)
+    session.add(segment)
+    session.flush()
     return render_segment(segment)
 
 
@@ -219,6 +201,5 @@ def list_segments(
 
 
 def delete_segment(session: Session, *, tenant_id: str, segment_id: str) -> None:
-    repository.delete_segment(
-        session, find_segment(session, tenant_id=tenant_id, segment_id=segment_id)
-    )
+    session.delete(find_segment(session, tenant_id=tenant_id, segment_id=segment_id))
+    session.flush()

@@ -1,10 +1,10 @@
-"""Keyset pagination, written once: a cursor is the (timestamp, id) of the last row of a
-page, opaque to clients (base64url of a JSON pair)."""
+"""Keyset pagination, written once: a cursor holds the sort values of the last row of a
+page (usually its timestamp and id), opaque to clients (base64url of a JSON array)."""
 
 import base64
 import binascii
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Select, and_, or_
@@ -15,24 +15,46 @@ from returnstack.kit.errors import InvalidRequest
 T = TypeVar("T")
 
 
-def encode_cursor(at: datetime, row_id: str) -> str:
-    raw = orjson.dumps([at.isoformat(), row_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def invalid_cursor() -> InvalidRequest:
+    return InvalidRequest(
+        "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
+    )
+
+
+def encode_cursor(*values: Any) -> str:
+    """An opaque cursor holding the values (datetimes as ISO 8601 text)."""
+    plain = [value.isoformat() if isinstance(value, datetime) else value for value in values]
+    return base64.urlsafe_b64encode(orjson.dumps(plain)).decode().rstrip("=")
+
+
+def cursor_values(cursor: str, count: int) -> list[Any]:
+    """The `count` values of a cursor; 400 on `cursor` for anything this API did not make."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        raise invalid_cursor() from None
+    if not isinstance(values, list) or len(values) != count:
+        raise invalid_cursor()
+    return values
+
+
+def cursor_moment(value: Any) -> datetime:
+    """A timestamp of a cursor, with its offset; 400 on `cursor` otherwise."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise invalid_cursor() from None
+    if moment.tzinfo is None:
+        raise invalid_cursor()
+    return moment
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (timestamp, id) of a cursor; 400 on `cursor` for anything this API did not make."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, row_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None or not isinstance(row_id, str):
-            raise ValueError("not a cursor of this API")
-        return moment, row_id
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidRequest(
-            "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
-        ) from None
+    at, row_id = cursor_values(cursor, 2)
+    if not isinstance(row_id, str):
+        raise invalid_cursor()
+    return cursor_moment(at), row_id
 
 
 def keyset_page(

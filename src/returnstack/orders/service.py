@@ -19,6 +19,9 @@ from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
 
+# What an order line shows of itself (in the API and in `purchase.recorded`).
+LINE_FIELDS = ("line_id", "product_id", "variant_id", "name", "category", "quantity", "unit_price")
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedPurchase:
@@ -111,21 +114,7 @@ def record_purchases(
                     "store": store_resource(event.store),
                     "currency": purchase.currency,
                     "placed_at": rfc3339(event.timestamp),
-                    "lines": [
-                        {
-                            key: line[key]
-                            for key in (
-                                "line_id",
-                                "product_id",
-                                "variant_id",
-                                "name",
-                                "category",
-                                "quantity",
-                                "unit_price",
-                            )
-                        }
-                        for line in order_lines
-                    ],
+                    "lines": [{key: line[key] for key in LINE_FIELDS} for line in order_lines],
                 },
             )
         )
@@ -284,13 +273,7 @@ def render_orders(
                 "placed_at": rfc3339(order.placed_at),
                 "lines": [
                     {
-                        "line_id": line.line_id,
-                        "product_id": line.product_id,
-                        "variant_id": line.variant_id,
-                        "name": line.name,
-                        "category": line.category,
-                        "quantity": line.quantity,
-                        "unit_price": line.unit_price,
+                        **{key: getattr(line, key) for key in LINE_FIELDS},
                         "claimed_quantity": totals[line.line_id][0],
                         "returned_quantity": totals[line.line_id][1],
                         "returnable_quantity": max(0, line.quantity - totals[line.line_id][0]),

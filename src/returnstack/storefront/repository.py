@@ -114,12 +114,6 @@ def email_has_guest_orders(session: Session, *, tenant_id: str, email: str) -> b
     )
 
 
-def orders_of(session: Session, *, tenant_id: str, order_ids: list[str]) -> list[Order]:
-    return list(
-        session.scalars(select(Order).where(Order.tenant_id == tenant_id, Order.id.in_(order_ids)))
-    )
-
-
 def list_orders(
     session: Session,
     *,

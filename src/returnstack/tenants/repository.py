@@ -8,13 +8,6 @@ from sqlalchemy.orm import Session
 from returnstack.models import ApiKey, Tenant, TenantCounter
 
 
-def add_tenant(session: Session, tenant: Tenant, *, counters: tuple[str, ...]) -> None:
-    """The tenant, with its sequences (`counters`) starting at 0."""
-    session.add(tenant)
-    session.add_all(TenantCounter(tenant_id=tenant.id, name=name, value=0) for name in counters)
-    session.flush()
-
-
 def tenant_named(session: Session, name: str) -> Tenant | None:
     return session.scalar(select(Tenant).where(Tenant.name == name))
 
@@ -58,11 +51,6 @@ def signing_secrets(
             Tenant.previous_secret_expires_at,
         ).where(Tenant.id == tenant_id)
     ).one_or_none()
-
-
-def add_key(session: Session, key: ApiKey) -> None:
-    session.add(key)
-    session.flush()
 
 
 def keys_of(session: Session, *, tenant_id: str) -> list[ApiKey]:

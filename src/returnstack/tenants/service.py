@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from returnstack.kit.errors import Conflict, NotFound, ValidationFailed
 from returnstack.kit.ids import new_id
 from returnstack.kit.money import is_currency
-from returnstack.models import ApiKey, Tenant
+from returnstack.models import ApiKey, Tenant, TenantCounter
 from returnstack.tenants import repository
 
 KEY_KINDS = {"secret": "sk", "publishable": "pk"}
@@ -53,7 +53,9 @@ def create_tenant(session: Session, *, name: str, default_currency: str = "USD")
         signing_secret=secrets.token_urlsafe(32),
         created_at=datetime.now(UTC),
     )
-    repository.add_tenant(session, tenant, counters=("return_number",))
+    session.add(tenant)
+    session.add(TenantCounter(tenant_id=tenant.id, name="return_number", value=0))
+    session.flush()
     return tenant
 
 
@@ -108,7 +110,8 @@ def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
         key_hash=hash_key(key),
         created_at=datetime.now(UTC),
     )
-    repository.add_key(session, row)
+    session.add(row)
+    session.flush()
     return CreatedKey(id=row.id, kind=kind, key=key, prefix=row.prefix, tenant_id=tenant.id)
 
 
