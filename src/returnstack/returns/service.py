@@ -221,7 +221,7 @@ def _add_to_recorded(
     )
     if ret.source != "event" or ret.status != ReturnStatus.closed:
         raise ValueError(f"return {ret.id} was not recorded from events")  # the caller's bug
-    old_items = _items_of(session, ret)
+    old_items = repository.items_of(session, ret)
     rows = _recorded_item_rows(
         tenant_id, ret.id, max(item.position for item in old_items) + 1, entry, known_reasons
     )
