@@ -60,7 +60,7 @@ def _settings(url: str, tmp: Path) -> Settings:
         log_requests=False,
         auto_migrate=False,
         db_pool_size=5,
-        # Webhook tests run the dispatcher step by step (tests/test_webhooks*.py).
+        # Webhook tests run the dispatcher step by step (tests/webhooks/).
         webhooks_dispatcher=False,
     )
 

@@ -24,9 +24,9 @@ from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.webhooks import service as webhooks_service
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
-from tests.test_attachments import JPEG, upload
-from tests.test_routing import api_routes
-from tests.test_storefront import (
+from tests.kit.test_routing import api_routes
+from tests.returns.test_attachments import JPEG, upload
+from tests.storefront.test_storefront import (
     buy,
     customer_headers,
     email,
@@ -144,7 +144,8 @@ NAMED_BODIES = {("POST", "/v1/rankings")}
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     # The dashboard's pages take no key, only a dashboard session: every stranger (and every
-    # API key) is sent to its login page, tested route by route in tests/test_dashboard.py.
+    # API key) is sent to its login page, tested route by route in
+    # tests/dashboard/test_dashboard.py.
     return {
         (method, route.path_format)
         for route in api_routes(app)

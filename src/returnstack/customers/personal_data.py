@@ -2,7 +2,7 @@
 
 Every column that can hold text is listed here: either as a home of personal data (a
 customer's id, email, name, notes, files) with what erasure (`customers/erasure.py`) does to
-it, or as holding none, with the reason. `tests/test_erasure.py` fails when a column is
+it, or as holding none, with the reason. `tests/customers/test_erasure.py` fails when a column is
 missing from both lists, so a new column cannot be added without deciding.
 
 Outside the database: attachment files (deleted after the erasure commits), the logs (which
