@@ -405,6 +405,10 @@ BENCH = harness.Benchmark("products", "products", "Product signals", render_one)
 
 
 def cli(argv: list[str]) -> int:
+    if any(arg == "--lines" or arg.startswith("--lines=") for arg in argv):
+        from bench import products_scale  # the reads on the large data set
+
+        return products_scale.cli(argv)
     parser = argparse.ArgumentParser(prog="python -m bench products")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--batches", type=int, default=120, help="batches of 1,000 events")
