@@ -18,11 +18,13 @@ by category < 1 s on PostgreSQL. At fewer lines the figures are shown against th
 targets, with the data size beside them, to see how they scale.
 """
 
+import json
 import random
 import statistics
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -267,9 +269,18 @@ def render_one(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-BENCH = harness.Benchmark(
-    "products_scale", "products-scale", "Product signals at scale", render_one
-)
+class _Sizes(harness.Benchmark):
+    """One results file per backend and size (products_scale-<backend>-<lines>.json): a
+    run at 1 M lines keeps the 10 M one beside it."""
+
+    def result_files(self) -> list[Path]:
+        found = harness.RESULTS.glob(f"{self.name}-*-*.json")
+        return sorted(
+            found, key=lambda path: (path.stem.split("-")[1], int(path.stem.split("-")[2]))
+        )
+
+
+BENCH = _Sizes("products_scale", "products-scale", "Product signals at scale", render_one)
 
 
 def cli(argv: list[str]) -> int:
@@ -294,4 +305,14 @@ def cli(argv: list[str]) -> int:
         samples=100 if args.quick else args.samples,
         report_runs=args.report_runs,
     )
-    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))
+    harness.RESULTS.mkdir(exist_ok=True)
+    for backend in opts.backends:
+        harness.console.rule(f"[bold]{BENCH.name}, {backend}, {opts.lines:,} lines")
+        result = run_backend(backend, opts)
+        suffix = ".json" if opts.write_results else "-quick.tmp"
+        path = harness.RESULTS / f"{BENCH.name}-{backend}-{opts.lines}{suffix}"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        harness.console.print(f"results: {path}; targets: {result['targets']}")
+    if opts.write_readme:
+        BENCH.update_readme()
+    return 0
