@@ -6,21 +6,16 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     and_,
-    any_,
-    bindparam,
     distinct,
     func,
     literal,
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows, upsert_rows_returning
@@ -65,21 +60,15 @@ def units(
     session: Session, tenant_id: str, product_ids: Sequence[str]
 ) -> dict[str, tuple[str | None, int, int]]:
     """(category, units sold, units returned) of the products that have signals: what a
-    ranking reads."""
+    ranking reads (no more: every column read costs a conversion per row). An IN list, not
+    `= ANY(array parameter)`: PostgreSQL may plan the parameter as an unknown array and test
+    every row of the tenant against it (seen: 460 ms against 2 ms on 10 k products)."""
     if not product_ids:
         return {}
     table = ProductSignal.__table__
-    ids = sorted(set(product_ids))
-    # One parameter for all the ids (an array; JSON text on SQLite): SQLAlchemy would
-    # otherwise render and check a placeholder per id, which costs more than the query.
-    if session.get_bind().dialect.name == "postgresql":
-        wanted: Any = table.c.product_id == any_(bindparam("ids", ids, type_=ARRAY(String)))
-    else:
-        listed = func.json_each(bindparam("ids", orjson.dumps(ids).decode())).table_valued("value")
-        wanted = table.c.product_id.in_(select(listed.c.value))
     query = select(
         table.c.product_id, table.c.category, table.c.units_sold, table.c.units_returned
-    ).where(table.c.tenant_id == tenant_id, wanted)
+    ).where(table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids)))
     rows = session.execute(query)
     return {product_id: (category, sold, returned) for product_id, category, sold, returned in rows}
 
