@@ -245,14 +245,17 @@ def count_recorded_addition(
     refund is spread again over all its items (the old spread taken back, the new one
     added), so the figures are those of a return recorded whole."""
     pending = _pending(session)
-    row = _columns(ret)
+    header = _columns(ret)
     old_rows = [_columns(item) for item in old_items]
-    for item in new_items:
-        _count_returned(pending, ret.tenant_id, row, item, item["received_quantity"], False)
-    weights = [(item["quantity"], item["unit_price"]) for item in old_rows]
-    for item, share in zip(old_rows, allocate_refund(before, weights), strict=True):
-        _add_refund(pending, ret.tenant_id, row, item, -share, False)
-    _count_refund(pending, ret.tenant_id, row, [*old_rows, *new_items], after, False)
+    units = [item["received_quantity"] for item in new_items]
+    _add_items(pending, ret.tenant_id, header, new_items, units, counter=_RETURNED, reported=False)
+    rows = [*old_rows, *new_items]
+    old_shares = allocate_refund(before, [(row["quantity"], row["unit_price"]) for row in old_rows])
+    new_shares = allocate_refund(after, [(row["quantity"], row["unit_price"]) for row in rows])
+    differences = [
+        now - was for was, now in zip([*old_shares, *[0] * len(new_items)], new_shares, strict=True)
+    ]
+    _add_items(pending, ret.tenant_id, header, rows, differences, counter=_REFUNDED, reported=False)
 
 
 def count_receipt(session: Session, ret: Return, item: ReturnItem, units: int) -> None:
