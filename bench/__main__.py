@@ -9,6 +9,7 @@ BENCHMARKS = {
     "profiles": "customer profiles: lookups, a segment count, CSV export on 1 M customers",
     "webhooks": "webhook deliveries per second of one dispatcher; commit-to-delivery delay",
     "products": "product signals: upkeep cost on ingestion, kept vs derived reads, reports",
+    "products_scale": "product signals on the 10 M-line set: rankings, stats, reports by HTTP",
     "compat": "vendor adapters: Constructor and Optimove batches vs /v1/events, side by side",
     "dashboard": "dashboard pages: each page's answer time on the demo data, signed in",
 }

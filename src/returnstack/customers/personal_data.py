@@ -87,6 +87,7 @@ NOT_PERSONAL: dict[str, str] = {
     # Product signals: anonymous aggregates by product, kept after an erasure (API.md 5).
     "product_signals.product_id": "the retailer's product",
     "product_signals.category": "the retailer's category path",
+    "product_signals.previous_category": "the retailer's category path",
     "product_breakdowns.product_id": "the retailer's product",
     "product_breakdowns.variant_id": "the retailer's product variant",
     "product_breakdowns.channel": "online | offline",

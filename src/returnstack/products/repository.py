@@ -1,12 +1,24 @@
 """The SQL of product signals and reports; every query is scoped by tenant."""
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    distinct,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
+from returnstack.kit.bulk import insert_rows, upsert_rows_returning
 from returnstack.models import (
     CategorySignal,
     Order,
@@ -42,6 +54,23 @@ def signals(session: Session, tenant_id: str, product_ids: Sequence[str]) -> dic
         )
     )
     return {row.product_id: row for row in rows}
+
+
+def units(
+    session: Session, tenant_id: str, product_ids: Sequence[str]
+) -> dict[str, tuple[str | None, int, int]]:
+    """(category, units sold, units returned) of the products that have signals: what a
+    ranking reads (no more: every column read costs a conversion per row). An IN list, not
+    `= ANY(array parameter)`: PostgreSQL may plan the parameter as an unknown array and test
+    every row of the tenant against it (seen: 460 ms against 2 ms on 10 k products)."""
+    if not product_ids:
+        return {}
+    table = ProductSignal.__table__
+    query = select(
+        table.c.product_id, table.c.category, table.c.units_sold, table.c.units_returned
+    ).where(table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids)))
+    rows = session.execute(query)
+    return {product_id: (category, sold, returned) for product_id, category, sold, returned in rows}
 
 
 def breakdowns(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
@@ -120,6 +149,106 @@ def page_of_products(
     if sort != "product_id":
         order.append(ProductSignal.product_id.desc() if descending else ProductSignal.product_id)
     return list(session.execute(query.order_by(*order).limit(limit)))
+
+
+# --- the upkeep: adding a transaction's figures ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A table the upkeep adds to: its key columns, then its counters (the rows' order)."""
+
+    model: Any
+    key: tuple[str, ...]
+    counters: tuple[str, ...]
+
+
+BREAKDOWNS = Counted(
+    ProductBreakdown,
+    ("tenant_id", "product_id", "variant_id", "channel", "store_id", "currency"),
+    (
+        "units_sold",
+        "units_returned",
+        "refunded",
+        "reported_units_sold",
+        "reported_units_returned",
+        "reported_refunded",
+    ),
+)
+REASONS = Counted(ProductReason, ("tenant_id", "product_id", "reason"), ("units", "reported_units"))
+CATEGORIES = Counted(CategorySignal, ("tenant_id", "path"), ("units_sold", "units_returned"))
+PRODUCTS = Counted(
+    ProductSignal,
+    ("tenant_id", "product_id", "category", "category_at"),
+    ("units_sold", "units_returned", "reported_units_sold", "reported_units_returned"),
+)
+
+
+@lru_cache(maxsize=16)
+def _adding(table: str, key: tuple[str, ...], counters: tuple[str, ...]) -> str:
+    added = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in counters)
+    return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {added}"
+
+
+def add_counts(session: Session, table: Counted, rows: Sequence[tuple[Any, ...]]) -> None:
+    """One statement: insert each row (key values, then counters), or add its counters to
+    those of the row with its key. Rows in key order, each key once."""
+    names = (*table.key, *table.counters)
+    insert_rows(
+        session,
+        table.model,
+        [dict(zip(names, row, strict=True)) for row in rows],
+        on_conflict=_adding(table.model.__tablename__, table.key, table.counters),
+    )
+
+
+@lru_cache(maxsize=2)
+def _product_upsert(dialect: str) -> str:
+    """Counters added; the category replaced by a newer one (a later time, or at the same
+    time a greater path, compared by code point as Python does); the rate recomputed (the
+    division of doubles Python's `returned / sold` does); the old category kept aside."""
+    old = "product_signals"
+    text = ' COLLATE "C"' if dialect == "postgresql" else ""  # SQLite compares bytes
+    double = "DOUBLE PRECISION" if dialect == "postgresql" else "REAL"
+    newer = (
+        f"excluded.category IS NOT NULL AND ({old}.category_at IS NULL"
+        f" OR excluded.category_at > {old}.category_at"
+        f" OR (excluded.category_at = {old}.category_at"
+        f" AND excluded.category{text} > COALESCE({old}.category, ''){text}))"
+    )
+    sold = f"({old}.units_sold + excluded.units_sold)"
+    returned = f"({old}.units_returned + excluded.units_returned)"
+    return (
+        "ON CONFLICT (tenant_id, product_id) DO UPDATE SET "
+        f"previous_category = {old}.category, "
+        f"category = CASE WHEN {newer} THEN excluded.category ELSE {old}.category END, "
+        f"category_at = CASE WHEN {newer} THEN excluded.category_at ELSE {old}.category_at END, "
+        + "".join(f"{name} = {old}.{name} + excluded.{name}, " for name in PRODUCTS.counters)
+        + f"return_rate = CASE WHEN {sold} > 0 THEN CAST({returned} AS {double}) / {sold}"
+        " ELSE 0.0 END"
+    )
+
+
+def add_to_products(
+    session: Session, rows: Sequence[tuple[Any, ...]]
+) -> list[tuple[str, str | None, str | None, int, int]]:
+    """One statement: each row (tenant, product, candidate category and its time or None,
+    the four counters to add, the rate of a new row) creates its product or adds to it.
+    Rows in key order. Answers (product id, category before, category, units sold, units
+    returned) as written: the products stay locked until the transaction ends, so these
+    are the figures the category rollups must move."""
+    if not rows:
+        return []
+    names = (*PRODUCTS.key, *PRODUCTS.counters, "return_rate")
+    dialect = session.connection().dialect.name
+    written = upsert_rows_returning(
+        session,
+        ProductSignal,
+        [dict(zip(names, row, strict=True)) for row in rows],
+        on_conflict=_product_upsert(dialect),
+        returning=("product_id", "previous_category", "category", "units_sold", "units_returned"),
+    )
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in written]
 
 
 # --- reports -------------------------------------------------------------------------------

@@ -254,28 +254,29 @@ def rank(
     keep the input order. A product never seen has no sales: its smoothed rate is the
     prior (the tenant's rate)."""
     check_ranking(product_ids, scores)
-    known = repository.signals(session, tenant_id, product_ids)
-    rollups = _rollups_for(session, tenant_id, [row.category for row in known.values()] + [None])
+    known = repository.units(session, tenant_id, product_ids)
+    rollups = _rollups_for(session, tenant_id, [row[0] for row in known.values()] + [None])
     priors: dict[str | None, Prior] = {}
+    strength = smoothing.strength
+    unknown = (None, 0, 0)
     rows = []
     for position, product_id in enumerate(product_ids):
-        signal = known.get(product_id)
-        sold = signal.units_sold if signal else 0
-        returned = signal.units_returned if signal else 0
-        category = signal.category if signal else None
+        found = known.get(product_id)
+        category, sold, returned = found or unknown
         prior = priors.get(category)
         if prior is None:
             prior = priors[category] = choose_prior(category, rollups, smoothing)
-        smoothed = smoothed_rate(returned, sold, prior, smoothing.strength)
+        smoothed = smoothed_rate(returned, sold, prior, strength)
         adjustment = (1.0 - smoothed) ** return_weight
         base = 1.0 if scores is None else scores.get(product_id, 1.0)
+        score = base * adjustment
         rows.append(
             (
-                -(base * adjustment),
+                -score,
                 position,
                 {
                     "product_id": product_id,
-                    "score": base * adjustment,
+                    "score": score,
                     "base_score": base,
                     "adjustment": adjustment,
                     "smoothed_return_rate": smoothed,
@@ -283,10 +284,10 @@ def rank(
                     "units_sold": sold,
                     "units_returned": returned,
                     "prior_rate": prior.rate,
-                    "prior_strength": smoothing.strength,
+                    "prior_strength": strength,
                     "prior_source": prior.source,
                     "prior_category": prior.category,
-                    "known": signal is not None,
+                    "known": found is not None,
                 },
             )
         )

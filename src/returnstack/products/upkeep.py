@@ -15,39 +15,25 @@ Rules (the rebuild in `rebuild.py` applies the same ones to the facts):
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_rows, upsert_rows_returning
-from returnstack.models import (
-    CategorySignal,
-    Order,
-    ProductBreakdown,
-    ProductReason,
-    ProductSignal,
-    Return,
-    ReturnItem,
-)
+from returnstack.models import Order, Return, ReturnItem
+from returnstack.products import repository
 
 NO_VARIANT = ""  # key columns cannot be null; a client id is never empty
 NO_STORE = ""
 UNSPECIFIED_REASON = "other"  # a reported return item without a reason
 
 # Breakdown counters, in this order in the collected lists.
-BREAKDOWN_COUNTERS = (
-    "units_sold",
-    "units_returned",
-    "refunded",
-    "reported_units_sold",
-    "reported_units_returned",
-    "reported_refunded",
-)
+BREAKDOWN_COUNTERS = repository.BREAKDOWNS.counters
 _SOLD, _RETURNED, _REFUNDED = 0, 1, 2
 _REPORTED = 3  # offset of the reported counterpart
 
@@ -117,37 +103,45 @@ def _pending(session: Session) -> _Pending:
     return pending
 
 
-def _add(
+def _add_items(
     pending: _Pending,
     tenant_id: str,
+    header: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    values: Sequence[int],
     *,
-    product_id: str,
-    variant_id: str | None,
-    channel: str,
-    store_id: str | None,
-    currency: str,
     counter: int,
-    value: int,
     reported: bool,
 ) -> None:
-    if not value:
-        return
-    key = (
-        tenant_id,
-        product_id,
-        variant_id or NO_VARIANT,
-        channel,
-        store_id or NO_STORE,
-        currency,
-    )
-    pending.breakdowns[key][counter + (_REPORTED if reported else 0)] += value
+    """Add each item's value to its product's counter (units returned also to the item's
+    reason); `header` is the order, return or reported event: channel, store, currency."""
+    column = counter + (_REPORTED if reported else 0)
+    channel, store, currency = header["channel"], header["store_id"] or NO_STORE, header["currency"]
+    for item, value in zip(items, values, strict=True):
+        if not value:
+            continue
+        product_id = item["product_id"]
+        key = (tenant_id, product_id, item["variant_id"] or NO_VARIANT, channel, store, currency)
+        pending.breakdowns[key][column] += value
+        if counter == _RETURNED:
+            pending.reasons[(tenant_id, product_id, item["reason"])][int(reported)] += value
 
 
-def _add_reason(
-    pending: _Pending, tenant_id: str, product_id: str, reason: str, units: int, reported: bool
+def _add_return(
+    pending: _Pending,
+    tenant_id: str,
+    header: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    units: Sequence[int],
+    refund: int,
+    *,
+    reported: bool,
 ) -> None:
-    if units:
-        pending.reasons[(tenant_id, product_id, reason)][int(reported)] += units
+    """Units back of a return's items (in position order), and its refund spread over them."""
+    _add_items(pending, tenant_id, header, items, units, counter=_RETURNED, reported=reported)
+    if refund:
+        shares = allocate_refund(refund, [(item["quantity"], item["unit_price"]) for item in items])
+        _add_items(pending, tenant_id, header, items, shares, counter=_REFUNDED, reported=reported)
 
 
 def _see_category(
@@ -232,10 +226,10 @@ def count_recorded_returns(
         items_of[item["return_id"]].append(item)
     pending = _pending(session)
     for ret in returns:
-        ret_items = sorted(items_of[ret["id"]], key=lambda item: item["position"])
-        for item in ret_items:
-            _count_returned(pending, tenant_id, ret, item, item["received_quantity"], False)
-        _count_refund(pending, tenant_id, ret, ret_items, ret["refund_amount"] or 0, False)
+        ret_items = sorted(items_of[ret["id"]], key=itemgetter("position"))
+        units = [item["received_quantity"] for item in ret_items]
+        refund = ret["refund_amount"] or 0
+        _add_return(pending, tenant_id, ret, ret_items, units, refund, reported=False)
 
 
 def count_recorded_addition(
@@ -251,19 +245,23 @@ def count_recorded_addition(
     refund is spread again over all its items (the old spread taken back, the new one
     added), so the figures are those of a return recorded whole."""
     pending = _pending(session)
-    row = _columns(ret)
+    header = _columns(ret)
     old_rows = [_columns(item) for item in old_items]
-    for item in new_items:
-        _count_returned(pending, ret.tenant_id, row, item, item["received_quantity"], False)
-    weights = [(item["quantity"], item["unit_price"]) for item in old_rows]
-    for item, share in zip(old_rows, allocate_refund(before, weights), strict=True):
-        _add_refund(pending, ret.tenant_id, row, item, -share, False)
-    _count_refund(pending, ret.tenant_id, row, [*old_rows, *new_items], after, False)
+    units = [item["received_quantity"] for item in new_items]
+    _add_items(pending, ret.tenant_id, header, new_items, units, counter=_RETURNED, reported=False)
+    rows = [*old_rows, *new_items]
+    old_shares = allocate_refund(before, [(row["quantity"], row["unit_price"]) for row in old_rows])
+    new_shares = allocate_refund(after, [(row["quantity"], row["unit_price"]) for row in rows])
+    differences = [
+        now - was for was, now in zip([*old_shares, *[0] * len(new_items)], new_shares, strict=True)
+    ]
+    _add_items(pending, ret.tenant_id, header, rows, differences, counter=_REFUNDED, reported=False)
 
 
 def count_receipt(session: Session, ret: Return, item: ReturnItem, units: int) -> None:
     """Units of a lifecycle return received (`returns.service`)."""
-    _count_returned(_pending(session), ret.tenant_id, _columns(ret), _columns(item), units, False)
+    row = _columns(item)
+    _add_return(_pending(session), ret.tenant_id, _columns(ret), [row], [units], 0, reported=False)
 
 
 def count_refund(session: Session, ret: Return, *, before: int, after: int) -> None:
@@ -275,11 +273,18 @@ def count_refund(session: Session, ret: Return, *, before: int, after: int) -> N
         .order_by(ReturnItem.position)
     ).all()
     rows = [_columns(item) for item in items]
-    pending = _pending(session)
     weights = [(row["quantity"], row["unit_price"]) for row in rows]
     old, new = allocate_refund(before, weights), allocate_refund(after, weights)
-    for row, was, now in zip(rows, old, new, strict=True):
-        _add_refund(pending, ret.tenant_id, _columns(ret), row, now - was, False)
+    differences = [now - was for was, now in zip(old, new, strict=True)]
+    _add_items(
+        _pending(session),
+        ret.tenant_id,
+        _columns(ret),
+        rows,
+        differences,
+        counter=_REFUNDED,
+        reported=False,
+    )
 
 
 def count_reported(
@@ -297,93 +302,22 @@ def count_reported(
         items_of[item["event_client_id"]].append(item)
     pending = _pending(session)
     for reported in events:
-        event_items = sorted(items_of[reported["client_id"]], key=lambda item: item["position"])
-        for item in event_items:
-            if reported["type"] == "purchase":
-                _add(
-                    pending,
-                    tenant_id,
-                    product_id=item["product_id"],
-                    variant_id=item["variant_id"],
-                    channel=reported["channel"],
-                    store_id=reported["store_id"],
-                    currency=reported["currency"],
-                    counter=_SOLD,
-                    value=item["quantity"],
-                    reported=True,
-                )
-            else:
-                reason = item["reason"] or UNSPECIFIED_REASON
-                _count_returned(
-                    pending, tenant_id, reported, {**item, "reason": reason}, item["quantity"], True
-                )
-        if reported["type"] == "return":
-            amount = reported["refund_amount"] or 0
-            _count_refund(pending, tenant_id, reported, event_items, amount, True)
+        event_items = sorted(items_of[reported["client_id"]], key=itemgetter("position"))
+        units = [item["quantity"] for item in event_items]
+        if reported["type"] == "purchase":
+            _add_items(
+                pending, tenant_id, reported, event_items, units, counter=_SOLD, reported=True
+            )
+            continue
+        with_reasons = [
+            {**item, "reason": item["reason"] or UNSPECIFIED_REASON} for item in event_items
+        ]
+        refund = reported["refund_amount"] or 0
+        _add_return(pending, tenant_id, reported, with_reasons, units, refund, reported=True)
 
 
 def _columns(row: Any) -> dict[str, Any]:
     return {column.key: getattr(row, column.key) for column in row.__mapper__.column_attrs}
-
-
-def _count_returned(
-    pending: _Pending,
-    tenant_id: str,
-    ret: Mapping[str, Any],
-    item: Mapping[str, Any],
-    units: int,
-    reported: bool,
-) -> None:
-    _add(
-        pending,
-        tenant_id,
-        product_id=item["product_id"],
-        variant_id=item["variant_id"],
-        channel=ret["channel"],
-        store_id=ret["store_id"],
-        currency=ret["currency"],
-        counter=_RETURNED,
-        value=units,
-        reported=reported,
-    )
-    _add_reason(pending, tenant_id, item["product_id"], item["reason"], units, reported)
-
-
-def _count_refund(
-    pending: _Pending,
-    tenant_id: str,
-    ret: Mapping[str, Any],
-    items: Sequence[Mapping[str, Any]],
-    amount: int,
-    reported: bool,
-) -> None:
-    if not amount:
-        return
-    shares = allocate_refund(amount, [(item["quantity"], item["unit_price"]) for item in items])
-    for item, share in zip(items, shares, strict=True):
-        _add_refund(pending, tenant_id, ret, item, share, reported)
-
-
-def _add_refund(
-    pending: _Pending,
-    tenant_id: str,
-    ret: Mapping[str, Any],
-    item: Mapping[str, Any],
-    amount: int,
-    reported: bool,
-) -> None:
-    _add(
-        pending,
-        tenant_id,
-        product_id=item["product_id"],
-        variant_id=item["variant_id"],
-        channel=ret["channel"],
-        store_id=ret["store_id"],
-        currency=ret["currency"],
-        counter=_REFUNDED,
-        value=amount,
-        reported=reported,
-    )
 
 
 # --- writing, once per transaction ---------------------------------------------------------
@@ -392,36 +326,6 @@ def _add_refund(
 def rate(returned: int, sold: int) -> float:
     """Units returned per unit sold; 0 when nothing was sold (as customer profiles)."""
     return returned / sold if sold > 0 else 0.0
-
-
-def _sum_columns(table: str, columns: Iterable[str]) -> str:
-    return ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in columns)
-
-
-_BREAKDOWN_UPSERT = (
-    "ON CONFLICT (tenant_id, product_id, variant_id, channel, store_id, currency) DO UPDATE SET "
-    + _sum_columns("product_breakdowns", BREAKDOWN_COUNTERS)
-)
-_REASON_UPSERT = "ON CONFLICT (tenant_id, product_id, reason) DO UPDATE SET " + _sum_columns(
-    "product_reasons", ("units", "reported_units")
-)
-_CATEGORY_UPSERT = "ON CONFLICT (tenant_id, path) DO UPDATE SET " + _sum_columns(
-    "category_signals", ("units_sold", "units_returned")
-)
-_PRODUCT_COLUMNS = (
-    "category",
-    "category_at",
-    "units_sold",
-    "units_returned",
-    "reported_units_sold",
-    "reported_units_returned",
-    "return_rate",
-)
-# Creates a missing row, or locks an existing one (a no-op update), and reads it.
-_PRODUCT_LOCK = "ON CONFLICT (tenant_id, product_id) DO UPDATE SET product_id = excluded.product_id"
-_PRODUCT_WRITE = "ON CONFLICT (tenant_id, product_id) DO UPDATE SET " + ", ".join(
-    f"{name} = excluded.{name}" for name in _PRODUCT_COLUMNS
-)
 
 
 def apply_pending(session: Session) -> None:
@@ -439,7 +343,9 @@ def apply_pending(session: Session) -> None:
 
 
 def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
-    # Per product: units (sold, returned, reported sold, reported returned) added.
+    """One statement per table, each adding to its rows in key order, products first (every
+    writer locks the tables in this order, so two cannot deadlock)."""
+    # Per product: units sold, returned, reported sold, reported returned added.
     added: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     breakdowns = []
     for key, values in sorted(pending.breakdowns.items()):
@@ -450,146 +356,61 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
         totals[1] += values[_RETURNED] + values[_RETURNED + _REPORTED]
         totals[2] += values[_SOLD + _REPORTED]
         totals[3] += values[_RETURNED + _REPORTED]
-        breakdowns.append(
-            {
-                "tenant_id": tenant_id,
-                "product_id": key[1],
-                "variant_id": key[2],
-                "channel": key[3],
-                "store_id": key[4],
-                "currency": key[5],
-                **dict(zip(BREAKDOWN_COUNTERS, values, strict=True)),
-            }
-        )
+        breakdowns.append((*key, *values))
     seen = {key[1]: value for key, value in pending.categories.items() if key[0] == tenant_id}
     products = sorted(set(added) | set(seen))
     if not products:
         return
-    # 1. Products, locked in key order (the first table every writer locks), and read.
-    current = _lock_products(session, tenant_id, products)
-    rollup: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    no_category: tuple[datetime | None, str | None] = (None, None)
     rows = []
     for product_id in products:
-        category, category_at, sold, returned, reported_sold, reported_returned, _ = current.get(
-            product_id, _NO_PRODUCT
-        )
-        category_at = _aware(category_at)
-        delta = added.get(product_id, [0, 0, 0, 0])
-        new_category, new_at = category, category_at
-        candidate = seen.get(product_id)
-        if candidate is not None and (
-            category_at is None or (candidate[0], candidate[1]) > (category_at, category or "")
-        ):
-            new_at, new_category = candidate
-        new_sold, new_returned = sold + delta[0], returned + delta[1]
-        for path in category_paths(category):
-            rollup[path][0] -= sold
-            rollup[path][1] -= returned
-        for path in category_paths(new_category):
-            rollup[path][0] += new_sold
-            rollup[path][1] += new_returned
+        sold, returned, reported_sold, reported_returned = added.get(product_id, (0, 0, 0, 0))
+        at, category = seen.get(product_id, no_category)
         rows.append(
-            {
-                "tenant_id": tenant_id,
-                "product_id": product_id,
-                "category": new_category,
-                "category_at": new_at,
-                "units_sold": new_sold,
-                "units_returned": new_returned,
-                "reported_units_sold": reported_sold + delta[2],
-                "reported_units_returned": reported_returned + delta[3],
-                "return_rate": rate(new_returned, new_sold),
-            }
+            (
+                tenant_id,
+                product_id,
+                category,
+                at,
+                sold,
+                returned,
+                reported_sold,
+                reported_returned,
+                rate(returned, sold),  # the row's rate if it is new
+            )
         )
-    insert_rows(session, ProductSignal, rows, on_conflict=_PRODUCT_WRITE)
-    # 2. Breakdowns, 3. reasons, 4. category rollups: each added to, in key order.
-    insert_rows(session, ProductBreakdown, breakdowns, on_conflict=_BREAKDOWN_UPSERT)
-    insert_rows(
+    # 1. Products: each row created or added to, its category replaced by a newer one.
+    rollup: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for product_id, previous, category, sold, returned in repository.add_to_products(session, rows):
+        delta = added.get(product_id, (0, 0, 0, 0))
+        if previous == category:
+            for path in category_paths(category):
+                rollup[path][0] += delta[0]
+                rollup[path][1] += delta[1]
+            continue
+        # The product moves: all its units leave the old paths and join the new ones.
+        for path in category_paths(previous):
+            rollup[path][0] -= sold - delta[0]
+            rollup[path][1] -= returned - delta[1]
+        for path in category_paths(category):
+            rollup[path][0] += sold
+            rollup[path][1] += returned
+    # 2. Breakdowns, 3. reasons, 4. category rollups: counters added to.
+    repository.add_counts(session, repository.BREAKDOWNS, breakdowns)
+    repository.add_counts(
         session,
-        ProductReason,
-        [
-            {
-                "tenant_id": tenant_id,
-                "product_id": key[1],
-                "reason": key[2],
-                "units": values[0],
-                "reported_units": values[1],
-            }
-            for key, values in sorted(pending.reasons.items())
-            if key[0] == tenant_id
-        ],
-        on_conflict=_REASON_UPSERT,
+        repository.REASONS,
+        [(*key, *values) for key, values in sorted(pending.reasons.items()) if key[0] == tenant_id],
     )
-    insert_rows(
+    repository.add_counts(
         session,
-        CategorySignal,
+        repository.CATEGORIES,
         [
-            {"tenant_id": tenant_id, "path": path, "units_sold": sold, "units_returned": returned}
+            (tenant_id, path, sold, returned)
             for path, (sold, returned) in sorted(rollup.items())
             if sold or returned
         ],
-        on_conflict=_CATEGORY_UPSERT,
     )
-
-
-_NO_PRODUCT = (None, None, 0, 0, 0, 0, 0.0)
-
-
-def _lock_products(
-    session: Session, tenant_id: str, products: list[str]
-) -> dict[str, tuple[Any, ...]]:
-    """The products' rows as they are, locked until the transaction ends.
-
-    PostgreSQL: a no-op upsert creates the missing rows and locks all of them, so two
-    transactions adding to a new product one after the other each read the other's
-    committed figures. SQLite: the writer holds the database's write lock already (BEGIN
-    IMMEDIATE), so a plain read is enough (and writes no rows twice)."""
-    if session.connection().dialect.name == "sqlite":
-        table = ProductSignal.__table__
-        found: dict[str, tuple[Any, ...]] = {}
-        for start in range(0, len(products), 500):
-            rows = session.execute(
-                select(table.c.product_id, *(table.c[name] for name in _PRODUCT_COLUMNS)).where(
-                    table.c.tenant_id == tenant_id,
-                    table.c.product_id.in_(products[start : start + 500]),
-                )
-            )
-            found.update({row[0]: tuple(row[1:]) for row in rows})
-        return found
-    return {
-        row[0]: row[1:]
-        for row in upsert_rows_returning(
-            session,
-            ProductSignal,
-            [_empty_product(tenant_id, product_id) for product_id in products],
-            on_conflict=_PRODUCT_LOCK,
-            returning=("product_id", *_PRODUCT_COLUMNS),
-        )
-    }
-
-
-def _empty_product(tenant_id: str, product_id: str) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant_id,
-        "product_id": product_id,
-        "category": None,
-        "category_at": None,
-        "units_sold": 0,
-        "units_returned": 0,
-        "reported_units_sold": 0,
-        "reported_units_returned": 0,
-        "return_rate": 0.0,
-    }
-
-
-def _aware(value: Any) -> datetime | None:
-    """A timestamp read through the driver's cursor (SQLite gives text, naive UTC)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @event.listens_for(Session, "before_commit")
