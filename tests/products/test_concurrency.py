@@ -17,7 +17,7 @@ from returnstack.products.rebuild import rebuild
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.e2e import Server
 from tests.factories import batch, item, purchase, unique
-from tests.test_returns_concurrency import poster, together
+from tests.returns.test_concurrency import poster, together
 
 pytestmark = pytest.mark.e2e
 
