@@ -60,6 +60,7 @@ READ_LIMIT = 64 * 1024  # bytes of an answer read at most (the rest is not waite
 SQLITE_LEASE = timedelta(seconds=10)  # renewed every 5 s by the dispatcher holding it
 PRUNE_EVERY = timedelta(minutes=10)
 PRUNE_BATCH = 5000
+CLAIM_BATCHES = 4  # a claim takes up to this many times the concurrency
 ANALYZE_AFTER = 500  # messages published at once
 
 
@@ -134,12 +135,15 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.name = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.webhooks_concurrency
-        # Claims are made in batches of up to `concurrency`, and up to two batches wait for
-        # the thread pool: a claim is sent within 2 timeouts, and its outcome recorded
-        # with a batch, once `batch` attempts have ended (within one more timeout).
-        self.batch = self.concurrency
-        self.max_in_flight = 2 * self.concurrency
-        self.lease = timedelta(seconds=3 * settings.webhooks_timeout + 15)
+        # Claims are made in batches of up to CLAIM_BATCHES x `concurrency` (each claim and
+        # each recording costs a few statements whatever its size: bigger batches spread
+        # them), and up to two batches wait for the thread pool. So an attempt is sent
+        # within `queued` timeouts of its claim, and its outcome recorded with a batch once
+        # `batch` attempts have ended (within one more timeout): the lease covers that.
+        self.batch = CLAIM_BATCHES * self.concurrency
+        self.max_in_flight = 2 * self.batch
+        queued = self.max_in_flight // self.concurrency
+        self.lease = timedelta(seconds=(queued + 1) * settings.webhooks_timeout + 15)
         self.timeout = settings.webhooks_timeout
         # One keep-alive connection per host and thread of the pool (sized to concurrency).
         self.client = GuardedSender(
