@@ -15,6 +15,7 @@ earlier pending message of a resource holds up only that resource's later messag
 a receiver or a row does can end the loop: every error is logged and the loop goes on.
 """
 
+import http.client
 import logging
 import random
 import threading
@@ -27,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy.orm import object_session
 
@@ -37,7 +37,7 @@ from returnstack.kit.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_DELIVERIES
 from returnstack.outbox.service import NOTIFY_CHANNEL
 from returnstack.outbox.service import committed as wake
 from returnstack.webhooks import repository, service
-from returnstack.webhooks.network import ForbiddenAddress, guarded_client
+from returnstack.webhooks.network import ForbiddenAddress, GuardedSender
 from returnstack.webhooks.signing import signature_header
 
 log = logging.getLogger("returnstack.webhooks")
@@ -60,6 +60,7 @@ READ_LIMIT = 64 * 1024  # bytes of an answer read at most (the rest is not waite
 SQLITE_LEASE = timedelta(seconds=10)  # renewed every 5 s by the dispatcher holding it
 PRUNE_EVERY = timedelta(minutes=10)
 PRUNE_BATCH = 5000
+CLAIM_BATCHES = 4  # a claim takes up to this many times the concurrency
 ANALYZE_AFTER = 500  # messages published at once
 
 
@@ -127,7 +128,6 @@ class Dispatcher:
         *,
         clock: Callable[[], datetime] = service.utcnow,
         rng: random.Random | None = None,
-        client: httpx.Client | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -135,18 +135,22 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.name = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.concurrency = settings.webhooks_concurrency
-        # Claims are made in batches of up to `concurrency`, and up to two batches wait for
-        # the thread pool: a claim is sent within 2 timeouts, and its outcome recorded
-        # with a batch, once `batch` attempts have ended (within one more timeout).
-        self.batch = self.concurrency
-        self.max_in_flight = 2 * self.concurrency
-        self.lease = timedelta(seconds=3 * settings.webhooks_timeout + 15)
+        # Claims are made in batches of up to CLAIM_BATCHES x `concurrency` (each claim and
+        # each recording costs a few statements whatever its size: bigger batches spread
+        # them), and up to two batches wait for the thread pool. So an attempt is sent
+        # within `queued` timeouts of its claim, and its outcome recorded with a batch once
+        # `batch` attempts have ended (within one more timeout): the lease covers that.
+        self.batch = CLAIM_BATCHES * self.concurrency
+        self.max_in_flight = 2 * self.batch
+        queued = self.max_in_flight // self.concurrency
+        self.lease = timedelta(seconds=(queued + 1) * settings.webhooks_timeout + 15)
         self.timeout = settings.webhooks_timeout
-        self.client = client or guarded_client(
+        # One keep-alive connection per host and thread of the pool (sized to concurrency).
+        self.client = GuardedSender(
             allow_private=settings.webhooks_allow_private,
             connect_timeout=settings.webhooks_connect_timeout,
             timeout=settings.webhooks_timeout,
-            connections=self.concurrency,
+            read_limit=READ_LIMIT,
         )
         self._lease_until: datetime | None = None
         self._next_prune: datetime | None = None
@@ -297,6 +301,7 @@ class Dispatcher:
             sent_at = datetime.now(UTC)  # the real time: receivers check it against theirs
             headers = {
                 "content-type": "application/json",
+                "user-agent": "returnstack-webhooks/1",
                 "webhook-id": job.message_id,
                 "webhook-timestamp": str(int(sent_at.timestamp())),
                 "webhook-signature": signature_header(
@@ -306,29 +311,22 @@ class Dispatcher:
                     body=job.body,
                 ),
             }
-            deadline = started + self.timeout
-            with self.client.stream("POST", job.url, content=job.body, headers=headers) as answer:
-                received = bytearray()
-                for chunk in answer.iter_raw():
-                    received += chunk
-                    if len(received) >= READ_LIMIT or time.monotonic() > deadline:
-                        break
-                snippet = received.decode("utf-8", "replace")[:SNIPPET_CHARS] or None
-                status = answer.status_code
-                error = None if 200 <= status < 300 else f"HTTP {status}"
-                return outcome(
-                    response_status=status,
-                    response_body=snippet,
-                    error=error,
-                    retry_after=_retry_after(answer.headers.get("retry-after"), attempted_at)
-                    if status == 429
-                    else None,
-                )
+            answer = self.client.post(job.url, job.body, headers)
+            status = answer.status
+            snippet = answer.body.decode("utf-8", "replace")[:SNIPPET_CHARS] or None
+            return outcome(
+                response_status=status,
+                response_body=snippet,
+                error=None if 200 <= status < 300 else f"HTTP {status}",
+                retry_after=_retry_after(answer.headers.get("retry-after"), attempted_at)
+                if status == 429
+                else None,
+            )
         except ForbiddenAddress as exc:
             return outcome(error=f"refused: {exc}")
-        except httpx.TimeoutException as exc:
-            return outcome(error=f"timeout: {type(exc).__name__}")
-        except httpx.HTTPError as exc:
+        except TimeoutError as exc:
+            return outcome(error=f"timeout: {exc or type(exc).__name__}")
+        except (OSError, http.client.HTTPException) as exc:
             return outcome(error=f"{type(exc).__name__}: {exc}"[:500])
         except Exception as exc:  # a bad URL or anything unforeseen: a failed attempt
             log.exception("webhook.attempt_error", extra={"delivery_id": job.delivery_id})

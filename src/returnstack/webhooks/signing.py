@@ -3,6 +3,7 @@
 import base64
 import secrets
 from datetime import datetime
+from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook
 
@@ -19,6 +20,12 @@ def signature_header(
 ) -> str:
     """`v1,<sig>` for each secret, space separated: the new one first during a rotation."""
     return " ".join(
-        Webhook(secret).sign(msg_id=message_id, timestamp=timestamp, data=body)
+        _signer(secret).sign(msg_id=message_id, timestamp=timestamp, data=body)
         for secret in secrets_in_use
     )
+
+
+@lru_cache(maxsize=1024)
+def _signer(secret: str) -> Webhook:
+    """The library's signer of a secret (it decodes the key once, not per attempt)."""
+    return Webhook(secret)
