@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from anyio import to_thread
 from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
@@ -113,6 +114,16 @@ class GroupCommitter:
             self._withdraw(job)  # the client is gone; a job already taken still commits
             raise
         return await asyncio.shield(waiting)
+
+    async def run_beside(self, work: Callable[[Session], T]) -> T:
+        """Run the work in its own transaction on a worker thread, beside the writer: for a
+        large batch on PostgreSQL, where a group would only queue it behind the others while
+        the server could write several transactions at once."""
+        return await to_thread.run_sync(self._transaction, work)
+
+    def _transaction(self, work: Callable[[Session], T]) -> T:
+        with self.db.transaction() as session:
+            return work(session)
 
     def run_sync(self, work: Callable[[Session], T], *, units: int = 1) -> T:
         """The same from a thread (sync endpoints, the vendor adapters)."""
