@@ -50,8 +50,8 @@ from returnstack.events.schemas import (
     StoreRef,
     Trust,
 )
-from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import format_path, register_error_shape
+from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import MAX_AMOUNT, MAX_QUANTITY, CurrencyCode, NoNul
@@ -419,8 +419,15 @@ def _offline_actions(document: Any, default_currency: str) -> list[PurchaseEvent
     return events
 
 
-def _save(session: Session, caller: Caller, events: list[PurchaseEvent | ReturnEvent]) -> Response:
-    record(session, caller, events, source=SOURCE)
+def _save(request: Request, caller: Caller, events: list[PurchaseEvent | ReturnEvent]) -> Response:
+    # Through the process's event writer (group commit), as POST /v1/events: committed
+    # before the 204, together with the other requests waiting at that moment.
+    writer: GroupCommitter = request.app.state.ingest
+
+    def write(session: Session) -> None:
+        record(session, caller, events, source=SOURCE)
+
+    writer.run_sync(write, units=len(events))
     return Response(status_code=204)
 
 
@@ -437,7 +444,6 @@ SectionParam = Annotated[str | None, Query(max_length=100)]
 def offline_behavioral_actions(
     request: Request,
     body: Annotated[bytes, Depends(raw_body)],
-    session: DbSession,
     key: KeyParam = None,
     section: SectionParam = None,
 ) -> Response:
@@ -448,7 +454,7 @@ def offline_behavioral_actions(
     product signals only. 204 on success; errors are `{"message": ...}` naming the field."""
     caller = _caller(request, key)
     events = _offline_actions(load_json(body), caller.principal.default_currency)
-    return _save(session, caller, events)
+    return _save(request, caller, events)
 
 
 # --- v2: online actions, as Constructor's clients send them --------------------------------
@@ -554,13 +560,12 @@ ONLINE_QUERY = {
 def online_purchase(
     request: Request,
     body: Annotated[bytes, Depends(raw_body)],
-    session: DbSession,
     key: KeyParam = None,
     section: SectionParam = None,
 ) -> Response:
     """An online purchase (up to 100 items); `ui` and `_dt` from the query or the body."""
     caller, event = _online(request, body, "purchase")
-    return _save(session, caller, [event])
+    return _save(request, caller, [event])
 
 
 @router.post(
@@ -572,10 +577,9 @@ def online_purchase(
 def online_return(
     request: Request,
     body: Annotated[bytes, Depends(raw_body)],
-    session: DbSession,
     key: KeyParam = None,
     section: SectionParam = None,
 ) -> Response:
     """An online return: the offline return's fields; `ui` and `_dt` from the query."""
     caller, event = _online(request, body, "return")
-    return _save(session, caller, [event])
+    return _save(request, caller, [event])
