@@ -242,8 +242,8 @@ def test_bad_parameters_are_400_naming_them(api: Api, params: dict[str, Any], pa
 def test_several_groupings_at_once_equal_one_report_per_grouping(
     api: Api, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
-    """returns_reports (the dashboard's Insights, reading the range once) gives exactly
-    what returns_report gives grouping by grouping: verified and reported sales and returns,
+    """returns_reports over all groupings at once (the dashboard's Insights, reading the
+    range once) gives exactly what it gives asked for one grouping (the API's report): verified and reported sales and returns,
     in and out of stores, refunds spread over items with and without prices."""
     ids = october(api)
     report_events(

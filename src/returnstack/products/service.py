@@ -327,35 +327,14 @@ def returns_report(
     Units sold are dated by their order, returns by their creation (a lifecycle return's
     units count once received, on the day the return was opened). Grouped by reason, units
     sold and the rate are null (a sale has no reason)."""
-    rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    common: dict[str, Any] = {
-        "group_by": group_by,
-        "start": start,
-        "end": end,
-        "currency": currency,
-    }
-    if group_by != "reason":
-        for group, units in repository.units_sold(session, tenant_id, **common):
-            rows[_fold(group_by, group)][3] += units
-    # A return counts once per group: distinct returns per day are added up per week or
-    # month, which is exact, since a return has one creation day.
-    for group, count, units in repository.units_returned(session, tenant_id, **common):
-        row = rows[_fold(group_by, group)]
-        row[0] += count
-        row[1] += units
-    items: dict[str, list[tuple[int, int, int | None, Any]]] = defaultdict(list)
-    for key, amount, quantity, unit_price, group in repository.refunded_items(
-        session, tenant_id, **common
-    ):
-        items[key].append((amount, quantity, unit_price, group))
-    for ret_items in items.values():
-        shares = allocate_refund(
-            ret_items[0][0], [(quantity, price) for _, quantity, price, _ in ret_items]
-        )
-        for (_, _, _, group), share in zip(ret_items, shares, strict=True):
-            if share:
-                rows[_fold(group_by, group)][2] += share
-    return _report_rows(group_by, rows)
+    return returns_reports(
+        session,
+        tenant_id=tenant_id,
+        group_bys=[group_by],
+        start=start,
+        end=end,
+        currency=currency,
+    )[group_by]
 
 
 def _report_rows(group_by: str, rows: dict[Any, list[int]]) -> list[dict[str, Any]]:
