@@ -243,8 +243,9 @@ def test_several_groupings_at_once_equal_one_report_per_grouping(
     api: Api, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
     """returns_reports over all groupings at once (the dashboard's Insights, reading the
-    range once) gives exactly what it gives asked for one grouping (the API's report): verified and reported sales and returns,
-    in and out of stores, refunds spread over items with and without prices."""
+    range once) gives exactly what it gives asked for one grouping (the API's report):
+    verified and reported sales and returns, in and out of stores, refunds spread over items
+    with and without prices."""
     ids = october(api)
     report_events(
         api.http,
