@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from returnstack.config import get_settings
 from returnstack.kit import migrate
@@ -90,6 +90,22 @@ def _errors(as_json: bool = False) -> Iterator[None]:
         # log, not to stdout.
         logging.getLogger("returnstack.cli").error("database unavailable: %s", error.orig)
         _fail(as_json, ServiceUnavailable("The database is unreachable."))
+
+
+@contextmanager
+def _session(as_json: bool, *, write: bool = True) -> Iterator[Session]:
+    """One transaction of the database; errors as `_errors` reports them."""
+    with _errors(as_json):
+        db = _database()
+        with db.transaction(write=write) as session:
+            yield session
+
+
+def _print_table(headers: tuple[str, ...], rows: Iterable[tuple[str | None, ...]]) -> None:
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*(value or "" for value in row))
+    out.print(table)
 
 
 def _fail(as_json: bool, error: ApiError) -> NoReturn:
@@ -199,9 +215,7 @@ def tenants_create(
     """Create a tenant; prints its id and signing secret (shown once)."""
     from returnstack.tenants.service import create_tenant
 
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction() as session:
+    with _session(as_json) as session:
         tenant = create_tenant(session, name=name, default_currency=currency)
         payload = {
             "id": tenant.id,
@@ -220,9 +234,7 @@ def tenants_create(
 @tenants_app.command("list")
 def tenants_list(as_json: JsonFlag = False) -> None:
     """List tenants."""
-    with _errors(as_json):
-        db = _database()
-    with db.transaction(write=False) as session:
+    with _session(as_json, write=False) as session:
         tenants = tenants_repository.list_tenants(session)
     rows = [
         {
@@ -235,10 +247,10 @@ def tenants_list(as_json: JsonFlag = False) -> None:
     ]
 
     def human() -> None:
-        table = Table("id", "name", "currency", "created")
-        for row in rows:
-            table.add_row(row["id"], row["name"], row["default_currency"], row["created_at"])
-        out.print(table)
+        _print_table(
+            ("id", "name", "currency", "created"),
+            ((r["id"], r["name"], r["default_currency"], r["created_at"]) for r in rows),
+        )
 
     _emit(as_json, {"data": rows}, human)
 
@@ -252,9 +264,7 @@ def tenants_rotate_secret(
     still verifies customer tokens and Sailthru signatures for 24 hours."""
     from returnstack.tenants.service import find_tenant, rotate_signing_secret
 
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction() as session:
+    with _session(as_json) as session:
         rotated = rotate_signing_secret(session, tenant=find_tenant(session, tenant))
         payload = {
             "id": rotated.id,
@@ -281,9 +291,7 @@ def keys_create(
     """Create an API key; prints it once (only its hash is stored)."""
     from returnstack.tenants.service import create_key, find_tenant
 
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction() as session:
+    with _session(as_json) as session:
         created = create_key(session, tenant=find_tenant(session, tenant), kind=kind.value)
 
     def human() -> None:
@@ -298,9 +306,7 @@ def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     """List a tenant's keys (prefixes only)."""
     from returnstack.tenants.service import find_tenant, list_keys
 
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction(write=False) as session:
+    with _session(as_json, write=False) as session:
         keys = list_keys(session, tenant=find_tenant(session, tenant))
     rows: list[dict[str, Any]] = [
         {
@@ -314,16 +320,13 @@ def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     ]
 
     def human() -> None:
-        table = Table("id", "kind", "prefix", "created", "revoked")
-        for row in rows:
-            table.add_row(
-                row["id"],
-                row["kind"],
-                row["prefix"] + "…",
-                row["created_at"],
-                row["revoked_at"] or "",
-            )
-        out.print(table)
+        _print_table(
+            ("id", "kind", "prefix", "created", "revoked"),
+            (
+                (r["id"], r["kind"], r["prefix"] + "…", r["created_at"], r["revoked_at"])
+                for r in rows
+            ),
+        )
 
     _emit(as_json, {"data": rows}, human)
 
@@ -333,9 +336,7 @@ def keys_revoke(key_id: str, as_json: JsonFlag = False) -> None:
     """Revoke a key; it is refused at once."""
     from returnstack.tenants.service import revoke_key
 
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction() as session:
+    with _session(as_json) as session:
         key = revoke_key(session, key_id=key_id)
     payload = {
         "id": key.id,
@@ -370,9 +371,7 @@ def users_create(
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction() as session:
+    with _session(as_json) as session:
         found = find_tenant(session, tenant)
         created = create_user(
             session, tenant_id=found.id, email=email, role=role.value, password=password
@@ -401,9 +400,7 @@ def users_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     from returnstack.dashboard.users import list_users
     from returnstack.tenants.service import find_tenant
 
-    with _errors(as_json):
-        db = _database()
-    with _errors(as_json), db.transaction(write=False) as session:
+    with _session(as_json, write=False) as session:
         users = list_users(session, tenant_id=find_tenant(session, tenant).id)
     rows = [
         {
@@ -417,12 +414,10 @@ def users_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     ]
 
     def human() -> None:
-        table = Table("id", "email", "role", "created", "disabled")
-        for row in rows:
-            table.add_row(
-                row["id"], row["email"], row["role"], row["created_at"], row["disabled_at"] or ""
-            )
-        out.print(table)
+        _print_table(
+            ("id", "email", "role", "created", "disabled"),
+            ((r["id"], r["email"], r["role"], r["created_at"], r["disabled_at"]) for r in rows),
+        )
 
     _emit(as_json, {"data": rows}, human)
 
@@ -664,13 +659,9 @@ def demo(
             opened = demo_data.open_lifecycle_returns(session, tenant_id=tenant.id)
         with db.transaction(write=False) as session:
             ranking = demo_data.catalog_ranking(session, tenant_id=tenant.id)
-        if db.engine.dialect.name == "postgresql":
-            # Statistics for the planner now, not when autovacuum gets to them: without
-            # them a freshly loaded database plans nested loops over every order (the
-            # dashboard's Insights took 13 s).
-            with db.engine.connect() as connection:
-                connection.execute(text("ANALYZE"))
-                connection.commit()
+        # Statistics for the planner now, not when autovacuum gets to them: without them a
+        # freshly loaded database plans nested loops over every order (Insights took 13 s).
+        db.analyze()
     db.dispose()
     base = f"http://{host}:{port}"
     payload = {

@@ -22,6 +22,7 @@ from returnstack.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from returnstack.outbox.service import DomainEvent, record
 from returnstack.webhooks.dispatcher import RETRY_DELAYS, Dispatcher
 from returnstack.webhooks.network import check_url
+from returnstack.webhooks.service import publish
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, purchase, unique
 from tests.webhooks.receiver import Receiver, running_receiver
@@ -196,6 +197,35 @@ def test_the_secret_is_shown_once_and_the_subscription_can_be_read_changed_and_d
     deleted = api.delete(f"/v1/webhooks/{body['id']}", headers=tenant.headers)
     assert deleted.status_code == 204
     assert api.get(f"/v1/webhooks/{body['id']}", headers=tenant.headers).status_code == 404
+
+
+def test_lists_of_webhooks_and_deliveries_page_without_an_empty_last_page(
+    api: TestClient, database: DatabaseFixture, tenant: TenantFixture
+) -> None:
+    hooks = [subscribe(api, tenant, f"https://hooks.example.com/{n}")["id"] for n in range(4)]
+    pages = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = api.get("/v1/webhooks", params=params, headers=tenant.headers).json()
+        pages.append([hook["id"] for hook in page["data"]])
+        if not (cursor := page["next_cursor"]):
+            break
+    assert pages == [hooks[::-1][:2], hooks[::-1][2:]]
+
+    emit(database, tenant, *(return_event(unique("ret")) for _ in range(2)))
+    with database.db.transaction() as session:
+        publish(session, now=datetime.now(UTC))
+    url = f"/v1/webhooks/{hooks[0]}/deliveries"
+    full = api.get(url, params={"limit": 2}, headers=tenant.headers).json()
+    assert len(full["data"]) == 2
+    assert full["next_cursor"] is None
+    first = api.get(url, params={"limit": 1}, headers=tenant.headers).json()
+    rest = api.get(
+        url, params={"limit": 1, "cursor": first["next_cursor"]}, headers=tenant.headers
+    ).json()
+    assert [d["id"] for d in first["data"] + rest["data"]] == [d["id"] for d in full["data"]]
+    assert rest["next_cursor"] is None
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse
 
 from returnstack.kit.money import CURRENCY_EXPONENTS
 from returnstack.models.returns import DeclineReason, Outcome, RefundMethod
+from returnstack.returns.errors import ReturnErrorCode as Code
 
 ACTION_LABELS = {
     "approve": "Approve",
@@ -25,21 +26,21 @@ OUTCOMES = list(get_args(Outcome))
 REFUND_METHODS = list(get_args(RefundMethod))
 DECLINE_REASONS = list(get_args(DeclineReason))
 
-CODE_WORDS = {
-    "order_not_found": "The order is not known.",
-    "order_not_owned": "The order belongs to another customer.",
-    "line_not_found": "The order has no such line.",
-    "ambiguous_line": "The product appears on several lines; pick the line.",
-    "quantity_exceeds_returnable": "More units than can still be returned.",
-    "outside_return_window": "The return window has passed.",
-    "final_sale": "Final sale: this product cannot be returned.",
-    "unknown_reason": "The reason is not one of the policy's reasons.",
-    "note_required": "This reason needs a note.",
-    "currency_mismatch": "Orders in different currencies cannot share a return.",
-    "refund_exceeds_refundable": "More than can be refunded.",
-    "quantity_exceeds_requested": "More units than the return expects.",
-    "item_not_in_return": "This line is not in the return.",
-    "invalid_transition": "Not possible in the return's current status.",
+CODE_WORDS: dict[str, str] = {
+    Code.order_not_found: "The order is not known.",
+    Code.order_not_owned: "The order belongs to another customer.",
+    Code.line_not_found: "The order has no such line.",
+    Code.ambiguous_line: "The product appears on several lines; pick the line.",
+    Code.quantity_exceeds_returnable: "More units than can still be returned.",
+    Code.outside_return_window: "The return window has passed.",
+    Code.final_sale: "Final sale: this product cannot be returned.",
+    Code.unknown_reason: "The reason is not one of the policy's reasons.",
+    Code.note_required: "This reason needs a note.",
+    Code.currency_mismatch: "Orders in different currencies cannot share a return.",
+    Code.refund_exceeds_refundable: "More than can be refunded.",
+    Code.quantity_exceeds_requested: "More units than the return expects.",
+    Code.item_not_in_return: "This line is not in the return.",
+    Code.invalid_transition: "Not possible in the return's current status.",
 }
 
 

@@ -1071,6 +1071,37 @@ def _webhook_errors(errors: FormErrors) -> dict[str, str]:
     return mapped
 
 
+def _webhook_fields(form: FormData, *, no_events: list[str]) -> dict[str, Any]:
+    """The webhook form as the API's request body has it (`no_events`: an empty list's)."""
+    return {
+        "url": _text(form, "url"),
+        "events": _event_list(_text(form, "events")) or no_events,
+        "description": _optional(form, "description"),
+    }
+
+
+def _webhook_refused(
+    request: Request,
+    session: Session,
+    staff: SignedIn,
+    webhook_id: str,
+    errors: FormErrors,
+    **extra: Any,
+) -> Response:
+    """The webhook's page again (422), the API's messages next to the fields."""
+    fields = _webhook_errors(errors)
+    return _webhook_page(
+        request,
+        session,
+        staff,
+        webhook_id,
+        status=422,
+        errors=fields,
+        message=errors.message,
+        **extra,
+    )
+
+
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 DELIVERIES_PAGE = 50
 
@@ -1154,37 +1185,21 @@ def update_webhook(
     """URL, event types and description: PATCH /v1/webhooks/{id}'s checks and service."""
     staff, form = posted
     try:
-        data = attempt(
-            session,
-            lambda: WebhookUpdate.model_validate(
-                {
-                    "url": _text(form, "url"),
-                    "events": _event_list(_text(form, "events")),
-                    "description": _optional(form, "description"),
-                }
-            ),
-        )
         attempt(
             session,
             lambda: webhooks.update_subscription(
                 session,
                 tenant_id=staff.user.tenant_id,
                 subscription_id=webhook_id,
-                changes=data.model_dump(exclude={"enabled"}),
+                changes=WebhookUpdate.model_validate(
+                    _webhook_fields(form, no_events=[])
+                ).model_dump(exclude={"enabled"}),
                 allow_private=request.app.state.settings.webhooks_allow_private,
             ),
         )
     except FormErrors as errors:
-        return _webhook_page(
-            request,
-            session,
-            staff,
-            webhook_id,
-            status=422,
-            errors=_webhook_errors(errors),
-            message=errors.message,
-            values={name: _text(form, name) for name in ("url", "events", "description")},
-        )
+        values = {name: _text(form, name) for name in ("url", "events", "description")}
+        return _webhook_refused(request, session, staff, webhook_id, errors, values=values)
     return _see_other(_webhook_url(webhook_id, "?saved=1"))
 
 
@@ -1196,15 +1211,8 @@ def enable_webhook(
     staff, form = posted
     wanted = _text(form, "enabled")
     if wanted not in ("yes", "no"):
-        return _webhook_page(
-            request,
-            session,
-            staff,
-            webhook_id,
-            status=422,
-            errors={"enabled": "must be yes or no"},
-            message="Nothing was changed.",
-        )
+        refused = FormErrors("Nothing was changed.", {"enabled": "must be yes or no"})
+        return _webhook_refused(request, session, staff, webhook_id, refused)
     webhooks.update_subscription(
         session,
         tenant_id=staff.user.tenant_id,
@@ -1239,27 +1247,19 @@ def recover_webhook(
         since += ":00Z" if since.count(":") == 1 else "Z"
     retention = timedelta(days=request.app.state.settings.webhooks_retention_days)
     try:
-        data = attempt(session, lambda: RecoverRequest.model_validate({"since": since}))
         queued = attempt(
             session,
             lambda: webhooks.recover(
                 session,
                 tenant_id=staff.user.tenant_id,
                 subscription_id=webhook_id,
-                since=data.since,
+                since=RecoverRequest.model_validate({"since": since}).since,
                 retention=retention,
             ),
         )
     except FormErrors as errors:
-        return _webhook_page(
-            request,
-            session,
-            staff,
-            webhook_id,
-            status=422,
-            errors=_webhook_errors(errors),
-            message=errors.message,
-            since=_text(form, "since"),
+        return _webhook_refused(
+            request, session, staff, webhook_id, errors, since=_text(form, "since")
         )
     return _webhook_page(
         request,
@@ -1277,15 +1277,8 @@ def delete_webhook(
 ) -> Response:
     staff, form = posted
     if form.get("confirm") != "yes":
-        return _webhook_page(
-            request,
-            session,
-            staff,
-            webhook_id,
-            status=422,
-            errors={"confirm": "tick the box to confirm"},
-            message="The webhook was not deleted.",
-        )
+        refused = FormErrors("The webhook was not deleted.", {"confirm": "tick the box to confirm"})
+        return _webhook_refused(request, session, staff, webhook_id, refused)
     webhooks.delete_subscription(
         session, tenant_id=staff.user.tenant_id, subscription_id=webhook_id
     )
@@ -1295,29 +1288,21 @@ def delete_webhook(
 @router.post("/settings/webhooks")
 def create_webhook(request: Request, posted: Admin, session: DbSession) -> Response:
     staff, form = posted
+
+    def create() -> dict[str, Any]:
+        data = WebhookCreate.model_validate(_webhook_fields(form, no_events=["*"]))
+        return webhooks.create_subscription(
+            session,
+            tenant_id=staff.user.tenant_id,
+            url=data.url,
+            events=data.events,
+            description=data.description,
+            enabled=True,
+            allow_private=request.app.state.settings.webhooks_allow_private,
+        )
+
     try:
-        data = attempt(
-            session,
-            lambda: WebhookCreate.model_validate(
-                {
-                    "url": _text(form, "url"),
-                    "events": _event_list(_text(form, "events")) or ["*"],
-                    "description": _optional(form, "description"),
-                }
-            ),
-        )
-        created = attempt(
-            session,
-            lambda: webhooks.create_subscription(
-                session,
-                tenant_id=staff.user.tenant_id,
-                url=data.url,
-                events=data.events,
-                description=data.description,
-                enabled=True,
-                allow_private=request.app.state.settings.webhooks_allow_private,
-            ),
-        )
+        created = attempt(session, create)
     except FormErrors as errors:
         return _settings_page(
             request,

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,6 +84,13 @@ class Database:
             return None if row is None else tuple(row)
         finally:
             raw.close()  # the pool rolls back what a driver may have begun
+
+    def analyze(self) -> None:
+        """Gather the planner's statistics now (PostgreSQL), not when autovacuum does."""
+        if not self.is_sqlite:
+            with self.engine.connect() as connection:
+                connection.execute(text("ANALYZE"))
+                connection.commit()
 
     def session(self, *, write: bool = False) -> Session:
         return (self._writer if write else self._reader)()

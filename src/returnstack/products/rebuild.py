@@ -45,16 +45,22 @@ class ProductRebuildReport:
 
 
 Tables = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
+_KEY_NAMES = ("product_id", "variant_id", "channel", "store_id", "currency")
+
+
+def _key(item: Any, fact: Any) -> tuple[Any, ...]:
+    """A breakdown's key (product, variant, channel, store, currency) of an item and its fact."""
+    return (
+        item.product_id,
+        func.coalesce(item.variant_id, NO_VARIANT),
+        fact.channel,
+        func.coalesce(fact.store_id, NO_STORE),
+        fact.currency,
+    )
 
 
 def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int]]) -> None:
-    key: tuple[Any, ...] = (
-        OrderLine.product_id,
-        func.coalesce(OrderLine.variant_id, NO_VARIANT),
-        Order.channel,
-        func.coalesce(Order.store_id, NO_STORE),
-        Order.currency,
-    )
+    key = _key(OrderLine, Order)
     query = (
         select(*key, func.sum(OrderLine.quantity))
         .join(Order, and_(Order.tenant_id == OrderLine.tenant_id, Order.id == OrderLine.order_id))
@@ -63,13 +69,7 @@ def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int
     )
     for *row, units in session.execute(query):
         into[tuple(row)][0] += int(units)
-    reported_key: tuple[Any, ...] = (
-        ReportedItem.product_id,
-        func.coalesce(ReportedItem.variant_id, NO_VARIANT),
-        ReportedEvent.channel,
-        func.coalesce(ReportedEvent.store_id, NO_STORE),
-        ReportedEvent.currency,
-    )
+    reported_key = _key(ReportedItem, ReportedEvent)
     query = (
         select(*reported_key, func.sum(ReportedItem.quantity))
         .join(ReportedEvent, _reported_join())
@@ -87,38 +87,27 @@ def _reported_join() -> Any:
     )
 
 
+def _return_join() -> Any:
+    return and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
+
+
 def _returned(
     session: Session,
     tenant_id: str,
     into: dict[tuple[Any, ...], list[int]],
     reasons: dict[tuple[str, str], list[int]],
 ) -> None:
-    key: tuple[Any, ...] = (
-        ReturnItem.product_id,
-        func.coalesce(ReturnItem.variant_id, NO_VARIANT),
-        Return.channel,
-        func.coalesce(Return.store_id, NO_STORE),
-        Return.currency,
-    )
+    key = _key(ReturnItem, Return)
     query = (
         select(*key, ReturnItem.reason, func.sum(ReturnItem.received_quantity))
-        .join(
-            Return,
-            and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id),
-        )
+        .join(Return, _return_join())
         .where(ReturnItem.tenant_id == tenant_id, ReturnItem.received_quantity > 0)
         .group_by(*key, ReturnItem.reason)
     )
     for *row, reason, units in session.execute(query):
         into[tuple(row)][1] += int(units)
         reasons[(row[0], reason)][0] += int(units)
-    reported_key: tuple[Any, ...] = (
-        ReportedItem.product_id,
-        func.coalesce(ReportedItem.variant_id, NO_VARIANT),
-        ReportedEvent.channel,
-        func.coalesce(ReportedEvent.store_id, NO_STORE),
-        ReportedEvent.currency,
-    )
+    reported_key = _key(ReportedItem, ReportedEvent)
     reported_reason = func.coalesce(ReportedItem.reason, UNSPECIFIED_REASON)
     query = (
         select(*reported_key, reported_reason, func.sum(ReportedItem.quantity))
@@ -140,17 +129,13 @@ def _refunded(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list
             ReturnItem.position.label("position"),
             ReturnItem.quantity.label("quantity"),
             ReturnItem.unit_price.label("unit_price"),
-            ReturnItem.product_id.label("product_id"),
-            func.coalesce(ReturnItem.variant_id, NO_VARIANT).label("variant_id"),
-            Return.channel.label("channel"),
-            func.coalesce(Return.store_id, NO_STORE).label("store_id"),
-            Return.currency.label("currency"),
+            *(
+                part.label(name)
+                for part, name in zip(_key(ReturnItem, Return), _KEY_NAMES, strict=True)
+            ),
             literal(0).label("reported"),
         )
-        .join(
-            Return,
-            and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id),
-        )
+        .join(Return, _return_join())
         .where(ReturnItem.tenant_id == tenant_id, Return.refund_amount > 0)
     )
     reported = (
@@ -160,11 +145,7 @@ def _refunded(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list
             ReportedItem.position,
             ReportedItem.quantity,
             ReportedItem.unit_price,
-            ReportedItem.product_id,
-            func.coalesce(ReportedItem.variant_id, NO_VARIANT),
-            ReportedEvent.channel,
-            func.coalesce(ReportedEvent.store_id, NO_STORE),
-            ReportedEvent.currency,
+            *_key(ReportedItem, ReportedEvent),
             literal(1),
         )
         .join(ReportedEvent, _reported_join())
@@ -182,7 +163,7 @@ def _refunded(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list
     def spread() -> None:
         shares = allocate_refund(items[0].amount, [(i.quantity, i.unit_price) for i in items])
         for item, share in zip(items, shares, strict=True):
-            key = (item.product_id, item.variant_id, item.channel, item.store_id, item.currency)
+            key = tuple(getattr(item, name) for name in _KEY_NAMES)
             into[key][5 if item.reported else 2] += share
 
     for row in session.execute(query.execution_options(yield_per=10_000)):
@@ -294,7 +275,7 @@ _MODELS: dict[str, Any] = {
     ),
     "product_breakdowns": (
         ProductBreakdown,
-        ("product_id", "variant_id", "channel", "store_id", "currency"),
+        _KEY_NAMES,
         BREAKDOWN_COUNTERS,
     ),
     "product_reasons": (ProductReason, ("product_id", "reason"), ("units", "reported_units")),

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, aliased
 
 from returnstack.kit.bulk import insert_rows
 from returnstack.kit.ids import new_id
+from returnstack.kit.pagination import keyset_page
 from returnstack.models import (
     OutboxEvent,
     Tenant,
@@ -54,21 +55,18 @@ def find_subscription(
 
 
 def list_subscriptions(
-    session: Session, *, tenant_id: str, limit: int, after: tuple[datetime, str] | None
-) -> list[WebhookSubscription]:
+    session: Session, *, tenant_id: str, limit: int, cursor: str | None
+) -> tuple[list[WebhookSubscription], str | None]:
+    """Newest first."""
     query = select(WebhookSubscription).where(WebhookSubscription.tenant_id == tenant_id)
-    if after is not None:
-        at, last_id = after
-        query = query.where(
-            or_(
-                WebhookSubscription.created_at < at,
-                and_(WebhookSubscription.created_at == at, WebhookSubscription.id < last_id),
-            )
-        )
-    query = query.order_by(
-        WebhookSubscription.created_at.desc(), WebhookSubscription.id.desc()
-    ).limit(limit)
-    return list(session.scalars(query))
+    return keyset_page(
+        session,
+        query,
+        at=WebhookSubscription.created_at,
+        row_id=WebhookSubscription.id,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 def count_subscriptions(session: Session, *, tenant_id: str) -> int:
@@ -168,7 +166,8 @@ def list_deliveries(
     limit: int,
     before_id: str | None,
     status: str | None,
-) -> list[WebhookDelivery]:
+) -> tuple[list[WebhookDelivery], str | None]:
+    """Newest first (ids sort by time); the cursor is the id of a page's last row."""
     query = select(WebhookDelivery).where(
         WebhookDelivery.tenant_id == tenant_id,
         WebhookDelivery.subscription_id == subscription_id,
@@ -177,7 +176,10 @@ def list_deliveries(
         query = query.where(WebhookDelivery.id < before_id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
-    return list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit)))
+    rows = list(session.scalars(query.order_by(WebhookDelivery.id.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].id
 
 
 def find_delivery(

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from returnstack.kit.ids import new_id
-from returnstack.kit.pagination import decode_cursor, encode_cursor
+from returnstack.kit.pagination import invalid_cursor
 from returnstack.kit.timefmt import rfc3339
 from returnstack.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from returnstack.outbox.service import EVENT_TYPES, notify_dispatchers
@@ -185,10 +185,10 @@ def create_subscription(
 def list_subscriptions(
     session: Session, *, tenant_id: str, limit: int, cursor: str | None
 ) -> dict[str, Any]:
-    after = decode_cursor(cursor) if cursor else None
-    rows = repository.list_subscriptions(session, tenant_id=tenant_id, limit=limit, after=after)
+    rows, next_cursor = repository.list_subscriptions(
+        session, tenant_id=tenant_id, limit=limit, cursor=cursor
+    )
     now = utcnow()
-    next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if len(rows) == limit else None
     return {"data": [render_subscription(r, now=now) for r in rows], "next_cursor": next_cursor}
 
 
@@ -278,10 +278,8 @@ def list_deliveries(
     ):
         raise NotFound(f"No webhook {subscription_id!r}.")
     if cursor is not None and not cursor.startswith("del_"):
-        raise InvalidRequest(
-            "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
-        )
-    rows = repository.list_deliveries(
+        raise invalid_cursor()
+    rows, next_cursor = repository.list_deliveries(
         session,
         tenant_id=tenant_id,
         subscription_id=subscription_id,
@@ -289,7 +287,6 @@ def list_deliveries(
         before_id=cursor,
         status=status,
     )
-    next_cursor = rows[-1].id if len(rows) == limit else None
     return {"data": [render_delivery(r) for r in rows], "next_cursor": next_cursor}
 
 
