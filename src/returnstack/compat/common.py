@@ -12,10 +12,11 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 import orjson
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from starlette.responses import Response
 
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
 from returnstack.events.service import RecordResult, record_events
-from returnstack.kit.errors import ApiError, format_path
+from returnstack.kit.errors import ApiError, format_path, register_error_shape
 from returnstack.kit.metrics import EVENTS_INGESTED
 from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
 from returnstack.kit.ratelimit import check_rate_limit
@@ -74,46 +75,68 @@ def _describe(error: ApiError) -> str:
     return " ".join([error.message, "; ".join(parts)]).strip()
 
 
-class VendorRoute(RenderInThreadRoute):
-    """A route that answers every refusal in its vendor's error shape: the adapter's own
-    errors, the domain's (e.g. a return that is not eligible), a key refused, a rate limit,
-    and FastAPI's parameter errors."""
+RenderError = Callable[[int, str, int | None], Response]  # status, message, vendor's code
+Decorate = Callable[[Request, Response], Response]
 
-    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
-        raise NotImplementedError  # each vendor's route renders its own shape
 
-    def decorate(self, request: Request, response: Response) -> Response:
-        """Headers a vendor sends on every answer (Sailthru's rate-limit headers)."""
-        return response
+def status_phrase(status_code: int) -> str:
+    return HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else ""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        render = self.render_error
 
-        async def handle(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except CompatError as exc:
-                response = render(exc.status_code, exc.message, exc.code)
-                response.headers.update(exc.headers)
-            except ApiError as exc:
-                response = render(exc.status_code, _describe(exc), None)
-                response.headers.update(exc.headers or {})
-            except (RequestValidationError, ValidationError) as exc:
-                # FastAPI's parameter errors (their loc starts with "query"/"path"), or a
-                # domain request built by the adapter that breaks a limit of the domain.
-                first = exc.errors()[0] if exc.errors() else {}
-                loc = tuple(first.get("loc", ()))
-                path = format_path(loc[1:] if isinstance(exc, RequestValidationError) else loc)
-                message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
-                response = render(400, f"{path}: {message}" if path else message, None)
-            if response.status_code >= 400:
-                # An error answered here never reaches the request's transaction: marked, it
-                # is rolled back instead of committed (kit/deps.py get_session).
-                request.state.failed = True
-            return self.decorate(request, response)
+def _as_is(_request: Request, response: Response) -> Response:
+    return response
 
-        return handle
+
+def vendor_router(
+    name: str,
+    tag: str,
+    paths: Callable[[str], bool],
+    render: RenderError,
+    decorate: Decorate = _as_is,
+) -> APIRouter:
+    """The router of a vendor's endpoints: every refusal in the vendor's shape, on its routes
+    (VendorRoute) and for the errors raised before one runs (405, 413: kit/errors.py).
+    `decorate` adds the headers a vendor sends on every answer (Sailthru's rate limits)."""
+
+    class VendorRoute(RenderInThreadRoute):
+        """A route that answers every refusal in its vendor's error shape: the adapter's own
+        errors, the domain's (e.g. a return that is not eligible), a key refused, a rate
+        limit, and FastAPI's parameter errors."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    response = await handler(request)
+                except CompatError as exc:
+                    response = render(exc.status_code, exc.message, exc.code)
+                    response.headers.update(exc.headers)
+                except ApiError as exc:
+                    response = render(exc.status_code, _describe(exc), None)
+                    response.headers.update(exc.headers or {})
+                except (RequestValidationError, ValidationError) as exc:
+                    # FastAPI's parameter errors (their loc starts with "query"/"path"), or a
+                    # domain request built by the adapter that breaks a limit of the domain.
+                    first = exc.errors()[0] if exc.errors() else {}
+                    loc = tuple(first.get("loc", ()))
+                    path = format_path(loc[1:] if isinstance(exc, RequestValidationError) else loc)
+                    message = str(first.get("msg", "is invalid")).removeprefix("Value error, ")
+                    response = render(400, f"{path}: {message}" if path else message, None)
+                if response.status_code >= 400:
+                    # An error answered here never reaches the request's transaction: marked, it
+                    # is rolled back instead of committed (kit/deps.py get_session).
+                    request.state.failed = True
+                return decorate(request, response)
+
+            return handle
+
+    register_error_shape(
+        name,
+        paths,
+        lambda request, status, message: decorate(request, render(status, message, None)),
+    )
+    return APIRouter(route_class=VendorRoute, tags=[tag])
 
 
 # --- bodies -------------------------------------------------------------------------------

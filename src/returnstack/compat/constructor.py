@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,7 +30,6 @@ from starlette.responses import Response
 
 from returnstack.compat.common import (
     Caller,
-    VendorRoute,
     bad_request,
     check_time,
     event_key,
@@ -39,6 +38,7 @@ from returnstack.compat.common import (
     minor_units,
     record,
     unauthorized,
+    vendor_router,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -50,7 +50,7 @@ from returnstack.events.schemas import (
     StoreRef,
     Trust,
 )
-from returnstack.kit.errors import format_path, register_error_shape
+from returnstack.kit.errors import format_path
 from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
@@ -77,21 +77,14 @@ def render_error(status_code: int, message: str, _code: int | None) -> Response:
     return JSONResponse({"message": message}, status_code=status_code)
 
 
-class ConstructorRoute(VendorRoute):
-    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
-        return render_error(status_code, message, code)
-
-
-register_error_shape(
+router = vendor_router(
     "constructor",
+    "compat: Constructor",
     lambda path: (
         path == "/v1/offline_behavioral_actions" or path.startswith("/v2/behavioral_action/")
     ),
-    lambda _request, status, message: render_error(status, message, None),
+    render_error,
 )
-
-
-router = APIRouter(route_class=ConstructorRoute, tags=["compat: Constructor"])
 
 
 class _ConstructorStrict(BaseModel):

@@ -7,11 +7,10 @@ Emporix's object shape. A secret key; `{tenant}` is its tenant's id or name.
 
 import re
 from decimal import Decimal
-from http import HTTPStatus
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,19 +19,19 @@ from starlette.responses import Response
 from returnstack.compat import emporix_query
 from returnstack.compat.common import (
     CompatError,
-    VendorRoute,
     bad_request,
     decimal_amount,
     find_key,
     load_json,
+    status_phrase,
     unauthorized,
+    vendor_router,
 )
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
     PreconditionFailed,
     ValidationFailed,
     format_path,
-    register_error_shape,
 )
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
@@ -62,25 +61,13 @@ METADATA_MIXINS = "emporix_mixins"  # where the mixins are kept, as one JSON tex
 
 def render_error(status_code: int, message: str, _code: int | None) -> Response:
     """Emporix's error body: {"code": 404, "status": "Not Found", "message": "..."}."""
-    phrase = HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else ""
-    return JSONResponse(
-        {"code": status_code, "status": phrase, "message": message}, status_code=status_code
-    )
+    body = {"code": status_code, "status": status_phrase(status_code), "message": message}
+    return JSONResponse(body, status_code=status_code)
 
 
-class EmporixRoute(VendorRoute):
-    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
-        return render_error(status_code, message, code)
-
-
-register_error_shape(
-    "emporix",
-    lambda path: path.startswith("/return/"),
-    lambda _request, status, message: render_error(status, message, None),
+router = vendor_router(
+    "emporix", "compat: Emporix", lambda path: path.startswith("/return/"), render_error
 )
-
-
-router = APIRouter(route_class=EmporixRoute, tags=["compat: Emporix"])
 
 
 # --- request shapes ------------------------------------------------------------------------

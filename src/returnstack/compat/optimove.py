@@ -13,11 +13,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,14 +25,15 @@ from starlette.responses import Response
 from returnstack.compat.common import (
     Caller,
     CompatError,
-    VendorRoute,
     bad_request,
     event_key,
     find_key,
     load_json,
     minor_units,
     record,
+    status_phrase,
     unauthorized,
+    vendor_router,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -46,7 +46,6 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.deps import DbSession
-from returnstack.kit.errors import register_error_shape
 from returnstack.kit.locks import lock_names
 from returnstack.kit.money import is_currency
 from returnstack.kit.openapi import json_body, raw_body
@@ -67,25 +66,13 @@ PRODUCT_REFUND = "ootb_product_refund"
 
 def render_error(status_code: int, message: str, _code: int | None) -> Response:
     """Optimove's error body: {"status": 429, "error": "Too Many Requests", "message": ...}."""
-    phrase = HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else ""
-    return JSONResponse(
-        {"status": status_code, "error": phrase, "message": message}, status_code=status_code
-    )
+    body = {"status": status_code, "error": status_phrase(status_code), "message": message}
+    return JSONResponse(body, status_code=status_code)
 
 
-class OptimoveRoute(VendorRoute):
-    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
-        return render_error(status_code, message, code)
-
-
-register_error_shape(
-    "optimove",
-    lambda path: path.startswith("/optimove/"),
-    lambda _request, status, message: render_error(status, message, None),
+router = vendor_router(
+    "optimove", "compat: Optimove", lambda path: path.startswith("/optimove/"), render_error
 )
-
-
-router = APIRouter(route_class=OptimoveRoute, tags=["compat: Optimove"])
 
 
 # --- documentation of the request (validated by hand, event by event) -----------------------

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,13 +34,13 @@ from returnstack.compat.carts import close_cart, keep_cart
 from returnstack.compat.common import (
     Caller,
     CompatError,
-    VendorRoute,
     bad_request,
     check_time,
     event_key,
     find_key,
     load_json,
     record,
+    vendor_router,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -52,7 +52,7 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.deps import DbSession, read_session
-from returnstack.kit.errors import format_path, register_error_shape
+from returnstack.kit.errors import format_path
 from returnstack.kit.ids import ulid
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.ratelimit import remaining_tokens
@@ -96,24 +96,13 @@ def rate_limit_headers(request: Request, response: Response) -> Response:
     return response
 
 
-class SailthruRoute(VendorRoute):
-    def render_error(self, status_code: int, message: str, code: int | None) -> Response:
-        return render_error(status_code, message, code)
-
-    def decorate(self, request: Request, response: Response) -> Response:
-        return rate_limit_headers(request, response)
-
-
-register_error_shape(
+router = vendor_router(
     "sailthru",
+    "compat: Sailthru",
     lambda path: path in ("/purchase", "/return"),
-    lambda request, status, message: rate_limit_headers(
-        request, render_error(status, message, None)
-    ),
+    render_error,
+    rate_limit_headers,
 )
-
-
-router = APIRouter(route_class=SailthruRoute, tags=["compat: Sailthru"])
 
 
 # --- request shapes -----------------------------------------------------------------------
