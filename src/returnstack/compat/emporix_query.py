@@ -3,7 +3,6 @@ over the returns of one tenant."""
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +30,6 @@ SORTABLE: dict[str, Any] = {
 }
 _TERM = re.compile(r'(?P<field>[A-Za-z.]+):(?P<value>"[^"]*"|\([^)]*\)|\S+)')
 _COMPARISON = re.compile(r"^(>=|<=|>|<)?(.*)$")
-
-
-@dataclass(frozen=True)
-class Listing:
-    conditions: list[ColumnElement[bool]] = field(default_factory=list)
-    order_by: list[Any] = field(default_factory=list)
 
 
 def _time(text: str) -> datetime:

@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import ColumnElement
 
 from returnstack.customers import segments
-from returnstack.customers.expressions import compile_where
+from returnstack.customers.expressions import Sort, compile_where
 from returnstack.customers.schemas import (
     CustomerRowPage,
     SegmentCreate,
@@ -80,6 +80,19 @@ def wants_csv(request: Request) -> bool:
     return csv > 0 and csv >= quality.get("application/json", 0.0)
 
 
+def csv_response(
+    request: Request, *, tenant_id: str, condition: ColumnElement[bool], sort: Sort, filename: str
+) -> StreamingResponse:
+    """Every row `condition` selects, streamed as CSV (`segments.stream_csv`)."""
+    return StreamingResponse(
+        segments.stream_csv(
+            request.app.state.db, tenant_id=tenant_id, condition=condition, sort=sort
+        ),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )
+
+
 def _rows(
     request: Request,
     session: DbSession,
@@ -93,12 +106,8 @@ def _rows(
 ) -> Any:
     order = segments.parse_sort(sort)
     if wants_csv(request):
-        return StreamingResponse(
-            segments.stream_csv(
-                request.app.state.db, tenant_id=tenant_id, condition=condition, sort=order
-            ),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+        return csv_response(
+            request, tenant_id=tenant_id, condition=condition, sort=order, filename=filename
         )
     return segments.list_customers(
         session, tenant_id=tenant_id, condition=condition, sort=order, limit=limit, cursor=cursor

@@ -26,7 +26,8 @@ from returnstack.customers.expressions import compile_where
 from returnstack.customers.render import customer_profile, email_profile
 from returnstack.customers.repository import linked_emails
 from returnstack.customers.schemas import SegmentCreate
-from returnstack.customers.segments import list_customers, parse_sort, stream_csv
+from returnstack.customers.segment_endpoints import csv_response
+from returnstack.customers.segments import list_customers, parse_sort
 from returnstack.dashboard import insights, users
 from returnstack.dashboard.auth import (
     CSRF_FIELD,
@@ -87,6 +88,7 @@ from returnstack.returns.schemas import (
 )
 from returnstack.returns.state import TRANSITIONS
 from returnstack.tenants import service as tenants_service
+from returnstack.webhooks import repository as webhooks_repository
 from returnstack.webhooks import service as webhooks
 from returnstack.webhooks.schemas import RecoverRequest, WebhookCreate, WebhookUpdate
 
@@ -709,7 +711,6 @@ def act(request: Request, number: str, action: str, posted: Agent, session: DbSe
     ret = returns_service.get_return(session, tenant_id=tenant_id, reference=number)
     version = _text(form, "version")
     try:
-        body = attempt(session, lambda: _action_body(action, form, ret))
         attempt(
             session,
             lambda: returns_service.apply_action(
@@ -717,7 +718,7 @@ def act(request: Request, number: str, action: str, posted: Agent, session: DbSe
                 tenant_id=tenant_id,
                 reference=ret["id"],
                 action=action,
-                body=body,
+                body=_action_body(action, form, ret),
                 actor=staff.user.actor,
                 # The version the form was made from: a change made meanwhile by someone
                 # else is not overwritten (412, shown on the page).
@@ -826,17 +827,15 @@ def save_segment(request: Request, posted: Agent, session: DbSession) -> Respons
     """Save the segment shown (POST /v1/segments's checks and service)."""
     staff, form = posted
     where = _text(form, "where")
+
+    def create() -> dict[str, Any]:
+        data = SegmentCreate.model_validate({"name": _text(form, "name"), "where": where})
+        return segments.create_segment(
+            session, tenant_id=staff.user.tenant_id, name=data.name, where=data.where
+        )
+
     try:
-        data = attempt(
-            session,
-            lambda: SegmentCreate.model_validate({"name": _text(form, "name"), "where": where}),
-        )
-        attempt(
-            session,
-            lambda: segments.create_segment(
-                session, tenant_id=staff.user.tenant_id, name=data.name, where=data.where
-            ),
-        )
+        attempt(session, create)
     except FormErrors as errors:
         # The API's messages next to the fields: the name, or the expression itself.
         problems = {
@@ -884,12 +883,12 @@ def customers_csv(
             {"staff": staff, "title": "Cannot export", "message": error.message},
             status_code=400,
         )
-    return StreamingResponse(
-        stream_csv(
-            request.app.state.db, tenant_id=staff.user.tenant_id, condition=condition, sort=order
-        ),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
+    return csv_response(
+        request,
+        tenant_id=staff.user.tenant_id,
+        condition=condition,
+        sort=order,
+        filename="customers",
     )
 
 
@@ -1046,7 +1045,7 @@ def _webhooks(session: Session, tenant_id: str) -> list[dict[str, Any]]:
     subscriptions: list[dict[str, Any]] = webhooks.list_subscriptions(
         session, tenant_id=tenant_id, limit=webhooks.MAX_SUBSCRIPTIONS, cursor=None
     )["data"]
-    counts = webhooks.delivery_summaries(
+    counts = webhooks_repository.delivery_summaries(
         session, tenant_id=tenant_id, subscription_ids=[hook["id"] for hook in subscriptions]
     )
     for subscription in subscriptions:
@@ -1415,14 +1414,15 @@ def save_policy(request: Request, posted: Admin, session: DbSession) -> Response
     tenant_id = staff.user.tenant_id
     tenant = session.get(Tenant, tenant_id)
     assert tenant is not None
+    current_policy = policies.get_policy(session, tenant_id=tenant_id)
     try:
-        current_policy = policies.get_policy(session, tenant_id=tenant_id)
-        document = attempt(
-            session, lambda: _policy_from_form(form, current_policy, tenant.default_currency)
-        )
         attempt(
             session,
-            lambda: returns_service.put_policy(session, tenant_id=tenant_id, policy=document),
+            lambda: returns_service.put_policy(
+                session,
+                tenant_id=tenant_id,
+                policy=_policy_from_form(form, current_policy, tenant.default_currency),
+            ),
         )
     except FormErrors as errors:
         return _settings_page(

@@ -45,7 +45,3 @@ def to_minor_units(amount: Decimal | str | int, currency: str) -> int:
     if scaled != scaled.to_integral_value():
         raise ValueError(f"has more than {exponent} decimals for {currency}")
     return int(scaled)
-
-
-def from_minor_units(amount: int, currency: str) -> Decimal:
-    return Decimal(amount).scaleb(-CURRENCY_EXPONENTS[currency])

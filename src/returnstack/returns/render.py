@@ -6,6 +6,21 @@ from typing import Any
 from returnstack.kit.timefmt import rfc3339
 from returnstack.returns.state import allowed_actions
 
+ITEM_FIELDS = (
+    "order_id",
+    "line_id",
+    "product_id",
+    "variant_id",
+    "quantity",
+    "received_quantity",
+    "reason",
+    "note",
+    "resolution",
+    "unit_price",
+    "outcome",
+    "disposition",
+)
+
 
 def format_number(number: int) -> str:
     return f"R-{number:06d}"
@@ -39,26 +54,7 @@ def render_return(
         "store": store,
         "customer": {"id": customer_id, "email": email} if customer_id or email else None,
         "currency": ret["currency"],
-        "items": [
-            {
-                key: item[key]
-                for key in (
-                    "order_id",
-                    "line_id",
-                    "product_id",
-                    "variant_id",
-                    "quantity",
-                    "received_quantity",
-                    "reason",
-                    "note",
-                    "resolution",
-                    "unit_price",
-                    "outcome",
-                    "disposition",
-                )
-            }
-            for item in items
-        ],
+        "items": [{key: item[key] for key in ITEM_FIELDS} for item in items],
         "refund": refund,
         "fees": {"restocking": ret["fee_restocking"], "shipping": ret["fee_shipping"]},
         "attachments": list(attachments),

@@ -21,7 +21,7 @@ from returnstack.kit.timefmt import rfc3339
 from returnstack.models import Order, Return
 from returnstack.models.returns import ReturnStatus
 from returnstack.orders.service import render_orders
-from returnstack.returns import attachments, service
+from returnstack.returns import attachments, render, service
 from returnstack.returns.errors import ReturnErrorCode
 from returnstack.returns.policy import get_policy, terms_for
 from returnstack.returns.repository import find_return, render_returns
@@ -217,19 +217,7 @@ RETURN_FIELDS = (
     "closed_at",
     "version",
 )
-ITEM_FIELDS = (
-    "order_id",
-    "line_id",
-    "product_id",
-    "variant_id",
-    "quantity",
-    "received_quantity",
-    "reason",
-    "note",
-    "resolution",
-    "unit_price",
-    "outcome",
-)
+ITEM_FIELDS = tuple(name for name in render.ITEM_FIELDS if name != "disposition")  # not shown
 
 
 VIEW_ORDER = tuple(StorefrontReturn.model_fields)  # the documented order, every field

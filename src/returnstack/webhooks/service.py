@@ -315,15 +315,6 @@ def resource_deliveries(
     ]
 
 
-def delivery_summaries(
-    session: Session, *, tenant_id: str, subscription_ids: Sequence[str]
-) -> dict[str, dict[str, int]]:
-    """Per subscription, its attempt rows by status (pending, succeeded, failed)."""
-    return repository.delivery_summaries(
-        session, tenant_id=tenant_id, subscription_ids=subscription_ids
-    )
-
-
 def retry_delivery(
     session: Session, *, tenant_id: str, subscription_id: str, delivery_id: str
 ) -> dict[str, Any]:
@@ -372,7 +363,7 @@ def retry_delivery(
         due_at=now,
     )
     repository.insert_deliveries(session, [values])
-    _wake_after_commit(session)
+    notify_dispatchers(session)
     return render_delivery(WebhookDelivery(**values))
 
 
@@ -430,12 +421,8 @@ def recover(
         )
     repository.insert_deliveries(session, rows)
     if rows:
-        _wake_after_commit(session)
+        notify_dispatchers(session)
     return len(rows)
-
-
-def _wake_after_commit(session: Session) -> None:
-    notify_dispatchers(session)
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -483,7 +470,7 @@ def publish(session: Session, *, now: datetime, limit: int = PUBLISH_BATCH) -> i
                 )
     repository.insert_deliveries(session, deliveries)
     if deliveries:
-        _wake_after_commit(session)
+        notify_dispatchers(session)
     return len(rows)
 
 
