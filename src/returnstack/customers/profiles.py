@@ -18,6 +18,7 @@ from returnstack.customers import repository
 from returnstack.customers.fields import COUNTERS, SUMS, customer_owner, guest_owner
 from returnstack.customers.render import render_owner
 from returnstack.kit.errors import ValidationFailed
+from returnstack.kit.locks import lock_tables
 from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
@@ -288,7 +289,9 @@ def rebuild(
 ) -> RebuildReport:
     """Recompute the tenant's profiles from the facts, report how the kept ones differ, and
     (with `write`) replace them. Runs in the caller's transaction, which it must commit."""
-    repository.lock_profiles_for_rebuild(session)
+    # Writers of profile rows wait until this ends: their facts are either read below or
+    # added onto the rebuilt rows.
+    lock_tables(session, "customer_profiles")
     rule = get_policy(session, tenant_id=tenant_id).serial_returner
     profiles, differences, samples = repository.rebuild_profiles(
         session,

@@ -424,16 +424,6 @@ def _rebuilt(tenant_id: str, min_orders: int, min_rate: float) -> Select[Any]:
     ).group_by(facts.c.owner, facts.c.currency)
 
 
-def lock_profiles_for_rebuild(session: Session) -> None:
-    """Writers of profile rows wait until this transaction ends, and their facts either are
-    in what is read next or will be added onto the rebuilt rows (PostgreSQL; SQLite has one
-    writer at a time anyway)."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        session.execute(select(literal(1)))  # nothing, but begins the transaction
-        connection.exec_driver_sql("LOCK TABLE customer_profiles IN SHARE ROW EXCLUSIVE MODE")
-
-
 def rebuild_profiles(
     session: Session,
     *,

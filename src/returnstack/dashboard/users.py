@@ -1,7 +1,6 @@
 """Dashboard users and their sessions: argon2 password hashes, opaque session tokens that
 name their tenant, a CSRF token per session. No FastAPI here: the CLI uses it too."""
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import Conflict, NotFound, ValidationFailed
 from returnstack.kit.ids import new_id
+from returnstack.kit.tokens import hash_token, new_token, token_tenant
 from returnstack.kit.types import normalize_email
 from returnstack.models import DashboardSession, DashboardUser
 
@@ -197,22 +197,6 @@ def verify_password(session: Session, *, email: str, password: str) -> StaffUser
 # --- sessions ------------------------------------------------------------------------------
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def parse_token(token: str) -> str | None:
-    """The tenant id a session token names, or None if it is not one."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
-        return None
-    tenant_id, _, secret = token[len(TOKEN_PREFIX) :].rpartition("_")
-    if not tenant_id or len(tenant_id) > 40 or len(secret) != 64 or not secret.isalnum():
-        return None
-    if not tenant_id.isascii() or not tenant_id.replace("_", "").isalnum():
-        return None
-    return tenant_id
-
-
 @dataclass(frozen=True, slots=True)
 class OpenedSession:
     token: str
@@ -222,7 +206,7 @@ class OpenedSession:
 
 def open_session(session: Session, *, user: StaffUser) -> OpenedSession:
     now = datetime.now(UTC)
-    token = f"{TOKEN_PREFIX}{user.tenant_id}_{secrets.token_hex(32)}"
+    token = new_token(TOKEN_PREFIX, user.tenant_id)
     row = DashboardSession(
         tenant_id=user.tenant_id,
         token_hash=hash_token(token),
@@ -254,7 +238,7 @@ class SignedIn:
 def resolve_session(session: Session, *, token: str) -> SignedIn | None:
     """The signed-in user of a live session token, or None. The user's role and state are
     read on every request, so a change or a disabling applies at once."""
-    tenant_id = parse_token(token)
+    tenant_id = token_tenant(TOKEN_PREFIX, token)
     if tenant_id is None:
         return None
     token_hash = hash_token(token)

@@ -14,6 +14,13 @@ _LOCK = text(
 )
 
 
+def lock_tables(session: Session, *tables: str) -> None:
+    """Writers of the tables wait until this transaction ends; readers do not (PostgreSQL;
+    SQLite has one writer at a time anyway)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"LOCK TABLE {', '.join(tables)} IN SHARE ROW EXCLUSIVE MODE"))
+
+
 def lock_names(session: Session, names: Iterable[str]) -> None:
     """Hold a lock on each name until the transaction ends: a second transaction asking
     for one of them waits. PostgreSQL advisory locks; SQLite needs none (its writers hold

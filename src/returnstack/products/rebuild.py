@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, func, literal, select
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows
+from returnstack.kit.locks import lock_tables
 from returnstack.models import (
     CategorySignal,
     Order,
@@ -307,11 +308,9 @@ def rebuild(
 ) -> ProductRebuildReport:
     """Recompute the tenant's product signals, report differences, and (with `write`)
     replace the kept rows. Runs in the caller's transaction, which it must commit."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # Writers add to these rows just before they commit; they wait until this ends,
-        # and their facts are then either read below or added onto the rebuilt rows.
-        connection.exec_driver_sql(f"LOCK TABLE {', '.join(TABLES)} IN SHARE ROW EXCLUSIVE MODE")
+    # Writers add to these rows just before they commit; they wait until this ends, and
+    # their facts are then either read below or added onto the rebuilt rows.
+    lock_tables(session, *TABLES)
     new = compute(session, tenant_id)
     old = kept(session, tenant_id)
     differences = 0

@@ -1,9 +1,7 @@
 """Storefront sessions: opaque tokens that name their tenant, the X-Storefront-Session
 dependency, and the limits on failed guest sign-ins (storefront/signin.py)."""
 
-import hashlib
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -13,13 +11,13 @@ from sqlalchemy.orm import Session
 from returnstack.kit.deps import read_session
 from returnstack.kit.errors import AuthenticationFailed, RateLimited
 from returnstack.kit.ratelimit import check_rate_limit, client_address
+from returnstack.kit.tokens import hash_token, token_tenant
 from returnstack.returns.eligibility import Requester
 from returnstack.storefront import repository
 from returnstack.storefront.signin import GuestSignIns
 
 TOKEN_PREFIX = "sfs_"
 HEADER = "X-Storefront-Session"
-_MAX_TOKEN_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,28 +45,6 @@ class StorefrontCaller:
     def identity(self) -> str:
         """Stable across sessions of the same person (for idempotency keys)."""
         return f"customer:{self.customer_id}" if self.kind == "customer" else f"guest:{self.email}"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token(tenant_id: str) -> str:
-    # The random part is hex (no "_"), so the token splits at its last "_" into the tenant
-    # id and the secret.
-    return f"{TOKEN_PREFIX}{tenant_id}_{secrets.token_hex(32)}"
-
-
-def parse_token(token: str) -> str | None:
-    """The tenant id named by a session token, or None if it is not one."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > _MAX_TOKEN_CHARS:
-        return None
-    tenant_id, _, secret = token[len(TOKEN_PREFIX) :].rpartition("_")
-    if not tenant_id or len(tenant_id) > 40 or len(secret) != 64 or not secret.isalnum():
-        return None
-    if not tenant_id.isascii() or not tenant_id.replace("_", "").isalnum():
-        return None
-    return tenant_id
 
 
 def resolve_session(
@@ -106,7 +82,7 @@ def storefront_caller(
 ) -> StorefrontCaller:
     if not token:
         raise refuse_session(f"A storefront session is required: {HEADER}: <session>.", "missing")
-    tenant_id = parse_token(token.strip())
+    tenant_id = token_tenant(TOKEN_PREFIX, token.strip())
     caller = None
     if tenant_id is not None:
         with read_session(request) as session:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.errors import AuthenticationFailed, Conflict, InvalidTransition, NotFound
 from returnstack.kit.timefmt import rfc3339
+from returnstack.kit.tokens import hash_token, new_token
 from returnstack.models import Order, Return
 from returnstack.models.returns import ReturnStatus
 from returnstack.orders.service import render_orders
@@ -27,7 +28,7 @@ from returnstack.returns.policy import get_policy, terms_for
 from returnstack.returns.repository import find_return, render_returns
 from returnstack.returns.schemas import CancelBody, ReturnCreate
 from returnstack.storefront import repository
-from returnstack.storefront.auth import StorefrontCaller, hash_token, new_token
+from returnstack.storefront.auth import TOKEN_PREFIX, StorefrontCaller
 from returnstack.storefront.schemas import StorefrontReturn
 from returnstack.tenants.service import valid_signing_secrets
 
@@ -63,7 +64,7 @@ def _open_session(
     now = datetime.now(UTC)
     if _pruning_due(tenant_id, now):
         repository.delete_expired_sessions(session, tenant_id=tenant_id, now=now)
-    token = new_token(tenant_id)
+    token = new_token(TOKEN_PREFIX, tenant_id)
     expires_at = now + SESSION_TTL
     repository.insert_session(
         session,
