@@ -32,7 +32,7 @@ from sqlalchemy.sql import sqltypes
 
 from returnstack.customers.expressions import FIELDS, Sort
 from returnstack.customers.fields import COLUMNS, COUNTERS, SUMS, guest_owner
-from returnstack.kit.bulk import insert_rows, upsert_rows_returning
+from returnstack.kit.bulk import insert_rows, insert_rows_returning
 from returnstack.kit.db import Database
 from returnstack.kit.pagination import keyset_page
 from returnstack.models import (
@@ -195,7 +195,7 @@ def add_to_profiles(session: Session, rows: Sequence[dict[str, Any]]) -> list[tu
     """Insert the rows, or add them onto the stored ones (sums add, rates are recomputed,
     timestamps take the min or max). Returns, per row: owner, currency, orders,
     return_rate_value, serial_returner, then the `SUMS` as now stored."""
-    return upsert_rows_returning(
+    return insert_rows_returning(
         session,
         CustomerProfile,
         rows,

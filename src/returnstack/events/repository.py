@@ -16,17 +16,16 @@ def insert_new(session: Session, ledger: Ledger, rows: Sequence[dict[str, Any]])
     """Insert the ledger rows whose (tenant, client id) is new; answer their client ids.
     A unique key with ON CONFLICT DO NOTHING decides, so concurrent transactions (and the
     requests of one group, which see each other's rows) cannot both record one id."""
-    return set(
-        insert_rows_returning(
-            session,
-            ledger,
-            # Sorted, as every insert of the event path: concurrent transactions naming the
-            # same keys then lock them in one order and cannot deadlock (PostgreSQL).
-            sorted(rows, key=lambda row: row["client_id"]),
-            on_conflict="ON CONFLICT DO NOTHING",
-            returning="client_id",
-        )
+    inserted = insert_rows_returning(
+        session,
+        ledger,
+        # Sorted, as every insert of the event path: concurrent transactions naming the
+        # same keys then lock them in one order and cannot deadlock (PostgreSQL).
+        sorted(rows, key=lambda row: row["client_id"]),
+        on_conflict="ON CONFLICT DO NOTHING",
+        returning=("client_id",),
     )
+    return {client_id for (client_id,) in inserted}
 
 
 def recorded_ids(

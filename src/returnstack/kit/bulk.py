@@ -164,24 +164,9 @@ def insert_rows_returning(
     rows: Sequence[Mapping[str, Any]],
     *,
     on_conflict: str,
-    returning: str,
-) -> list[Any]:
-    """INSERT ... RETURNING `returning` (one column): its values for the rows inserted."""
-    if not rows:
-        return []
-    suffix = f"{on_conflict} RETURNING {returning}"
-    return [row[0] for row in _execute(session, model, rows, suffix, returning=True)]
-
-
-def upsert_rows_returning(
-    session: Session,
-    model: type[Base],
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    on_conflict: str,
     returning: Sequence[str],
 ) -> list[tuple[Any, ...]]:
-    """INSERT ... RETURNING several columns: one tuple per row inserted or updated."""
+    """INSERT ... RETURNING the columns: one tuple per row inserted or updated."""
     if not rows:
         return []
     suffix = f"{on_conflict} RETURNING {', '.join(returning)}"

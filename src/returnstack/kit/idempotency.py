@@ -95,7 +95,7 @@ class IdempotentRequest:
                 }
             ],
             on_conflict="ON CONFLICT DO NOTHING",
-            returning="key",
+            returning=("key",),
         )
         if not stored:
             # Another request with this key committed while this one ran: this one's work

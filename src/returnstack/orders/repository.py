@@ -8,7 +8,7 @@ from sqlalchemy import Row, func, select, true
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import StoreRef
-from returnstack.kit.bulk import insert_rows, insert_rows_returning, upsert_rows_returning
+from returnstack.kit.bulk import insert_rows, insert_rows_returning
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
 
 STORE_DETAILS = ("name", "city", "region", "country", "postal_code")
@@ -43,11 +43,10 @@ def upsert_stores(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 def insert_new_orders(session: Session, orders: Sequence[dict[str, Any]]) -> set[str]:
     """The ids of the orders inserted (an order already known is left as it is)."""
-    return set(
-        insert_rows_returning(
-            session, Order, orders, on_conflict="ON CONFLICT DO NOTHING", returning="id"
-        )
+    inserted = insert_rows_returning(
+        session, Order, orders, on_conflict="ON CONFLICT DO NOTHING", returning=("id",)
     )
+    return {order_id for (order_id,) in inserted}
 
 
 def insert_lines(session: Session, lines: Sequence[dict[str, Any]]) -> None:
@@ -58,7 +57,7 @@ def insert_lines(session: Session, lines: Sequence[dict[str, Any]]) -> None:
 def insert_new_lines(session: Session, lines: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
     """The (order id, line id) of the lines inserted; lines already recorded are kept."""
     return set(
-        upsert_rows_returning(
+        insert_rows_returning(
             session,
             OrderLine,
             lines,

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_rows, upsert_rows_returning
+from returnstack.kit.bulk import insert_rows, insert_rows_returning
 from returnstack.models import (
     CategorySignal,
     Order,
@@ -240,7 +240,7 @@ def add_to_products(
         return []
     names = (*PRODUCTS.key, *PRODUCTS.counters, "return_rate")
     dialect = session.connection().dialect.name
-    written = upsert_rows_returning(
+    written = insert_rows_returning(
         session,
         ProductSignal,
         [dict(zip(names, row, strict=True)) for row in rows],
