@@ -139,19 +139,17 @@ def customer_orders(
     session: Session,
     *,
     tenant_id: str,
-    customer_id: str,
+    customer_id: str | None,
     emails: Sequence[str],
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Order], str | None]:
-    """Newest first: the customer's orders, and those placed under a linked email alone."""
-    query = select(Order).where(
-        Order.tenant_id == tenant_id,
-        or_(
-            Order.customer_id == customer_id,
-            and_(Order.customer_id.is_(None), Order.email.in_(emails)),
-        ),
-    )
+    """Newest first: the customer's orders, and those placed under a linked email alone (a
+    guest's, with no customer id: those under the emails alone)."""
+    mine = and_(Order.customer_id.is_(None), Order.email.in_(emails))
+    if customer_id is not None:
+        mine = or_(Order.customer_id == customer_id, mine)
+    query = select(Order).where(Order.tenant_id == tenant_id, mine)
     return keyset_page(
         session, query, at=Order.placed_at, row_id=Order.id, limit=limit, cursor=cursor
     )

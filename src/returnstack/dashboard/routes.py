@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from returnstack.customers import segments
 from returnstack.customers.expressions import compile_where
 from returnstack.customers.render import customer_profile, email_profile
-from returnstack.customers.repository import linked_emails
+from returnstack.customers.repository import customer_orders, linked_emails
 from returnstack.customers.schemas import SegmentCreate
 from returnstack.customers.segment_endpoints import csv_response
 from returnstack.customers.segments import list_customers, parse_sort
@@ -68,7 +68,7 @@ from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
 from returnstack.kit.ratelimit import client_address
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import normalize_email
-from returnstack.models import Order, Return, Tenant
+from returnstack.models import Return, Tenant
 from returnstack.models.returns import Channel, ReturnSource, ReturnStatus
 from returnstack.orders.service import render_orders
 from returnstack.outbox.service import resource_key
@@ -263,15 +263,19 @@ def home(staff: Staff) -> Response:
 # --- returns ---------------------------------------------------------------------------------
 
 
-def _parse_day(value: str | None, name: str, problems: dict[str, str]) -> datetime | None:
+def _parse_date(value: str | None, name: str, problems: dict[str, str]) -> date | None:
     if not value:
         return None
     try:
-        day = date.fromisoformat(value)
+        return date.fromisoformat(value)
     except ValueError:
         problems[name] = "must be a date (YYYY-MM-DD)"
         return None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _parse_day(value: str | None, name: str, problems: dict[str, str]) -> datetime | None:
+    day = _parse_date(value, name, problems)
+    return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -336,15 +340,7 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
         filters = replace(filters, guest_emails=tuple(emails))
     rows: list[Any] = []
     next_cursor = None
-    text_values = [
-        filters.customer_id,
-        filters.order_id,
-        filters.product_id,
-        filters.q,
-        filters.store_id,
-        filters.reason,
-    ]
-    if not problems and not any("\x00" in (value or "") for value in text_values):
+    if not problems and not filters.matches_nothing:
         try:
             rows, next_cursor = repository.list_returns(
                 session,
@@ -486,19 +482,10 @@ def _orders_of(
     """A customer's orders (also those placed under a linked email alone), or a guest's."""
     if customer_id:
         emails = linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
-        condition = or_(
-            Order.customer_id == customer_id,
-            and_(Order.customer_id.is_(None), Order.email.in_(emails)),
-        )
     else:
-        condition = and_(Order.customer_id.is_(None), Order.email == email)
-    orders = list(
-        session.scalars(
-            select(Order)
-            .where(Order.tenant_id == tenant_id, condition)
-            .order_by(Order.placed_at.desc(), Order.id.desc())
-            .limit(50)
-        )
+        customer_id, emails = None, [email] if email else []
+    orders, _ = customer_orders(
+        session, tenant_id=tenant_id, customer_id=customer_id, emails=emails, limit=50, cursor=None
     )
     return render_orders(session, tenant_id=tenant_id, orders=orders)
 
@@ -964,19 +951,8 @@ def insights_page(request: Request, staff: Staff, session: DbSession) -> Respons
     tenant_id = staff.user.tenant_id
     problems: dict[str, str] = {}
     today = datetime.now(UTC).date()
-    start, end = today - timedelta(days=90), today + timedelta(days=1)
-    for name in ("from", "to"):
-        value = params.get(name)
-        if value:
-            try:
-                day = date.fromisoformat(value)
-            except ValueError:
-                problems[name] = "must be a date (YYYY-MM-DD)"
-                continue
-            if name == "from":
-                start = day
-            else:
-                end = day
+    start = _parse_date(params.get("from"), "from", problems) or today - timedelta(days=90)
+    end = _parse_date(params.get("to"), "to", problems) or today + timedelta(days=1)
     if end <= start or (end - start).days > 3660:
         problems["to"] = "must be after 'from', within 10 years"
         start, end = today - timedelta(days=90), today + timedelta(days=1)
