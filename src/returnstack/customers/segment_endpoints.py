@@ -17,22 +17,18 @@ from returnstack.customers.schemas import (
 )
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
-    AuthenticationFailed,
     Conflict,
-    Forbidden,
-    InvalidRequest,
     NotFound,
     ValidationFailed,
 )
 from returnstack.kit.http import Limit
 from returnstack.kit.idempotency import Idempotency
-from returnstack.kit.openapi import errors
+from returnstack.kit.openapi import STAFF_ERRORS, errors
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.tenants.auth import SecretKey
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["segments"])
 
-STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
 CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
 LIST_RESPONSES = errors(*STAFF_ERRORS) | CSV
 MEMBERS_RESPONSES = errors(*STAFF_ERRORS, NotFound) | CSV

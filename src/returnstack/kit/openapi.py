@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from returnstack.kit.errors import ApiError
+from returnstack.kit.errors import ApiError, AuthenticationFailed, Forbidden, InvalidRequest
 
 _EXTRA_SCHEMAS: dict[str, Any] = {}
 
@@ -54,6 +54,10 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+
+
+# What any secret-key endpoint may answer: no key or a bad one, a publishable key, bad input.
+STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
 
 
 def errors(*kinds: type[ApiError]) -> dict[int | str, dict[str, Any]]:

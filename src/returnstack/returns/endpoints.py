@@ -5,17 +5,14 @@ from fastapi import APIRouter, Body, Depends, Query
 
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
-    AuthenticationFailed,
     Conflict,
-    Forbidden,
-    InvalidRequest,
     InvalidTransition,
     NotFound,
     ValidationFailed,
 )
 from returnstack.kit.http import IfMatch, Limit, etag
 from returnstack.kit.idempotency import Idempotency
-from returnstack.kit.openapi import errors
+from returnstack.kit.openapi import STAFF_ERRORS, errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.returns import policy as policies
@@ -37,8 +34,6 @@ from returnstack.returns.schemas import (
 from returnstack.tenants.auth import SecretKey
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["returns"])
-
-STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
 
 
 def _with_etag(payload: Any) -> dict[str, str]:

@@ -8,16 +8,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from returnstack.config import Settings
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
-    AuthenticationFailed,
     Conflict,
-    Forbidden,
-    InvalidRequest,
     NotFound,
     ValidationFailed,
 )
 from returnstack.kit.http import Limit
 from returnstack.kit.idempotency import Idempotency
-from returnstack.kit.openapi import errors
+from returnstack.kit.openapi import STAFF_ERRORS, errors
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.tenants.auth import SecretKey
 from returnstack.webhooks import service
@@ -36,7 +33,6 @@ from returnstack.webhooks.schemas import (
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["webhooks"])
 
-STAFF_ERRORS = (AuthenticationFailed, Forbidden, InvalidRequest)
 WebhookId = Annotated[str, Path(max_length=64, description="whk_...")]
 DeliveryId = Annotated[str, Path(max_length=64, description="del_...")]
 Cursor = Annotated[str | None, Query(max_length=1000)]
