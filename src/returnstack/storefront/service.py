@@ -22,14 +22,14 @@ from returnstack.kit.tokens import hash_token, new_token
 from returnstack.models import Order, Return
 from returnstack.models.returns import ReturnStatus
 from returnstack.orders.service import render_orders
-from returnstack.returns import attachments, render, service
+from returnstack.returns import attachments, service
 from returnstack.returns.errors import ReturnErrorCode
 from returnstack.returns.policy import get_policy, terms_for
 from returnstack.returns.repository import find_return, render_returns
 from returnstack.returns.schemas import CancelBody, ReturnCreate
 from returnstack.storefront import repository
 from returnstack.storefront.auth import TOKEN_PREFIX, StorefrontCaller
-from returnstack.storefront.schemas import StorefrontReturn
+from returnstack.storefront.schemas import StorefrontReturn, StorefrontReturnItem
 from returnstack.tenants.service import valid_signing_secrets
 
 log = logging.getLogger("returnstack.storefront")
@@ -202,26 +202,7 @@ def storefront_url(return_id: str, attachment_id: str) -> str:
     return f"/v1/storefront/returns/{return_id}/attachments/{attachment_id}"
 
 
-RETURN_FIELDS = (
-    "id",
-    "number",
-    "status",
-    "source",
-    "channel",
-    "store",
-    "customer",
-    "currency",
-    "refund",
-    "fees",
-    "created_at",
-    "updated_at",
-    "closed_at",
-    "version",
-)
-ITEM_FIELDS = tuple(name for name in render.ITEM_FIELDS if name != "disposition")  # not shown
-
-
-VIEW_ORDER = tuple(StorefrontReturn.model_fields)  # the documented order, every field
+ITEM_FIELDS = tuple(StorefrontReturnItem.model_fields)  # the documented ones, in order
 
 
 def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +211,7 @@ def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
     staff note, external id, metadata or disposition; attachment links under /v1/storefront;
     staff steps in the history as `merchant`, without their notes; only `cancel` as an
     action."""
-    view = {field: rendered[field] for field in RETURN_FIELDS}
+    view = {field: rendered[field] for field in StorefrontReturn.model_fields}
     view["items"] = [{field: item[field] for field in ITEM_FIELDS} for item in rendered["items"]]
     view["attachments"] = [
         attachment | {"url": storefront_url(rendered["id"], attachment["id"])}
@@ -245,7 +226,7 @@ def storefront_view(rendered: dict[str, Any]) -> dict[str, Any]:
         else entry | {"actor": "merchant", "note": None}
         for entry in rendered["history"]
     ]
-    return {field: view[field] for field in VIEW_ORDER}
+    return view
 
 
 def _line_view(line: dict[str, Any], order: Order, policy: Any, now: datetime) -> dict[str, Any]:
