@@ -864,12 +864,7 @@ def customers_csv(
         condition = compile_where(where)
         order = parse_sort(sort or None)
     except ApiError as error:
-        return render(
-            request,
-            "error.html",
-            {"staff": staff, "title": "Cannot export", "message": error.message},
-            status_code=400,
-        )
+        return _error_page(request, 400, error.message, title="Cannot export", staff=staff)
     return csv_response(
         request,
         tenant_id=staff.user.tenant_id,
@@ -1521,16 +1516,7 @@ def install(app: FastAPI) -> None:
 
     async def on_forbidden(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DashboardForbidden)
-        return render(
-            request,
-            "error.html",
-            {
-                "staff": getattr(request.state, "dashboard_user", None),
-                "title": "Not allowed",
-                "message": exc.message,
-            },
-            status_code=403,
-        )
+        return _error_page(request, 403, exc.message, title="Not allowed")
 
     api_error = app.exception_handlers[ApiError]
     http_error = app.exception_handlers[StarletteHTTPException]
@@ -1561,17 +1547,20 @@ async def _delegate(handler: Any, request: Request, exc: Exception) -> Response:
     return response
 
 
-def _error_page(request: Request, status_code: int, message: str) -> Response:
-    return render(
-        request,
-        "error.html",
-        {
-            "staff": getattr(request.state, "dashboard_user", None),
-            "title": "Not found" if status_code == 404 else "Something is not right",
-            "message": message,
-        },
-        status_code=status_code,
-    )
+def _error_page(
+    request: Request,
+    status_code: int,
+    message: str,
+    *,
+    title: str | None = None,
+    staff: SignedIn | None = None,
+) -> Response:
+    """The error page; `staff` (else whoever signed in, if anyone) gets the navigation."""
+    if title is None:
+        title = "Not found" if status_code == 404 else "Something is not right"
+    staff = staff or getattr(request.state, "dashboard_user", None)
+    context = {"staff": staff, "title": title, "message": message}
+    return render(request, "error.html", context, status_code=status_code)
 
 
 def is_dashboard(request: Request) -> bool:
