@@ -480,22 +480,21 @@ def profiles_rebuild(
             )
     total = sum(report["differences"] + report["products"]["differences"] for report in reports)
 
+    def state(report: dict[str, Any]) -> str:
+        return "rewritten" if report["written"] else ("checked" if check else "unchanged")
+
     def human() -> None:
         for report in reports:
-            state = "rewritten" if report["written"] else ("unchanged" if not check else "checked")
             out.print(
                 f"{report['name']} ({report['tenant_id']}): {report['profiles']:,} profiles, "
-                f"{report['differences']:,} differences, {state}"
+                f"{report['differences']:,} differences, {state(report)}"
             )
             for example in report["examples"]:
                 out.print(f"  {example['owner']} {example['currency']}: {example['fields']}")
             products = report["products"]
-            state = (
-                "rewritten" if products["written"] else ("unchanged" if not check else "checked")
-            )
             out.print(
                 f"  product signals: {products['products']:,} products, "
-                f"{products['differences']:,} differences, {state}"
+                f"{products['differences']:,} differences, {state(products)}"
             )
             for example in products["examples"]:
                 out.print(

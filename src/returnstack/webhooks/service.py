@@ -141,6 +141,14 @@ def _subscription(session: Session, tenant_id: str, subscription_id: str) -> Web
     return row
 
 
+def _check_enabled(subscription: WebhookSubscription) -> None:
+    if not subscription.enabled:
+        raise Conflict(
+            "The webhook is disabled; enable it first.",
+            details=[{"path": "enabled", "message": "is false"}],
+        )
+
+
 # --- subscriptions ---------------------------------------------------------------------------
 
 
@@ -326,11 +334,7 @@ def retry_delivery(
     )
     if delivery is None:
         raise NotFound(f"No delivery {delivery_id!r} of webhook {subscription_id!r}.")
-    if not subscription.enabled:
-        raise Conflict(
-            "The webhook is disabled; enable it first.",
-            details=[{"path": "enabled", "message": "is false"}],
-        )
+    _check_enabled(subscription)
     now = utcnow()
     attempts = repository.message_attempts(
         session,
@@ -385,11 +389,7 @@ def recover(
         )
     if since > now:
         raise ValidationFailed(details=[{"path": "since", "message": "is in the future"}])
-    if not subscription.enabled:
-        raise Conflict(
-            "The webhook is disabled; enable it first.",
-            details=[{"path": "enabled", "message": "is false"}],
-        )
+    _check_enabled(subscription)
     types = None if "*" in subscription.events else list(subscription.events)
     messages = repository.published_since(
         session, tenant_id=tenant_id, since=since, types=types, limit=MAX_RECOVER
