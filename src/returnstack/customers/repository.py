@@ -2,7 +2,6 @@
 segmentation rows and saved segments, and what erasing a person clears."""
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -35,6 +34,7 @@ from returnstack.customers.fields import COLUMNS, COUNTERS, SUMS, guest_owner
 from returnstack.kit.bulk import insert_rows, insert_rows_returning
 from returnstack.kit.db import Database
 from returnstack.kit.pagination import keyset_page
+from returnstack.kit.timefmt import plain
 from returnstack.models import (
     Attachment,
     Cart,
@@ -497,7 +497,7 @@ def _difference(
     kept = row(PROFILES, CustomerProfile.tenant_id == tenant_id) or {}
     new = row(scratch) or {}
     fields_differing = {
-        name: [_plain(kept.get(name)), _plain(new.get(name))]
+        name: [plain(kept.get(name)), plain(new.get(name))]
         for name in _COMPARED[2:]
         if kept.get(name) != new.get(name)
     }
@@ -508,12 +508,6 @@ def _difference(
         "rebuilt": bool(new),
         "fields": fields_differing,
     }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
-    return value
 
 
 # --- segmentation ----------------------------------------------------------------------

@@ -3,7 +3,7 @@ with the rules of `upkeep`, report where the kept rows differ, and replace them.
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, literal, select
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows
 from returnstack.kit.locks import lock_tables
+from returnstack.kit.timefmt import plain
 from returnstack.models import (
     CategorySignal,
     Order,
@@ -317,14 +318,14 @@ def rebuild(
     samples: list[dict[str, Any]] = []
     for name in TABLES:
         for key in sorted(set(new[name]) | set(old[name]), key=repr):
-            if _same(new[name].get(key), old[name].get(key)):
+            if new[name].get(key) == old[name].get(key):
                 continue
             differences += 1
             if len(samples) < examples:
                 samples.append(
                     {
                         "table": name,
-                        "key": [_plain(part) for part in key],
+                        "key": [plain(part) for part in key],
                         "kept": _plain_row(old[name].get(key)),
                         "rebuilt": _plain_row(new[name].get(key)),
                     }
@@ -348,17 +349,5 @@ def rebuild(
     )
 
 
-def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return all(_plain(x) == _plain(y) for x, y in zip(a, b, strict=True))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    return value
-
-
 def _plain_row(row: tuple[Any, ...] | None) -> list[Any] | None:
-    return None if row is None else [_plain(value) for value in row]
+    return None if row is None else [plain(value) for value in row]
