@@ -101,26 +101,6 @@ def check_csrf(form: FormData, expected: str) -> None:
         )
 
 
-def acting(
-    staff: Staff, form: Annotated[FormData, Depends(posted_form)]
-) -> tuple[SignedIn, FormData]:
-    """A POST by someone who may change returns and customers (admin or agent), with the
-    session's CSRF token. A viewer's POST is 403, token or not."""
-    check_csrf(form, staff.csrf_token)
-    if not staff.user.can_act:
-        raise DashboardForbidden("Your role (viewer) may look but not change anything.")
-    return staff, form
-
-
-def administering(
-    staff: Staff, form: Annotated[FormData, Depends(posted_form)]
-) -> tuple[SignedIn, FormData]:
-    check_csrf(form, staff.csrf_token)
-    if not staff.user.is_admin:
-        raise DashboardForbidden("Only admins may change settings.")
-    return staff, form
-
-
 def posting(
     staff: Staff, form: Annotated[FormData, Depends(posted_form)]
 ) -> tuple[SignedIn, FormData]:
@@ -129,9 +109,25 @@ def posting(
     return staff, form
 
 
+AnyStaff = Annotated[tuple[SignedIn, FormData], Depends(posting)]
+
+
+def acting(posted: AnyStaff) -> tuple[SignedIn, FormData]:
+    """A POST by someone who may change returns and customers (admin or agent), with the
+    session's CSRF token. A viewer's POST is 403, token or not."""
+    if not posted[0].user.can_act:
+        raise DashboardForbidden("Your role (viewer) may look but not change anything.")
+    return posted
+
+
+def administering(posted: AnyStaff) -> tuple[SignedIn, FormData]:
+    if not posted[0].user.is_admin:
+        raise DashboardForbidden("Only admins may change settings.")
+    return posted
+
+
 Agent = Annotated[tuple[SignedIn, FormData], Depends(acting)]
 Admin = Annotated[tuple[SignedIn, FormData], Depends(administering)]
-AnyStaff = Annotated[tuple[SignedIn, FormData], Depends(posting)]
 
 
 def admin_only(staff: Staff) -> SignedIn:

@@ -358,9 +358,7 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
     next_query = None
     if next_cursor:
         kept = [(key, value) for key, value in params.multi_items() if key != "cursor"]
-        next_query = "&".join(
-            f"{key}={_quote(value)}" for key, value in [*kept, ("cursor", next_cursor)]
-        )
+        next_query = _query([*kept, ("cursor", next_cursor)])
     queues = [
         {
             "label": label,
@@ -390,6 +388,11 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
 
 def _quote(value: str) -> str:
     return quote(value, safe="")
+
+
+def _query(pairs: list[tuple[str, str]]) -> str:
+    """A query string of the pairs that have a value."""
+    return "&".join(f"{key}={_quote(value)}" for key, value in pairs if value)
 
 
 def _smoothing(request: Request) -> products_service.Smoothing:
@@ -802,9 +805,8 @@ def _customers(
             return render(request, "customers.html", context, status_code=400)
         context["rows"] = page["data"]
         if page["next_cursor"]:
-            context["next_query"] = (
-                f"where={_quote(where)}&sort={_quote(sort or '')}"
-                f"&cursor={_quote(page['next_cursor'])}"
+            context["next_query"] = _query(
+                [("where", where), ("sort", sort or ""), ("cursor", page["next_cursor"])]
             )
     return render(request, "customers.html", context, status_code=422 if segment_problems else 200)
 
@@ -1118,11 +1120,7 @@ def _webhook_page(
         group["attempts"].append(delivery)
     next_query = None
     if page["next_cursor"]:
-        next_query = "&".join(
-            f"{key}={_quote(value)}"
-            for key, value in (("status", only or ""), ("cursor", page["next_cursor"]))
-            if value
-        )
+        next_query = _query([("status", only or ""), ("cursor", page["next_cursor"])])
     context: dict[str, Any] = {
         "staff": staff,
         "hook": hook,
