@@ -1,11 +1,12 @@
 """Small HTTP helpers shared by endpoints: If-Match versions, ETags, list limits."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query
 from starlette.convertors import Convertor, register_url_convertor
 
 from returnstack.kit.errors import InvalidRequest
+from returnstack.kit.responses import JSONResponse
 
 
 class ClientIdConvertor(Convertor[str]):
@@ -45,6 +46,11 @@ IfMatch = Annotated[int | None, Depends(if_match_version)]
 
 def etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
+
+
+def versioned(payload: dict[str, Any]) -> JSONResponse:
+    """A resource with its version as ETag (what If-Match sends back)."""
+    return JSONResponse(payload, headers=etag(payload["version"]))
 
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size, 1-200.")]

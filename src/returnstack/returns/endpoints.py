@@ -10,7 +10,7 @@ from returnstack.kit.errors import (
     NotFound,
     ValidationFailed,
 )
-from returnstack.kit.http import IfMatch, Limit, etag
+from returnstack.kit.http import IfMatch, Limit, etag, versioned
 from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.openapi import STAFF_ERRORS, errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
@@ -38,10 +38,6 @@ router = APIRouter(route_class=RenderInThreadRoute, tags=["returns"])
 
 def _with_etag(payload: Any) -> dict[str, str]:
     return etag(payload["version"])
-
-
-def _json(payload: dict[str, Any], status_code: int = 200) -> JSONResponse:
-    return JSONResponse(payload, status_code=status_code, headers=etag(payload["version"]))
 
 
 @router.post(
@@ -99,7 +95,9 @@ def list_returns(
 )
 def read_return(return_id: ReturnId, principal: SecretKey, session: DbSession) -> JSONResponse:
     """A return by id (`ret_...`) or number (`R-000123`)."""
-    return _json(service.get_return(session, tenant_id=principal.tenant_id, reference=return_id))
+    return versioned(
+        service.get_return(session, tenant_id=principal.tenant_id, reference=return_id)
+    )
 
 
 @router.patch(
@@ -115,7 +113,7 @@ def patch_return(
     if_match: IfMatch,
 ) -> JSONResponse:
     """Edit items, note, external id or metadata while the return is `requested`."""
-    return _json(
+    return versioned(
         service.update_return(
             session,
             tenant_id=principal.tenant_id,
@@ -136,7 +134,7 @@ def delete_return(
     return_id: ReturnId, principal: SecretKey, session: DbSession, if_match: IfMatch
 ) -> JSONResponse:
     """Cancel (requested, approved) or close (refunded, declined): a return is never erased."""
-    return _json(
+    return versioned(
         service.delete_return(
             session,
             tenant_id=principal.tenant_id,

@@ -18,7 +18,7 @@ from returnstack.kit.errors import (
     RateLimited,
     ValidationFailed,
 )
-from returnstack.kit.http import IfMatch, Limit, etag
+from returnstack.kit.http import IfMatch, Limit, etag, versioned
 from returnstack.kit.idempotency import Idempotency, IdempotentRequest
 from returnstack.kit.openapi import errors
 from returnstack.kit.responses import JSONResponse, RawJSONResponse
@@ -55,7 +55,8 @@ from returnstack.tenants.auth import AnyKey
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["storefront"])
 
-SESSION_ERRORS = (AuthenticationFailed, InvalidRequest, RateLimited)
+# What a storefront call may answer: no session or key, bad input, too many attempts.
+CALLER_ERRORS = (AuthenticationFailed, InvalidRequest, RateLimited)
 Cursor = Annotated[str | None, Query(max_length=500)]
 
 
@@ -68,15 +69,11 @@ def _scoped(idempotency: IdempotentRequest, caller: StorefrontCaller) -> Idempot
     return IdempotentRequest(key=digest, fingerprint=idempotency.fingerprint, scope="storefront")
 
 
-def _json(payload: dict[str, Any], status_code: int = 200) -> JSONResponse:
-    return JSONResponse(payload, status_code=status_code, headers=etag(payload["version"]))
-
-
 @router.post(
     "/v1/storefront/sessions",
     status_code=201,
     response_model=SessionOut,
-    responses=errors(*SESSION_ERRORS, ValidationFailed),
+    responses=errors(*CALLER_ERRORS, ValidationFailed),
 )
 def create_session(
     data: SessionCreate, principal: AnyKey, session: DbSession, request: Request
@@ -110,9 +107,6 @@ def create_session(
         raise AuthenticationFailed(service.GUEST_REFUSED)
     payload = service.open_guest_session(session, tenant_id=principal.tenant_id, email=data.email)
     return JSONResponse(payload, status_code=201)
-
-
-CALLER_ERRORS = (AuthenticationFailed, InvalidRequest, RateLimited)
 
 
 @router.get(
@@ -180,7 +174,7 @@ def preview_return(data: StorefrontReturnCreate, caller: Storefront, session: Db
 )
 def read_return(return_id: ReturnId, caller: Storefront, session: DbSession) -> JSONResponse:
     """One of the caller's returns, by id or number; anyone else's is 404."""
-    return _json(service.get_return(session, caller=caller, reference=return_id))
+    return versioned(service.get_return(session, caller=caller, reference=return_id))
 
 
 @router.post(
@@ -199,7 +193,7 @@ def cancel_return(
 ) -> JSONResponse:
     """Cancel one of the caller's returns while it is requested or approved (not once
     anything was received)."""
-    return _json(
+    return versioned(
         service.cancel_return(
             session,
             caller=caller,
