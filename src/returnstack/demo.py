@@ -350,7 +350,6 @@ def catalog_ranking(session: Any, *, tenant_id: str) -> list[dict[str, Any]]:
     from returnstack.config import get_settings
     from returnstack.products.service import Smoothing, rank
 
-    settings = get_settings()
     names = {product_id: name for product_id, name, *_ in CATALOG}
     rows = rank(
         session,
@@ -358,8 +357,6 @@ def catalog_ranking(session: Any, *, tenant_id: str) -> list[dict[str, Any]]:
         product_ids=[product_id for product_id, *_ in CATALOG],
         scores=None,
         return_weight=1.0,
-        smoothing=Smoothing(
-            strength=settings.products_prior_strength, min_units=settings.products_prior_min_units
-        ),
+        smoothing=Smoothing.configured(get_settings()),
     )
     return [{"name": names[row["product_id"]], **row} for row in rows]

@@ -73,6 +73,7 @@ from returnstack.models.returns import Channel, ReturnSource, ReturnStatus
 from returnstack.orders.service import render_orders
 from returnstack.outbox.service import resource_key
 from returnstack.products import service as products_service
+from returnstack.products.service import Smoothing
 from returnstack.returns import attachments as attachment_files
 from returnstack.returns import policy as policies
 from returnstack.returns import repository
@@ -395,13 +396,6 @@ def _query(pairs: list[tuple[str, str]]) -> str:
     return "&".join(f"{key}={_quote(value)}" for key, value in pairs if value)
 
 
-def _smoothing(request: Request) -> products_service.Smoothing:
-    settings = request.app.state.settings
-    return products_service.Smoothing(
-        strength=settings.products_prior_strength, min_units=settings.products_prior_min_units
-    )
-
-
 def _deliveries_of(session: Session, tenant_id: str, ret: dict[str, Any]) -> list[dict[str, Any]]:
     """The webhook messages about this return (since it was opened) and every delivery
     attempt of each, with the subscription's address."""
@@ -451,7 +445,10 @@ def _return_context(
         "profile": profile,
         # One call for every product of the return: the same stats as GET /v1/products/{id}/stats.
         "product_rates": products_service.stats_of_products(
-            session, tenant_id=tenant_id, product_ids=products, smoothing=_smoothing(request)
+            session,
+            tenant_id=tenant_id,
+            product_ids=products,
+            smoothing=Smoothing.configured(request.app.state.settings),
         ),
         "default_refund": default_refund,
         "next_step": _next_step(ret),

@@ -1,15 +1,12 @@
 """Product signals, return-aware rankings and return reports (API.md 6). Secret key only:
 they read the tenant's business data."""
 
-import base64
-import binascii
 import csv
 import io
 import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
@@ -28,6 +25,7 @@ from returnstack.kit.http import (
     Limit,
 )
 from returnstack.kit.openapi import errors
+from returnstack.kit.pagination import cursor_values, encode_cursor
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.products import service
 from returnstack.products.repository import GROUPS, SORTABLE
@@ -50,10 +48,7 @@ SORTS = tuple(f"{sign}{name}" for name in SORTABLE for sign in ("", "-"))
 
 
 def _smoothing(request: Request) -> service.Smoothing:
-    settings = request.app.state.settings
-    return service.Smoothing(
-        strength=settings.products_prior_strength, min_units=settings.products_prior_min_units
-    )
+    return service.Smoothing.configured(request.app.state.settings)
 
 
 @router.get(
@@ -79,27 +74,19 @@ def product_stats(
     )
 
 
-def _encode_cursor(sort: str, value: Any, product_id: str) -> str:
-    raw = orjson.dumps([sort, value, product_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        made_for, value, product_id = orjson.loads(base64.urlsafe_b64decode(padded))
-        field = sort.removeprefix("-")
-        expected: type | tuple[type, ...] = (
-            str if field == "product_id" else (float, int) if field == "return_rate" else int
-        )
-        if made_for != sort or not isinstance(product_id, str) or not isinstance(value, expected):
-            raise ValueError("not a cursor of this list")
-        return value, product_id
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+    """The (value, product id) of a cursor made for this sort; 400 on `cursor` otherwise."""
+    made_for, value, product_id = cursor_values(cursor, 3)
+    field = sort.removeprefix("-")
+    expected: type | tuple[type, ...] = (
+        str if field == "product_id" else (float, int) if field == "return_rate" else int
+    )
+    if made_for != sort or not isinstance(product_id, str) or not isinstance(value, expected):
         raise InvalidRequest(
             "The cursor is not valid for this sort.",
             details=[{"path": "cursor", "message": "not a cursor of this list and sort"}],
-        ) from None
+        )
+    return value, product_id
 
 
 @router.get("/v1/products", response_model=ProductPage, responses=READ_ERRORS)
@@ -133,7 +120,7 @@ def list_products(
     )
     return {
         "data": rows,
-        "next_cursor": _encode_cursor(sort, *last) if last is not None else None,
+        "next_cursor": encode_cursor(sort, *last) if last is not None else None,
     }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from returnstack.config import Settings
 from returnstack.kit.errors import NotFound, ValidationFailed
 from returnstack.products import repository
 from returnstack.products.upkeep import (
@@ -39,6 +40,11 @@ CATEGORY = "category"
 class Smoothing:
     strength: float  # k: how many units sold the prior weighs
     min_units: int  # units sold a category needs to be a prior
+
+    @classmethod
+    def configured(cls, settings: Settings) -> "Smoothing":
+        strength, min_units = settings.products_prior_strength, settings.products_prior_min_units
+        return cls(strength=strength, min_units=min_units)
 
 
 @dataclass(frozen=True, slots=True)
