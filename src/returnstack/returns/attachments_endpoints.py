@@ -3,6 +3,7 @@
 import hashlib
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -124,11 +125,7 @@ def upload_idempotency(
 ) -> IdempotentRequest:
     if idempotency.key is None:
         return idempotency
-    return IdempotentRequest(
-        key=idempotency.key,
-        fingerprint=content_fingerprint(request, upload),
-        scope=idempotency.scope,
-    )
+    return replace(idempotency, fingerprint=content_fingerprint(request, upload))
 
 
 def quota_bytes(request: Request) -> int:

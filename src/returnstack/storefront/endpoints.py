@@ -2,6 +2,7 @@
 only `X-Storefront-Session`."""
 
 import hashlib
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -66,7 +67,7 @@ def _scoped(idempotency: IdempotentRequest, caller: StorefrontCaller) -> Idempot
     if idempotency.key is None:
         return idempotency
     digest = hashlib.sha256(f"{caller.identity}\n{idempotency.key}".encode()).hexdigest()
-    return IdempotentRequest(key=digest, fingerprint=idempotency.fingerprint, scope="storefront")
+    return replace(idempotency, key=digest, scope="storefront")
 
 
 @router.post(
