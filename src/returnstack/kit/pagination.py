@@ -49,14 +49,6 @@ def cursor_moment(value: Any) -> datetime:
     return moment
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (timestamp, id) of a cursor; 400 on `cursor` for anything this API did not make."""
-    at, row_id = cursor_values(cursor, 2)
-    if not isinstance(row_id, str):
-        raise invalid_cursor()
-    return cursor_moment(at), row_id
-
-
 def keyset_page(
     session: Session,
     query: Select[T],
@@ -70,7 +62,10 @@ def keyset_page(
     """One page of `query`'s rows, newest first by (timestamp, id), or oldest first; the
     cursor is the pair of the page's last row, and every row appears on exactly one page."""
     if cursor is not None:
-        after_at, after_id = decode_cursor(cursor)
+        moment, after_id = cursor_values(cursor, 2)
+        if not isinstance(after_id, str):
+            raise invalid_cursor()
+        after_at = cursor_moment(moment)
         if oldest_first:
             query = query.where(or_(at > after_at, and_(at == after_at, row_id > after_id)))
         else:

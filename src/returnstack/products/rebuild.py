@@ -35,8 +35,6 @@ from returnstack.products.upkeep import (
     rate,
 )
 
-TABLES = ("product_signals", "product_breakdowns", "product_reasons", "category_signals")
-
 
 @dataclass
 class ProductRebuildReport:
@@ -311,12 +309,12 @@ def rebuild(
     replace the kept rows. Runs in the caller's transaction, which it must commit."""
     # Writers add to these rows just before they commit; they wait until this ends, and
     # their facts are then either read below or added onto the rebuilt rows.
-    lock_tables(session, *TABLES)
+    lock_tables(session, *_MODELS)
     new = compute(session, tenant_id)
     old = kept(session, tenant_id)
     differences = 0
     samples: list[dict[str, Any]] = []
-    for name in TABLES:
+    for name in _MODELS:
         for key in sorted(set(new[name]) | set(old[name]), key=repr):
             if new[name].get(key) == old[name].get(key):
                 continue
