@@ -1024,10 +1024,6 @@ def _webhook_url(webhook_id: str, anchor: str = "") -> str:
     return f"{PREFIX}/settings/webhooks/{_quote(webhook_id)}{anchor}"
 
 
-def _event_list(text: str) -> list[str]:
-    return [event.strip() for event in text.split(",") if event.strip()]
-
-
 def _webhook_errors(errors: FormErrors) -> dict[str, str]:
     """The API's paths (url, events[2], since) to the form's fields."""
     mapped: dict[str, str] = {}
@@ -1041,7 +1037,7 @@ def _webhook_fields(form: FormData, *, no_events: list[str]) -> dict[str, Any]:
     """The webhook form as the API's request body has it (`no_events`: an empty list's)."""
     return {
         "url": _text(form, "url"),
-        "events": _event_list(_text(form, "events")) or no_events,
+        "events": webhooks.event_list(_text(form, "events")) or no_events,
         "description": _optional(form, "description"),
     }
 

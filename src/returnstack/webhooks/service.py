@@ -103,6 +103,11 @@ def secrets_in_use(row: Secrets, *, now: datetime) -> list[str]:
 # --- validation ------------------------------------------------------------------------------
 
 
+def event_list(text: str) -> list[str]:
+    """Event types written comma separated."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _event_types(events: Sequence[str], *, path: str = "events") -> list[str]:
     details = []
     chosen: list[str] = []
@@ -487,7 +492,7 @@ def list_messages(
 ) -> dict[str, Any]:
     chosen = None
     if types:
-        chosen = [name.strip() for name in types.split(",") if name.strip()]
+        chosen = event_list(types)
         unknown = [name for name in chosen if name not in EVENT_TYPES]
         if unknown:
             raise InvalidRequest(
