@@ -2,6 +2,8 @@
 expectation is worked out by hand in the comments. Default settings: prior strength k = 20
 units, a category is a prior from 100 units sold."""
 
+import base64
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,6 +316,25 @@ def test_bad_list_parameters_are_400(api: Api, params: dict[str, Any], path: str
     response = api.get("/v1/products", params=params)
     assert response.status_code == 400, response.text
     assert path in [detail["path"] for detail in response.json()["error"]["details"]]
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1])
+@pytest.mark.parametrize("sort", ["units_sold", "-return_rate"])
+def test_a_cursor_holding_a_number_past_64_bits_is_400(api: Api, sort: str, value: int) -> None:
+    # A hand-made cursor: SQLite cannot bind such an integer (it was a 500 there).
+    cursor = base64.urlsafe_b64encode(json.dumps([sort, value, "x"]).encode()).decode()
+    response = api.get("/v1/products", params={"sort": sort, "cursor": cursor})
+    assert response.status_code == 400, response.text
+    assert [detail["path"] for detail in response.json()["error"]["details"]] == ["cursor"]
+
+
+def test_empty_query_parameters_are_absent_ones(api: Api) -> None:
+    """API.md 6 writes the list as `?sort=-return_rate&category=&min_units_sold=`: a
+    parameter sent empty (as forms and URL templates send them) means "not given"."""
+    ids = shop(api)
+    response = api.get("/v1/products?sort=-return_rate&category=&min_units_sold=&cursor=")
+    assert response.status_code == 200, response.text
+    assert {row["product_id"] for row in response.json()["data"]} >= set(ids.values())
 
 
 def test_a_cursor_of_another_sort_is_refused(api: Api) -> None:

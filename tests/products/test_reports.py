@@ -239,6 +239,15 @@ def test_bad_parameters_are_400_naming_them(api: Api, params: dict[str, Any], pa
     assert path in [detail["path"] for detail in response.json()["error"]["details"]]
 
 
+def test_empty_range_and_currency_parameters_are_absent_ones(api: Api) -> None:
+    """`?group_by=day&from=&to=&currency=` (API.md 6's template, filled in part) is the
+    default report: the last 90 days in the tenant's currency."""
+    october(api)
+    empty = api.get("/v1/reports/returns?group_by=month&from=&to=&currency=")
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == api.get("/v1/reports/returns", params={"group_by": "month"}).json()
+
+
 def test_several_groupings_at_once_equal_one_report_per_grouping(
     api: Api, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:

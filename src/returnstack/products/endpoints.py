@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator, Field
 
 from returnstack.customers.segment_endpoints import wants_csv
 from returnstack.kit.csvcells import spreadsheet_safe
@@ -45,6 +46,22 @@ CSV: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
 }
 SORTS = tuple(f"{sign}{name}" for name in SORTABLE for sign in ("", "-"))
+MAX_INT64 = 2**63 - 1
+# A parameter sent empty (`?category=&min_units_sold=`, API.md 6's own template, and what
+# forms send) means "not given" (the document says so: schema tools send it too).
+MinUnits = Annotated[
+    Annotated[int, Field(ge=0, le=2**53)] | None,
+    BeforeValidator(lambda value: None if value == "" else value),
+    Query(
+        json_schema_extra={
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 2**53},
+                {"const": ""},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
 
 
 def _smoothing(request: Request) -> service.Smoothing:
@@ -81,7 +98,9 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     expected: type | tuple[type, ...] = (
         str if field == "product_id" else (float, int) if field == "return_rate" else int
     )
-    if made_for != sort or not isinstance(product_id, str) or not isinstance(value, expected):
+    wrong = made_for != sort or not isinstance(product_id, str) or not isinstance(value, expected)
+    # A hand-made cursor's integer past 64 bits: no database binds it (a 500 on SQLite).
+    if wrong or (isinstance(value, int) and abs(value) > MAX_INT64):
         raise InvalidRequest(
             "The cursor is not valid for this sort.",
             details=[{"path": "cursor", "message": "not a cursor of this list and sort"}],
@@ -102,17 +121,17 @@ def list_products(
         str | None,
         Query(max_length=500, description="A category path: it and every category under it."),
     ] = None,
-    min_units_sold: Annotated[int | None, Query(ge=0, le=2**53)] = None,
+    min_units_sold: MinUnits = None,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> dict[str, Any]:
     """Products with their stats (as `/v1/products/{id}/stats`), sorted and paged."""
-    after = _decode_cursor(cursor, sort) if cursor is not None else None
+    after = _decode_cursor(cursor, sort) if cursor else None
     rows, last = service.list_products(
         session,
         tenant_id=principal.tenant_id,
         sort=sort,
-        category=category,
+        category=category or None,
         min_units_sold=min_units_sold,
         after=after,
         limit=limit,
@@ -187,14 +206,13 @@ def returns_report(
     ] = None,
     to: Annotated[str | None, Query(max_length=40, description="Exclusive; default now.")] = None,
     currency: Annotated[
-        str | None,
-        Query(min_length=3, max_length=3, description="ISO 4217; default the tenant's."),
+        str | None, Query(max_length=3, description="ISO 4217; default (or empty) the tenant's.")
     ] = None,
 ) -> Any:
     """Returns, units returned, refunded value, units sold and return rate per group, for
     one currency (default the tenant's). Dates are UTC; `Accept: text/csv` gives the same
     rows as CSV."""
-    start, end = _moment(from_, "from"), _moment(to, "to")
+    start, end = _moment(from_ or None, "from"), _moment(to or None, "to")
     if start is None and end is None:
         start, end = service.default_range(service.now())
     elif start is None:
@@ -214,7 +232,7 @@ def returns_report(
             details=[{"path": "to", "message": "must be after from"}],
         )
     code = (currency or principal.default_currency).upper()
-    if not code.isascii() or not code.isalpha():
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
         raise InvalidRequest(
             "currency must be an ISO 4217 code.",
             details=[{"path": "currency", "message": "not a currency code"}],
