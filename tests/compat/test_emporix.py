@@ -395,3 +395,31 @@ def test_errors_before_the_route_are_in_emporix_shape_too(
         body = response.json()
         assert set(body) == {"code", "status", "message"}
         assert body["code"] == response.status_code
+
+
+def test_mixins_with_a_number_json_cannot_keep_are_400_in_emporix_shape(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    customer, first, second = two_orders(client, tenant)
+    body = request_body(customer, first, second) | {"mixins": {"label": {"weight": 2**70}}}
+    response = create(client, tenant, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("mixins")
+    return_id = create(client, tenant, request_body(customer, first, second)).json()["id"]
+    response = client.patch(
+        f"{base(tenant)}/{return_id}",
+        json=[{"op": "add", "path": "/mixins/weight", "value": -(2**70)}],
+        headers=tenant.headers,
+    )
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"code", "status", "message"}
+
+
+def test_a_value_the_database_refuses_is_answered_in_emporix_shape(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    # PostgreSQL refuses a NUL character in text (SQLite simply finds nothing).
+    response = client.get(base(tenant), params={"q": "orders.id:a\x00b"}, headers=tenant.headers)
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert set(response.json()) == {"code", "status", "message"}

@@ -183,7 +183,10 @@ def _create_request(
 
 
 def _mixins_text(mixins: dict[str, Any]) -> str:
-    text = orjson.dumps(mixins, default=str).decode()
+    try:
+        text = orjson.dumps(mixins, default=str).decode()
+    except TypeError:  # an integer past 64 bits: kept exactly by no JSON reader we use
+        raise bad_request("mixins", "numbers must be within 64-bit integers") from None
     if len(text) > 500:
         raise bad_request("mixins", "must be at most 500 characters as JSON")
     return text

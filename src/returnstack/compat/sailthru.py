@@ -24,6 +24,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     ValidationError,
 )
@@ -115,7 +116,7 @@ class _SailthruLenient(BaseModel):
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500), NoNul]
-Id = Annotated[str | int, Field(union_mode="left_to_right")]
+Id = Annotated[str | StrictInt, Field(union_mode="left_to_right")]  # a boolean is no id
 Cents = Annotated[int, StrictType(), Field(ge=0, le=MAX_AMOUNT)]
 Qty = Annotated[int, StrictType(), Field(ge=1, le=MAX_QUANTITY)]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048), NoNul]
@@ -276,6 +277,8 @@ def _zone(name: str | None) -> tzinfo:
     if name[0] in "+-":
         digits = name[1:].replace(":", "")
         offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        if offset >= timedelta(hours=24):  # timezone() takes less than a day
+            raise bad_request("date", f"no such offset {name!r}", code=INVALID_TIME)
         return timezone(offset if name[0] == "+" else -offset)
     try:
         return ZoneInfo(name)

@@ -234,14 +234,15 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         return JSONResponse(error.body(), status_code=exc.status_code, headers=headers)
 
-    async def on_data_error(_request: Request, exc: Exception) -> Response:
+    async def on_data_error(request: Request, exc: Exception) -> Response:
         # A value the database refuses (validation should have caught it): the client's fault.
         log.warning("request.data_error", extra=error_fields(exc))
+        message = "The request holds a value the database cannot store."
+        shaped = shaped_error(request, 400, message)  # a vendor's path answers in its shape
+        if shaped is not None:
+            return shaped
         return error_response(
-            InvalidRequest(
-                "The request holds a value the database cannot store.",
-                details=[{"path": "", "message": "a value cannot be stored"}],
-            )
+            InvalidRequest(message, details=[{"path": "", "message": "a value cannot be stored"}])
         )
 
     app.add_exception_handler(ApiError, on_api_error)
