@@ -574,6 +574,35 @@ def test_rotation_signs_with_both_secrets_for_24_hours(
         Webhook(webhook["secret"]).verify(latest.body, latest.headers)
 
 
+def test_idempotency_keys_replay_rotation_and_recover(
+    api: TestClient, tenant: TenantFixture
+) -> None:
+    """API.md 1: `Idempotency-Key` on any POST. A retried rotation (its answer lost on the
+    way) must show the secret it made, not rotate again and lose it."""
+    webhook = subscribe(api, tenant, "https://example.com/hooks")
+    path = f"/v1/webhooks/{webhook['id']}"
+    headers = tenant.headers | {"Idempotency-Key": unique("rotate")}
+    first = api.post(f"{path}/rotate-secret", headers=headers)
+    again = api.post(f"{path}/rotate-secret", headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["secret"] == first.json()["secret"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert api.post(f"{path}/rotate-secret", headers=tenant.headers).json()["secret"] not in (
+        first.json()["secret"],
+        webhook["secret"],
+    )
+
+    since = {"since": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()}
+    headers = tenant.headers | {"Idempotency-Key": unique("recover")}
+    first = api.post(f"{path}/recover", json=since, headers=headers)
+    again = api.post(f"{path}/recover", json=since, headers=headers)
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = api.post(f"{path}/recover", json={"since": since["since"][:-6] + "Z"}, headers=headers)
+    assert other.status_code == 409, other.text
+
+
 def test_manual_retry_and_recover_send_again(
     api: TestClient,
     database: DatabaseFixture,

@@ -137,10 +137,20 @@ def delete_webhook(webhook_id: WebhookId, principal: SecretKey, session: DbSessi
     response_model=WebhookWithSecret,
     responses=errors(*STAFF_ERRORS, NotFound),
 )
-def rotate_webhook_secret(webhook_id: WebhookId, principal: SecretKey, session: DbSession) -> Any:
+def rotate_webhook_secret(
+    webhook_id: WebhookId, principal: SecretKey, session: DbSession, idempotency: Idempotency
+) -> Any:
     """A new signing secret, shown only now. For 24 h deliveries carry two signatures
-    (`v1,<new> v1,<old>`), so receivers can switch without missing one."""
-    return service.rotate_secret(session, tenant_id=principal.tenant_id, subscription_id=webhook_id)
+    (`v1,<new> v1,<old>`), so receivers can switch without missing one. With an
+    `Idempotency-Key`, a retry shows the secret the first request made."""
+    return idempotency.respond(
+        session,
+        tenant_id=principal.tenant_id,
+        status_code=200,
+        produce=lambda: service.rotate_secret(
+            session, tenant_id=principal.tenant_id, subscription_id=webhook_id
+        ),
+    )
 
 
 @router.get(
@@ -176,15 +186,24 @@ def list_webhook_deliveries(
     responses=errors(*STAFF_ERRORS, NotFound, Conflict),
 )
 def retry_webhook_delivery(
-    webhook_id: WebhookId, delivery_id: DeliveryId, principal: SecretKey, session: DbSession
+    webhook_id: WebhookId,
+    delivery_id: DeliveryId,
+    principal: SecretKey,
+    session: DbSession,
+    idempotency: Idempotency,
 ) -> Any:
     """Send the delivery's message again now: answers with the new pending attempt (one
     attempt; it is not retried automatically)."""
-    return service.retry_delivery(
+    return idempotency.respond(
         session,
         tenant_id=principal.tenant_id,
-        subscription_id=webhook_id,
-        delivery_id=delivery_id,
+        status_code=202,
+        produce=lambda: service.retry_delivery(
+            session,
+            tenant_id=principal.tenant_id,
+            subscription_id=webhook_id,
+            delivery_id=delivery_id,
+        ),
     )
 
 
@@ -200,18 +219,25 @@ def recover_webhook(
     data: RecoverRequest,
     principal: SecretKey,
     session: DbSession,
+    idempotency: Idempotency,
 ) -> Any:
     """Send again, now and oldest first, every message since `since` that this
     subscription has not received (no succeeded delivery), with the usual retries."""
     retention = timedelta(days=_settings(request).webhooks_retention_days)
-    queued = service.recover(
+    return idempotency.respond(
         session,
         tenant_id=principal.tenant_id,
-        subscription_id=webhook_id,
-        since=data.since,
-        retention=retention,
+        status_code=202,
+        produce=lambda: {
+            "queued": service.recover(
+                session,
+                tenant_id=principal.tenant_id,
+                subscription_id=webhook_id,
+                since=data.since,
+                retention=retention,
+            )
+        },
     )
-    return {"queued": queued}
 
 
 @router.get("/v1/messages", response_model=MessagePage, responses=errors(*STAFF_ERRORS))
