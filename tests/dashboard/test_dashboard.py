@@ -87,6 +87,20 @@ def test_signed_out_every_page_redirects_to_the_login_page(http: TestClient) -> 
     assert "Sign in" in button_names(login.text)
 
 
+def test_an_unknown_page_is_a_404_page_with_sign_out_or_the_login_page(
+    app: FastAPI, database: DatabaseFixture, tenant: TenantFixture, http: TestClient
+) -> None:
+    """API.md 12: every page but the login page sends a signed-out visitor to it, and
+    `Sign out` is on every page, a page that does not exist included."""
+    response = http.get("/dashboard/customers/cust-1/history")
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/dashboard/login?next=")
+    client, _ = staff_client(app, database, tenant, "viewer")
+    response = client.get("/dashboard/customers/cust-1/history")
+    assert response.status_code == 404
+    assert "Sign out" in button_names(response.text)
+
+
 def test_no_dashboard_route_answers_a_stranger_or_an_api_key(
     app: FastAPI, http: TestClient, tenant: TenantFixture
 ) -> None:

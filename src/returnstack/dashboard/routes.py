@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -1521,6 +1522,14 @@ def install(app: FastAPI) -> None:
         if not is_dashboard(request):
             return await _delegate(http_error, request, exc)
         assert isinstance(exc, StarletteHTTPException)
+        static = request.url.path.startswith(f"{PREFIX}/static/")
+        if exc.status_code == 404 and not static and not hasattr(request.state, "dashboard_user"):
+            # No route matched, so nobody looked at the session: a page that does not exist
+            # is the login page when signed out, and has Sign out when signed in (API.md 12).
+            staff = await run_in_threadpool(current, request)
+            if staff is None:
+                return _see_other(login_redirect(request.url.path))
+            request.state.dashboard_user = staff
         return _error_page(request, exc.status_code, str(exc.detail))
 
     app.add_exception_handler(SignInRequired, on_sign_in_required)
