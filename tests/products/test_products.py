@@ -303,6 +303,23 @@ def test_bad_rankings_are_422_naming_the_field(api: Api, body: dict[str, Any], p
 
 
 @pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"product_ids": ["A"], "return_weight": True}, "return_weight"),
+        ({"product_ids": ["A"], "return_weight": "1"}, "return_weight"),
+        ({"product_ids": ["A"], "scores": {"A": "0.5"}}, "scores.A"),
+    ],
+)
+def test_a_wrong_type_is_named_by_its_field_alone(
+    api: Api, body: dict[str, Any], path: str
+) -> None:
+    # Not `return_weight.float` and `return_weight.int`: one detail naming the field.
+    response = api.post("/v1/rankings", body)
+    assert response.status_code == 422, response.text
+    assert [detail["path"] for detail in response.json()["error"]["details"]] == [path]
+
+
+@pytest.mark.parametrize(
     ("params", "path"),
     [
         ({"limit": 0}, "limit"),

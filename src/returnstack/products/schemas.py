@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, Field, StrictFloat
 
 from returnstack.kit.schemas import Schema
 
@@ -58,10 +58,12 @@ class ProductPage(BaseModel):
 
 class RankingRequest(Schema):
     product_ids: list[ProductId] = Field(min_length=1, max_length=MAX_RANKED)
-    scores: dict[ProductId, StrictFloat | StrictInt] | None = Field(
+    # StrictFloat takes JSON integers too (not booleans or strings): one type, so an error
+    # names the field itself rather than each member of a union.
+    scores: dict[ProductId, StrictFloat] | None = Field(
         None, description="Base scores (0 or more) from your search engine; default 1.0."
     )
-    return_weight: StrictFloat | StrictInt = Field(
+    return_weight: StrictFloat = Field(
         1.0, ge=0, le=100, description="How strongly returns demote: 0 ignores them."
     )
 
