@@ -820,6 +820,13 @@ def test_the_feed_lists_messages_in_order_and_resumes_after_an_id(
         "/v1/messages", params={"type": "purchase.recorded"}, headers=tenant.headers
     ).json()
     assert [m["type"] for m in typed["data"]] == ["purchase.recorded"]
+    # Several types: comma separated, or the parameter repeated (as `status` on returns).
+    for params in (
+        {"type": "return.approved,purchase.recorded"},
+        [("type", "return.approved"), ("type", "purchase.recorded")],
+    ):
+        both = api.get("/v1/messages", params=params, headers=tenant.headers).json()
+        assert len(both["data"]) == 6, params
 
     # Another tenant sees none of these, and may not resume from them.
     theirs = api.get("/v1/messages", headers=other_tenant.headers).json()["data"]

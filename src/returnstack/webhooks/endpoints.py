@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import StringConstraints
 
 from returnstack.config import Settings
 from returnstack.kit.deps import DbSession
@@ -251,8 +252,8 @@ def list_messages(
     ] = None,
     cursor: Cursor = None,
     type: Annotated[
-        str | None,
-        Query(max_length=1000, description="Event types, comma separated."),
+        list[Annotated[str, StringConstraints(max_length=1000)]] | None,
+        Query(max_length=100, description="Event types: comma separated, or repeated."),
     ] = None,
     limit: Limit = 50,
 ) -> Any:
@@ -266,6 +267,6 @@ def list_messages(
         session,
         tenant_id=principal.tenant_id,
         after=after or cursor,
-        types=type,
+        types=",".join(type) if type else None,
         limit=limit,
     )
