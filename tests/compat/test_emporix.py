@@ -423,3 +423,18 @@ def test_a_value_the_database_refuses_is_answered_in_emporix_shape(
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
         assert set(response.json()) == {"code", "status", "message"}
+
+
+def test_removing_the_status_or_the_receipt_names_the_operation(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    customer, first, second = two_orders(client, tenant)
+    return_id = create(client, tenant, request_body(customer, first, second)).json()["id"]
+    for path in ("/approvalStatus", "/received"):
+        response = client.patch(
+            f"{base(tenant)}/{return_id}",
+            json=[{"op": "remove", "path": path}],
+            headers=tenant.headers,
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["message"].startswith("[0].op:"), response.text

@@ -477,6 +477,8 @@ def _apply(
             raise CompatError(409, f"{where}: the test of {path} failed")
         return
     status = ret["status"]
+    if op == "remove" and path in ("/approvalStatus", "/received"):
+        raise bad_request(f"{where}.op", f"{path} cannot be removed; replace it")
 
     def act(action: str, body: Any) -> None:
         service.apply_action(
@@ -490,7 +492,7 @@ def _apply(
 
     if path == "/approvalStatus":
         wanted = str(value).upper() if isinstance(value, str) else None
-        if wanted not in emporix_query.APPROVAL_STATUSES or op == "remove":
+        if wanted not in emporix_query.APPROVAL_STATUSES:
             raise bad_request(f"{where}.value", "must be PENDING, APPROVED, REJECTED or CLOSED")
         if emporix_query.STATUS_TO_APPROVAL[status] == wanted:
             return
@@ -506,7 +508,7 @@ def _apply(
         else:
             act("reopen", NoteBody())
     elif path == "/received":
-        if not isinstance(value, bool) or op == "remove":
+        if not isinstance(value, bool):
             raise bad_request(f"{where}.value", "must be true or false")
         expected = [
             ReceiveItem(
