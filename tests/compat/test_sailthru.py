@@ -299,6 +299,7 @@ def test_bad_signatures_are_401_in_sailthrus_shape(
         ({"date": "next tuesday"}, "date", 18),
         ({"date": "2026-02-14 09:30:00 Mars/Olympus"}, "date", 18),
         ({"date": "2026-02-14 09:30:00 +99:99"}, "date", 18),  # no such offset (was a 500)
+        ({"date": "2026-02-14 09:30:00 +05:75"}, "date", 18),
         (
             {"items": [{"qty": 1, "title": "x", "price": 100, "id": True, "url": "u"}]},
             "items[0].id",  # a boolean is neither a string nor a number (was read as "1")

@@ -276,9 +276,10 @@ def _zone(name: str | None) -> tzinfo:
         return UTC
     if name[0] in "+-":
         digits = name[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-        if offset >= timedelta(hours=24):  # timezone() takes less than a day
+        hours, minutes = int(digits[:2]), int(digits[2:])
+        if hours > 23 or minutes > 59:  # timezone() takes less than a day (+99:99 was a 500)
             raise bad_request("date", f"no such offset {name!r}", code=INVALID_TIME)
+        offset = timedelta(hours=hours, minutes=minutes)
         return timezone(offset if name[0] == "+" else -offset)
     try:
         return ZoneInfo(name)
