@@ -302,6 +302,17 @@ def test_bad_rankings_are_422_naming_the_field(api: Api, body: dict[str, Any], p
     assert any(found == path or found.startswith(path + ".") for found in paths), paths
 
 
+def test_an_idempotency_key_replays_a_ranking_and_refuses_another_body(api: Api) -> None:
+    # API.md 1: Idempotency-Key on any POST.
+    key = {"Idempotency-Key": unique("rank")}
+    first = api.post("/v1/rankings", {"product_ids": ["A", "B"]}, headers=key)
+    again = api.post("/v1/rankings", {"product_ids": ["A", "B"]}, headers=key)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert api.post("/v1/rankings", {"product_ids": ["B"]}, headers=key).status_code == 409
+
+
 @pytest.mark.parametrize(
     ("body", "path"),
     [

@@ -25,6 +25,7 @@ from returnstack.kit.http import (
     ClientIdConvertor,  # noqa: F401  (registers {…:client_id})
     Limit,
 )
+from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.openapi import errors
 from returnstack.kit.pagination import cursor_values, encode_cursor
 from returnstack.kit.routing import RenderInThreadRoute
@@ -149,20 +150,31 @@ def list_products(
     responses=errors(InvalidRequest, AuthenticationFailed, Forbidden, ValidationFailed),
 )
 def rank_products(
-    body: RankingRequest, request: Request, principal: SecretKey, session: DbSession
-) -> dict[str, Any]:
+    body: RankingRequest,
+    request: Request,
+    principal: SecretKey,
+    session: DbSession,
+    idempotency: Idempotency,
+) -> Any:
     """Re-order up to 1,000 products by `base_score x (1 - smoothed_return_rate) ^
     return_weight` (base score 1.0 unless given), highest first; ties keep the input order.
     Each row explains its score. A product never seen gets the prior (the tenant's rate)."""
-    ranking = service.rank(
-        session,
-        tenant_id=principal.tenant_id,
-        product_ids=body.product_ids,
-        scores=None if body.scores is None else {k: float(v) for k, v in body.scores.items()},
-        return_weight=float(body.return_weight),
-        smoothing=_smoothing(request),
+
+    def produce() -> dict[str, Any]:
+        ranking = service.rank(
+            session,
+            tenant_id=principal.tenant_id,
+            product_ids=body.product_ids,
+            scores=None if body.scores is None else {k: float(v) for k, v in body.scores.items()},
+            return_weight=float(body.return_weight),
+            smoothing=_smoothing(request),
+        )
+        return Ranking.model_validate({"ranking": ranking}).model_dump()
+
+    # API.md 1: Idempotency-Key on any POST (a replay answers the first ranking).
+    return idempotency.respond(
+        session, tenant_id=principal.tenant_id, status_code=200, produce=produce
     )
-    return {"ranking": ranking}
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
