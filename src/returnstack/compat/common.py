@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -25,6 +25,7 @@ from starlette.responses import Response
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
 from returnstack.events.service import RecordResult, record_events
 from returnstack.kit.errors import ApiError, format_path, register_error_shape
+from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.kit.metrics import EVENTS_INGESTED
 from returnstack.kit.money import CURRENCY_EXPONENTS, to_minor_units
 from returnstack.kit.ratelimit import check_rate_limit
@@ -32,6 +33,8 @@ from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT
 from returnstack.returns.service import ReturnOptions
 from returnstack.tenants.auth import Principal, find_principal, rate_limit_bucket
+
+T = TypeVar("T")
 
 
 class CompatError(Exception):
@@ -229,6 +232,15 @@ class Caller:
     @property
     def actor(self) -> str:
         return self.principal.actor
+
+
+def write(request: Request, work: Callable[[Session], T], *, units: int) -> T:
+    """Run `work` by the process's event writer (group commit, as POST /v1/events do): in
+    the group's transaction, committed before this returns. The writer may run it again
+    alone (its group failed for another request's reason), so it changes nothing but the
+    database."""
+    writer: GroupCommitter = request.app.state.ingest
+    return writer.run_sync(work, units=units)
 
 
 def record(

@@ -25,7 +25,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic import Strict as StrictType
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from returnstack.compat.common import (
@@ -39,6 +38,7 @@ from returnstack.compat.common import (
     record,
     unauthorized,
     vendor_router,
+    write,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -51,7 +51,6 @@ from returnstack.events.schemas import (
     Trust,
 )
 from returnstack.kit.errors import format_path
-from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import MAX_AMOUNT, MAX_QUANTITY, CurrencyCode, NoNul
@@ -415,12 +414,9 @@ def _offline_actions(document: Any, default_currency: str) -> list[PurchaseEvent
 def _save(request: Request, caller: Caller, events: list[PurchaseEvent | ReturnEvent]) -> Response:
     # Through the process's event writer (group commit), as POST /v1/events: committed
     # before the 204, together with the other requests waiting at that moment.
-    writer: GroupCommitter = request.app.state.ingest
-
-    def write(session: Session) -> None:
-        record(session, caller, events, source=SOURCE)
-
-    writer.run_sync(write, units=len(events))
+    write(
+        request, lambda session: record(session, caller, events, source=SOURCE), units=len(events)
+    )
     return Response(status_code=204)
 
 

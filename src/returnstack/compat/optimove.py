@@ -34,6 +34,7 @@ from returnstack.compat.common import (
     status_phrase,
     unauthorized,
     vendor_router,
+    write,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -45,7 +46,6 @@ from returnstack.events.schemas import (
     StoreRef,
     Trust,
 )
-from returnstack.kit.deps import DbSession
 from returnstack.kit.locks import lock_names
 from returnstack.kit.money import is_currency
 from returnstack.kit.openapi import json_body, raw_body
@@ -553,7 +553,48 @@ def _known(session: Session, caller: Caller, ids: list[str]) -> set[str]:
     return found
 
 
-def _ingest(request: Request, body: bytes, session: Session) -> Response:
+def _write(
+    session: Session, caller: Caller, items: list[Item]
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Record the valid items: accepted, duplicates, and the items rejected as not fitting
+    their return. Changes nothing else (the writer may run it again, alone)."""
+    # Optimove sends one event per item: the lines of an order make one order, the items of
+    # one return one return (across requests too).
+    purchases, duplicate_lines = _purchases(
+        session, caller, [item for item in items if item.kind == ORDER_COMPLETED]
+    )
+    facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = list(purchases)
+    returned = [item for item in items if item.kind != ORDER_COMPLETED]
+    returns = (
+        _verified_returns(session, caller, returned)
+        if caller.trust is Trust.verified
+        else _reported_returns(returned)
+    )
+    facts.extend(returns.facts)
+
+    accepted, duplicates = 0, len(duplicate_lines) + len(returns.duplicates)
+    if facts:
+        # Verified purchases are new by construction (their lines were not there): only
+        # returns and reported events are looked up in their ledger, to be counted.
+        looked_up = {
+            event.id
+            for event, _ in facts
+            if caller.trust is Trust.reported or isinstance(event, ReturnEvent)
+        }
+        known = _known(session, caller, sorted(looked_up))
+        seen: set[str] = set()
+        for event, indexes in facts:
+            if event.id in known or event.id in seen:
+                duplicates += len(indexes)
+            else:
+                accepted += len(indexes)
+            seen.add(event.id)
+        events = [event for event, _ in facts]
+        record(session, caller, events, source=SOURCE, return_options=returns.options)
+    return accepted, duplicates, returns.rejected
+
+
+def _ingest(request: Request, body: bytes) -> Response:
     caller = _caller(request)
     document = load_json(body)
     raw_events = document if isinstance(document, list) else [document]
@@ -579,40 +620,14 @@ def _ingest(request: Request, body: bytes, session: Session) -> Response:
             continue
         items.append(item)
 
-    # Optimove sends one event per item: the lines of an order make one order, the items of
-    # one return one return (across requests too).
-    purchases, duplicate_lines = _purchases(
-        session, caller, [item for item in items if item.kind == ORDER_COMPLETED]
-    )
-    facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = list(purchases)
-    returned = [item for item in items if item.kind != ORDER_COMPLETED]
-    returns = (
-        _verified_returns(session, caller, returned)
-        if caller.trust is Trust.verified
-        else _reported_returns(returned)
-    )
-    facts.extend(returns.facts)
-    rejected.extend(returns.rejected)
-
-    accepted, duplicates = 0, len(duplicate_lines) + len(returns.duplicates)
-    if facts:
-        # Verified purchases are new by construction (their lines were not there): only
-        # returns and reported events are looked up in their ledger, to be counted.
-        looked_up = {
-            event.id
-            for event, _ in facts
-            if caller.trust is Trust.reported or isinstance(event, ReturnEvent)
-        }
-        known = _known(session, caller, sorted(looked_up))
-        seen: set[str] = set()
-        for event, indexes in facts:
-            if event.id in known or event.id in seen:
-                duplicates += len(indexes)
-            else:
-                accepted += len(indexes)
-            seen.add(event.id)
-        events = [event for event, _ in facts]
-        record(session, caller, events, source=SOURCE, return_options=returns.options)
+    # Through the process's event writer (group commit, as POST /v1/events): what is already
+    # recorded is read in the transaction that records the rest, committed before the answer.
+    accepted, duplicates = 0, 0
+    if items:
+        accepted, duplicates, misfits = write(
+            request, lambda session: _write(session, caller, items), units=len(items)
+        )
+        rejected.extend(misfits)
     rejected.sort(key=lambda entry: entry["index"])
     payload = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
     return Response(orjson.dumps(payload), media_type="application/json")
@@ -630,12 +645,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=BODY_DOC,
     responses=ERRORS,
 )
-def optimove_events(
-    request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
-) -> Response:
+def optimove_events(request: Request, body: Annotated[bytes, Depends(raw_body)]) -> Response:
     """One OOTB event or an array of up to 1,000: orders completed and product returns,
     one event per item. Valid events are written; invalid ones are listed by index."""
-    return _ingest(request, body, session)
+    return _ingest(request, body)
 
 
 @router.post(
@@ -644,8 +657,6 @@ def optimove_events(
     openapi_extra=BODY_DOC,
     responses=ERRORS,
 )
-def optimove_events_batch(
-    request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
-) -> Response:
+def optimove_events_batch(request: Request, body: Annotated[bytes, Depends(raw_body)]) -> Response:
     """The same as /optimove/events, for batches."""
-    return _ingest(request, body, session)
+    return _ingest(request, body)

@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
 )
 from pydantic import Strict as StrictType
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from returnstack.compat.carts import close_cart, keep_cart
@@ -42,6 +43,7 @@ from returnstack.compat.common import (
     load_json,
     record,
     vendor_router,
+    write,
 )
 from returnstack.events.schemas import (
     CustomerRef,
@@ -52,7 +54,8 @@ from returnstack.events.schemas import (
     ReturnItem,
     Trust,
 )
-from returnstack.kit.deps import DbSession, read_session
+from returnstack.events.service import RecordResult
+from returnstack.kit.deps import read_session
 from returnstack.kit.errors import format_path
 from returnstack.kit.ids import ulid
 from returnstack.kit.openapi import json_body, raw_body
@@ -501,9 +504,7 @@ def _with_json(model: type[BaseModel]) -> dict[str, Any]:
 
 
 @router.post("/purchase", openapi_extra=_with_json(SailthruPurchase), responses=ERRORS)
-def purchase(
-    request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
-) -> Response:
+def purchase(request: Request, body: Annotated[bytes, Depends(raw_body)]) -> Response:
     """A purchase: `email`, `items` (`qty`, `title`, `price` in cents per unit, `id`,
     `url`), optional `date`, `adjustments` (spread over the lines exactly), and
     `purchase_keys.extid` (or `extid`), the order id and the dedup key. `incomplete: 1`
@@ -530,34 +531,47 @@ def purchase(
         # requests keep no customer data, API.md section 2).
         stored = caller.trust is Trust.verified
         if stored:
-            keep_cart(
-                session,
-                tenant_id=caller.tenant_id,
-                source=SOURCE,
-                email=data.email,
-                extid=extid,
-                currency=event.currency or caller.principal.default_currency,
-                items=[_cart_item(item) for item in event.items],
-                carted_at=event.timestamp,
-            )
+            items = [_cart_item(item) for item in event.items]
+
+            def store(session: Session) -> None:
+                keep_cart(
+                    session,
+                    tenant_id=caller.tenant_id,
+                    source=SOURCE,
+                    email=data.email,
+                    extid=extid,
+                    currency=event.currency or caller.principal.default_currency,
+                    items=items,
+                    carted_at=event.timestamp,
+                )
+
+            write(request, store, units=1)
         return _ok({"purchase": view | {"recorded": False, "stored": stored}})
-    result = record(session, caller, [event], source=SOURCE)
-    if caller.trust is Trust.verified:
-        close_cart(session, tenant_id=caller.tenant_id, email=data.email)
+
+    def purchased(session: Session) -> RecordResult:
+        result = record(session, caller, [event], source=SOURCE)
+        if caller.trust is Trust.verified:
+            close_cart(session, tenant_id=caller.tenant_id, email=data.email)
+        return result
+
+    # Through the process's event writer (group commit), as POST /v1/events.
+    result = write(request, purchased, units=1)
     return _ok({"purchase": view | {"id": result.ids[0], "duplicate": result.duplicates > 0}})
 
 
 @router.post("/return", openapi_extra=_with_json(SailthruReturnRequest), responses=ERRORS)
-def sailthru_return(
-    request: Request, body: Annotated[bytes, Depends(raw_body)], session: DbSession
-) -> Response:
+def sailthru_return(request: Request, body: Annotated[bytes, Depends(raw_body)]) -> Response:
     """A return: `email` and `items` (`qty`, `price` in cents per unit, `url`, optional `id`
     and `order_id`). Recorded closed and refunded `qty x price` per item: it lowers the
     customer's net revenue, not the gross."""
     incoming = _incoming(request, body)
     data = _validate(SailthruReturnRequest, incoming.params)
     events = _return_events(data, incoming.caller.principal.default_currency)
-    result = record(session, incoming.caller, events, source=SOURCE)
+    result = write(
+        request,
+        lambda session: record(session, incoming.caller, events, source=SOURCE),
+        units=len(events),
+    )
     return _ok(
         {
             "return": {
