@@ -1,23 +1,30 @@
 """Bulk import of native events from JSONL or CSV: streamed, batched, resumable.
 
-Memory stays flat: the file is read line by line and written in batches, each batch in its
-own transaction. Event ids make a re-run import nothing twice.
+Memory stays flat: the file is read line by line and written in batches by a writer thread
+(group commit, as POST /v1/events), at most a few batches ahead of the reader. A batch
+commits alone or with the batches waiting with it. Event ids make a re-run import nothing
+twice.
 """
 
 import csv
 import io
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO
 
 import orjson
 
 from returnstack.events.schemas import Trust
-from returnstack.events.service import record_events
+from returnstack.events.service import RecordResult, record_events
 from returnstack.events.validation import ValidEvent, check_event
 from returnstack.kit.db import Database
+from returnstack.kit.groupcommit import GroupCommitter
 
 BATCH_SIZE = 500
+BATCHES_IN_FLIGHT = 2  # submitted to the writer, not yet answered
 
 CSV_EVENT_COLUMNS = {
     "type": "type",
@@ -165,46 +172,61 @@ def import_events(
 ) -> ImportReport:
     report = ImportReport()
     batch: list[ValidEvent] = []
+    # The writer of POST /v1/events (group commit), in this process: it writes the batches
+    # submitted while the next one is read and validated here (and those waiting together,
+    # in one transaction); their results come back in order.
+    writer = GroupCommitter(db, max_wait=300, queue_limit=BATCHES_IN_FLIGHT + 1, name="import")
+    in_flight: deque[Future[RecordResult]] = deque()
+
+    def collect(future: Future[RecordResult]) -> None:
+        result = future.result()
+        report.accepted += result.accepted
+        report.duplicates += result.duplicates
 
     def flush() -> None:
         if not batch:
             return
-        with db.transaction() as session:
-            result = record_events(
-                session,
-                tenant_id=tenant_id,
-                default_currency=default_currency,
-                events=batch,
-                source="import",
-                actor=actor,
-                trust=Trust.verified,
-            )
-        report.accepted += result.accepted
-        report.duplicates += result.duplicates
+        work = partial(
+            record_events,
+            tenant_id=tenant_id,
+            default_currency=default_currency,
+            events=list(batch),
+            source="import",
+            actor=actor,
+            trust=Trust.verified,
+        )
+        in_flight.append(writer.submit(work, units=len(batch)).future)
         batch.clear()
+        while len(in_flight) > BATCHES_IN_FLIGHT:
+            collect(in_flight.popleft())
 
     records = read_jsonl(stream) if fmt == "jsonl" else read_csv(stream)
-    for line, raw in records:
-        report.lines = line
-        if isinstance(raw, LineError):
-            report.reject(raw)
-            if on_error:
-                on_error(raw)
-            continue
-        report.events += 1
-        checked = check_event(raw)
-        if isinstance(checked, list):
-            error = LineError(line, checked)
-            report.reject(error)
-            if on_error:
-                on_error(error)
-        else:
-            batch.append(checked)
-            if len(batch) >= BATCH_SIZE:
-                flush()
-        if on_progress:
-            on_progress()
-    flush()
+    try:
+        for line, raw in records:
+            report.lines = line
+            if isinstance(raw, LineError):
+                report.reject(raw)
+                if on_error:
+                    on_error(raw)
+                continue
+            report.events += 1
+            checked = check_event(raw)
+            if isinstance(checked, list):
+                error = LineError(line, checked)
+                report.reject(error)
+                if on_error:
+                    on_error(error)
+            else:
+                batch.append(checked)
+                if len(batch) >= BATCH_SIZE:
+                    flush()
+            if on_progress:
+                on_progress()
+        flush()
+        while in_flight:
+            collect(in_flight.popleft())
+    finally:
+        writer.stop()  # what was submitted is written (or has failed) before this returns
     return report
 
 
