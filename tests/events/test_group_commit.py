@@ -17,11 +17,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from returnstack.app import create_app
 from returnstack.kit.groupcommit import GroupCommitter
-from returnstack.models import Order, Tenant
+from returnstack.models import Order, ProductSignal, Tenant
 from returnstack.tenants.service import create_key, revoke_key
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, purchase
@@ -246,3 +246,43 @@ def test_a_failing_piece_of_work_is_retried_alone(database: DatabaseFixture) -> 
             text("SELECT name FROM webhook_state WHERE name LIKE :m"), {"m": f"{marker}-%"}
         ).scalars()
         assert sorted(names) == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
+
+
+def test_a_request_that_fails_alone_leaves_its_neighbours_figures_whole(
+    database: DatabaseFixture, tenant: TenantFixture, own_app: tuple[FastAPI, TestClient]
+) -> None:
+    """The figures a request's facts add (product signals, written once at the commit) stay
+    when a later request of its group is refused and rolled back to its savepoint; the
+    refused request's own figures are not written."""
+    app, client = own_app
+    writer: GroupCommitter = app.state.ingest
+    used = {"Idempotency-Key": f"used-{time.monotonic_ns()}"} | tenant.headers
+    assert client.post("/v1/events", json=batch(purchase()), headers=used).is_success
+
+    first, good, conflicting = purchase(), purchase(), purchase()
+    requests = Requests(client)
+    with writer_held(database) as release:
+        wait_until(lambda: not writer.busy, "the writer idle")
+        requests.send("first", batch(first), tenant.headers)
+        wait_until(lambda: writer.busy, "the first group taken (and held)")
+        requests.send("good", batch(good), tenant.headers)
+        wait_until(lambda: writer.pending() == 1, "the good request waiting")
+        requests.send("conflict", batch(conflicting), used)  # written after `good`
+        wait_until(lambda: writer.pending() == 2, "both waiting for the next group")
+        release()
+        answers = requests.join()
+    assert answers["good"].status_code == 200, answers["good"].text
+    assert answers["conflict"].status_code == 409, answers["conflict"].text
+
+    def units_sold(event: dict[str, Any]) -> int | None:
+        with database.db.transaction(write=False) as session:
+            return session.scalar(
+                select(ProductSignal.units_sold).where(
+                    ProductSignal.tenant_id == tenant.id,
+                    ProductSignal.product_id == event["items"][0]["product_id"],
+                )
+            )
+
+    assert units_sold(first) == 1
+    assert units_sold(good) == 1
+    assert units_sold(conflicting) is None
