@@ -22,7 +22,7 @@ from returnstack.kit.locks import lock_tables
 from returnstack.kit.types import MAX_SAFE_INTEGER
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
-from returnstack.returns.policy import SerialReturner, get_policy
+from returnstack.returns.policy import SerialReturner, get_policy, serial_returner_rule
 
 
 @dataclass(slots=True)
@@ -171,7 +171,7 @@ def _upsert(
         _check_sums(row["currency"], (row[name] for name in SUMS))
     # Sorted by key, so concurrent transactions lock the rows in one order (no deadlocks).
     returned = repository.add_to_profiles(session, values)
-    rule = get_policy(session, tenant_id=tenant_id).serial_returner
+    rule = serial_returner_rule(session, tenant_id=tenant_id)
     changed = []
     for owner, currency, orders, rate, was_flagged, *sums in returned:
         _check_sums(currency, sums)

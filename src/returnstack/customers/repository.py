@@ -80,15 +80,28 @@ def upsert_customers(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     )
 
 
-def upsert_emails(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """An email linked to a customer stays linked to that one (the first link wins)."""
-    insert_rows(
+def upsert_emails(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """An email linked to a customer stays linked to that one (the first link wins).
+    Answers the guest emails linked just now: email -> customer id.
+
+    Only a guest's row is updated (its link made), so RETURNING names the rows inserted and
+    those guests. A guest is told from a new row by its own server id (a new row linked at
+    once has none). A row not updated is locked all the same (PostgreSQL's ON CONFLICT DO
+    UPDATE locks every conflicting row), as it was when every conflict updated it."""
+    returned = insert_rows_returning(
         session,
         CustomerEmail,
         rows,
         on_conflict="ON CONFLICT (tenant_id, email) DO UPDATE SET "
-        "customer_id = COALESCE(customer_emails.customer_id, excluded.customer_id)",
+        "customer_id = excluded.customer_id "
+        "WHERE customer_emails.customer_id IS NULL AND excluded.customer_id IS NOT NULL",
+        returning=("email", "customer_id", "server_id"),
     )
+    return {
+        email: customer_id
+        for email, customer_id, server_id in returned
+        if customer_id is not None and server_id is not None
+    }
 
 
 def linked_customers(

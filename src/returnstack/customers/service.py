@@ -43,7 +43,7 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
         if identity.email is not None:
             emails[identity.email] = emails.get(identity.email) or identity.customer_id
     repository.upsert_customers(session, [customers[key] for key in sorted(customers)])
-    repository.upsert_emails(
+    linked = repository.upsert_emails(
         session,
         [
             {
@@ -57,10 +57,6 @@ def remember(session: Session, *, tenant_id: str, identities: Iterable[Identity]
             for email, cid in sorted(emails.items())
         ],
     )
-    # Only an email that came with a customer id can have been linked just now, and only
-    # to that customer: an email linked before has no guest rows left.
-    merge_guests(
-        session,
-        tenant_id=tenant_id,
-        links={email: cid for email, cid in emails.items() if cid is not None},
-    )
+    # Only a guest email linked just now can have guest rows (an email linked before has
+    # none left; one new to the database has none yet): most facts have nothing to merge.
+    merge_guests(session, tenant_id=tenant_id, links=linked)

@@ -21,7 +21,7 @@ from operator import itemgetter
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import JSON, Table
+from sqlalchemy import JSON, Connection, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -101,6 +101,23 @@ def _tuples(
     return result
 
 
+_CONNECTION = "returnstack.bulk.connection"
+
+
+def _connection(session: Session) -> Connection:
+    """The session's connection (its transaction begun if need be), kept on the session for
+    the rest of that transaction: Session.connection() costs more than a small insert, and
+    the ingestion path writes a dozen statements per transaction."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_CONNECTION)
+    if transaction is not None and cached is not None and cached[0] is transaction:
+        connection: Connection = cached[1]
+        return connection
+    connection = session.connection()
+    session.info[_CONNECTION] = (session.get_transaction(), connection)
+    return connection
+
+
 def _execute(
     session: Session,
     model: type[Base],
@@ -109,7 +126,7 @@ def _execute(
     *,
     returning: bool,
 ) -> list[Any]:
-    connection = session.connection()  # begins the session's transaction if need be
+    connection = _connection(session)
     dialect = connection.dialect
     table = _table(model)
     columns = tuple(rows[0])
@@ -171,3 +188,22 @@ def insert_rows_returning(
         return []
     suffix = f"{on_conflict} RETURNING {', '.join(returning)}"
     return [tuple(row) for row in _execute(session, model, rows, suffix, returning=True)]
+
+
+def select_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """A small read on the driver's own cursor, in the session's transaction, for the reads
+    of the ingestion path (SQLAlchemy's statement layer costs several times what a read by
+    key does). `sql` is portable SQL with `?` placeholders; values come as the driver gives
+    them (on SQLite, timestamps as text)."""
+    connection = _connection(session)
+    dialect = connection.dialect
+    if dialect.name == "postgresql":
+        sql = sql.replace("?", "%s")
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, tuple(params))
+        return list(cursor.fetchall())
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()

@@ -8,7 +8,7 @@ from sqlalchemy import Row, func, select, true
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import StoreRef
-from returnstack.kit.bulk import insert_rows, insert_rows_returning
+from returnstack.kit.bulk import insert_rows, insert_rows_returning, select_rows
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
 
 STORE_DETAILS = ("name", "city", "region", "country", "postal_code")
@@ -27,6 +27,21 @@ def load_stores(session: Session, *, tenant_id: str, ids: Iterable[str | None]) 
         return {}
     query = select(Store).where(Store.tenant_id == tenant_id, Store.id.in_(wanted))
     return {store.id: store for store in session.scalars(query)}
+
+
+def store_details(
+    session: Session, *, tenant_id: str, ids: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """The `STORE_DETAILS` of the stores known, by id (a plain read: the ingestion path)."""
+    found: dict[str, tuple[Any, ...]] = {}
+    columns = ", ".join(STORE_DETAILS)
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT id, {columns} FROM stores WHERE tenant_id = ? AND id IN ({marks})"
+        rows = select_rows(session, sql, [tenant_id, *chunk])
+        found.update((row[0], tuple(row[1:])) for row in rows)
+    return found
 
 
 def upsert_stores(session: Session, rows: Sequence[dict[str, Any]]) -> None:

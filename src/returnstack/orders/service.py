@@ -44,10 +44,11 @@ def remember_stores(session: Session, *, tenant_id: str, stores: Iterable[StoreR
         return
     # Write only stores that are new or whose details change: an upsert locks its row until
     # commit, and every batch naming a busy store would otherwise queue behind the others.
-    for known in load_stores(session, tenant_id=tenant_id, ids=rows).values():
-        row = rows[known.id]
-        if all(row[name] is None or row[name] == getattr(known, name) for name in STORE_DETAILS):
-            del rows[known.id]
+    known = repository.store_details(session, tenant_id=tenant_id, ids=sorted(rows))
+    for store_id, details in known.items():
+        given = (rows[store_id][name] for name in STORE_DETAILS)
+        if all(value in (None, stored) for value, stored in zip(given, details, strict=True)):
+            del rows[store_id]
     repository.upsert_stores(session, [rows[key] for key in sorted(rows)])
 
 

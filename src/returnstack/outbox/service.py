@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_rows
+from returnstack.kit.bulk import insert_rows, select_rows
 from returnstack.kit.ids import new_id
 from returnstack.models import OutboxEvent
 
@@ -108,22 +108,36 @@ def latest_message(session: Session, *, tenant_id: str) -> str | None:
 
 def notify_dispatchers(session: Session) -> None:
     """Once per transaction: NOTIFY (PostgreSQL sends it at commit, never on rollback) and
-    the in-process wake-up after commit."""
-    if session.info.get("outbox_notified"):
+    the in-process wake-up after commit (the listeners below)."""
+    session.info[_WAKE] = True
+    if session.info.get(_NOTIFIED):
         return
-    session.info["outbox_notified"] = True
+    session.info[_NOTIFIED] = True
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        select_rows(session, "SELECT pg_notify(?, '')", [NOTIFY_CHANNEL])
 
-    def on_commit(_session: Session) -> None:
+
+_NOTIFIED = "outbox_notified"  # NOTIFY sent in this transaction
+_WAKE = "outbox_wake"  # the in-process dispatcher to wake when it commits
+
+
+# Registered once, not per transaction (registering a listener costs more than a small
+# insert). A savepoint's commit is not the transaction's (group commit); its rollback may
+# have taken the NOTIFY with it, so the next message sends another (one is delivered).
+@event.listens_for(Session, "after_commit")
+def _wake_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
+    session.info.pop(_NOTIFIED, None)
+    if session.info.pop(_WAKE, None):
         committed.news_arrived()
 
-    def forget(_session: Session, *_args: Any) -> None:
-        session.info.pop("outbox_notified", None)
 
-    event.listen(session, "after_commit", on_commit, once=True)
-    event.listen(session, "after_soft_rollback", forget, once=True)
-    event.listen(session, "after_commit", forget, once=True)
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_rollback(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_NOTIFIED, None)
+    if not previous_transaction.nested:
+        session.info.pop(_WAKE, None)
 
 
 def record(session: Session, *, tenant_id: str, events: Iterable[DomainEvent]) -> list[str]:

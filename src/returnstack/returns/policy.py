@@ -126,3 +126,21 @@ def terms_for(policy: PolicyDocument, *, product_id: str, category: str | None) 
 def get_policy(session: Session, *, tenant_id: str) -> PolicyDocument:
     document = repository.policy_document(session, tenant_id=tenant_id)
     return PolicyDocument() if document is None else PolicyDocument.model_validate(document)
+
+
+# The serial-returner rule of each tenant, with the version of the policy it was read from:
+# customer profiles need it with every fact, and reading and validating the whole document
+# each time costs more than the rest of a one-event request's profile upkeep. A read of the
+# version (by key) tells whether the stored policy changed since, in any process.
+_RULES: dict[str, tuple[Any, SerialReturner]] = {}
+
+
+def serial_returner_rule(session: Session, *, tenant_id: str) -> SerialReturner:
+    version = repository.policy_version(session, tenant_id=tenant_id)
+    cached = _RULES.get(tenant_id)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    # Read after the version: at worst newer than it, and then read again next time.
+    rule = get_policy(session, tenant_id=tenant_id).serial_returner
+    _RULES[tenant_id] = (version, rule)
+    return rule

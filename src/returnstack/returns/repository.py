@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_rows
+from returnstack.kit.bulk import insert_rows, select_rows
 from returnstack.kit.errors import NotFound
 from returnstack.kit.pagination import keyset_page
 from returnstack.models import (
@@ -274,6 +274,12 @@ def list_returns(
 
 def policy_document(session: Session, *, tenant_id: str) -> dict[str, Any] | None:
     return session.scalar(select(Policy.document).where(Policy.tenant_id == tenant_id))
+
+
+def policy_version(session: Session, *, tenant_id: str) -> Any:
+    """What changes whenever the tenant's policy is saved (its time; None: no policy)."""
+    rows = select_rows(session, "SELECT updated_at FROM policies WHERE tenant_id = ?", [tenant_id])
+    return rows[0][0] if rows else None
 
 
 def save_policy_document(session: Session, *, tenant_id: str, document: dict[str, Any]) -> None:
