@@ -96,6 +96,29 @@ def test_the_server_delivers_in_the_background_and_stops_cleanly(
         assert not repository.lease_held_by_another(session, holder="another", now=utcnow())
 
 
+def test_a_dispatcher_process_that_dies_is_replaced_by_the_server(
+    database: DatabaseFixture,
+    settings: Settings,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    cleanup: None,
+) -> None:
+    app = create_app(
+        settings.model_copy(update={"webhooks_dispatcher": True}), database=database.db
+    )
+    with TestClient(app) as client:
+        subscribe(client, tenant, receiver.url)
+        first = app.state.dispatcher.process
+        first.kill()  # on SQLite it held the lease: its successor takes over when it lapses
+        first.wait()
+        wait_for(lambda: app.state.dispatcher.process is not first, "another dispatcher")
+        sale = purchase()
+        response = client.post("/v1/events", json=batch(sale), headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        wait_for(lambda: len(receiver.received) >= 1, "the delivery")
+        assert receiver.received[0].json["data"]["order_id"] == sale["order_id"]
+
+
 def test_a_dispatcher_that_dies_holding_claims_loses_them_when_the_lease_ends(
     database: DatabaseFixture,
     settings: Settings,
