@@ -7,8 +7,9 @@ process (bench/receiver.py, asyncio, HTTP/1.1 keep-alive, answers 200 at once):
 1. Throughput of one worker: `returnstack worker` runs (idle); N messages are committed to
    the outbox in one transaction; the clock runs from that commit to the arrival of the last
    one at the receiver (the worker publishes, claims, signs, sends and records them).
-2. Delay: `returnstack serve` (its dispatcher inside, as it runs by default) takes one-event
-   purchases (`POST /v1/events`) on an open-loop schedule at R requests a second; each
+2. Delay: `returnstack serve` (its dispatcher inside, as it runs by default: a niced child
+   process of the server) takes one-event purchases (`POST /v1/events`) on an open-loop
+   schedule at R requests a second; each
    message's delay is its arrival at the receiver minus its `timestamp` (when it was
    recorded, just before its transaction committed: so the delay is, if anything, a little
    longer than from commit). p50, p99, max.

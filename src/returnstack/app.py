@@ -55,10 +55,11 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         dispatcher = None
         if settings.webhooks_dispatcher:
-            from returnstack.webhooks.dispatcher import DispatcherThread
+            from returnstack.webhooks.process import DispatcherProcess
 
-            dispatcher = DispatcherThread(db, settings)
+            dispatcher = DispatcherProcess(settings)
             dispatcher.start()
+        app.state.dispatcher = dispatcher
         try:
             yield
         finally:

@@ -134,9 +134,12 @@ def serve(
 
     _database().dispose()  # migrate once, before any worker starts
     metrics_dir = None
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Metrics summed over the workers (prometheus_client's multiprocess mode): each
-        # worker, a fresh interpreter, reads this before it imports prometheus_client.
+    if (workers > 1 or get_settings().webhooks_dispatcher) and not os.environ.get(
+        "PROMETHEUS_MULTIPROC_DIR"
+    ):
+        # Metrics summed over the workers and their dispatcher processes (prometheus_client's
+        # multiprocess mode): each, a fresh interpreter, reads this before it imports
+        # prometheus_client (so does this process: uvicorn imports the app after this).
         metrics_dir = tempfile.mkdtemp(prefix="returnstack-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         True,
         description="Run the webhook dispatcher inside `serve` (off: run `returnstack worker`).",
     )
+    webhooks_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness added to the dispatcher process that `serve` starts, so that "
+        "deliveries use what request handling leaves idle (0: the same priority).",
+    )
     webhooks_poll_interval: float = Field(
         0.5,
         gt=0,

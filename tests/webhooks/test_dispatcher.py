@@ -16,7 +16,9 @@ from returnstack.app import create_app
 from returnstack.config import Settings
 from returnstack.models import WebhookDelivery, WebhookSubscription
 from returnstack.outbox.service import DomainEvent, record
+from returnstack.webhooks import repository
 from returnstack.webhooks.dispatcher import Dispatcher
+from returnstack.webhooks.service import utcnow
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import batch, purchase, unique
 from tests.webhooks.receiver import Receiver, running_receiver
@@ -87,8 +89,34 @@ def test_the_server_delivers_in_the_background_and_stops_cleanly(
         wait_for(lambda: len(receiver.received) >= 3, "three deliveries")
         order_ids = sorted(r.json["data"]["order_id"] for r in receiver.received)
         assert order_ids == sorted(s["order_id"] for s in sales)
-    # The app has shut down: its dispatcher stopped (and, on SQLite, released its lease).
-    assert not any(t.name == "webhook-dispatcher" for t in threading.enumerate())
+    # The app has shut down: its dispatcher process ended cleanly (having released, on
+    # SQLite, its lease).
+    assert app.state.dispatcher.process.poll() == 0
+    with database.db.transaction(write=False) as session:
+        assert not repository.lease_held_by_another(session, holder="another", now=utcnow())
+
+
+def test_a_dispatcher_process_that_dies_is_replaced_by_the_server(
+    database: DatabaseFixture,
+    settings: Settings,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    cleanup: None,
+) -> None:
+    app = create_app(
+        settings.model_copy(update={"webhooks_dispatcher": True}), database=database.db
+    )
+    with TestClient(app) as client:
+        subscribe(client, tenant, receiver.url)
+        first = app.state.dispatcher.process
+        first.kill()  # on SQLite it held the lease: its successor takes over when it lapses
+        first.wait()
+        wait_for(lambda: app.state.dispatcher.process is not first, "another dispatcher")
+        sale = purchase()
+        response = client.post("/v1/events", json=batch(sale), headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        wait_for(lambda: len(receiver.received) >= 1, "the delivery")
+        assert receiver.received[0].json["data"]["order_id"] == sale["order_id"]
 
 
 def test_a_dispatcher_that_dies_holding_claims_loses_them_when_the_lease_ends(

@@ -60,6 +60,12 @@ def delivered_orders(receiver: Receiver) -> set[str]:
         return {r.json["data"]["order_id"] for r in receiver.received}
 
 
+def succeeded(http: httpx.Client) -> float:
+    name = 'returnstack_webhook_deliveries_total{outcome="succeeded"}'
+    lines = http.get("/metrics").text.splitlines()
+    return sum(float(line.rpartition(" ")[2]) for line in lines if line.startswith(name + " "))
+
+
 def test_delivered_once_each_then_everything_after_a_crash_mid_delivery(
     database: DatabaseFixture, tenant: TenantFixture, receiver: Receiver, tmp_path: Path
 ) -> None:
@@ -75,6 +81,8 @@ def test_delivered_once_each_then_everything_after_a_crash_mid_delivery(
             wait_for(lambda: set(first) <= delivered_orders(receiver), "the first 20")
             time.sleep(0.5)  # a duplicate, were there one, would arrive now
             assert set(Counter(receiver.ids()).values()) == {1}
+            # Counted in the dispatcher processes, summed by whichever worker answers.
+            wait_for(lambda: succeeded(http) == len(receiver.received), "deliveries in /metrics")
 
             # The receiver stalls; the server dies while attempts are in flight and before
             # the rest are sent.

@@ -2,6 +2,7 @@
 transaction, so a change and the news of it commit (or vanish) together."""
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,10 +50,25 @@ class Wake:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.news = 0
+        self._forward: int | None = None
+        self._forward_lock = threading.Lock()  # `fd` is never written once forgotten
+
+    def forward_to(self, fd: int | None) -> None:
+        """Also pass news on to a dispatcher child (webhooks/process.py): a byte written to
+        `fd` (non-blocking) per commit; None stops (then `fd` may be closed)."""
+        with self._forward_lock:
+            self._forward = fd
 
     def news_arrived(self) -> None:
         self.news += 1
         self._event.set()
+        if self._forward is not None:
+            with self._forward_lock:
+                try:
+                    if self._forward is not None:
+                        os.write(self._forward, b"\n")
+                except OSError:  # the pipe is full (the child has news unread) or closed
+                    pass
 
     def set(self) -> None:
         self._event.set()

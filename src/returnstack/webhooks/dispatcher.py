@@ -1,6 +1,7 @@
 """The webhook dispatcher: publishes committed outbox rows, then delivers them.
 
-Runs inside `returnstack serve` (a thread started by the app) or as `returnstack worker`.
+Runs inside `returnstack serve` (in a child process the app starts: webhooks/process.py) or
+as `returnstack worker`.
 
 - PostgreSQL: any number of dispatchers. Each claims due attempts with
   `FOR UPDATE SKIP LOCKED` and a lease (a token and an expiry); a dispatcher that dies
@@ -612,26 +613,6 @@ class _Listener(threading.Thread):
             except Exception:
                 log.warning("webhook.listen_failed", exc_info=True)
                 self.stop.wait(2.0)
-
-
-class DispatcherThread:
-    """The dispatcher of a `serve` process, on a daemon thread."""
-
-    def __init__(self, db: Database, settings: Settings) -> None:
-        self.stop = threading.Event()
-        self.dispatcher = Dispatcher(db, settings)
-        self.thread = threading.Thread(
-            target=self.dispatcher.run, args=(self.stop,), name="webhook-dispatcher", daemon=True
-        )
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def shutdown(self, timeout: float = 20.0) -> None:
-        self.stop.set()
-        wake.set()
-        self.thread.join(timeout)
-        self.dispatcher.close()
 
 
 def publish_now(db: Database) -> None:
