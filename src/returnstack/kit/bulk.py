@@ -207,3 +207,53 @@ def select_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple
         raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
     finally:
         cursor.close()
+
+
+def insert_tuples(
+    session: Session,
+    model: type[Base],
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    suffix: str = "",
+    returning: bool = False,
+) -> list[tuple[Any, ...]]:
+    """As `insert_rows` (with `returning`, as `insert_rows_returning`, `suffix` ending with
+    its RETURNING clause) for rows already in `columns` order: no dict per row to build and
+    take apart again (the product-signal upkeep writes thousands per transaction)."""
+    if not rows:
+        return []
+    connection = _connection(session)
+    dialect = connection.dialect
+    table = _table(model)
+    converters = _converters(dialect.name, table, columns)
+    if any(convert is not None for convert in converters):
+        rows = [
+            tuple(
+                value if convert is None else convert(value)
+                for value, convert in zip(row, converters, strict=True)
+            )
+            for row in rows
+        ]
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sql = ""
+    try:
+        if dialect.name == "postgresql":
+            sql = _postgresql_sql(table, columns, suffix)
+            cursor.execute(sql, tuple(list(column) for column in zip(*rows, strict=True)))
+            return [tuple(row) for row in cursor.fetchall()] if returning else []
+        if not returning:
+            sql = _sqlite_sql(table, columns, suffix, 1)
+            cursor.executemany(sql, rows)
+            return []
+        returned: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+            chunk = rows[start : start + SQLITE_ROWS_PER_STATEMENT]
+            sql = _sqlite_sql(table, columns, suffix, len(chunk))
+            cursor.execute(sql, tuple(value for row in chunk for value in row))
+            returned.extend(tuple(row) for row in cursor.fetchall())
+        return returned
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()

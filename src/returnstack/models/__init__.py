@@ -10,6 +10,7 @@ from returnstack.models.outbox import OutboxEvent
 from returnstack.models.products import (
     CategorySignal,
     ProductBreakdown,
+    ProductDailySales,
     ProductReason,
     ProductSignal,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "OutboxEvent",
     "Policy",
     "ProductBreakdown",
+    "ProductDailySales",
     "ProductReason",
     "ProductSignal",
     "ReportedEvent",

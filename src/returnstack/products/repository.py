@@ -1,28 +1,37 @@
 """The SQL of product signals and reports; every query is scoped by tenant."""
 
+from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
     and_,
+    any_,
+    bindparam,
     func,
     literal,
+    literal_column,
     or_,
     select,
+    union_all,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_rows, insert_rows_returning
+from returnstack.kit.bulk import insert_tuples
 from returnstack.models import (
     CategorySignal,
     Order,
     OrderLine,
     ProductBreakdown,
+    ProductDailySales,
     ProductReason,
     ProductSignal,
     ReportedEvent,
@@ -49,27 +58,99 @@ def signals(session: Session, tenant_id: str, product_ids: Sequence[str]) -> dic
     table = ProductSignal.__table__
     rows = session.execute(
         select(table).where(
-            table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
+            table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
         )
     )
     return {row.product_id: row for row in rows}
+
+
+def _one_of(session: Session, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """`column` equals one of `values`, in a statement whose text does not depend on how
+    many there are (an IN list of 1,000 parameters costs more to render, send and plan than
+    the rows cost to read): one typed array on PostgreSQL (`= ANY($1::VARCHAR[])`, which the
+    primary key's index serves), one JSON text on SQLite (`IN (SELECT value FROM
+    json_each(?))`)."""
+    unique = sorted(set(values))
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("one_of", unique, type_=ARRAY(String), unique=True))
+    listed: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(bindparam("one_of", orjson.dumps(unique).decode(), unique=True))
+    )
+    return column.in_(listed.scalar_subquery())
 
 
 def units(
     session: Session, tenant_id: str, product_ids: Sequence[str]
 ) -> dict[str, tuple[str | None, int, int]]:
     """(category, units sold, units returned) of the products that have signals: what a
-    ranking reads (no more: every column read costs a conversion per row). An IN list, not
-    `= ANY(array parameter)`: PostgreSQL may plan the parameter as an unknown array and test
-    every row of the tenant against it (seen: 460 ms against 2 ms on 10 k products)."""
+    ranking reads (no more: every column read costs a conversion per row)."""
     if not product_ids:
         return {}
     table = ProductSignal.__table__
     query = select(
         table.c.product_id, table.c.category, table.c.units_sold, table.c.units_returned
-    ).where(table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids)))
-    rows = session.execute(query)
+    ).where(table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids))
+    rows = session.execute(query).all()  # fetchall: one call, not one per row
     return {product_id: (category, sold, returned) for product_id, category, sold, returned in rows}
+
+
+# The columns of a breakdown, and of a reason, as the stats read them.
+BreakdownRow = namedtuple(
+    "BreakdownRow",
+    "variant_id channel store_id currency units_sold units_returned refunded "
+    "reported_units_sold reported_units_returned reported_refunded",
+)
+ReasonRow = namedtuple("ReasonRow", "reason units reported_units")
+
+
+def product_with_breakdowns(
+    session: Session, tenant_id: str, product_id: str
+) -> tuple[Any, list[BreakdownRow]]:
+    """One product's signal row (None if it has none) and its breakdowns: one statement."""
+    signal, breakdown = ProductSignal.__table__, ProductBreakdown.__table__
+    counted = [breakdown.c[name] for name in BreakdownRow._fields]
+    query = (
+        select(signal, *[column.label(f"b_{column.name}") for column in counted])
+        .outerjoin(
+            breakdown,
+            and_(
+                breakdown.c.tenant_id == signal.c.tenant_id,
+                breakdown.c.product_id == signal.c.product_id,
+            ),
+        )
+        .where(signal.c.tenant_id == tenant_id, signal.c.product_id == product_id)
+    )
+    rows = session.execute(query).all()
+    if not rows:
+        return None, []
+    width = len(signal.c)
+    found = [BreakdownRow(*row[width:]) for row in rows if row[width] is not None]
+    return rows[0], found
+
+
+def reasons_and_categories(
+    session: Session, tenant_id: str, product_id: str, paths: Iterable[str]
+) -> tuple[list[ReasonRow], dict[str, tuple[int, int]]]:
+    """A product's reasons and the rollups of the category paths asked for: one statement."""
+    reason, category = ProductReason.__table__, CategorySignal.__table__
+    query = union_all(
+        select(
+            literal(True).label("is_reason"),
+            reason.c.reason,
+            reason.c.units,
+            reason.c.reported_units,
+        ).where(reason.c.tenant_id == tenant_id, reason.c.product_id == product_id),
+        select(
+            literal(False), category.c.path, category.c.units_sold, category.c.units_returned
+        ).where(category.c.tenant_id == tenant_id, _one_of(session, category.c.path, paths)),
+    )
+    reasons, rollups = [], {}
+    for is_reason, key, first, second in session.execute(query).all():
+        if is_reason:
+            reasons.append(ReasonRow(key, first, second))
+        else:
+            rollups[key] = (first, second)
+    return reasons, rollups
 
 
 def breakdowns(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
@@ -77,7 +158,7 @@ def breakdowns(session: Session, tenant_id: str, product_ids: Sequence[str]) -> 
     return list(
         session.execute(
             select(table).where(
-                table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
+                table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
             )
         )
     )
@@ -88,7 +169,7 @@ def reasons(session: Session, tenant_id: str, product_ids: Sequence[str]) -> lis
     return list(
         session.execute(
             select(table).where(
-                table.c.tenant_id == tenant_id, table.c.product_id.in_(set(product_ids))
+                table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
             )
         )
     )
@@ -103,7 +184,7 @@ def categories(
         return {}
     rows = session.execute(
         select(CategorySignal.path, CategorySignal.units_sold, CategorySignal.units_returned).where(
-            CategorySignal.tenant_id == tenant_id, CategorySignal.path.in_(wanted)
+            CategorySignal.tenant_id == tenant_id, _one_of(session, CategorySignal.path, wanted)
         )
     )
     return {path: (sold, returned) for path, sold, returned in rows}
@@ -174,6 +255,11 @@ BREAKDOWNS = Counted(
         "reported_refunded",
     ),
 )
+DAILY_SALES = Counted(
+    ProductDailySales,
+    ("tenant_id", "currency", "day", "product_id", "channel", "store_id"),
+    ("units_sold",),
+)
 REASONS = Counted(ProductReason, ("tenant_id", "product_id", "reason"), ("units", "reported_units"))
 CATEGORIES = Counted(CategorySignal, ("tenant_id", "path"), ("units_sold", "units_returned"))
 PRODUCTS = Counted(
@@ -192,12 +278,12 @@ def _adding(table: str, key: tuple[str, ...], counters: tuple[str, ...]) -> str:
 def add_counts(session: Session, table: Counted, rows: Sequence[tuple[Any, ...]]) -> None:
     """One statement: insert each row (key values, then counters), or add its counters to
     those of the row with its key. Rows in key order, each key once."""
-    names = (*table.key, *table.counters)
-    insert_rows(
+    insert_tuples(
         session,
         table.model,
-        [dict(zip(names, row, strict=True)) for row in rows],
-        on_conflict=_adding(table.model.__tablename__, table.key, table.counters),
+        (*table.key, *table.counters),
+        rows,
+        suffix=_adding(table.model.__tablename__, table.key, table.counters),
     )
 
 
@@ -238,14 +324,15 @@ def add_to_products(
     are the figures the category rollups must move."""
     if not rows:
         return []
-    names = (*PRODUCTS.key, *PRODUCTS.counters, "return_rate")
     dialect = session.connection().dialect.name
-    written = insert_rows_returning(
+    written = insert_tuples(
         session,
         ProductSignal,
-        [dict(zip(names, row, strict=True)) for row in rows],
-        on_conflict=_product_upsert(dialect),
-        returning=("product_id", "previous_category", "category", "units_sold", "units_returned"),
+        (*PRODUCTS.key, *PRODUCTS.counters, "return_rate"),
+        rows,
+        suffix=f"{_product_upsert(dialect)} RETURNING product_id, previous_category, category,"
+        " units_sold, units_returned",
+        returning=True,
     )
     return [(row[0], row[1], row[2], row[3], row[4]) for row in written]
 
@@ -255,8 +342,8 @@ def add_to_products(
 GROUPS = ("reason", "category", "product", "store", "channel", "day", "week", "month")
 
 
-def _day(session: Session, column: Any) -> ColumnElement[Any]:
-    """The UTC calendar day of a timestamp, as YYYY-MM-DD text."""
+def utc_day(session: Session, column: Any) -> ColumnElement[Any]:
+    """The UTC calendar day of a timestamp, as YYYY-MM-DD text (as `upkeep.utc_day`)."""
     if session.get_bind().dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     return func.date(column)  # SQLite stores UTC text
@@ -273,7 +360,7 @@ def _group_column(
         return store
     if group_by == "channel":
         return channel
-    return _day(session, at)  # day, week and month are folded from days
+    return utc_day(session, at)  # day, week and month are folded from days
 
 
 def _return_group(session: Session, group_by: str) -> Any:
@@ -343,6 +430,18 @@ def _categorised(query: Select[Any], group_bys: Sequence[str], tenant_id: str, p
     return _with_category(query, "category" if "category" in group_bys else "", tenant_id, product)
 
 
+def whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """The first and the last UTC midnight of [start, end), if a whole day lies between."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    last = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    try:
+        first = first if first == start else first + timedelta(days=1)
+    except OverflowError:  # the range starts on the last day there is
+        return None
+    return (first, last) if first < last else None
+
+
 def units_sold_by(
     session: Session,
     tenant_id: str,
@@ -352,8 +451,71 @@ def units_sold_by(
     end: datetime,
     currency: str,
 ) -> list[tuple[Any, ...]]:
-    """(group of each grouping..., units sold) in [start, end): units_sold for several
-    groupings (not reason) in one query, summed per combination of their groups."""
+    """(group of each grouping..., units sold) in [start, end) for several groupings (not
+    reason), summed per combination of their groups (a combination may come twice: the
+    caller adds). The whole UTC days of the range are read from the daily rollup, its
+    edges (before its first midnight, after its last) from the facts."""
+    days = whole_days(start, end)
+    if days is None:
+        return _units_sold_from_facts(
+            session, tenant_id, group_bys=group_bys, start=start, end=end, currency=currency
+        )
+    first, last = days
+    rows = []
+    for edge_start, edge_end in ((start, first), (last, end)):
+        if edge_start < edge_end:
+            rows += _units_sold_from_facts(
+                session,
+                tenant_id,
+                group_bys=group_bys,
+                start=edge_start,
+                end=edge_end,
+                currency=currency,
+            )
+    daily = ProductDailySales
+    columns = {
+        "product": daily.product_id,
+        "store": func.nullif(daily.store_id, ""),
+        "channel": daily.channel,
+    }
+    # (day, week and month read days: the service folds them)
+    groups: list[Any] = [
+        columns.get(by, daily.day).label(f"g{i}") for i, by in enumerate(group_bys)
+    ]
+    query = (
+        select(*groups, func.sum(daily.units_sold))
+        .where(
+            daily.tenant_id == tenant_id,
+            daily.currency == currency,
+            daily.day >= first.date().isoformat(),
+            daily.day < last.date().isoformat(),
+        )
+        .group_by(*groups)
+    )
+    rows += [(*row[:-1], int(row[-1])) for row in session.execute(query)]
+    return rows
+
+
+def categories_of(session: Session, tenant_id: str, product_ids: Iterable[str]) -> dict[str, Any]:
+    """The category of each product asked for that has signals."""
+    table = ProductSignal.__table__
+    query = select(table.c.product_id, table.c.category).where(
+        table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
+    )
+    return dict(session.execute(query).all())
+
+
+def _units_sold_from_facts(
+    session: Session,
+    tenant_id: str,
+    *,
+    group_bys: Sequence[str],
+    start: datetime,
+    end: datetime,
+    currency: str,
+) -> list[tuple[Any, ...]]:
+    """(group of each grouping..., units sold) in [start, end) read from the facts (the
+    order lines and reported purchases), summed per combination of their groups."""
     verified = select(
         *_sale_groups(session, group_bys, reported=False), OrderLine.quantity.label("units")
     ).join(Order, and_(Order.tenant_id == OrderLine.tenant_id, Order.id == OrderLine.order_id))
@@ -385,7 +547,7 @@ def units_sold_by(
     return [(*row[:-1], int(row[-1])) for row in session.execute(query)]
 
 
-def units_returned_by(
+def returned_items_by(
     session: Session,
     tenant_id: str,
     *,
@@ -394,80 +556,36 @@ def units_returned_by(
     end: datetime,
     currency: str,
 ) -> list[tuple[Any, ...]]:
-    """(group of each grouping..., return key, units back): units_returned's rows for
-    several groupings at once, per return (so returns can be counted once per group)."""
-    verified = select(
-        *_return_groups(session, group_bys, reported=False),
-        (literal("v:") + Return.id).label("ret"),
-        ReturnItem.received_quantity.label("units"),
-    ).join(
-        Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
-    )
-    verified = _categorised(verified, group_bys, tenant_id, ReturnItem.product_id).where(
-        ReturnItem.tenant_id == tenant_id,
-        ReturnItem.received_quantity > 0,
-        Return.created_at >= start,
-        Return.created_at < end,
-        Return.currency == currency,
-    )
-    reported = select(
-        *_return_groups(session, group_bys, reported=True),
-        (literal("r:") + ReportedEvent.client_id).label("ret"),
-        ReportedItem.quantity.label("units"),
-    ).join(
-        ReportedEvent,
-        and_(
-            ReportedEvent.tenant_id == ReportedItem.tenant_id,
-            ReportedEvent.client_id == ReportedItem.event_client_id,
-        ),
-    )
-    reported = _categorised(reported, group_bys, tenant_id, ReportedItem.product_id).where(
-        ReportedItem.tenant_id == tenant_id,
-        ReportedEvent.type == "return",
-        ReportedEvent.occurred_at >= start,
-        ReportedEvent.occurred_at < end,
-        ReportedEvent.currency == currency,
-    )
-    both = verified.union_all(reported).subquery()
-    groups = [both.c[f"g{index}"] for index in range(len(group_bys))]
-    query = select(*groups, both.c.ret, func.sum(both.c.units)).group_by(*groups, both.c.ret)
-    return [(*row[:-1], int(row[-1])) for row in session.execute(query)]
-
-
-def refunded_items_by(
-    session: Session,
-    tenant_id: str,
-    *,
-    group_bys: Sequence[str],
-    start: datetime,
-    end: datetime,
-    currency: str,
-) -> list[tuple[Any, ...]]:
-    """(return key, refund amount, quantity, unit price, group of each grouping...) of
-    refunded returns' items in position order: refunded_items for several groupings."""
+    """(return key, refund amount or 0, quantity, unit price, units back, group of each
+    grouping...) of the items of the returns in range that count in a report: verified
+    items with units back and every item of a refunded return; every item of a reported
+    return (all its units are back). In return and position order (refunds are spread over
+    a return's items in that order). One read of the range for units and refunds."""
     verified = select(
         (literal("v:") + Return.id).label("ret"),
-        Return.refund_amount.label("amount"),
+        func.coalesce(Return.refund_amount, 0).label("amount"),
         ReturnItem.position.label("position"),
         ReturnItem.quantity.label("quantity"),
         ReturnItem.unit_price.label("unit_price"),
+        ReturnItem.received_quantity.label("units"),
         *_return_groups(session, group_bys, reported=False),
     ).join(
         Return, and_(Return.tenant_id == ReturnItem.tenant_id, Return.id == ReturnItem.return_id)
     )
     verified = _categorised(verified, group_bys, tenant_id, ReturnItem.product_id).where(
         ReturnItem.tenant_id == tenant_id,
-        Return.refund_amount > 0,
+        or_(ReturnItem.received_quantity > 0, Return.refund_amount > 0),
         Return.created_at >= start,
         Return.created_at < end,
         Return.currency == currency,
     )
     reported = select(
         (literal("r:") + ReportedEvent.client_id).label("ret"),
-        ReportedEvent.refund_amount.label("amount"),
+        func.coalesce(ReportedEvent.refund_amount, 0).label("amount"),
         ReportedItem.position.label("position"),
         ReportedItem.quantity.label("quantity"),
         ReportedItem.unit_price.label("unit_price"),
+        ReportedItem.quantity.label("units"),
         *_return_groups(session, group_bys, reported=True),
     ).join(
         ReportedEvent,
@@ -479,14 +597,13 @@ def refunded_items_by(
     reported = _categorised(reported, group_bys, tenant_id, ReportedItem.product_id).where(
         ReportedItem.tenant_id == tenant_id,
         ReportedEvent.type == "return",
-        ReportedEvent.refund_amount > 0,
         ReportedEvent.occurred_at >= start,
         ReportedEvent.occurred_at < end,
         ReportedEvent.currency == currency,
     )
     both = verified.union_all(reported).subquery()
     groups = [both.c[f"g{index}"] for index in range(len(group_bys))]
-    query = select(both.c.ret, both.c.amount, both.c.quantity, both.c.unit_price, *groups).order_by(
-        both.c.ret, both.c.position
-    )
-    return [tuple(row) for row in session.execute(query)]
+    query = select(
+        both.c.ret, both.c.amount, both.c.quantity, both.c.unit_price, both.c.units, *groups
+    ).order_by(both.c.ret, both.c.position)
+    return [tuple(row) for row in session.execute(query).all()]

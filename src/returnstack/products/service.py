@@ -170,10 +170,15 @@ def _render_many(
 def product_stats(
     session: Session, *, tenant_id: str, product_id: str, smoothing: Smoothing
 ) -> dict[str, Any]:
-    signal = repository.signals(session, tenant_id, [product_id]).get(product_id)
+    """Two statements: the product with its breakdowns, then its reasons with the rollups
+    of its category path (the path is known once the product is read)."""
+    signal, breakdowns = repository.product_with_breakdowns(session, tenant_id, product_id)
     if signal is None:
         raise NotFound(f"No product {product_id!r} was sold or returned.")
-    return _render_many(session, tenant_id, [signal], smoothing)[0]
+    reasons, rollups = repository.reasons_and_categories(
+        session, tenant_id, product_id, category_paths(signal.category)
+    )
+    return _render(signal, breakdowns, reasons, rollups, smoothing)
 
 
 def stats_of_products(
@@ -370,9 +375,11 @@ def returns_reports(
     currency: str,
 ) -> dict[str, list[dict[str, Any]]]:
     """returns_report for several groupings at once, equal to one call per grouping but
-    reading the range three times in all (not three times per grouping): sums are kept per
-    combination of groups and folded per grouping here; each refund is spread once. A
-    product's category is looked up once per product (not joined to every row)."""
+    reading the range once for units sold (whole days from the daily rollup, the edges from
+    the facts) and once for returned items (units back and refunds together), not per
+    grouping: sums are kept per combination of groups and folded per grouping here; each
+    refund is spread once. A product's category is looked up once per product (not joined
+    to every row)."""
     common: dict[str, Any] = {"start": start, "end": end, "currency": currency}
     read = [group_by for group_by in group_bys if group_by != "category"]
     if "category" in group_bys and "product" not in read:
@@ -383,15 +390,12 @@ def returns_reports(
         if sold_read
         else []
     )
-    returned = repository.units_returned_by(session, tenant_id, group_bys=read, **common)
-    refunded = repository.refunded_items_by(session, tenant_id, group_bys=read, **common)
+    items = repository.returned_items_by(session, tenant_id, group_bys=read, **common)
     categories: dict[str, Any] = {}
     if "category" in group_bys:
         at, sold_at = read.index("product"), sold_read.index("product")
-        products = {row[sold_at] for row in sold} | {row[at] for row in returned}
-        products |= {row[4 + at] for row in refunded}
-        found = repository.signals(session, tenant_id, sorted(products))
-        categories = {product: found[product].category for product in found}
+        products = {row[sold_at] for row in sold} | {row[5 + at] for row in items}
+        categories = repository.categories_of(session, tenant_id, products)
 
     folds: dict[tuple[str, Any], Any] = {}  # thousands of rows share a few hundred days
 
@@ -417,21 +421,24 @@ def returns_reports(
         for group_by, group in groups_of(sold_read, groups):
             tallies[group_by][group][3] += units
     counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
-    for *groups, ret, units in returned:
-        for group_by, group in groups_of(read, groups):
+    refunded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for item in items:
+        ret, amount, _, _, units = item[:5]
+        if amount > 0:
+            refunded[ret].append(item)
+        if units <= 0 and not ret.startswith("r:"):  # a verified item only refunded
+            continue
+        for group_by, group in groups_of(read, item[5:]):
             row = tallies[group_by][group]
             row[1] += units
             if (group_by, group, ret) not in counted:
                 counted.add((group_by, group, ret))
                 row[0] += 1
-    items: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for refunded_item in refunded:
-        items[refunded_item[0]].append(refunded_item)
-    for ret_items in items.values():
+    for ret_items in refunded.values():
         shares = allocate_refund(ret_items[0][1], [(item[2], item[3]) for item in ret_items])
         for item, share in zip(ret_items, shares, strict=True):
             if share:
-                for group_by, group in groups_of(read, item[4:]):
+                for group_by, group in groups_of(read, item[5:]):
                     tallies[group_by][group][2] += share
     return {group_by: _report_rows(group_by, tallies[group_by]) for group_by in group_bys}
 
