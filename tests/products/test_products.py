@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from returnstack.products.rebuild import rebuild
+from returnstack.products.schemas import ProductStats, RankedProduct, Ranking
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.e2e import run_cli
 from tests.factories import unique
@@ -514,3 +515,15 @@ def test_reported_events_count_and_show_as_reported(api: ProductsApi) -> None:
         }
     ]
     check_rebuild(api.database, api.tenant)
+
+
+def test_stats_and_rankings_have_exactly_the_fields_of_their_models(api: Api) -> None:
+    """Both are rendered with orjson, past the response models: their rows must still be
+    what the models (and the OpenAPI document) say, no field more or less."""
+    ids = shop(api)
+    body = stats(api, ids["A"])
+    assert set(body) == set(ProductStats.model_fields)
+    assert ProductStats.model_validate(body).model_dump(mode="json") == body
+    ranked = rank(api, {"product_ids": [ids["B"], "never-seen"], "scores": {ids["B"]: 2}})
+    assert Ranking.model_validate(ranked).model_dump(mode="json") == ranked
+    assert all(set(row) == set(RankedProduct.model_fields) for row in ranked["ranking"])
