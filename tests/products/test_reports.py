@@ -345,7 +345,7 @@ def test_units_sold_from_the_daily_rollup_equal_those_from_the_facts(
             }
         ],
     )
-    span = {
+    span: dict[str, Any] = {
         "tenant_id": tenant.id,
         "group_bys": GROUPS,
         "start": datetime.fromisoformat(start).replace(tzinfo=UTC),
