@@ -398,18 +398,25 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
             )
         )
     # 1. Products: each row created or added to, its category replaced by a newer one.
-    rollup: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    # Units are summed per category first, then spread over its paths (thousands of
+    # products share a few categories).
+    moved: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
     for product_id, previous, category, sold, returned in repository.add_to_products(session, rows):
         delta = added.get(product_id, (0, 0, 0, 0))
         if previous == category:
-            for path in category_paths(category):
-                rollup[path][0] += delta[0]
-                rollup[path][1] += delta[1]
+            totals = moved[category]
+            totals[0] += delta[0]
+            totals[1] += delta[1]
             continue
         # The product moves: all its units leave the old paths and join the new ones.
-        for path in category_paths(previous):
-            rollup[path][0] -= sold - delta[0]
-            rollup[path][1] -= returned - delta[1]
+        totals = moved[previous]
+        totals[0] -= sold - delta[0]
+        totals[1] -= returned - delta[1]
+        totals = moved[category]
+        totals[0] += sold
+        totals[1] += returned
+    rollup: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for category, (sold, returned) in moved.items():
         for path in category_paths(category):
             rollup[path][0] += sold
             rollup[path][1] += returned
