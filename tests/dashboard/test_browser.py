@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright for
 Python with that executable) against a real `returnstack serve` process, by the accessible
-names of API.md section 12: sign in, work a return in at most 5 clicks, create a guest
+names of API.md section 12: sign in, work a return in 9 clicks (each action's button, then
+its confirming button), create a guest
 return over two orders after its preview, keyboard only, a viewer, a phone-sized screen,
 the segment's CSV download.
 
@@ -138,9 +139,11 @@ def shoot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def test_sign_in_find_a_return_and_work_it_in_five_clicks(
+def test_sign_in_find_a_return_and_work_it_in_nine_clicks(
     page: Any, server: Server, database: DatabaseFixture, tenant: TenantFixture
 ) -> None:
+    """As a tester reading API.md 12 would: click the number, then each action's button and
+    the confirming button of the same name on its form."""
     customer = {"id": unique("cust"), "email": f"{unique('ann')}@example.com"}
     with api(server, tenant) as http:
         order = buy(http, customer, item(line_id="1", quantity=2, unit_price=2999))
@@ -156,18 +159,26 @@ def test_sign_in_find_a_return_and_work_it_in_five_clicks(
     click(page.get_by_role("link", name=ret["number"]))
     page.wait_for_url(re.compile(ret["number"]))
     shoot(page, "return-requested")
-    for action, status in (
-        ("Approve", "approved"),
-        ("Receive", "received"),
-        ("Refund", "refunded"),
-        ("Close", "closed"),
+    for action, before, status in (
+        ("Approve", "requested", "approved"),
+        ("Receive", "approved", "received"),
+        ("Refund", "received", "refunded"),
+        ("Close", "refunded", "closed"),
     ):
+        click(page.get_by_role("button", name=action, exact=True))
+        page.wait_for_url(re.compile(rf"/{action.lower()}\??$"))
+        assert page.locator(f".status-{before}").count() == 1  # nothing done yet
+        if action == "Receive":
+            product = order["items"][0]["product_id"]
+            assert page.get_by_label(f"Quantity of {product}").input_value() == "2"
+            assert page.get_by_label(f"Outcome of {product}").input_value() == "received"
         if action == "Refund":
             assert page.get_by_label(re.compile("Refund amount")).input_value() == "59.98"
             assert page.get_by_label("Refund method").input_value() == "original_payment"
         click(page.get_by_role("button", name=action, exact=True))
+        page.wait_for_url(re.compile(rf"/dashboard/returns/{ret['number']}(#status)?$"))
         page.wait_for_selector(f"#status .status-{status}")
-    assert click.count == 5
+    assert click.count == 9
     history = page.get_by_role("heading", name="History").locator("xpath=..").inner_text()
     for action in ("approve", "receive", "refund", "close"):
         assert action in history
@@ -303,15 +314,14 @@ def test_the_keyboard_alone_reaches_every_action(
         ("Receive", "received"),
         ("Refund", "refunded"),
         ("Close", "closed"),
-        ("Reopen", None),
         ("Reopen", "requested"),
     ):
+        _tab_to(page, action)  # the action's button, then its confirming button
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(rf"/{action.lower()}\??$"))
         _tab_to(page, action)
         page.keyboard.press("Enter")
-        if status:
-            page.wait_for_selector(f"#status .status-{status}")
-        else:
-            page.wait_for_url(re.compile(r"/reopen\??$"))
+        page.wait_for_selector(f"#status .status-{status}")
     # The actions a requested return has besides Approve: each reachable and working.
     page.goto(f"/dashboard/returns/{other['number']}")
     for action in ("Decline", "Cancel"):
@@ -382,6 +392,8 @@ def test_pages_fit_a_phone_sized_screen(
             if name:
                 shoot(phone, name)
         phone.goto(f"/dashboard/returns/{ret['number']}")
+        phone.get_by_role("button", name="Approve", exact=True).click()
+        phone.wait_for_url(re.compile(r"/approve\??$"))
         phone.get_by_role("button", name="Approve", exact=True).click()
         phone.wait_for_selector("#status .status-approved")
     finally:

@@ -98,7 +98,8 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=RenderInT
 T = TypeVar("T")
 STATUSES = [status.value for status in ReturnStatus]
 PAGE = 25
-# The step a return in each status most likely needs next: its form is open on the page.
+# The step a return in each status most likely needs next: its button comes first, as the
+# primary one (it still leads to the form; nothing is done in one click).
 NEXT_STEP = {
     "requested": "approve",
     "approved": "receive",
