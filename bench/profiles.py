@@ -48,7 +48,7 @@ RATE = 50.0  # lookups a second: moderate (a lookup costs the server millisecond
 SEGMENT_COUNT_TARGET_S = {"postgresql": 1.0}  # GET /v1/segments/{id}, every run
 EXPORT_ROWS_PER_S_TARGET = 50_000
 EXPORT_FLAT_MARGIN_MB = 10.0  # RSS growth of the large export at most that of the small + this
-# What customers.repository.stream_segment_rows sets for an export (PostgreSQL: plan the
+# What customers.repository.stream_csv_rows sets for an export (PostgreSQL: plan the
 # cursor to read every row); the driver's baseline read runs with the same settings.
 EXPORT_SETTINGS: dict[str, dict[str, float]] = {"postgresql": {"cursor_tuple_fraction": 1.0}}
 
@@ -846,7 +846,7 @@ def driver_read(target: Target, conn: Any, tenant_id: str, where: str) -> dict[s
     )
     dialect = sqlite.dialect() if target.backend == "sqlite" else postgresql.dialect()
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    # The planner settings stream_segment_rows gives its export's transaction.
+    # The planner settings stream_csv_rows gives its export's transaction.
     settings = EXPORT_SETTINGS.get(target.backend, {})
     rows = 0
     cursor = conn.cursor() if target.backend == "sqlite" else conn.cursor(name="bench_export")

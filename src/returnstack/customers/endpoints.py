@@ -2,14 +2,16 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+import orjson
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.customers import erasure
 from returnstack.customers import repository as customers
-from returnstack.customers.render import customer_exists, customer_profile, email_profile
+from returnstack.customers.render import customer_profile, email_profile
 from returnstack.customers.schemas import CustomerProfileOut, OrderPage
-from returnstack.kit.deps import DbSession
+from returnstack.kit.deps import DbSession, read_json
 from returnstack.kit.errors import AuthenticationFailed, Forbidden, InvalidRequest, NotFound
 from returnstack.kit.http import (
     ClientIdConvertor,  # noqa: F401  (registers {…:client_id})
@@ -23,7 +25,7 @@ from returnstack.returns import repository
 from returnstack.returns.attachments import AttachmentStorage
 from returnstack.returns.attachments_endpoints import get_storage
 from returnstack.returns.schemas import ReturnPage
-from returnstack.tenants.auth import SecretKey
+from returnstack.tenants.auth import CachedSecretKey, SecretKey, confirm_key
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["customers"])
 
@@ -46,21 +48,36 @@ def _not_found(customer_id: str) -> NotFound:
     return NotFound(f"No customer {customer_id!r}.")
 
 
-def _emails_of_known(session: Session, tenant_id: str, customer_id: str) -> list[str]:
-    """The customer's linked emails; 404 for a customer never seen (or erased)."""
-    if not customer_exists(session, tenant_id=tenant_id, customer_id=customer_id):
+def _emails_of_known(reader: Session | Connection, tenant_id: str, customer_id: str) -> list[str]:
+    """The customer's linked emails (one query); 404 for a customer never seen (or erased)."""
+    connection = reader.connection() if isinstance(reader, Session) else reader
+    record, has_profile, emails = customers.identity(
+        connection, tenant_id=tenant_id, customer_id=customer_id
+    )
+    if record is None and not has_profile:
         raise _not_found(customer_id)
-    return customers.linked_emails(session, tenant_id=tenant_id, customer_id=customer_id)
+    return emails
+
+
+# The reads below are lean: the caller from the key cache (confirmed on the read's own
+# connection), one trip to the thread pool, two or three Core queries, and the dicts rendered
+# straight to JSON (`response_model` documents the shape, which they follow field by field).
 
 
 @router.get("/v1/customers/lookup", response_model=CustomerProfileOut, responses=READ_ERRORS)
-def lookup_customer(email: Email, principal: SecretKey, session: DbSession) -> dict[str, Any]:
+async def lookup_customer(request: Request, email: Email, caller: CachedSecretKey) -> Response:
     """The profile of the customer an email belongs to; for an email no customer claimed
     yet (a guest), the guest's own profile, with `customer.id` null."""
-    profile = email_profile(session, tenant_id=principal.tenant_id, email=_normalized(email))
-    if profile is None:
-        raise NotFound("No customer with this email.")
-    return profile
+
+    def read(connection: Connection) -> bytes:
+        confirm_key(request, connection, caller)
+        tenant_id = caller.principal.tenant_id
+        profile = email_profile(connection, tenant_id=tenant_id, email=_normalized(email))
+        if profile is None:
+            raise NotFound("No customer with this email.")
+        return orjson.dumps(profile)
+
+    return await read_json(request, read)
 
 
 @router.delete(
@@ -85,28 +102,31 @@ def erase_by_email(
 @router.get(
     "/v1/customers/{customer_id:client_id}/orders", response_model=OrderPage, responses=READ_ERRORS
 )
-def customer_orders(
+async def customer_orders(
+    request: Request,
     customer_id: CustomerId,
-    principal: SecretKey,
-    session: DbSession,
+    caller: CachedSecretKey,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """The customer's orders, newest first (also those placed under a linked email alone)."""
-    tenant_id = principal.tenant_id
-    emails = _emails_of_known(session, tenant_id, customer_id)
-    rows, next_cursor = customers.customer_orders(
-        session,
-        tenant_id=tenant_id,
-        customer_id=customer_id,
-        emails=emails,
-        limit=limit,
-        cursor=cursor,
-    )
-    return {
-        "data": render_orders(session, tenant_id=tenant_id, orders=rows),
-        "next_cursor": next_cursor,
-    }
+
+    def read(connection: Connection) -> bytes:
+        confirm_key(request, connection, caller)
+        tenant_id = caller.principal.tenant_id
+        emails = _emails_of_known(connection, tenant_id, customer_id)
+        rows, next_cursor = customers.customer_orders(
+            connection,
+            tenant_id=tenant_id,
+            customer_id=customer_id,
+            emails=emails,
+            limit=limit,
+            cursor=cursor,
+        )
+        orders = render_orders(connection, tenant_id=tenant_id, orders=rows)
+        return orjson.dumps({"data": orders, "next_cursor": next_cursor})
+
+    return await read_json(request, read)
 
 
 @router.get(
@@ -139,13 +159,21 @@ def customer_returns(
     response_model=CustomerProfileOut,
     responses=READ_ERRORS,
 )
-def read_customer(customer_id: CustomerId, principal: SecretKey, session: DbSession) -> Any:
+async def read_customer(
+    request: Request, customer_id: CustomerId, caller: CachedSecretKey
+) -> Response:
     """The customer's profile: per currency what they bought, returned and were refunded,
     and their net (return-adjusted) revenue; channels; flags such as `serial_returner`."""
-    profile = customer_profile(session, tenant_id=principal.tenant_id, customer_id=customer_id)
-    if profile is None:
-        raise _not_found(customer_id)
-    return profile
+
+    def read(connection: Connection) -> bytes:
+        confirm_key(request, connection, caller)
+        tenant_id = caller.principal.tenant_id
+        profile = customer_profile(connection, tenant_id=tenant_id, customer_id=customer_id)
+        if profile is None:
+            raise _not_found(customer_id)
+        return orjson.dumps(profile)
+
+    return await read_json(request, read)
 
 
 @router.delete(

@@ -15,25 +15,40 @@ from sqlalchemy import (
     case,
     delete,
     except_,
+    exists,
     func,
     insert,
     literal,
+    literal_column,
     null,
     or_,
     select,
+    type_coerce,
     union,
     union_all,
     update,
 )
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import sqltypes
+from sqlalchemy.types import String
 
 from returnstack.customers.expressions import FIELDS, Sort
-from returnstack.customers.fields import COLUMNS, COUNTERS, SUMS, guest_owner
+from returnstack.customers.fields import (
+    COLUMNS,
+    COUNTERS,
+    SERIAL_RETURNER,
+    SUMS,
+    TIMESTAMPS,
+    TOTALS,
+    customer_owner,
+    guest_owner,
+)
 from returnstack.kit.bulk import insert_rows, insert_rows_returning
+from returnstack.kit.csvcells import FORMULA_STARTS
 from returnstack.kit.db import Database
-from returnstack.kit.pagination import keyset_page
+from returnstack.kit.pagination import after_cursor, keyset_page, keyset_rows
 from returnstack.kit.timefmt import plain
 from returnstack.models import (
     Attachment,
@@ -53,8 +68,12 @@ from returnstack.models import (
     WebhookDelivery,
 )
 from returnstack.models.base import UTCDateTime
+from returnstack.orders.repository import ORDERS as ORDERS_TABLE
+from returnstack.orders.repository import order_rows
 
 PROFILES = cast(Table, CustomerProfile.__table__)
+CUSTOMERS = cast(Table, Customer.__table__)
+EMAILS = cast(Table, CustomerEmail.__table__)
 MATCHES_PER_QUERY = 200  # LIKE conditions OR-ed in one query
 
 # --- customers and emails ------------------------------------------------------------
@@ -148,24 +167,125 @@ def guest_server_ids(session: Session, *, tenant_id: str, emails: Iterable[str])
     )
 
 
+# --- a person as profiles show them (Core: no ORM objects on the read path) ----------------
+
+# Rows of `identity` and `email_identity`: (kind, a, b).
+RECORD, HAS_PROFILE, EMAIL, LINK = 0, 1, 2, 3
+
+
+def _kind(value: int) -> Any:
+    return literal_column(str(value)).label("kind")
+
+
+def identity(
+    connection: Connection, *, tenant_id: str, customer_id: str
+) -> tuple[Row[Any] | None, bool, list[str]]:
+    """One query: the customer's record (server_id, email) or None, whether it has profile
+    rows, and its linked emails in order."""
+    record = select(_kind(RECORD), CUSTOMERS.c.server_id.label("a"), CUSTOMERS.c.email.label("b"))
+    has_profile = select(_kind(HAS_PROFILE), null(), null()).where(
+        exists().where(
+            PROFILES.c.tenant_id == tenant_id, PROFILES.c.owner == customer_owner(customer_id)
+        )
+    )
+    emails = select(_kind(EMAIL), null(), EMAILS.c.email)
+    query = union_all(
+        record.where(CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.id == customer_id),
+        has_profile,
+        emails.where(EMAILS.c.tenant_id == tenant_id, EMAILS.c.customer_id == customer_id),
+    ).order_by(literal_column("kind"), literal_column("b"))
+    found, profile, linked = None, False, []
+    for row in connection.execute(query):
+        if row.kind == RECORD:
+            found = row
+        elif row.kind == HAS_PROFILE:
+            profile = True
+        else:
+            linked.append(row.b)
+    return found, profile, linked
+
+
+def email_identity(
+    connection: Connection, *, tenant_id: str, email: str
+) -> tuple[Row[Any] | None, Row[Any] | None, list[str]]:
+    """One query: the email's link (a: customer id or None, b: its guest server id) or None;
+    and when linked, the customer's record (a: server_id, b: email) or None and its linked
+    emails in order."""
+    link = EMAILS.alias("link")
+    other = EMAILS.alias("other")
+    theirs = (link.c.tenant_id == tenant_id, link.c.email == email)
+    query = union_all(
+        select(_kind(LINK), EMAILS.c.customer_id.label("a"), EMAILS.c.server_id.label("b")).where(
+            EMAILS.c.tenant_id == tenant_id, EMAILS.c.email == email
+        ),
+        select(_kind(RECORD), CUSTOMERS.c.server_id, CUSTOMERS.c.email)
+        .select_from(
+            CUSTOMERS.join(
+                link,
+                and_(
+                    link.c.tenant_id == CUSTOMERS.c.tenant_id, link.c.customer_id == CUSTOMERS.c.id
+                ),
+            )
+        )
+        .where(*theirs),
+        select(_kind(EMAIL), null(), other.c.email)
+        .select_from(
+            other.join(
+                link,
+                and_(
+                    link.c.tenant_id == other.c.tenant_id,
+                    link.c.customer_id == other.c.customer_id,
+                ),
+            )
+        )
+        .where(*theirs),
+    ).order_by(literal_column("kind"), literal_column("b"))
+    found_link, record, linked = None, None, []
+    for row in connection.execute(query):
+        if row.kind == LINK:
+            found_link = row
+        elif row.kind == RECORD:
+            record = row
+        else:
+            linked.append(row.b)
+    return found_link, record, linked
+
+
+PROFILE_VALUES = (
+    "currency",
+    *TOTALS,
+    *(f"{channel}_{fact}" for fact in ("orders", "returns") for channel in ("online", "offline")),
+    *TIMESTAMPS,
+    "serial_returner",
+)
+_PROFILE_VALUES = select(*(PROFILES.c[name] for name in PROFILE_VALUES))
+
+
+def profile_values(connection: Connection, *, tenant_id: str, owner: str) -> list[Row[Any]]:
+    """The owner's profile rows (one per currency), the fields `PROFILE_VALUES` only."""
+    query = _PROFILE_VALUES.where(PROFILES.c.tenant_id == tenant_id, PROFILES.c.owner == owner)
+    return list(connection.execute(query))
+
+
 def customer_orders(
-    session: Session,
+    reader: Session | Connection,
     *,
     tenant_id: str,
     customer_id: str | None,
     emails: Sequence[str],
     limit: int,
     cursor: str | None,
-) -> tuple[list[Order], str | None]:
+) -> tuple[list[Row[Any]], str | None]:
     """Newest first: the customer's orders, and those placed under a linked email alone (a
-    guest's, with no customer id: those under the emails alone)."""
-    mine = and_(Order.customer_id.is_(None), Order.email.in_(emails))
+    guest's, with no customer id: those under the emails alone); rows of
+    `orders.repository.order_rows`."""
+    orders = ORDERS_TABLE.c
+    mine: ColumnElement[bool] = and_(orders.customer_id.is_(None), orders.email.in_(emails))
     if customer_id is not None:
-        mine = or_(Order.customer_id == customer_id, mine)
-    query = select(Order).where(Order.tenant_id == tenant_id, mine)
-    return keyset_page(
-        session, query, at=Order.placed_at, row_id=Order.id, limit=limit, cursor=cursor
-    )
+        mine = or_(orders.customer_id == customer_id, mine)
+    connection = reader.connection() if isinstance(reader, Session) else reader
+    query = order_rows(tenant_id, and_(mine, after_cursor(orders.placed_at, orders.id, cursor)))
+    return keyset_rows(connection, query, at=orders.placed_at, row_id=orders.id, limit=limit)
 
 
 # --- profile rows ----------------------------------------------------------------------
@@ -526,16 +646,20 @@ def _difference(
 # --- segmentation ----------------------------------------------------------------------
 
 
-def _rows_query(tenant_id: str, condition: ColumnElement[bool]) -> Select[Any]:
-    """The fields (but flags) of the rows `condition` selects, then serial_returner, owner
-    and currency."""
-    joined = PROFILES.outerjoin(
+def _profiles_joined() -> Any:
+    return PROFILES.outerjoin(
         Customer.__table__,
         and_(
             Customer.tenant_id == CustomerProfile.tenant_id,
             Customer.id == CustomerProfile.customer_id,
         ),
     )
+
+
+def _rows_query(tenant_id: str, condition: ColumnElement[bool]) -> Select[Any]:
+    """The fields (but flags) of the rows `condition` selects, then serial_returner, owner
+    and currency."""
+    joined = _profiles_joined()
     values = [FIELDS[name].column.label(name) for name in COLUMNS[:-1]]
     return (
         select(*values, CustomerProfile.serial_returner, CustomerProfile.owner)
@@ -597,21 +721,77 @@ def count_segment_rows(session: Session, *, tenant_id: str, condition: ColumnEle
     return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
 
-def stream_segment_rows(
+def _cat(*parts: Any) -> ColumnElement[str]:
+    text = parts[0]
+    for part in parts[1:]:
+        text = text.op("||")(part)
+    return cast(ColumnElement[str], text)
+
+
+def _rfc3339_text(column: Any, dialect: str) -> ColumnElement[str]:
+    """A timestamp as `kit.timefmt.rfc3339` writes it (2026-11-02T14:03:00Z, or with .ffffff
+    when it has microseconds), made by the database (null stays null)."""
+    if dialect == "postgresql":
+        utc = column.op("AT TIME ZONE")(literal_column("'UTC'"))
+        whole = func.date_trunc("second", column) == column
+        return case(
+            (whole, func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+            else_=func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        )
+    # SQLite holds UTC text as SQLAlchemy writes it: 'YYYY-MM-DD HH:MM:SS.ffffff'.
+    stored = type_coerce(column, String())
+    day, time_of_day = func.substr(stored, 1, 10), func.substr(stored, 12, 8)
+    return case(
+        (func.substr(stored, 20) == ".000000", _cat(day, "T", time_of_day, "Z")),
+        else_=_cat(day, "T", func.substr(stored, 12), "Z"),
+    )
+
+
+def _spreadsheet_safe_text(column: Any) -> ColumnElement[str]:
+    """`kit.csvcells.spreadsheet_safe`, made by the database."""
+    return case(
+        (func.substr(column, 1, 1).in_(FORMULA_STARTS), _cat(literal("'"), column)),
+        else_=column,
+    )
+
+
+def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> Select[Any]:
+    """The export's rows as CSV cells, every one made by the database (text made
+    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name), in `COLUMNS` order:
+    the server writes them as they come."""
+    cells: list[ColumnElement[Any]] = []
+    for name in COLUMNS[:-1]:
+        column = FIELDS[name].column
+        if name in TIMESTAMPS:
+            cell = _rfc3339_text(column, dialect)
+        elif name in ("customer_id", "email"):
+            cell = _spreadsheet_safe_text(column)
+        else:
+            cell = cast(ColumnElement[Any], column)
+        cells.append(cell.label(name))
+    flag = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)), else_=literal(""))
+    return (
+        select(*cells, flag.label("flags"))
+        .select_from(_profiles_joined())
+        .where(CustomerProfile.tenant_id == tenant_id, condition)
+    )
+
+
+def stream_csv_rows(
     db: Database, *, tenant_id: str, condition: ColumnElement[bool], sort: Sort, batch: int
 ) -> Iterator[Sequence[Row[Any]]]:
-    """Every row, `batch` at a time, read through a server-side cursor in a read
-    transaction of its own."""
-    query = sorted_segment_rows(tenant_id, condition, sort)
+    """Every row as CSV cells (`_csv_query`), `batch` at a time, read through a server-side
+    cursor in a read transaction of its own."""
     with db.transaction(write=False) as session:
         connection = session.connection()
-        if connection.dialect.name == "postgresql":
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
             # A server-side cursor is planned for its first rows (cursor_tuple_fraction 0.1):
             # walking the key index and filtering, where reading every match and sorting
             # them is many times faster for an export that reads them all.
             connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
-        streamed = query.execution_options(stream_results=True, max_row_buffer=batch)
-        yield from connection.execute(streamed).partitions(batch)
+        query = _sorted(_csv_query(tenant_id, condition, dialect), sort)
+        yield from connection.execute(query.execution_options(yield_per=batch)).partitions()
 
 
 # --- saved segments --------------------------------------------------------------------

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from returnstack.customers import repository
 from returnstack.customers.expressions import FIELDS, Sort, compile_where
 from returnstack.customers.fields import COLUMNS, SERIAL_RETURNER, TIMESTAMPS
-from returnstack.kit.csvcells import spreadsheet_safe
 from returnstack.kit.db import Database
 from returnstack.kit.errors import InvalidRequest, NotFound
 from returnstack.kit.ids import new_id
@@ -29,7 +28,6 @@ from returnstack.models import Segment
 
 VALUES = COLUMNS[:-1]  # read as they are (but timestamps), in this order; then:
 FLAG = len(VALUES)  # serial_returner (-> flags)
-_TIMESTAMP_INDEXES = tuple(VALUES.index(name) for name in TIMESTAMPS)
 SORTABLE = tuple(name for name in COLUMNS if name != "flags")
 DEFAULT_SORT = "customer_id"  # customers by id, then guests by email; each by currency
 CSV_BATCH = 1000  # rows fetched from the database, and written, at a time
@@ -114,20 +112,14 @@ def count_customers(session: Session, *, tenant_id: str, condition: ColumnElemen
     return repository.count_segment_rows(session, tenant_id=tenant_id, condition=condition)
 
 
-def _csv_cells(row: Row[Any]) -> list[Any]:
-    cells = list(row[:FLAG])
-    for index in _TIMESTAMP_INDEXES:
-        cells[index] = rfc3339(cells[index])
-    cells.append(SERIAL_RETURNER if row[FLAG] else "")  # several flags: joined with ;
-    return ["" if cell is None else spreadsheet_safe(cell) for cell in cells]
-
-
 def stream_csv(
     db: Database, *, tenant_id: str, condition: ColumnElement[bool], sort: Sort
 ) -> Iterator[bytes]:
     """Every row `condition` selects, as CSV (a header row first), `CSV_BATCH` rows at a
     time: one query read through a server-side cursor, so memory stays flat whatever the
-    size. It opens its own read transaction: the request's ends before the body is sent."""
+    size. It opens its own read transaction: the request's ends before the body is sent.
+    The database makes every cell (`repository.stream_csv_rows`): rows go to the CSV writer
+    as they come, with no Python per cell."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -139,10 +131,10 @@ def stream_csv(
 
     writer.writerow(COLUMNS)
     yield flush()
-    for batch in repository.stream_segment_rows(
+    for batch in repository.stream_csv_rows(
         db, tenant_id=tenant_id, condition=condition, sort=sort, batch=CSV_BATCH
     ):
-        writer.writerows(_csv_cells(row) for row in batch)
+        writer.writerows(batch)
         yield flush()
 
 

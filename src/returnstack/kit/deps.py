@@ -7,9 +7,11 @@ from typing import Annotated
 
 from anyio import CancelScope, CapacityLimiter, to_thread
 from fastapi import Depends, Request
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
+from returnstack.kit.responses import RawJSONResponse
 
 
 def _commit(session: Session) -> None:
@@ -86,3 +88,15 @@ def read_session(request: Request) -> Session:
     authenticated and its body validated. Use as a context manager."""
     db: Database = request.app.state.db
     return db.session(write=False)
+
+
+async def read_json(request: Request, read: Callable[[Connection], bytes]) -> RawJSONResponse:
+    """A lean read: `read` on a connection of its own (one read transaction, rolled back:
+    nothing to commit), in one trip to the thread pool; the JSON it renders is the answer."""
+    db: Database = request.app.state.db
+    return RawJSONResponse(await to_thread.run_sync(_read, db, read))
+
+
+def _read(db: Database, read: Callable[[Connection], bytes]) -> bytes:
+    with db.engine.connect() as connection:
+        return read(connection)

@@ -196,8 +196,16 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         return error_response(exc)
 
-    async def on_request_validation(_request: Request, exc: Exception) -> Response:
+    async def on_request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        # A caller found in a key cache is confirmed before it hears of its parameters
+        # (tenants/auth.py, cached_secret_key): a revoked key hears 401.
+        confirm = getattr(request.state, "confirm_key", None)
+        if confirm is not None:
+            try:
+                await confirm()
+            except ApiError as refused:
+                return error_response(refused)
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import ColumnElement, Row, Select, and_, or_, true
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from returnstack.kit.errors import InvalidRequest
@@ -76,3 +77,33 @@ def keyset_page(
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], encode_cursor(getattr(last, at.key), getattr(last, row_id.key))
+
+
+def after_cursor(
+    at: ColumnElement[datetime], row_id: ColumnElement[str], cursor: str | None
+) -> ColumnElement[bool]:
+    """The rows after a cursor of `keyset_rows`, newest first (all of them without one)."""
+    if cursor is None:
+        return true()
+    moment, after_id = cursor_values(cursor, 2)
+    if not isinstance(after_id, str):
+        raise invalid_cursor()
+    after_at = cursor_moment(moment)
+    return or_(at < after_at, and_(at == after_at, row_id < after_id))
+
+
+def keyset_rows(
+    connection: Connection,
+    query: Select[Any],
+    *,
+    at: ColumnElement[datetime],
+    row_id: ColumnElement[str],
+    limit: int,
+) -> tuple[list[Row[Any]], str | None]:
+    """`keyset_page` for a Core query of columns, already past the cursor (`after_cursor`),
+    read on a connection: newest first by the selected columns `at` and `row_id`."""
+    rows = list(connection.execute(query.order_by(at.desc(), row_id.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]._mapping
+    return rows[:limit], encode_cursor(last[at], last[row_id])

@@ -2,9 +2,23 @@
 claimed of each line."""
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    literal_column,
+    null,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.events.schemas import StoreRef
@@ -12,6 +26,11 @@ from returnstack.kit.bulk import insert_rows, insert_rows_returning, select_rows
 from returnstack.models import Order, OrderLine, Return, ReturnItem, Store
 
 STORE_DETAILS = ("name", "city", "region", "country", "postal_code")
+ORDERS = cast(Table, Order.__table__)
+LINES = cast(Table, OrderLine.__table__)
+STORES = cast(Table, Store.__table__)
+RETURNS = cast(Table, Return.__table__)
+ITEMS = cast(Table, ReturnItem.__table__)
 
 
 def store_resource(store: StoreRef | Store | None) -> dict[str, Any] | None:
@@ -142,3 +161,106 @@ def claims_on(
         )
     )
     return list(rows)
+
+
+# --- lean reads (Core: rows, no ORM objects) --------------------------------------------
+
+# An order as the API shows it, with its store's details (store_key null: no such store).
+_ORDER_ROWS = select(
+    ORDERS.c.id,
+    ORDERS.c.customer_id,
+    ORDERS.c.email,
+    ORDERS.c.channel,
+    ORDERS.c.store_id,
+    ORDERS.c.currency,
+    ORDERS.c.placed_at,
+    STORES.c.id.label("store_key"),
+    STORES.c.name.label("store_name"),
+    STORES.c.city.label("store_city"),
+    STORES.c.country.label("store_country"),
+).select_from(
+    ORDERS.outerjoin(
+        STORES, and_(STORES.c.tenant_id == ORDERS.c.tenant_id, STORES.c.id == ORDERS.c.store_id)
+    )
+)
+
+
+def order_rows(tenant_id: str, condition: ColumnElement[bool]) -> Select[Any]:
+    """The query of the orders `condition` selects, as `render_orders` takes them."""
+    return _ORDER_ROWS.where(ORDERS.c.tenant_id == tenant_id, condition)
+
+
+def order_row(connection: Connection, *, tenant_id: str, order_id: str) -> Row[Any] | None:
+    if "\x00" in order_id:  # cannot be stored, so cannot exist (and PostgreSQL refuses it)
+        return None
+    return connection.execute(order_rows(tenant_id, ORDERS.c.id == order_id)).first()
+
+
+def store_rows(
+    connection: Connection, *, tenant_id: str, ids: Iterable[str | None]
+) -> dict[str, Any]:
+    wanted = {store_id for store_id in ids if store_id}
+    if not wanted:
+        return {}
+    query = select(STORES.c.id, STORES.c.name, STORES.c.city, STORES.c.country).where(
+        STORES.c.tenant_id == tenant_id, STORES.c.id.in_(wanted)
+    )
+    return {row.id: row for row in connection.execute(query)}
+
+
+LINE, CLAIM = 0, 1
+
+
+def _line_order(row: Row[Any]) -> tuple[int, str, int]:
+    return (row.kind, row.order_id, row.position or 0)
+
+
+def lines_and_claims(
+    connection: Connection,
+    *,
+    tenant_id: str,
+    order_ids: Sequence[str],
+    exclude_return_id: str | None,
+) -> list[Row[Any]]:
+    """One query: the orders' lines in order (kind LINE), then their return items (kind
+    CLAIM: `quantity` the units claimed, `unit_price` the units back; only claiming returns
+    claim units)."""
+    lines = select(
+        literal_column(str(LINE)).label("kind"),
+        LINES.c.order_id,
+        LINES.c.line_id,
+        LINES.c.product_id,
+        LINES.c.variant_id,
+        LINES.c.name,
+        LINES.c.category,
+        LINES.c.quantity,
+        LINES.c.unit_price,
+        LINES.c.position,
+    ).where(LINES.c.tenant_id == tenant_id, LINES.c.order_id.in_(order_ids))
+    # One row per return item (the caller adds them up).
+    claims = (
+        select(
+            literal_column(str(CLAIM)),
+            ITEMS.c.order_id,
+            ITEMS.c.line_id,
+            ITEMS.c.product_id,
+            ITEMS.c.variant_id,
+            null(),
+            null(),
+            case((RETURNS.c.claiming.is_(True), ITEMS.c.quantity), else_=literal_column("0")),
+            ITEMS.c.received_quantity,
+            null(),
+        )
+        .select_from(
+            ITEMS.join(
+                RETURNS,
+                and_(RETURNS.c.tenant_id == ITEMS.c.tenant_id, RETURNS.c.id == ITEMS.c.return_id),
+            )
+        )
+        .where(
+            ITEMS.c.tenant_id == tenant_id,
+            ITEMS.c.order_id.in_(order_ids),
+            ITEMS.c.return_id != exclude_return_id if exclude_return_id else true(),
+        )
+    )
+    return sorted(connection.execute(union_all(lines, claims)), key=_line_order)

@@ -6,15 +6,16 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.customers.profiles import ProfileChanges, lines_delta, order_delta
 from returnstack.events.schemas import PurchaseEvent, StoreRef
 from returnstack.kit.errors import NotFound
 from returnstack.kit.timefmt import rfc3339
-from returnstack.models import Order, OrderLine
+from returnstack.models import Order
 from returnstack.orders import repository
-from returnstack.orders.repository import STORE_DETAILS, load_stores, store_resource
+from returnstack.orders.repository import STORE_DETAILS, store_resource
 from returnstack.outbox.service import DomainEvent
 from returnstack.outbox.service import record as record_domain_events
 from returnstack.products import upkeep as product_signals
@@ -187,7 +188,7 @@ def _count_in_profiles(
 
 
 def allocate_to_lines(
-    lines: Sequence[OrderLine], items: Iterable[tuple[str | None, str, str | None, int, int]]
+    lines: Sequence[Any], items: Iterable[tuple[str | None, str, str | None, int, int]]
 ) -> dict[str, tuple[int, int]]:
     """Spread return items over an order's lines: (claimed, returned) per line id.
 
@@ -226,36 +227,74 @@ def allocate_to_lines(
     return {line_id: (c, r) for line_id, (c, r) in totals.items()}
 
 
-def get_order(session: Session, *, tenant_id: str, order_id: str) -> dict[str, Any]:
-    order = repository.find_order(session, tenant_id=tenant_id, order_id=order_id)
+def get_order(reader: Session | Connection, *, tenant_id: str, order_id: str) -> dict[str, Any]:
+    """The order as the API shows it (two queries); 404 for an order never seen."""
+    connection = reader.connection() if isinstance(reader, Session) else reader
+    order = repository.order_row(connection, tenant_id=tenant_id, order_id=order_id)
     if order is None:
         raise NotFound(f"No order {order_id!r}.")
-    return render_orders(session, tenant_id=tenant_id, orders=[order])[0]
+    return render_orders(connection, tenant_id=tenant_id, orders=[order])[0]
+
+
+def _store(order: Any, stores: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not order.store_id:
+        return None
+    if stores is None:  # a row of repository.order_rows: the store's details are on it
+        if order.store_key is None:
+            return None
+        return {
+            "id": order.store_key,
+            "name": order.store_name,
+            "city": order.store_city,
+            "country": order.store_country,
+        }
+    store = stores.get(order.store_id)
+    if store is None:
+        return None
+    return {"id": store.id, "name": store.name, "city": store.city, "country": store.country}
 
 
 def render_orders(
-    session: Session,
+    reader: Session | Connection,
     *,
     tenant_id: str,
-    orders: Sequence[Order],
+    orders: Sequence[Any],
     exclude_return_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Orders as the API shows them, with claimed, returned and returnable quantities."""
+    """Orders as the API shows them, with claimed, returned and returnable quantities (plain
+    dicts in the API's field order). `orders`: Order objects, or rows of
+    `repository.order_rows` (which carry their store: one query fewer)."""
     if not orders:
         return []
+    connection = reader.connection() if isinstance(reader, Session) else reader
     order_ids = [order.id for order in orders]
-    lines_by_order: dict[str, list[OrderLine]] = {order_id: [] for order_id in order_ids}
-    for line in repository.lines_of(session, tenant_id=tenant_id, order_ids=order_ids):
-        lines_by_order[line.order_id].append(line)
+    lines_by_order: dict[str, list[Any]] = {order_id: [] for order_id in order_ids}
+    # Claimed and returned units per (line, product, variant) an order's return items name.
+    sums: dict[tuple[str, str | None, str, str | None], list[int]] = {}
+    rows = repository.lines_and_claims(
+        connection, tenant_id=tenant_id, order_ids=order_ids, exclude_return_id=exclude_return_id
+    )
+    for row in rows:
+        if row.kind == repository.LINE:
+            lines_by_order[row.order_id].append(row)
+        else:  # quantity: units claimed, unit_price: units back
+            key = (row.order_id, row.line_id, row.product_id, row.variant_id)
+            units = sums.setdefault(key, [0, 0])
+            units[0] += row.quantity or 0
+            units[1] += row.unit_price or 0
     claims: dict[str, list[tuple[str | None, str, str | None, int, int]]] = {
         order_id: [] for order_id in order_ids
     }
-    rows = repository.claims_on(
-        session, tenant_id=tenant_id, order_ids=order_ids, exclude_return_id=exclude_return_id
-    )
-    for order_id, line_id, product_id, variant_id, claimed, returned in rows:
-        claims[order_id].append((line_id, product_id, variant_id, claimed or 0, returned or 0))
-    stores = load_stores(session, tenant_id=tenant_id, ids={order.store_id for order in orders})
+    # In one order on every backend: by line, product, variant, absent ones first.
+    for key in sorted(sums, key=lambda key: tuple((part is not None, part or "") for part in key)):
+        order_id, line_id, product_id, variant_id = key
+        claimed, returned = sums[key]
+        claims[order_id].append((line_id, product_id, variant_id, claimed, returned))
+    stores = None
+    if isinstance(orders[0], Order):
+        stores = repository.store_rows(
+            connection, tenant_id=tenant_id, ids={order.store_id for order in orders}
+        )
     rendered = []
     for order in orders:
         lines = lines_by_order[order.id]
@@ -269,12 +308,18 @@ def render_orders(
                     else None
                 ),
                 "channel": order.channel,
-                "store": store_resource(stores.get(order.store_id)) if order.store_id else None,
+                "store": _store(order, stores),
                 "currency": order.currency,
                 "placed_at": rfc3339(order.placed_at),
                 "lines": [
                     {
-                        **{key: getattr(line, key) for key in LINE_FIELDS},
+                        "line_id": line.line_id,
+                        "product_id": line.product_id,
+                        "variant_id": line.variant_id,
+                        "name": line.name,
+                        "category": line.category,
+                        "quantity": line.quantity,
+                        "unit_price": line.unit_price,
                         "claimed_quantity": totals[line.line_id][0],
                         "returned_quantity": totals[line.line_id][1],
                         "returnable_quantity": max(0, line.quantity - totals[line.line_id][0]),

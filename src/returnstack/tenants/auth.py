@@ -7,6 +7,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import Depends, Request
 from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
@@ -72,6 +73,11 @@ def _lookup(db: Database, key_hash: str) -> Principal | None:
     if row is None:
         return None
     return Principal(key_id=row[0], kind=row[1], tenant_id=row[2], default_currency=row[3])
+
+
+_KEY_LIVE = text(
+    "SELECT 1 FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL"
+).bindparams(bindparam("key_hash"))
 
 
 def live_principals(session: Session, key_hashes: Collection[str]) -> dict[str, Principal]:
@@ -159,13 +165,43 @@ def authenticate(request: Request) -> Principal:
     return principal
 
 
+def _secret_only() -> Forbidden:
+    return Forbidden(
+        "This endpoint needs a secret key (sk_...); publishable keys may only send events."
+    )
+
+
 async def require_secret_key(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
     if principal.kind != "secret":
-        raise Forbidden(
-            "This endpoint needs a secret key (sk_...); publishable keys may only send events."
-        )
+        raise _secret_only()
     return principal
+
+
+async def cached_secret_key(request: Request) -> CachedCaller:
+    """The caller of a lean read: a secret key from the key cache (no thread-pool trip), which
+    the read confirms in its own connection (`confirm_key`) before it answers anything. An
+    error answered before that (403, or FastAPI's 400 for a bad parameter) confirms it first
+    too, so a revoked key hears 401 on its very next request, as with `authenticate`."""
+    caller = await cached_caller(request)
+    if caller.cached:
+        request.state.confirm_key = lambda: confirm_live(request, caller.key_hash)
+    if caller.principal.kind != "secret":
+        if caller.cached:
+            await confirm_live(request, caller.key_hash)
+        raise _secret_only()
+    return caller
+
+
+def confirm_key(request: Request, connection: Connection, caller: CachedCaller) -> None:
+    """401 unless the caller's key is still live: one indexed read on the read's own
+    connection (a key found in the cache is never trusted alone)."""
+    if not caller.cached:
+        return  # read from the database for this request
+    if connection.execute(_KEY_LIVE, {"key_hash": caller.key_hash}).first() is None:
+        request.app.state.keys.forget(caller.key_hash)
+        raise refused_key()
 
 
 AnyKey = Annotated[Principal, Depends(authenticate)]
 SecretKey = Annotated[Principal, Depends(require_secret_key)]
+CachedSecretKey = Annotated[CachedCaller, Depends(cached_secret_key)]
