@@ -117,11 +117,17 @@ _LOCKED = {False: (_BY_ID, _BY_NUMBER), True: tuple(
 )}  # fmt: skip
 
 
-def _children_query() -> Select[Any]:
-    """Items, history and attachments of some returns in one statement: a UNION ALL whose
-    branches share slots (text, integer, time), in the order the API shows them."""
+def _children_query(several: bool) -> Select[Any]:
+    """Items, history and attachments of some returns (or one: a statement whose SQL does
+    not depend on the number of ids) in one statement: a UNION ALL whose branches share
+    slots (text, integer, time), in the order the API shows them."""
 
     def branch(kind: int, table: Any, texts: list[Any], ints: list[Any], at: Any) -> Select[Any]:
+        ids = (
+            table.c.return_id.in_(bindparam("ids", expanding=True))
+            if several
+            else table.c.return_id == bindparam("id")
+        )
         texts = texts + [null()] * (9 - len(texts))
         ints = ints + [null()] * (7 - len(ints))
         return select(
@@ -130,10 +136,7 @@ def _children_query() -> Select[Any]:
             *(column.label(f"t{n}") for n, column in enumerate(texts)),
             *(column.label(f"i{n}") for n, column in enumerate(ints)),
             at.label("at"),
-        ).where(
-            table.c.tenant_id == bindparam("tenant_id"),
-            table.c.return_id.in_(bindparam("ids", expanding=True)),
-        )
+        ).where(table.c.tenant_id == bindparam("tenant_id"), ids)
 
     i, h, a = _items.c, _history.c, _attachments.c
     items = branch(
@@ -156,7 +159,8 @@ def _children_query() -> Select[Any]:
     return select(everything).order_by(c.return_id, c.kind, c.i0, c.at, c.t0)
 
 
-_CHILDREN = _children_query()
+_CHILDREN = _children_query(several=True)
+_CHILDREN_OF_ONE = _children_query(several=False)
 _ITEM_TEXTS = ("order_id", "line_id", "product_id", "variant_id", "reason", "note",
                "resolution", "outcome", "disposition")  # fmt: skip
 _ITEM_INTS = ("position", "quantity", "received_quantity", "good_quantity", "damaged_quantity",
@@ -200,8 +204,11 @@ def _load_children(
     loaded = {ret["id"]: Loaded(ret, [], [], []) for ret in rets}
     if not loaded:
         return []
-    params = {"tenant_id": tenant_id, "ids": list(loaded)}
-    for row in session.connection().execute(_CHILDREN, params):
+    if len(loaded) == 1:
+        query, params = _CHILDREN_OF_ONE, {"tenant_id": tenant_id, "id": next(iter(loaded))}
+    else:
+        query, params = _CHILDREN, {"tenant_id": tenant_id, "ids": list(loaded)}
+    for row in session.connection().execute(query, params):
         entry = loaded[row.return_id]
         if row.kind == 0:
             item = {"tenant_id": tenant_id, "return_id": row.return_id}
@@ -516,8 +523,14 @@ def page_of_returns(
     return rows[:limit], encode_cursor(last["created_at"], last["id"])
 
 
+_POLICY = select(Policy.__table__.c.document).where(
+    Policy.__table__.c.tenant_id == bindparam("tenant_id")
+)
+
+
 def policy_document(session: Session, *, tenant_id: str) -> dict[str, Any] | None:
-    return session.scalar(select(Policy.document).where(Policy.tenant_id == tenant_id))
+    document = session.connection().execute(_POLICY, {"tenant_id": tenant_id}).scalar()
+    return cast(dict[str, Any] | None, document)
 
 
 def policy_version(session: Session, *, tenant_id: str) -> Any:
