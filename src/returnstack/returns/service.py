@@ -587,11 +587,25 @@ def apply_action(
 ) -> dict[str, Any]:
     """Run one action of the state machine on a return: locked and read in two statements,
     checked, written (the return, changed items, a history entry), rendered as written."""
-    transition = TRANSITIONS[action]
     loaded = repository.load_return(
         session, tenant_id=tenant_id, reference=reference, for_update=True
     )
+    return _apply(session, loaded, reference, action, body, actor, if_match, requester)
+
+
+def _apply(
+    session: Session,
+    loaded: repository.Loaded,
+    reference: str,
+    action: str,
+    body: Any,
+    actor: str,
+    if_match: int | None,
+    requester: Requester | None,
+) -> dict[str, Any]:
+    transition = TRANSITIONS[action]
     ret, items = loaded.ret, loaded.items
+    tenant_id = ret["tenant_id"]
     if requester is not None and not requester.owns(ret["customer_id"], ret["email"]):
         raise NotFound(f"No return {reference!r}.")
     _check_version(ret["version"], if_match)
@@ -843,32 +857,27 @@ def delete_return(
 ) -> dict[str, Any]:
     """DELETE cancels a return that has not been received, or closes a refunded or declined
     one; a return is never erased."""
-    ret = find_return(session, tenant_id=tenant_id, reference=reference)
-    if ret.status in TRANSITIONS["cancel"].sources:
+    loaded = repository.load_return(
+        session, tenant_id=tenant_id, reference=reference, for_update=True
+    )
+    status = loaded.ret["status"]
+    if status in TRANSITIONS["cancel"].sources:
         action, body = "cancel", CancelBody()
-    elif ret.status in TRANSITIONS["close"].sources:
+    elif status in TRANSITIONS["close"].sources:
         action, body = "close", NoteBody()  # type: ignore[assignment]
     else:
         allowed = allowed_actions(
-            status=ret.status,
-            source=ret.source,
-            received_anything=repository.received_anything(session, ret),
+            status=status,
+            source=loaded.ret["source"],
+            received_anything=any(item["received_quantity"] for item in loaded.items),
         )
         raise _refuse_transition(
-            ret.status,
+            status,
             "delete",
             allowed,
-            f"A return in status {ret.status!r} can be neither cancelled nor closed.",
+            f"A return in status {status!r} can be neither cancelled nor closed.",
         )
-    return apply_action(
-        session,
-        tenant_id=tenant_id,
-        reference=ret.id,
-        action=action,
-        body=body,
-        actor=actor,
-        if_match=if_match,
-    )
+    return _apply(session, loaded, reference, action, body, actor, if_match, None)
 
 
 def list_returns(
