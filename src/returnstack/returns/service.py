@@ -656,7 +656,6 @@ def _apply(
             else {"amount": already, "method": ret["refund_method"]}
         )
         changes["refund"] = [before_refund, {"amount": already + amount, "method": body.method}]
-        ret["refund_amount"] = already + amount
         product_signals.count_refund(
             session, _orm(Return, ret), before=already, after=already + amount
         )
