@@ -29,7 +29,13 @@ from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows, select_rows
 from returnstack.kit.errors import NotFound
-from returnstack.kit.pagination import decode_cursor, encode_cursor, keyset_page
+from returnstack.kit.pagination import (
+    cursor_moment,
+    cursor_values,
+    encode_cursor,
+    invalid_cursor,
+    keyset_page,
+)
 from returnstack.models import (
     Attachment,
     Event,
@@ -513,7 +519,10 @@ def page_of_returns(
     query = _filtered(_WITH_STORE, tenant_id, filters)
     at, row_id = _returns.c.created_at, _returns.c.id
     if cursor is not None:
-        after_at, after_id = decode_cursor(cursor)
+        moment, after_id = cursor_values(cursor, 2)
+        if not isinstance(after_id, str):
+            raise invalid_cursor()
+        after_at = cursor_moment(moment)
         query = query.where(or_(at < after_at, and_(at == after_at, row_id < after_id)))
     query = query.order_by(at.desc(), row_id.desc()).limit(limit + 1)
     rows = [dict(row) for row in session.connection().execute(query).mappings()]
