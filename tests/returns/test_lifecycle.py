@@ -747,3 +747,41 @@ def test_a_refused_action_writes_no_outbox_message(api: Api, database: DatabaseF
     api.act(ret, "refund", {"method": "cash"}, expect=409)
     api.act(ret, "approve", headers={"If-Match": '"9"'}, expect=412)
     assert outbox_types(database, api.tenant.id, ret["id"]) == before
+
+
+def test_what_an_action_answers_is_the_stored_return(api: Api, database: DatabaseFixture) -> None:
+    """Actions render the return as they wrote it, without reading it back: each answer
+    is what GET, the list and the action's outbox message show of it afterwards."""
+    store = {"id": "store-answers", "name": "Mitte", "city": "Berlin", "country": "DE"}
+    order = api.buy(
+        line("1", quantity=2, unit_price=1000),
+        line("2", quantity=1, unit_price=450),
+        channel="offline",
+        store=store,
+    )
+    ret = api.open(
+        wanted(order, quantity=2),
+        wanted(order, line_id="2", note="scratched"),
+        channel="offline",
+        store={"id": store["id"]},
+        metadata={"ticket": "T-1"},
+    )
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("approve", {"note": "ok"}),
+        ("receive", {"items": [receipt(order, quantity=1, outcome="damaged")]}),
+        ("receive", {"items": [receipt(order), receipt(order, line_id="2")]}),
+        ("refund", {"method": "store_credit"}),
+        ("close", {}),
+        ("reopen", {"note": "again"}),
+    ]
+    answers = [ret]
+    for action, body in steps:
+        response = api.post(f"/v1/returns/{ret['id']}/{action}", body)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert response.headers["etag"] == f'"{answer["version"]}"'
+        assert api.read(ret) == answer
+        assert api.list(store_id=store["id"]) == [answer]
+        answers.append(answer)
+    messages = outbox_rows(database, api.tenant.id, ret["id"])
+    assert [message.data for message in messages] == answers

@@ -83,11 +83,12 @@ def list_returns(
     query: ListFilters,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
-) -> Any:
+) -> JSONResponse:
     """Returns, newest first, with recorded returns (`source: "event"`) among them."""
-    return service.list_returns(
+    page = service.list_returns(
         session, tenant_id=principal.tenant_id, query=query, limit=limit, cursor=cursor
     )
+    return JSONResponse(page)  # rendered as ReturnOut (GET /v1/returns/{id}) is
 
 
 @router.get(

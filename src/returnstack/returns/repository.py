@@ -1,18 +1,41 @@
 """The returns' SQL: reading returns by id or number, for update, and as filtered,
 paginated lists; the tenant's policy document."""
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, delete, exists, func, or_, select
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+    update,
+)
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import insert_rows, select_rows
 from returnstack.kit.errors import NotFound
-from returnstack.kit.pagination import keyset_page
+from returnstack.kit.pagination import (
+    cursor_moment,
+    cursor_values,
+    encode_cursor,
+    invalid_cursor,
+    keyset_page,
+)
 from returnstack.models import (
     Attachment,
     Event,
@@ -22,7 +45,8 @@ from returnstack.models import (
     ReturnItem,
     Store,
 )
-from returnstack.orders.repository import load_stores, store_resource
+from returnstack.models.base import UTCDateTime
+from returnstack.orders.repository import load_stores
 from returnstack.returns.render import render_return
 
 _ITEM_COLUMNS = [c.key for c in ReturnItem.__table__.columns]
@@ -68,6 +92,264 @@ def find_return(
     return ret
 
 
+# --- lean reads and writes: Core statements built once, rows as dicts, no ORM objects ----
+
+_returns = cast(Table, Return.__table__)
+_items = cast(Table, ReturnItem.__table__)
+_history = cast(Table, ReturnHistory.__table__)
+_attachments = cast(Table, Attachment.__table__)
+_stores = cast(Table, Store.__table__)
+
+# A return with its store's details (a store named before any event described it has none).
+_WITH_STORE = select(
+    *_returns.c,
+    _stores.c.name.label("store_name"),
+    _stores.c.city.label("store_city"),
+    _stores.c.country.label("store_country"),
+).select_from(
+    _returns.outerjoin(
+        _stores,
+        and_(_stores.c.tenant_id == _returns.c.tenant_id, _stores.c.id == _returns.c.store_id),
+    )
+)
+_BY_ID = _WITH_STORE.where(
+    _returns.c.tenant_id == bindparam("tenant_id"), _returns.c.id == bindparam("reference")
+)
+_BY_NUMBER = _WITH_STORE.where(
+    _returns.c.tenant_id == bindparam("tenant_id"), _returns.c.number == bindparam("reference")
+)
+_LOCKED = {False: (_BY_ID, _BY_NUMBER), True: tuple(
+    query.with_for_update(of=_returns) for query in (_BY_ID, _BY_NUMBER)
+)}  # fmt: skip
+
+
+def _children_query(several: bool) -> Select[Any]:
+    """Items, history and attachments of some returns (or one: a statement whose SQL does
+    not depend on the number of ids) in one statement: a UNION ALL whose branches share
+    slots (text, integer, time), in the order the API shows them."""
+
+    def branch(kind: int, table: Any, texts: list[Any], ints: list[Any], at: Any) -> Select[Any]:
+        ids = (
+            table.c.return_id.in_(bindparam("ids", expanding=True))
+            if several
+            else table.c.return_id == bindparam("id")
+        )
+        texts = texts + [null()] * (9 - len(texts))
+        ints = ints + [null()] * (7 - len(ints))
+        return select(
+            table.c.return_id,
+            literal_column(str(kind)).label("kind"),
+            *(column.label(f"t{n}") for n, column in enumerate(texts)),
+            *(column.label(f"i{n}") for n, column in enumerate(ints)),
+            at.label("at"),
+        ).where(table.c.tenant_id == bindparam("tenant_id"), ids)
+
+    i, h, a = _items.c, _history.c, _attachments.c
+    items = branch(
+        0,
+        _items,
+        [i.order_id, i.line_id, i.product_id, i.variant_id, i.reason, i.note, i.resolution,
+         i.outcome, i.disposition],
+        [i.position, i.quantity, i.received_quantity, i.good_quantity, i.damaged_quantity,
+         i.unit_price, i.fee_basis_points],
+        type_coerce(null(), UTCDateTime()),  # the first branch types the slots
+    )  # fmt: skip
+    history = branch(
+        1, _history, [h.from_status, h.to_status, h.action, h.actor, h.note], [h.seq], h.at
+    )
+    attachments = branch(
+        2, _attachments, [a.id, a.filename, a.content_type], [null(), a.size], a.created_at
+    )
+    everything = union_all(items, history, attachments).subquery()
+    c = everything.c
+    return select(everything).order_by(c.return_id, c.kind, c.i0, c.at, c.t0)
+
+
+_CHILDREN = _children_query(several=True)
+_CHILDREN_OF_ONE = _children_query(several=False)
+_ITEM_TEXTS = ("order_id", "line_id", "product_id", "variant_id", "reason", "note",
+               "resolution", "outcome", "disposition")  # fmt: skip
+_ITEM_INTS = ("position", "quantity", "received_quantity", "good_quantity", "damaged_quantity",
+              "unit_price", "fee_basis_points")  # fmt: skip
+
+
+@dataclass
+class Loaded:
+    """A return as rows: the return (its columns, and its store's details), its items and
+    history (dicts of their columns) and attachments (as the API shows them)."""
+
+    ret: dict[str, Any]
+    items: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    attachments: list[dict[str, Any]]
+
+    def render(self) -> dict[str, Any]:
+        return render_return(
+            self.ret,
+            self.items,
+            self.history,
+            store=_store_of(self.ret),
+            attachments=self.attachments,
+        )
+
+
+def _store_of(ret: RowMapping | dict[str, Any]) -> dict[str, Any] | None:
+    if ret["store_id"] is None:
+        return None
+    return {
+        "id": ret["store_id"],
+        "name": ret["store_name"],
+        "city": ret["store_city"],
+        "country": ret["store_country"],
+    }
+
+
+def _load_children(
+    session: Session, tenant_id: str, rets: Sequence[dict[str, Any]]
+) -> list[Loaded]:
+    loaded = {ret["id"]: Loaded(ret, [], [], []) for ret in rets}
+    if not loaded:
+        return []
+    if len(loaded) == 1:
+        query, params = _CHILDREN_OF_ONE, {"tenant_id": tenant_id, "id": next(iter(loaded))}
+    else:
+        query, params = _CHILDREN, {"tenant_id": tenant_id, "ids": list(loaded)}
+    for row in session.connection().execute(query, params):
+        entry = loaded[row.return_id]
+        if row.kind == 0:
+            item = {"tenant_id": tenant_id, "return_id": row.return_id}
+            item.update(zip(_ITEM_TEXTS, row[2:11], strict=True))
+            item.update(zip(_ITEM_INTS, row[11:18], strict=True))
+            entry.items.append(item)
+        elif row.kind == 1:
+            entry.history.append(
+                {
+                    "seq": row.i0,
+                    "at": row.at,
+                    "from_status": row.t0,
+                    "to_status": row.t1,
+                    "action": row.t2,
+                    "actor": row.t3,
+                    "note": row.t4,
+                }
+            )
+        else:
+            entry.attachments.append(
+                {
+                    "id": row.t0,
+                    "filename": row.t1,
+                    "content_type": row.t2,
+                    "size": row.i1,
+                    "url": f"/v1/returns/{row.return_id}/attachments/{row.t0}",
+                }
+            )
+    return list(loaded.values())
+
+
+def load_return(
+    session: Session, *, tenant_id: str, reference: str, for_update: bool = False
+) -> Loaded:
+    """A return by id or number, with everything the API shows of it, in two statements
+    (locked for the transaction with `for_update`); 404 when the tenant has none."""
+    number = parse_number(reference)
+    by_id, by_number = _LOCKED[for_update]
+    row = None
+    if "\x00" not in reference:
+        row = (
+            session.connection()
+            .execute(
+                by_id if number is None else by_number,
+                {"tenant_id": tenant_id, "reference": reference if number is None else number},
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound(f"No return {reference!r}.")
+    return _load_children(session, tenant_id, [dict(row)])[0]
+
+
+def store_details(session: Session, *, tenant_id: str, store_id: str | None) -> dict[str, Any]:
+    """The store columns of _WITH_STORE for a return about to be written."""
+    details: dict[str, Any] = {"store_name": None, "store_city": None, "store_country": None}
+    if store_id is not None:
+        query = select(_stores.c.name, _stores.c.city, _stores.c.country).where(
+            _stores.c.tenant_id == tenant_id, _stores.c.id == store_id
+        )
+        row = session.connection().execute(query).first()
+        if row is not None:
+            details.update(zip(details, row, strict=True))
+    return details
+
+
+def save_action(
+    session: Session,
+    loaded: Loaded,
+    *,
+    columns: dict[str, Any],
+    items: Sequence[dict[str, Any]],
+    history: dict[str, Any],
+) -> None:
+    """Write a lifecycle step: the return's changed columns, the items' changed receipts
+    (one executemany) and its history entry. The return is locked by the caller."""
+    ret = loaded.ret
+    connection = session.connection()
+    keys = ("tenant_id", "id")
+    connection.execute(
+        _update_return(tuple(columns)),
+        {f"v_{key}": value for key, value in columns.items()}
+        | {f"k_{key}": ret[key] for key in keys},
+    )
+    if items:
+        connection.execute(
+            _UPDATE_RECEIPTS,
+            [
+                {f"v_{key}": item[key] for key in _RECEIPT_COLUMNS}
+                | {
+                    "k_tenant_id": ret["tenant_id"],
+                    "k_id": ret["id"],
+                    "k_position": item["position"],
+                }
+                for item in items
+            ],
+        )
+    insert_rows(session, ReturnHistory, [history])
+
+
+@functools.lru_cache(maxsize=64)
+def _update_return(columns: tuple[str, ...]) -> Any:
+    return (
+        update(_returns)
+        .where(_returns.c.tenant_id == bindparam("k_tenant_id"), _returns.c.id == bindparam("k_id"))
+        .values({column: bindparam(f"v_{column}") for column in columns})
+    )
+
+
+_RECEIPT_COLUMNS = (
+    "received_quantity",
+    "good_quantity",
+    "damaged_quantity",
+    "outcome",
+    "disposition",
+)
+_UPDATE_RECEIPTS = (
+    update(_items)
+    .where(
+        _items.c.tenant_id == bindparam("k_tenant_id"),
+        _items.c.return_id == bindparam("k_id"),
+        _items.c.position == bindparam("k_position"),
+    )
+    .values({column: bindparam(f"v_{column}") for column in _RECEIPT_COLUMNS})
+)
+
+
+def render_rows(
+    session: Session, tenant_id: str, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Returns (rows of _WITH_STORE) as the API shows them, with one more statement."""
+    return [loaded.render() for loaded in _load_children(session, tenant_id, rows)]
+
+
 def items_of(session: Session, ret: Return) -> list[ReturnItem]:
     query = select(ReturnItem).where(
         ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id
@@ -106,61 +388,19 @@ def last_history_seq(session: Session, ret: Return) -> int:
 def render_returns(
     session: Session, *, tenant_id: str, returns: Sequence[Return]
 ) -> list[dict[str, Any]]:
-    """Returns as the API shows them: items, history, attachments and store, in 4 queries."""
+    """Returns (ORM objects) as the API shows them: stores, then the rest in one statement."""
     if not returns:
         return []
-    ids = [ret.id for ret in returns]
-    items: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    for item in session.scalars(
-        select(ReturnItem)
-        .where(ReturnItem.tenant_id == tenant_id, ReturnItem.return_id.in_(ids))
-        .order_by(ReturnItem.return_id, ReturnItem.position)
-    ):
-        items[item.return_id].append(_row(item, _ITEM_COLUMNS))
-    history: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    for entry in session.scalars(
-        select(ReturnHistory)
-        .where(ReturnHistory.tenant_id == tenant_id, ReturnHistory.return_id.in_(ids))
-        .order_by(ReturnHistory.return_id, ReturnHistory.seq)
-    ):
-        history[entry.return_id].append(
-            {c.key: getattr(entry, c.key) for c in ReturnHistory.__table__.columns}
-        )
-    attachments: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    for attachment in session.scalars(
-        select(Attachment)
-        .where(Attachment.tenant_id == tenant_id, Attachment.return_id.in_(ids))
-        .order_by(Attachment.return_id, Attachment.created_at, Attachment.id)
-    ):
-        attachments[attachment.return_id].append(
-            {
-                "id": attachment.id,
-                "filename": attachment.filename,
-                "content_type": attachment.content_type,
-                "size": attachment.size,
-                "url": f"/v1/returns/{attachment.return_id}/attachments/{attachment.id}",
-            }
-        )
     stores = load_stores(session, tenant_id=tenant_id, ids={ret.store_id for ret in returns})
-    return [
-        render_return(
-            _row(ret, _RETURN_COLUMNS),
-            items[ret.id],
-            history[ret.id],
-            store=_store(ret.store_id, stores),
-            attachments=attachments[ret.id],
-        )
-        for ret in returns
-    ]
-
-
-def _store(store_id: str | None, stores: dict[str, Store]) -> dict[str, Any] | None:
-    if store_id is None:
-        return None
-    known = stores.get(store_id)
-    if known is None:  # named by a return before any event described it
-        return {"id": store_id, "name": None, "city": None, "country": None}
-    return store_resource(known)
+    rows = []
+    for ret in returns:
+        row = _row(ret, _RETURN_COLUMNS)
+        store = stores.get(ret.store_id) if ret.store_id else None
+        row["store_name"] = store.name if store else None
+        row["store_city"] = store.city if store else None
+        row["store_country"] = store.country if store else None
+        rows.append(row)
+    return render_rows(session, tenant_id, rows)
 
 
 @dataclass(frozen=True)
@@ -272,8 +512,34 @@ def list_returns(
     )
 
 
+def page_of_returns(
+    session: Session, *, tenant_id: str, filters: ReturnFilters, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """list_returns' page (newest first) as rows of _WITH_STORE, with Core."""
+    query = _filtered(_WITH_STORE, tenant_id, filters)
+    at, row_id = _returns.c.created_at, _returns.c.id
+    if cursor is not None:
+        moment, after_id = cursor_values(cursor, 2)
+        if not isinstance(after_id, str):
+            raise invalid_cursor()
+        after_at = cursor_moment(moment)
+        query = query.where(or_(at < after_at, and_(at == after_at, row_id < after_id)))
+    query = query.order_by(at.desc(), row_id.desc()).limit(limit + 1)
+    rows = [dict(row) for row in session.connection().execute(query).mappings()]
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last["created_at"], last["id"])
+
+
+_POLICY = select(Policy.__table__.c.document).where(
+    Policy.__table__.c.tenant_id == bindparam("tenant_id")
+)
+
+
 def policy_document(session: Session, *, tenant_id: str) -> dict[str, Any] | None:
-    return session.scalar(select(Policy.document).where(Policy.tenant_id == tenant_id))
+    document = session.connection().execute(_POLICY, {"tenant_id": tenant_id}).scalar()
+    return cast(dict[str, Any] | None, document)
 
 
 def policy_version(session: Session, *, tenant_id: str) -> Any:

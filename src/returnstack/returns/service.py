@@ -1,7 +1,7 @@
 """Returns: opening, checking, moving through the state machine, and recording returns
 that happened elsewhere (from events)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -428,102 +428,150 @@ def open_return(
         )
     now = datetime.now(UTC)
     (number,) = next_numbers(session, tenant_id=tenant_id, name="return_number", count=1)
-    ret = Return(
-        tenant_id=tenant_id,
-        id=new_id("ret"),
-        number=number,
-        external_id=data.external_id,
-        status=ReturnStatus.requested,
-        source=source,
-        channel=data.channel,
-        store_id=data.store.id if data.store else None,
-        customer_id=checked.customer_id,
-        email=checked.email,
-        currency=checked.currency,
-        refund_amount=None,
-        refund_method=None,
-        refunded_at=None,
-        fee_restocking=checked.restocking_fee,
-        fee_shipping=checked.shipping_fee,
-        note=data.note,
-        metadata_=data.metadata or {},
-        event_id=None,
-        created_at=now,
-        updated_at=now,
-        closed_at=None,
-        version=1,
-        claiming=True,
-    )
-    session.add(ret)
-    session.flush()
-    insert_rows(session, ReturnItem, _item_rows(tenant_id, ret.id, checked))
-    _add_history(
-        session, ret=ret, action="request", from_status=None, actor=actor, note=data.note, at=now
-    )
-    return _publish(session, ret=ret, event_type="return.requested", changes=None)
+    ret: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "id": new_id("ret"),
+        "number": number,
+        "external_id": data.external_id,
+        "status": ReturnStatus.requested.value,
+        "source": source,
+        "channel": data.channel,
+        "store_id": data.store.id if data.store else None,
+        "customer_id": checked.customer_id,
+        "email": checked.email,
+        "currency": checked.currency,
+        "refund_amount": None,
+        "refund_method": None,
+        "refunded_at": None,
+        "fee_restocking": checked.restocking_fee,
+        "fee_shipping": checked.shipping_fee,
+        "note": data.note,
+        "metadata": data.metadata or {},
+        "event_id": None,
+        "created_at": now,
+        "updated_at": now,
+        "closed_at": None,
+        "version": 1,
+        "claiming": True,
+    }
+    items = _item_rows(tenant_id, ret["id"], checked)
+    history = _history_row(ret, 1, "request", None, actor, data.note, now)
+    insert_rows(session, Return, [ret])
+    insert_rows(session, ReturnItem, items)
+    insert_rows(session, ReturnHistory, [history])
+    store = repository.store_details(session, tenant_id=tenant_id, store_id=ret["store_id"])
+    loaded = repository.Loaded(ret | store, items, [history], [])
+    return _record(session, loaded, "return.requested", None)
 
 
-def _check_version(ret: Return, if_match: int | None) -> None:
-    if if_match is not None and if_match != ret.version:
-        raise VersionMismatch(current=ret.version, given=if_match)
+def _history_row(
+    ret: Mapping[str, Any],
+    seq: int,
+    action: str,
+    from_status: str | None,
+    actor: str,
+    note: str | None,
+    at: datetime,
+) -> dict[str, Any]:
+    return {
+        "tenant_id": ret["tenant_id"],
+        "return_id": ret["id"],
+        "seq": seq,
+        "at": at,
+        "from_status": from_status,
+        "to_status": ret["status"],
+        "action": action,
+        "actor": actor,
+        "note": note,
+    }
+
+
+def _record(
+    session: Session, loaded: repository.Loaded, event_type: str, changes: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Render the return as written (no reading it back) and record its domain event."""
+    rendered = loaded.render()
+    record_domain_events(
+        session,
+        tenant_id=loaded.ret["tenant_id"],
+        events=[DomainEvent(type=event_type, data=rendered, changes=changes)],
+    )
+    return rendered
+
+
+def _check_version(version: int, if_match: int | None) -> None:
+    if if_match is not None and if_match != version:
+        raise VersionMismatch(current=version, given=if_match)
 
 
 def _count_in_profile(
-    session: Session, ret: Return, *, units_before: int, units_received: int, refunded: int = 0
+    session: Session,
+    ret: Mapping[str, Any],
+    *,
+    units_before: int,
+    units_received: int,
+    refunded: int = 0,
 ) -> None:
     """Units coming back and money refunded count in the customer's profile."""
-    profiles = ProfileChanges(session, ret.tenant_id)
+    profiles = ProfileChanges(session, ret["tenant_id"])
     delta = return_delta(
-        channel=ret.channel,
-        created_at=ret.created_at,
+        channel=ret["channel"],
+        created_at=ret["created_at"],
         units_before=units_before,
         units_received=units_received,
         refunded=refunded,
     )
     # Whoever gets a profile row has a record (and a server id), as if an event named them.
-    identities = [Identity(ret.customer_id, None), Identity(None, ret.email)]
+    identities = [Identity(ret["customer_id"], None), Identity(None, ret["email"])]
     remember_customers(
         session,
-        tenant_id=ret.tenant_id,
+        tenant_id=ret["tenant_id"],
         identities=[who for who in identities if who.customer_id or who.email],
     )
-    profiles.add(ret.customer_id, ret.email, ret.currency, delta)
+    profiles.add(ret["customer_id"], ret["email"], ret["currency"], delta)
     profiles.apply()
 
 
 def _refuse_transition(
-    ret: Return, action: str, allowed: list[str], why: str = ""
+    status: str, action: str, allowed: list[str], why: str = ""
 ) -> InvalidTransition:
-    message = why or f"Action {action!r} is not allowed on a return in status {ret.status!r}."
+    message = why or f"Action {action!r} is not allowed on a return in status {status!r}."
     return InvalidTransition(
         f"{message} Allowed now: {', '.join(allowed) or 'none'}.",
-        details=[
-            {"path": "status", "message": f"is {ret.status}", "code": Code.invalid_transition}
-        ],
-        extra={"current_status": ret.status, "allowed_actions": allowed},
+        details=[{"path": "status", "message": f"is {status}", "code": Code.invalid_transition}],
+        extra={"current_status": status, "allowed_actions": allowed},
     )
 
 
-def refundable(session: Session, ret: Return, items: list[ReturnItem]) -> tuple[int, int]:
+def refundable(
+    policy: PolicyDocument, ret: Mapping[str, Any], items: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
     """(refund, restocking fee) for everything received so far: the value of the units that
     came back in good order (and damaged ones, if the policy refunds them) minus their exact
     fees and the shipping fee, rounded down to the minor unit."""
-    policy = get_policy(session, tenant_id=ret.tenant_id)
     value, fees = Fraction(0), Fraction(0)
     for item in items:
-        units = item.good_quantity + (item.damaged_quantity if policy.refund_damaged_items else 0)
-        if units and item.unit_price is not None:
-            item_value = item.unit_price * units
+        units = item["good_quantity"] + (
+            item["damaged_quantity"] if policy.refund_damaged_items else 0
+        )
+        if units and item["unit_price"] is not None:
+            item_value = item["unit_price"] * units
             value += item_value
-            fees += Fraction(item_value * item.fee_basis_points, 10_000)
-    return max(0, floor(value - fees) - ret.fee_shipping), ceil(fees)
+            fees += Fraction(item_value * item["fee_basis_points"], 10_000)
+    return max(0, floor(value - fees) - ret["fee_shipping"]), ceil(fees)
 
 
 def default_refund(session: Session, *, tenant_id: str, reference: str) -> int:
     """What a refund without `amount` would pay now (the dashboard pre-fills it)."""
-    ret = find_return(session, tenant_id=tenant_id, reference=reference)
-    total, _ = refundable(session, ret, repository.items_of(session, ret))
-    return max(0, total - (ret.refund_amount or 0))
+    loaded = repository.load_return(session, tenant_id=tenant_id, reference=reference)
+    policy = get_policy(session, tenant_id=tenant_id)
+    total, _ = refundable(policy, loaded.ret, loaded.items)
+    return max(0, total - (loaded.ret["refund_amount"] or 0))
+
+
+def _orm(model: type[Any], row: Mapping[str, Any]) -> Any:
+    """A transient ORM object of a row, for product upkeep, which reads its columns."""
+    return model(**{attr.key: row[attr.columns[0].name] for attr in model.__mapper__.column_attrs})
 
 
 def apply_action(
@@ -537,100 +585,120 @@ def apply_action(
     if_match: int | None = None,
     requester: Requester | None = None,
 ) -> dict[str, Any]:
-    """Run one action of the state machine on a return (locked for the transaction)."""
+    """Run one action of the state machine on a return: locked and read in two statements,
+    checked, written (the return, changed items, a history entry), rendered as written."""
+    loaded = repository.load_return(
+        session, tenant_id=tenant_id, reference=reference, for_update=True
+    )
+    return _apply(session, loaded, reference, action, body, actor, if_match, requester)
+
+
+def _apply(
+    session: Session,
+    loaded: repository.Loaded,
+    reference: str,
+    action: str,
+    body: Any,
+    actor: str,
+    if_match: int | None,
+    requester: Requester | None,
+) -> dict[str, Any]:
     transition = TRANSITIONS[action]
-    ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
-    if requester is not None and not requester.owns(ret.customer_id, ret.email):
+    ret, items = loaded.ret, loaded.items
+    tenant_id = ret["tenant_id"]
+    if requester is not None and not requester.owns(ret["customer_id"], ret["email"]):
         raise NotFound(f"No return {reference!r}.")
-    _check_version(ret, if_match)
-    received = repository.received_anything(session, ret)
-    allowed = allowed_actions(status=ret.status, source=ret.source, received_anything=received)
+    _check_version(ret["version"], if_match)
+    status = ret["status"]
+    received = any(item["received_quantity"] for item in items)
+    allowed = allowed_actions(status=status, source=ret["source"], received_anything=received)
     if action not in allowed:
         why = ""
-        if action == "cancel" and ret.status in transition.sources:
+        if action == "cancel" and status in transition.sources:
             why = "A return cannot be cancelled once anything was received."
-        elif action == "reopen" and ret.source == "event":
+        elif action == "reopen" and ret["source"] == "event":
             why = "A return recorded from an event cannot be reopened."
-        raise _refuse_transition(ret, action, allowed, why)
+        raise _refuse_transition(status, action, allowed, why)
 
     now = datetime.now(UTC)
-    before = {"status": ret.status}
     note = getattr(body, "note", None)
     changes: dict[str, Any] = {}
+    columns: dict[str, Any] = {}  # the return's columns written
+    changed_items: list[dict[str, Any]] = []
     if action == "decline":
-        ret.claiming = False
+        columns["claiming"] = False
         note = f"{body.reason}: {note}" if note else body.reason
     elif action == "cancel":
-        ret.claiming = False
+        columns["claiming"] = False
         reason = getattr(body, "reason", None)
         note = f"{reason}: {note}" if reason and note else (reason or note)
     elif action == "reopen":
-        if not ret.claiming:
-            _reclaim(session, ret)
-        ret.claiming = True
-        ret.closed_at = None
+        if not ret["claiming"]:
+            _reclaim(session, ret, items)
+        columns["claiming"] = True
+        columns["closed_at"] = None
     elif action == "receive":
-        changes["items"] = _receive(session, ret, body)
+        changes["items"], changed_items = _receive(session, ret, items, body)
         units = sum(receipt.quantity for receipt in body.items)
         _count_in_profile(session, ret, units_before=int(received), units_received=units)
     elif action == "refund":
         # A reopened return may be refunded again: only for what was not refunded yet.
-        already = ret.refund_amount or 0
-        total, restocking_fee = refundable(session, ret, repository.items_of(session, ret))
+        already = ret["refund_amount"] or 0
+        policy = get_policy(session, tenant_id=tenant_id)
+        total, restocking_fee = refundable(policy, ret, items)
         limit = max(0, total - already)
         amount = limit if body.amount is None else body.amount
         if amount > limit:
             raise RefundExceedsRefundable(limit)
         before_refund = (
-            None if ret.refund_amount is None else {"amount": already, "method": ret.refund_method}
+            None
+            if ret["refund_amount"] is None
+            else {"amount": already, "method": ret["refund_method"]}
         )
         changes["refund"] = [before_refund, {"amount": already + amount, "method": body.method}]
-        ret.refund_amount = already + amount
-        product_signals.count_refund(session, ret, before=already, after=already + amount)
+        product_signals.count_refund(
+            session, _orm(Return, ret), before=already, after=already + amount
+        )
         _count_in_profile(session, ret, units_before=1, units_received=0, refunded=amount)
-        ret.refund_method = body.method
-        ret.refunded_at = now
-        ret.fee_restocking = restocking_fee  # what was charged, on what came back
+        columns["refund_amount"] = already + amount
+        columns["refund_method"] = body.method
+        columns["refunded_at"] = now
+        columns["fee_restocking"] = restocking_fee  # what was charged, on what came back
     if transition.target == ReturnStatus.closed:
-        ret.closed_at = now
-    ret.status = transition.target
-    ret.version += 1
-    ret.updated_at = now
-    _add_history(
-        session,
-        ret=ret,
-        action=action,
-        from_status=before["status"],
-        actor=actor,
-        note=note,
-        at=now,
-    )
-    changes["status"] = [before["status"], ret.status]
-    return _publish(session, ret=ret, event_type=transition.event_type, changes=changes)
+        columns["closed_at"] = now
+    columns["status"] = transition.target.value
+    columns["version"] = ret["version"] + 1
+    columns["updated_at"] = now
+    ret.update(columns)
+    seq = loaded.history[-1]["seq"] + 1 if loaded.history else 1
+    history = _history_row(ret, seq, action, status, actor, note, now)
+    repository.save_action(session, loaded, columns=columns, items=changed_items, history=history)
+    loaded.history.append(history)
+    changes["status"] = [status, ret["status"]]
+    return _record(session, loaded, transition.event_type, changes)
 
 
-def _reclaim(session: Session, ret: Return) -> None:
+def _reclaim(session: Session, ret: Mapping[str, Any], items: list[dict[str, Any]]) -> None:
     """Reopening a declined or cancelled return claims its units again, if still free."""
-    items = repository.items_of(session, ret)
     requests = [
         ReturnItemCreate(
-            order_id=item.order_id,
-            line_id=item.line_id,
-            quantity=item.quantity,
-            reason=item.reason,
-            note=item.note or "reopened",
-            resolution=item.resolution,
+            order_id=item["order_id"],
+            line_id=item["line_id"],
+            quantity=item["quantity"],
+            reason=item["reason"],
+            note=item["note"] or "reopened",
+            resolution=item["resolution"],
         )
         for item in items
     ]
     checked = check_items(
         session,
-        tenant_id=ret.tenant_id,
-        policy=get_policy(session, tenant_id=ret.tenant_id),
-        requester=Requester(customer_id=ret.customer_id, email=ret.email),
+        tenant_id=ret["tenant_id"],
+        policy=get_policy(session, tenant_id=ret["tenant_id"]),
+        requester=Requester(customer_id=ret["customer_id"], email=ret["email"]),
         items=requests,
-        exclude_return_id=ret.id,
-        now=ret.created_at,  # the window was met when it was requested
+        exclude_return_id=ret["id"],
+        now=ret["created_at"],  # the window was met when it was requested
     )
     errors = [
         detail
@@ -644,16 +712,21 @@ def _reclaim(session: Session, ret: Return) -> None:
         )
 
 
-def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str, Any]]:
+def _receive(
+    session: Session, ret: Mapping[str, Any], items: list[dict[str, Any]], body: ReceiveBody
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The receipts applied to the items (in place): (the changes as events show them, the
+    items changed)."""
     # A line may appear in several items of a return: receipts fill them in order.
-    items_by_line: dict[tuple[str, str | None], list[ReturnItem]] = {}
-    for item in repository.items_of(session, ret):
-        items_by_line.setdefault((item.order_id, item.line_id), []).append(item)
+    items_by_line: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for item in items:
+        items_by_line.setdefault((item["order_id"], item["line_id"]), []).append(item)
+    header = _orm(Return, ret)
     details = []
-    changed: dict[int, ReturnItem] = {}
+    changed: dict[int, dict[str, Any]] = {}
     for index, receipt in enumerate(body.items):
-        items = items_by_line.get((receipt.order_id, receipt.line_id))
-        if not items:
+        found = items_by_line.get((receipt.order_id, receipt.line_id))
+        if not found:
             details.append(
                 {
                     "path": f"items[{index}]",
@@ -663,7 +736,7 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
                 }
             )
             continue
-        room = sum(item.quantity - item.received_quantity for item in items)
+        room = sum(item["quantity"] - item["received_quantity"] for item in found)
         if receipt.quantity > room:
             details.append(
                 {
@@ -674,36 +747,37 @@ def _receive(session: Session, ret: Return, body: ReceiveBody) -> list[dict[str,
             )
             continue
         left = receipt.quantity
-        for item in items:
-            take = min(left, item.quantity - item.received_quantity)
+        for item in found:
+            take = min(left, item["quantity"] - item["received_quantity"])
             if take <= 0:
                 continue
             left -= take
-            item.received_quantity += take
-            product_signals.count_receipt(session, ret, item, take)
+            item["received_quantity"] += take
+            product_signals.count_receipt(session, header, _orm(ReturnItem, item), take)
             if receipt.outcome == "received":
-                item.good_quantity += take
+                item["good_quantity"] += take
             elif receipt.outcome == "damaged":
-                item.damaged_quantity += take
-            item.outcome = receipt.outcome  # the latest receipt's, as the API shows it
-            item.disposition = receipt.disposition or (
+                item["damaged_quantity"] += take
+            item["outcome"] = receipt.outcome  # the latest receipt's, as the API shows it
+            item["disposition"] = receipt.disposition or (
                 "restock" if receipt.outcome == "received" else "not_restocked"
             )
-            changed[item.position] = item
+            changed[item["position"]] = item
     if details:
         raise ValidationFailed(
             "Some receipts do not match the return; nothing was received.", details=details
         )
+    updated = [item for _, item in sorted(changed.items())]
     return [
         {
-            "order_id": item.order_id,
-            "line_id": item.line_id,
-            "received_quantity": item.received_quantity,
-            "outcome": item.outcome,
-            "disposition": item.disposition,
+            "order_id": item["order_id"],
+            "line_id": item["line_id"],
+            "received_quantity": item["received_quantity"],
+            "outcome": item["outcome"],
+            "disposition": item["disposition"],
         }
-        for _, item in sorted(changed.items())
-    ]
+        for item in updated
+    ], updated
 
 
 def update_return(
@@ -717,7 +791,7 @@ def update_return(
 ) -> dict[str, Any]:
     """Edit a return while it is requested; new items are checked again."""
     ret = find_return(session, tenant_id=tenant_id, reference=reference, for_update=True)
-    _check_version(ret, if_match)
+    _check_version(ret.version, if_match)
     if ret.status != ReturnStatus.requested:
         allowed = allowed_actions(
             status=ret.status,
@@ -725,7 +799,7 @@ def update_return(
             received_anything=repository.received_anything(session, ret),
         )
         raise _refuse_transition(
-            ret, "update", allowed, "A return can be edited only while it is requested."
+            ret.status, "update", allowed, "A return can be edited only while it is requested."
         )
     now = datetime.now(UTC)
     changes: dict[str, Any] = {}
@@ -782,38 +856,33 @@ def delete_return(
 ) -> dict[str, Any]:
     """DELETE cancels a return that has not been received, or closes a refunded or declined
     one; a return is never erased."""
-    ret = find_return(session, tenant_id=tenant_id, reference=reference)
-    if ret.status in TRANSITIONS["cancel"].sources:
+    loaded = repository.load_return(
+        session, tenant_id=tenant_id, reference=reference, for_update=True
+    )
+    status = loaded.ret["status"]
+    if status in TRANSITIONS["cancel"].sources:
         action, body = "cancel", CancelBody()
-    elif ret.status in TRANSITIONS["close"].sources:
+    elif status in TRANSITIONS["close"].sources:
         action, body = "close", NoteBody()  # type: ignore[assignment]
     else:
         allowed = allowed_actions(
-            status=ret.status,
-            source=ret.source,
-            received_anything=repository.received_anything(session, ret),
+            status=status,
+            source=loaded.ret["source"],
+            received_anything=any(item["received_quantity"] for item in loaded.items),
         )
         raise _refuse_transition(
-            ret,
+            status,
             "delete",
             allowed,
-            f"A return in status {ret.status!r} can be neither cancelled nor closed.",
+            f"A return in status {status!r} can be neither cancelled nor closed.",
         )
-    return apply_action(
-        session,
-        tenant_id=tenant_id,
-        reference=ret.id,
-        action=action,
-        body=body,
-        actor=actor,
-        if_match=if_match,
-    )
+    return _apply(session, loaded, reference, action, body, actor, if_match, None)
 
 
 def list_returns(
     session: Session, *, tenant_id: str, query: ReturnQuery, limit: int, cursor: str | None
 ) -> dict[str, Any]:
-    """A page of returns, newest first."""
+    """A page of returns, newest first: two statements (with Core), rendered from rows."""
     filters = ReturnFilters(**query.model_dump())
     if filters.matches_nothing:
         return {"data": [], "next_cursor": None}
@@ -822,18 +891,18 @@ def list_returns(
         # identity), as /v1/customers/{id}/returns lists them.
         emails = linked_emails(session, tenant_id=tenant_id, customer_id=filters.customer_id)
         filters = replace(filters, guest_emails=tuple(emails))
-    rows, next_cursor = repository.list_returns(
+    rows, next_cursor = repository.page_of_returns(
         session, tenant_id=tenant_id, filters=filters, limit=limit, cursor=cursor
     )
     return {
-        "data": render_returns(session, tenant_id=tenant_id, returns=rows),
+        "data": repository.render_rows(session, tenant_id, rows),
         "next_cursor": next_cursor,
     }
 
 
 def get_return(session: Session, *, tenant_id: str, reference: str) -> dict[str, Any]:
-    ret = find_return(session, tenant_id=tenant_id, reference=reference)
-    return render_returns(session, tenant_id=tenant_id, returns=[ret])[0]
+    """A return as the API shows it, read in two statements."""
+    return repository.load_return(session, tenant_id=tenant_id, reference=reference).render()
 
 
 def put_policy(session: Session, *, tenant_id: str, policy: PolicyDocument) -> PolicyDocument:
