@@ -425,6 +425,29 @@ def test_one_return_sent_over_several_requests_is_one_return(
     rebuilt_alike(database, tenant.id)
 
 
+def test_a_return_without_currency_takes_its_orders(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    """The audit's case: an order in USD, then its return naming no currency, is a USD
+    return, not a EUR profile row with negative net revenue."""
+    order_id, customer = unique("o"), unique("c")
+    order = order_event(order_id, "SKU98765", "25.00", 1, customer, ootb_currency="USD")
+    assert send(client, tenant.headers, order).json()["accepted"] == 1
+    assert send(client, tenant.headers, return_event(order_id, unique("r"), customer)).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+    }
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert ret["currency"] == "USD"
+    totals = client.get(f"/v1/customers/{customer}", headers=tenant.headers).json()["totals"]
+    assert set(totals) == {"USD"}
+    assert (totals["USD"]["gross_revenue"], totals["USD"]["refunded"]) == (2500, 2500)
+    rebuilt_alike(database, tenant.id)
+
+
 def test_a_refund_without_goods_lowers_revenue_and_returns_no_units(
     client: TestClient, tenant: TenantFixture, database: DatabaseFixture
 ) -> None:

@@ -273,6 +273,34 @@ def test_default_currency_of_the_tenant_applies(
     assert recorded["return"].currency == "JPY"
 
 
+def test_a_return_without_currency_takes_its_orders(
+    client: TestClient, tenant: TenantFixture, database: DatabaseFixture
+) -> None:
+    """A return naming no currency is in its order's (stored, or bought earlier in the same
+    request); only for an unknown order is it in the tenant's default (EUR)."""
+    earlier = purchase(currency="USD")
+    ok(post(client, tenant, earlier))
+    email = earlier["customer"]["email"]
+    later = purchase(currency="GBP", customer=earlier["customer"])
+    returns = [
+        return_event(order_id=order["order_id"], customer={"email": email})
+        for order in (earlier, later)
+    ] + [return_event(customer={"email": email})]  # an unknown order
+    for ret in returns:
+        del ret["currency"]
+    ok(post(client, tenant, later, *returns))
+    assert [r["return"].currency for r in recorded_returns(database, tenant.id)] == [
+        "USD",
+        "GBP",
+        "EUR",
+    ]
+    totals = client.get(f"/v1/customers/{earlier['customer']['id']}", headers=tenant.headers)
+    assert totals.status_code == 200, totals.text
+    by_currency = totals.json()["totals"]
+    assert by_currency["USD"]["returns"] == 1 and by_currency["GBP"]["returns"] == 1
+    assert by_currency["EUR"]["orders"] == 0
+
+
 def test_free_text_reason_becomes_other_with_the_text_as_note(
     client: TestClient, tenant: TenantFixture, database: DatabaseFixture
 ) -> None:

@@ -305,12 +305,16 @@ def _purchase(
 def _return(
     data: ConstructorOfflineReturn | ConstructorOnlineReturn,
     *,
-    currency: str,
+    currency: str | None,
+    default_currency: str,
     moment: datetime,
     ui: str,
     channel: str,
     path: str,
 ) -> ReturnEvent:
+    """`currency` None: the return takes its order's (record_events); its amounts are read
+    in the default currency's decimals."""
+    given, currency = currency, currency or default_currency
     prices = _unit_prices(data.items_returned, currency, f"{path}items_returned")
     for field in ("revenue", "return_expenses", "return_shipping_cost"):
         value = getattr(data, field)
@@ -336,7 +340,7 @@ def _return(
         channel=channel,
         store=StoreRef(id=store) if channel == "offline" else None,
         order_id=data.order_id,
-        currency=currency,
+        currency=given,
         customer=CustomerRef(id=ui),
         items=[
             ReturnItem(
@@ -401,7 +405,8 @@ def _offline_actions(document: Any, default_currency: str) -> list[PurchaseEvent
             events.append(
                 _return(
                     returned,
-                    currency=returned.currency or default_currency,
+                    currency=returned.currency,
+                    default_currency=default_currency,
                     moment=_time(returned.dt, f"{data_path}._dt"),
                     ui=returned.ui,
                     channel="offline",
@@ -527,7 +532,13 @@ def _online(
         if ui is None:
             raise bad_request("ui", "is required: a return belongs to a customer")
         event = _return(
-            returned, currency=currency, moment=moment, ui=ui, channel="online", path=""
+            returned,
+            currency=None if parameters.get("currency") is None else currency,
+            default_currency=caller.principal.default_currency,
+            moment=moment,
+            ui=ui,
+            channel="online",
+            path="",
         )
     return caller, event
 

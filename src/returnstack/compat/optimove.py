@@ -228,7 +228,7 @@ class Item:
     moment: datetime
     customer_id: str | None
     email: str | None
-    currency: str
+    currency: str | None  # None: a return naming none (record_events takes its order's)
     order_id: str
     product_id: str
     variant_id: str | None
@@ -281,7 +281,9 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
     for name, value in context.items():
         if isinstance(value, str) and len(value) > MAX_TEXT:
             raise Rejected(f"context.{name}", f"must be at most {MAX_TEXT} characters")
-    currency = (_text(context, "ootb_currency") or default_currency).upper()
+    given = _text(context, "ootb_currency")
+    # Amounts of a return naming no currency are read in the default's decimals.
+    currency = (given or default_currency).upper()
     if not is_currency(currency):
         raise Rejected("context.ootb_currency", "is not an ISO 4217 currency code")
     email = _text(context, "ootb_email")
@@ -306,7 +308,7 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
         moment=moment,
         customer_id=customer,
         email=email,
-        currency=currency,
+        currency=currency if given or kind == ORDER_COMPLETED else None,
         order_id=order_id,
         product_id=product_id,
         variant_id=_text(context, "ootb_variant_id", limit=128)
@@ -432,7 +434,7 @@ def _return(items: list[Item], event_id: str, *, refunded_before: int = 0) -> Re
         timestamp=max(item.moment for item in items),
         channel="online",
         order_id=first.order_id,
-        currency=first.currency,
+        currency=next((item.currency for item in items if item.currency), None),
         customer=_customer(first),
         items=[
             ReturnItem(
@@ -482,7 +484,7 @@ def _mismatch(item: Item, like: Item | RecordedSummary, group: str) -> str | Non
         item.email is not None and like.email is not None and item.email != like.email
     ):
         return f"customer: {group} is of another customer"
-    if item.currency != like.currency:
+    if item.currency and like.currency and item.currency != like.currency:
         return f"context.ootb_currency: {group} is in {like.currency}"
     return None
 

@@ -414,7 +414,7 @@ def _purchase_event(
 
 def _return_events(data: SailthruReturnRequest, default_currency: str) -> list[ReturnEvent]:
     """One return per order named by the items (Sailthru posts several orders at once)."""
-    currency = data.currency or default_currency
+    currency = data.currency  # None: each return takes its order's (record_events)
     groups: dict[str, list[ReturnItem]] = {}
     for index, item in enumerate(data.items):
         order_id = (

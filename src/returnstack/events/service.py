@@ -17,6 +17,7 @@ from returnstack.events.reported import record_reported
 from returnstack.events.schemas import PurchaseEvent, ReturnEvent, Trust
 from returnstack.kit.ids import new_id
 from returnstack.models import Event, ReportedEvent
+from returnstack.orders.repository import order_owners
 from returnstack.orders.service import RecordedPurchase, record_purchases, remember_stores
 from returnstack.returns.service import RecordedReturn, ReturnOptions, record_returns
 
@@ -58,6 +59,13 @@ def record_events(
             unique.append((server_id, event))
     if not unique:
         return RecordResult()  # no events
+    currencies = _currencies(
+        session,
+        tenant_id=tenant_id,
+        default_currency=default_currency,
+        unique=unique,
+        verified=trust is Trust.verified,
+    )
 
     # Each trust has its own ledger, so ids are scoped by trust: a reported id never makes
     # a verified event a duplicate. The ledger decides what is new: a unique (tenant, client
@@ -68,9 +76,7 @@ def record_events(
         if trust is Trust.verified:
             row = _ledger_row(event, server_id=server_id)
         else:
-            row = reported_row(
-                event, server_id=server_id, currency=event.currency or default_currency
-            )
+            row = reported_row(event, server_id=server_id, currency=currencies[server_id])
         rows[event.id] = row | {"tenant_id": tenant_id, "received_at": now, "source": source}
     inserted = repository.insert_new(session, ledger, list(rows.values()))
     seen_before = [event.id for _, event in unique if event.id not in inserted]
@@ -84,7 +90,7 @@ def record_events(
         _record_facts(
             session,
             tenant_id=tenant_id,
-            default_currency=default_currency,
+            currencies=currencies,
             new=new,
             actor=actor,
             return_options=return_options or {},
@@ -106,6 +112,39 @@ def record_events(
     )
 
 
+def _currencies(
+    session: Session,
+    *,
+    tenant_id: str,
+    default_currency: str,
+    unique: Sequence[tuple[str, PurchaseEvent | ReturnEvent]],
+    verified: bool,
+) -> dict[str, str]:
+    """Each event's currency (by server id): its own; else a return takes its order's (a
+    known order of this tenant, verified only, or one bought earlier in these events, of
+    the same trust); else the tenant's default. One indexed read, only for returns that
+    name no currency."""
+    lacking = {
+        event.order_id
+        for _, event in unique
+        if isinstance(event, ReturnEvent) and event.currency is None
+    }
+    known: dict[str, str] = {}
+    if lacking and verified:  # reported events have no orders (events/reported.py)
+        owners = order_owners(session, tenant_id=tenant_id, order_ids=sorted(lacking))
+        known = {order_id: currency for order_id, (_, _, currency) in owners.items()}
+    currencies: dict[str, str] = {}
+    for server_id, event in unique:
+        currency = event.currency
+        if isinstance(event, PurchaseEvent):
+            # A known order keeps its currency (orders/service.py), so a stored one wins.
+            known.setdefault(event.order_id, currency or default_currency)
+        elif currency is None:
+            currency = known.get(event.order_id)
+        currencies[server_id] = currency or default_currency
+    return currencies
+
+
 def _ledger_row(event: PurchaseEvent | ReturnEvent, *, server_id: str) -> dict[str, Any]:
     return {
         "id": server_id,
@@ -120,7 +159,7 @@ def _record_facts(
     session: Session,
     *,
     tenant_id: str,
-    default_currency: str,
+    currencies: Mapping[str, str],
     new: Sequence[tuple[str, PurchaseEvent | ReturnEvent]],
     actor: str,
     return_options: Mapping[str, ReturnOptions],
@@ -132,7 +171,7 @@ def _record_facts(
     identities: list[Identity] = []
     stores = []
     for server_id, event in new:
-        currency = event.currency or default_currency
+        currency = currencies[server_id]
         if event.store is not None:
             stores.append(event.store)
         if event.customer is not None and (event.customer.id or event.customer.email):
