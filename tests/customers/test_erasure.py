@@ -257,7 +257,12 @@ def test_erasing_a_customer_leaves_nothing_that_names_them(
             "items": [line("1", unit_price=500)],
         }
     )
-    order = api.buy(line("1", quantity=3, unit_price=1000), customer=who | {"name": "Ann Example"})
+    # A product named after them (an engraving), in any case: free text of an order line.
+    engraved = line("2", unit_price=100, name=f"Mug for {first_email.upper()}")
+    engraved["url"] = f"https://shop.example/mug?for={first_email}"
+    order = api.buy(
+        line("1", quantity=3, unit_price=1000), engraved, customer=who | {"name": "Ann Example"}
+    )
     # A recorded return with a free-text reason (kept as the item's note) and a refund that
     # makes them a serial returner (customer.flagged carries the whole profile).
     api.record_return(
@@ -301,7 +306,9 @@ def test_erasing_a_customer_leaves_nothing_that_names_them(
     )
     # Someone else's data, which must survive untouched.
     other = {"id": unique("cust"), "email": f"{unique('bob')}@example.com"}
-    other_order = api.buy(line("1", unit_price=700), customer=other)
+    # Their email in a line of someone else's order ("anywhere", API.md section 5).
+    gift = line("2", unit_price=100, name=f"Gift card for {guest_email} from bob")
+    other_order = api.buy(line("1", unit_price=700), gift, customer=other)
     other_return = api.open(wanted(other_order, reason="other", note="bob keeps this"))
 
     server_id = profile(api, customer_id)["id"]
@@ -354,6 +361,12 @@ def test_erasing_a_customer_leaves_nothing_that_names_them(
     saved = api.get(f"/v1/segments/{segment}").json()
     assert saved["where"] == 'email = "" or customer_id in ["", "someone-else"] or orders > 100'
     assert api.get(f"/v1/segments/{segment}/customers").status_code == 200
+
+    # What was sold stays, with [erased] for the email; the rest of the text is kept.
+    names = {line["line_id"]: line["name"] for line in api.order(order["order_id"])["lines"]}
+    assert names["2"] == "Mug for [erased]"
+    names = {line["line_id"]: line["name"] for line in api.order(other_order["order_id"])["lines"]}
+    assert names["2"] == "Gift card for [erased] from bob"
 
     # Someone else's return and profile are untouched.
     assert api.read(other_return)["items"][0]["note"] == "bob keeps this"

@@ -138,6 +138,7 @@ def _erase(session: Session, tenant_id: str, person: Person, storage: Attachment
         session, tenant_id=tenant_id, customer_id=customer_id, emails=emails, owners=owners
     )
     _rewrite_segments(session, tenant_id, person)
+    _redact_lines(session, tenant_id, person)
     _drop_replays(session, tenant_id, person, return_ids)
     _scrub_outbox(session, tenant_id, person, return_ids)
     _scrub_delivery_responses(session, tenant_id, person, return_ids)
@@ -180,6 +181,18 @@ def _rewrite_segments(session: Session, tenant_id: str, person: Person) -> None:
         name = person.redact(segment.name) if person.named_in(segment.name) else segment.name
         if (expression, name) != (segment.expression, segment.name):
             segment.expression, segment.name = expression, name
+    session.flush()
+
+
+def _redact_lines(session: Session, tenant_id: str, person: Person) -> None:
+    """Their emails in the free text of order lines (a product name, a page), anyone's
+    lines: what was sold stays, the email becomes [erased]. Emails only: an id as text is
+    not theirs to claim (API.md section 5)."""
+    emails = Person(None, person.emails, (), ())  # redacts emails, not the id
+    for line in repository.lines_naming(session, tenant_id=tenant_id, emails=person.emails):
+        # "[erased]" may be longer than a short email: cut to the column's length.
+        line.name = emails.redact(line.name)[:500] if line.name else line.name
+        line.url = emails.redact(line.url)[:2048] if line.url else line.url
     session.flush()
 
 

@@ -44,6 +44,9 @@ HOMES: dict[str, str] = {
     "outbox.changes": "as outbox.data, on both sides of each change",
     "segments.expression": 'literals of customer_id / email naming the person become ""',
     "segments.name": "the person's email or id in a name becomes [erased]",
+    "order_lines.name": "a product name; the person's emails in it (anyone's lines) become "
+    "[erased]",
+    "order_lines.url": "a product page; as order_lines.name",
     "webhook_deliveries.response_body": "a receiver's answer may echo what it was sent: "
     "snippets naming the person or their returns are dropped",
 }
@@ -143,9 +146,7 @@ NOT_PERSONAL: dict[str, str] = {
     "order_lines.line_id": "line id",
     "order_lines.product_id": "catalogue id",
     "order_lines.variant_id": "catalogue id",
-    "order_lines.name": "product name",
     "order_lines.category": "product category",
-    "order_lines.url": "product page",
     "orders.id": "order id",
     "orders.channel": "online | offline",
     "orders.store_id": "the retailer's store",

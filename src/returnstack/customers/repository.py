@@ -822,6 +822,21 @@ def segments_of(session: Session, *, tenant_id: str) -> list[Segment]:
 # --- erasure ---------------------------------------------------------------------------
 
 
+def lines_naming(session: Session, *, tenant_id: str, emails: Sequence[str]) -> list[OrderLine]:
+    """Order lines of the tenant (anyone's) whose free text (name, url) holds one of the
+    emails, in any case. No index helps a substring: this reads all the tenant's lines (a
+    range of the primary key), once per erasure."""
+    if not emails:
+        return []
+    found = [
+        func.lower(column).contains(email, autoescape=True)
+        for column in (OrderLine.name, OrderLine.url)
+        for email in emails
+    ]
+    query = select(OrderLine).where(OrderLine.tenant_id == tenant_id, or_(*found))
+    return list(session.scalars(query))
+
+
 def email_seen(session: Session, *, tenant_id: str, email: str) -> bool:
     """On an order, a return or a cart, or as a guest's profile."""
     for model in (Order, Return, Cart):
