@@ -348,6 +348,22 @@ def test_plain_json_with_a_bearer_key(client: TestClient, tenant: TenantFixture)
     )
 
 
+def test_a_return_without_currency_takes_its_orders(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    email, extid = f"{unique('u')}@example.com", unique("o")
+    body = purchase_body(email, extid, currency="USD")
+    assert post(client, "/purchase", signed_form(tenant, body)).status_code == 200
+    returned = {"qty": 1, "price": 3499, "id": "A1", "url": "https://e.x/a1", "order_id": extid}
+    ret = {"email": email, "items": [returned]}
+    response = post(client, "/return", signed_form(tenant, ret))
+    assert response.status_code == 200, response.text
+    (recorded,) = client.get(
+        "/v1/returns", params={"order_id": extid}, headers=tenant.headers
+    ).json()["data"]
+    assert recorded["currency"] == "USD"
+
+
 def test_returns_of_several_orders_and_tenant_isolation(
     client: TestClient, tenant: TenantFixture, other_tenant: TenantFixture
 ) -> None:
