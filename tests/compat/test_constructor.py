@@ -137,6 +137,20 @@ def test_the_documented_example_lands_as_order_return_and_profile(
     assert (totals["orders"], totals["items_purchased"], totals["items_returned"]) == (1, 3, 1)
 
 
+def test_a_return_without_currency_takes_its_orders(
+    client: TestClient, tenant: TenantFixture
+) -> None:
+    """The purchase in USD, its return (same batch) naming no currency: a USD return."""
+    order_id, ui = unique("POS"), unique("u")
+    body = example(order_id, ui)
+    body["behavioral_actions"][0]["data"]["currency"] = "USD"
+    assert send(client, tenant, body).status_code == 204
+    (ret,) = client.get(
+        "/v1/returns", params={"order_id": order_id}, headers=tenant.headers
+    ).json()["data"]
+    assert ret["currency"] == "USD"
+
+
 def test_a_repeated_request_is_a_duplicate(
     client: TestClient, tenant: TenantFixture, database: DatabaseFixture
 ) -> None:
