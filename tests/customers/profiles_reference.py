@@ -439,6 +439,11 @@ class Reference:
                     item["product_id"], item["quantity"], item["unit_price"]
                 )
 
+    def _order_currency(self, order_id: str) -> str:
+        """A return naming no currency is in its order's (the default for an unknown one)."""
+        order = self.orders.get(order_id)
+        return order.currency if order is not None else self.default_currency
+
     def _recorded_return(self, event: Mapping[str, Any]) -> None:
         customer = event["customer"]
         refund = event.get("refund")
@@ -448,7 +453,7 @@ class Reference:
                 customer_id=customer.get("id"),
                 email=normalize_email(customer.get("email")),
                 channel=event.get("channel", "online"),
-                currency=event.get("currency") or self.default_currency,
+                currency=event.get("currency") or self._order_currency(event["order_id"]),
                 at=parse_time(event["timestamp"]),
                 items=[
                     (item.get("line_id"), item["product_id"], item["quantity"])
