@@ -38,14 +38,10 @@ def parse_sort(value: str | None) -> Sort:
     text = (value or DEFAULT_SORT).strip()
     name = text.removeprefix("-")
     if name not in SORTABLE:
-        raise InvalidRequest(
+        raise InvalidRequest.at(
+            "sort",
+            f"must be one of {', '.join(SORTABLE)}, with - for descending",
             f"Cannot sort by {name!r}.",
-            details=[
-                {
-                    "path": "sort",
-                    "message": f"must be one of {', '.join(SORTABLE)}, with - for descending",
-                }
-            ],
         )
     return Sort(FIELDS[name], descending=text.startswith("-"))
 
@@ -60,9 +56,8 @@ def _encode(sort: Sort, row: Row[Any]) -> str:
 def _decode(sort: Sort, cursor: str) -> tuple[Any, str, str]:
     spec, value, owner, currency = cursor_values(cursor, 4)
     if spec != sort.spec:
-        raise InvalidRequest(
-            "The cursor belongs to another sort order.",
-            details=[{"path": "cursor", "message": f"was made for sort={spec}"}],
+        raise InvalidRequest.at(
+            "cursor", f"was made for sort={spec}", "The cursor belongs to another sort order."
         )
     if not isinstance(owner, str) or not isinstance(currency, str):
         raise invalid_cursor()

@@ -66,10 +66,6 @@ def resolve_session(
     return StorefrontCaller(tenant_id, "guest", None, row.email, token_hash)
 
 
-def refuse_session(message: str, reason: str) -> AuthenticationFailed:
-    return AuthenticationFailed(message, details=[{"path": HEADER, "message": reason}])
-
-
 def storefront_caller(
     request: Request,
     token: Annotated[
@@ -81,7 +77,9 @@ def storefront_caller(
     ] = None,
 ) -> StorefrontCaller:
     if not token:
-        raise refuse_session(f"A storefront session is required: {HEADER}: <session>.", "missing")
+        raise AuthenticationFailed.at(
+            HEADER, "missing", f"A storefront session is required: {HEADER}: <session>."
+        )
     tenant_id = token_tenant(TOKEN_PREFIX, token.strip())
     caller = None
     if tenant_id is not None:
@@ -90,9 +88,10 @@ def storefront_caller(
                 session, tenant_id=tenant_id, token_hash=hash_token(token.strip())
             )
     if caller is None:
-        raise refuse_session(
-            "The storefront session is unknown or expired; open a new one.",
+        raise AuthenticationFailed.at(
+            HEADER,
             "unknown or expired session",
+            "The storefront session is unknown or expired; open a new one.",
         )
     check_rate_limit(request, f"storefront:{caller.tenant_id}:{caller.token_hash[:24]}")
     return caller

@@ -87,12 +87,15 @@ def open_customer_session(session: Session, *, tenant_id: str, token: str) -> di
     _check_lifetime(claims)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 1 <= len(subject) <= 128 or "\x00" in subject:
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": "sub must be a customer id"}],
-        )
+        raise _invalid_token("sub must be a customer id")
     return _open_session(
         session, tenant_id=tenant_id, kind="customer", customer_id=subject, email=None
+    )
+
+
+def _invalid_token(reason: str) -> AuthenticationFailed:
+    return AuthenticationFailed.at(
+        "customer_token", reason, "The customer token is invalid or expired."
     )
 
 
@@ -107,10 +110,7 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
     expires, issued_at = claims["exp"], claims.get("iat")
     # PyJWT accepts numeric strings ("9999999999") for both; they must be numbers here.
     if not all(_is_number(value) for value in (expires, issued_at) if value is not None):
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": "exp and iat must be numbers"}],
-        )
+        raise _invalid_token("exp and iat must be numbers")
     if issued_at is not None:
         too_long = expires - issued_at > limit
         reason = "exp must be at most 24 hours after iat"
@@ -118,10 +118,7 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
         too_long = expires - time.time() > limit + TOKEN_LEEWAY_SECONDS
         reason = "exp must be at most 24 hours from now"
     if too_long:
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": reason}],
-        )
+        raise _invalid_token(reason)
 
 
 def _decode_customer_token(token: str, secrets_now: list[str]) -> dict[str, Any]:
@@ -143,10 +140,7 @@ def _decode_customer_token(token: str, secrets_now: list[str]) -> dict[str, Any]
         except jwt.PyJWTError as exc:
             problem = exc
             break
-    raise AuthenticationFailed(
-        "The customer token is invalid or expired.",
-        details=[{"path": "customer_token", "message": str(problem) or "invalid token"}],
-    ) from None
+    raise _invalid_token(str(problem) or "invalid token") from None
 
 
 GUEST_REFUSED = "No order matches this order id and email."
@@ -362,9 +356,10 @@ def attach(
     """Evidence on the caller's own return, while it is still being handled."""
     ret = own_return(session, caller=caller, reference=reference, for_update=True)
     if ret.status not in ATTACHABLE:
-        raise Conflict(
+        raise Conflict.at(
+            "status",
+            f"is {ret.status}",
             f"Files can no longer be added to a return in status {ret.status!r}.",
-            details=[{"path": "status", "message": f"is {ret.status}"}],
         )
     return attachments.add_attachment(
         session,

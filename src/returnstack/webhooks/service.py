@@ -148,10 +148,7 @@ def _subscription(session: Session, tenant_id: str, subscription_id: str) -> Web
 
 def _check_enabled(subscription: WebhookSubscription) -> None:
     if not subscription.enabled:
-        raise Conflict(
-            "The webhook is disabled; enable it first.",
-            details=[{"path": "enabled", "message": "is false"}],
-        )
+        raise Conflict.at("enabled", "is false", "The webhook is disabled; enable it first.")
 
 
 # --- subscriptions ---------------------------------------------------------------------------
@@ -170,9 +167,10 @@ def create_subscription(
     chosen = _event_types(events)
     _url(url, allow_private=allow_private)
     if repository.count_subscriptions(session, tenant_id=tenant_id) >= MAX_SUBSCRIPTIONS:
-        raise Conflict(
+        raise Conflict.at(
+            "",
+            "too many webhooks; delete one first",
             f"A tenant may have at most {MAX_SUBSCRIPTIONS} webhooks.",
-            details=[{"path": "", "message": "too many webhooks; delete one first"}],
         )
     now = utcnow()
     row = WebhookSubscription(
@@ -226,7 +224,7 @@ def update_subscription(
     now = utcnow()
     for name in ("url", "events", "enabled"):
         if name in changes and changes[name] is None:
-            raise ValidationFailed(details=[{"path": name, "message": "may not be null"}])
+            raise ValidationFailed.at(name, "may not be null")
     if "url" in changes:
         row.url = _url(changes["url"], allow_private=allow_private)
     if "events" in changes:
@@ -384,16 +382,9 @@ def recover(
     subscription = _subscription(session, tenant_id, subscription_id)
     now = utcnow()
     if since < now - retention:
-        raise ValidationFailed(
-            details=[
-                {
-                    "path": "since",
-                    "message": f"is older than the retention ({retention.days} days)",
-                }
-            ]
-        )
+        raise ValidationFailed.at("since", f"is older than the retention ({retention.days} days)")
     if since > now:
-        raise ValidationFailed(details=[{"path": "since", "message": "is in the future"}])
+        raise ValidationFailed.at("since", "is in the future")
     _check_enabled(subscription)
     types = None if "*" in subscription.events else list(subscription.events)
     messages = repository.published_since(
@@ -495,17 +486,17 @@ def list_messages(
         chosen = event_list(types)
         unknown = [name for name in chosen if name not in EVENT_TYPES]
         if unknown:
-            raise InvalidRequest(
-                "Unknown event type.",
-                details=[{"path": "type", "message": f"unknown event type {unknown[0]!r}"}],
+            raise InvalidRequest.at(
+                "type", f"unknown event type {unknown[0]!r}", "Unknown event type."
             )
     after_seq = 0
     if after:
         seq = repository.message_seq(session, tenant_id=tenant_id, message_id=after)
         if seq is None:
-            raise InvalidRequest(
+            raise InvalidRequest.at(
+                "after",
+                "not a message id of this tenant",
                 "No such message (or it is older than the retention).",
-                details=[{"path": "after", "message": "not a message id of this tenant"}],
             )
         after_seq = seq
     rows = repository.feed(
