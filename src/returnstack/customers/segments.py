@@ -103,10 +103,6 @@ def list_customers(
     return {"data": [render_row(row) for row in rows[:limit]], "next_cursor": next_cursor}
 
 
-def count_customers(session: Session, *, tenant_id: str, condition: ColumnElement[bool]) -> int:
-    return repository.count_segment_rows(session, tenant_id=tenant_id, condition=condition)
-
-
 def stream_csv(
     db: Database, *, tenant_id: str, condition: ColumnElement[bool], sort: Sort
 ) -> Iterator[bytes]:
@@ -173,7 +169,7 @@ def get_segment(session: Session, *, tenant_id: str, segment_id: str) -> dict[st
     """The segment and how many (customer, currency) rows it selects now."""
     segment = find_segment(session, tenant_id=tenant_id, segment_id=segment_id)
     condition = compile_where(segment.expression)
-    count = count_customers(session, tenant_id=tenant_id, condition=condition)
+    count = repository.count_segment_rows(session, tenant_id=tenant_id, condition=condition)
     return render_segment(segment) | {"customer_count": count}
 
 

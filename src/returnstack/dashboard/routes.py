@@ -3,6 +3,7 @@ service function as the API, and renders a template; a domain error rolls the tr
 back and shows the API's messages next to the fields."""
 
 import inspect
+import json
 import math
 import secrets
 from collections.abc import Callable
@@ -169,11 +170,6 @@ def _see_other(path: str) -> RedirectResponse:
 # --- sign-in ---------------------------------------------------------------------------------
 
 
-def _limiters(request: Request) -> SignInLimiters:
-    limiters: SignInLimiters = request.app.state.dashboard_sign_ins
-    return limiters
-
-
 def _safe_next(value: str | None) -> str:
     """Only a path of the dashboard (no other site, no scheme-relative //host)."""
     if value and value.startswith(PREFIX + "/") and not any(char in value for char in "\\\r\n"):
@@ -216,7 +212,7 @@ def login(
     password = form.get("password")
     next_path = _safe_next(_text(form, "next"))
     client = client_address(request)
-    limiters = _limiters(request)
+    limiters: SignInLimiters = request.app.state.dashboard_sign_ins
     wait = limiters.wait(client, email.lower())
     if wait:
         seconds = max(1, math.ceil(wait))
@@ -993,7 +989,9 @@ def _settings_page(
     context = {
         "staff": staff,
         "policy": policy,
-        "rules_json": _rules_json(policy),
+        "rules_json": json.dumps(
+            [rule.model_dump(mode="json", exclude_none=True) for rule in policy.rules], indent=2
+        ),
         "keys": tenants_service.list_keys(session, tenant=tenant),
         "users": users.list_users(session, tenant_id=tenant_id),
         "roles": users.ROLES,
@@ -1044,28 +1042,6 @@ def _webhook_fields(form: FormData, *, no_events: list[str]) -> dict[str, Any]:
     }
 
 
-def _webhook_refused(
-    request: Request,
-    session: Session,
-    staff: SignedIn,
-    webhook_id: str,
-    errors: FormErrors,
-    **extra: Any,
-) -> Response:
-    """The webhook's page again (422), the API's messages next to the fields."""
-    fields = _webhook_errors(errors)
-    return _webhook_page(
-        request,
-        session,
-        staff,
-        webhook_id,
-        status=422,
-        errors=fields,
-        message=errors.message,
-        **extra,
-    )
-
-
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 DELIVERIES_PAGE = 50
 
@@ -1077,10 +1053,12 @@ def _webhook_page(
     webhook_id: str,
     *,
     status: int = 200,
+    refused: FormErrors | None = None,
     **extra: Any,
 ) -> Response:
     """A webhook's page: edit, enable or disable, rotate its secret, recover, delete, and
-    its delivery attempts grouped by message, with a retry for each failed one."""
+    its delivery attempts grouped by message, with a retry for each failed one. After a
+    `refused` form: 422, the API's messages next to the fields."""
     tenant_id = staff.user.tenant_id
     hook = webhooks.get_subscription(session, tenant_id=tenant_id, subscription_id=webhook_id)
     params = request.query_params
@@ -1127,6 +1105,9 @@ def _webhook_page(
         "values": {},
         "since": (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
     }
+    if refused is not None:
+        status = 422
+        context.update(errors=_webhook_errors(refused), message=refused.message)
     context.update(extra)
     return render(request, "webhook.html", context, status_code=status)
 
@@ -1159,7 +1140,7 @@ def update_webhook(
         )
     except FormErrors as errors:
         values = {name: _text(form, name) for name in ("url", "events", "description")}
-        return _webhook_refused(request, session, staff, webhook_id, errors, values=values)
+        return _webhook_page(request, session, staff, webhook_id, refused=errors, values=values)
     return _see_other(_webhook_url(webhook_id, "?saved=1"))
 
 
@@ -1172,7 +1153,7 @@ def enable_webhook(
     wanted = _text(form, "enabled")
     if wanted not in ("yes", "no"):
         refused = FormErrors("Nothing was changed.", {"enabled": "must be yes or no"})
-        return _webhook_refused(request, session, staff, webhook_id, refused)
+        return _webhook_page(request, session, staff, webhook_id, refused=refused)
     webhooks.update_subscription(
         session,
         tenant_id=staff.user.tenant_id,
@@ -1218,8 +1199,8 @@ def recover_webhook(
             ),
         )
     except FormErrors as errors:
-        return _webhook_refused(
-            request, session, staff, webhook_id, errors, since=_text(form, "since")
+        return _webhook_page(
+            request, session, staff, webhook_id, refused=errors, since=_text(form, "since")
         )
     return _webhook_page(
         request,
@@ -1238,7 +1219,7 @@ def delete_webhook(
     staff, form = posted
     if form.get("confirm") != "yes":
         refused = FormErrors("The webhook was not deleted.", {"confirm": "tick the box to confirm"})
-        return _webhook_refused(request, session, staff, webhook_id, refused)
+        return _webhook_page(request, session, staff, webhook_id, refused=refused)
     webhooks.delete_subscription(
         session, tenant_id=staff.user.tenant_id, subscription_id=webhook_id
     )
@@ -1298,14 +1279,6 @@ def retry_webhook_delivery(
     return _see_other(_webhook_url(webhook_id, "?retried=1#deliveries"))
 
 
-def _rules_json(policy: policies.PolicyDocument) -> str:
-    import json
-
-    return json.dumps(
-        [rule.model_dump(mode="json", exclude_none=True) for rule in policy.rules], indent=2
-    )
-
-
 @router.get("/settings")
 def settings_page(request: Request, staff: AdminPage, session: DbSession) -> Response:
     return _settings_page(request, session, staff)
@@ -1314,8 +1287,6 @@ def settings_page(request: Request, staff: AdminPage, session: DbSession) -> Res
 def _policy_from_form(
     form: FormData, current_policy: policies.PolicyDocument, currency: str
 ) -> policies.PolicyDocument:
-    import json
-
     document = current_policy.model_dump(mode="json")
     problems: dict[str, str] = {}
     for name in ("return_window_days",):

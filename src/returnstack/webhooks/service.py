@@ -137,9 +137,11 @@ def _url(url: str, *, allow_private: bool) -> str:
     return url
 
 
-def _subscription(session: Session, tenant_id: str, subscription_id: str) -> WebhookSubscription:
+def _subscription(
+    session: Session, tenant_id: str, subscription_id: str, *, for_update: bool = True
+) -> WebhookSubscription:
     row = repository.find_subscription(
-        session, tenant_id=tenant_id, subscription_id=subscription_id, for_update=True
+        session, tenant_id=tenant_id, subscription_id=subscription_id, for_update=for_update
     )
     if row is None:
         raise NotFound(f"No webhook {subscription_id!r}.")
@@ -204,11 +206,7 @@ def list_subscriptions(
 
 
 def get_subscription(session: Session, *, tenant_id: str, subscription_id: str) -> dict[str, Any]:
-    row = repository.find_subscription(
-        session, tenant_id=tenant_id, subscription_id=subscription_id
-    )
-    if row is None:
-        raise NotFound(f"No webhook {subscription_id!r}.")
+    row = _subscription(session, tenant_id, subscription_id, for_update=False)
     return render_subscription(row, now=utcnow())
 
 
@@ -283,11 +281,7 @@ def list_deliveries(
     cursor: str | None,
     status: str | None,
 ) -> dict[str, Any]:
-    if (
-        repository.find_subscription(session, tenant_id=tenant_id, subscription_id=subscription_id)
-        is None
-    ):
-        raise NotFound(f"No webhook {subscription_id!r}.")
+    _subscription(session, tenant_id, subscription_id, for_update=False)
     if cursor is not None and not cursor.startswith("del_"):
         raise invalid_cursor()
     rows, next_cursor = repository.list_deliveries(
