@@ -980,8 +980,11 @@ def _settings_page(
     staff: SignedIn,
     *,
     status: int = 200,
+    refused: FormErrors | None = None,
     **extra: Any,
 ) -> Response:
+    """The settings page; after a `refused` form, 422 with its message (`errors` places the
+    API's messages next to the fields)."""
     tenant_id = staff.user.tenant_id
     tenant = session.get(Tenant, tenant_id)
     assert tenant is not None
@@ -1003,6 +1006,8 @@ def _settings_page(
         "created_webhook": None,
         "webhooks": _webhooks(session, tenant_id),
     }
+    if refused is not None:
+        status, context["message"] = 422, refused.message
     context.update(extra)
     return render(request, "settings.html", context, status_code=status)
 
@@ -1245,14 +1250,8 @@ def create_webhook(request: Request, posted: Admin, session: DbSession) -> Respo
     try:
         created = attempt(session, create)
     except FormErrors as errors:
-        return _settings_page(
-            request,
-            session,
-            staff,
-            status=422,
-            errors={f"webhook_{k}": v for k, v in _webhook_errors(errors).items()},
-            message=errors.message,
-        )
+        fields = {f"webhook_{k}": v for k, v in _webhook_errors(errors).items()}
+        return _settings_page(request, session, staff, refused=errors, errors=fields)
     # The signing secret is shown once, on this response only.
     return _settings_page(request, session, staff, created_webhook=created)
 
@@ -1357,14 +1356,8 @@ def save_policy(request: Request, posted: Admin, session: DbSession) -> Response
             ),
         )
     except FormErrors as errors:
-        return _settings_page(
-            request,
-            session,
-            staff,
-            status=422,
-            errors=_policy_paths(errors.fields),
-            message=errors.message,
-        )
+        fields = _policy_paths(errors.fields)
+        return _settings_page(request, session, staff, refused=errors, errors=fields)
     return _see_other(f"{PREFIX}/settings?saved=policy#policy")
 
 
@@ -1425,14 +1418,8 @@ def create_user(request: Request, posted: Admin, session: DbSession) -> Response
             ),
         )
     except FormErrors as errors:
-        return _settings_page(
-            request,
-            session,
-            staff,
-            status=422,
-            errors={f"user_{k}": v for k, v in errors.fields.items()},
-            message=errors.message,
-        )
+        fields = {f"user_{k}": v for k, v in errors.fields.items()}
+        return _settings_page(request, session, staff, refused=errors, errors=fields)
     return _settings_page(request, session, staff, created_user=created)
 
 

@@ -173,10 +173,6 @@ def _owned_by(caller: StorefrontCaller, model: type[Order] | type[Return]) -> Co
     )
 
 
-def _owns(caller: StorefrontCaller, row: Order | Return) -> bool:
-    return caller.requester.owns(row.customer_id, row.email)
-
-
 def own_return(
     session: Session, *, caller: StorefrontCaller, reference: str, for_update: bool = False
 ) -> Return:
@@ -184,7 +180,7 @@ def own_return(
     ret = find_return(
         session, tenant_id=caller.tenant_id, reference=reference, for_update=for_update
     )
-    if not _owns(caller, ret):
+    if not caller.requester.owns(ret.customer_id, ret.email):
         raise NotFound(f"No return {reference!r}.")
     return ret
 
