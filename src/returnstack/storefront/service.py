@@ -237,8 +237,9 @@ def list_orders(
 ) -> dict[str, Any]:
     """The caller's orders, newest first, each line with its returnable quantity and the
     codes that keep it from being returned now."""
-    rows, next_cursor = repository.list_orders(
+    rows, next_cursor = repository.list_owned(
         session,
+        Order,
         tenant_id=caller.tenant_id,
         ownership=_owned_by(caller, Order),
         limit=limit,
@@ -262,8 +263,9 @@ def list_orders(
 def list_returns(
     session: Session, *, caller: StorefrontCaller, limit: int, cursor: str | None
 ) -> dict[str, Any]:
-    rows, next_cursor = repository.list_returns(
+    rows, next_cursor = repository.list_owned(
         session,
+        Return,
         tenant_id=caller.tenant_id,
         ownership=_owned_by(caller, Return),
         limit=limit,
