@@ -306,10 +306,10 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     """List a tenant's keys (prefixes only)."""
-    from returnstack.tenants.service import find_tenant, list_keys
+    from returnstack.tenants.service import find_tenant
 
     with _session(as_json, write=False) as session:
-        keys = list_keys(session, tenant=find_tenant(session, tenant))
+        keys = tenants_repository.keys_of(session, tenant_id=find_tenant(session, tenant).id)
     rows: list[dict[str, Any]] = [
         {
             "id": k.id,

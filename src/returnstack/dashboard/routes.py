@@ -90,6 +90,7 @@ from returnstack.returns.schemas import (
     ReturnCreate,
 )
 from returnstack.returns.state import TRANSITIONS
+from returnstack.tenants import repository as tenants_repository
 from returnstack.tenants import service as tenants_service
 from returnstack.webhooks import repository as webhooks_repository
 from returnstack.webhooks import service as webhooks
@@ -995,7 +996,7 @@ def _settings_page(
         "rules_json": json.dumps(
             [rule.model_dump(mode="json", exclude_none=True) for rule in policy.rules], indent=2
         ),
-        "keys": tenants_service.list_keys(session, tenant=tenant),
+        "keys": tenants_repository.keys_of(session, tenant_id=tenant_id),
         "users": users.list_users(session, tenant_id=tenant_id),
         "roles": users.ROLES,
         "currency": tenant.default_currency,

@@ -109,10 +109,6 @@ def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
     return CreatedKey(id=row.id, kind=kind, key=key, prefix=row.prefix, tenant_id=tenant.id)
 
 
-def list_keys(session: Session, *, tenant: Tenant) -> list[ApiKey]:
-    return repository.keys_of(session, tenant_id=tenant.id)
-
-
 def revoke_key(session: Session, *, key_id: str, tenant_id: str | None = None) -> ApiKey:
     """Revoke a key (of `tenant_id` only, when given: the dashboard's tenant)."""
     key = repository.find_key(session, key_id)
