@@ -1,8 +1,8 @@
 """Webhook subscriptions, manual retries and recovery, publishing the outbox, and the feed."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -21,9 +21,6 @@ MAX_SUBSCRIPTIONS = 100  # per tenant
 MAX_RECOVER = 10_000  # messages queued again by one recover
 PUBLISH_BATCH = 1000
 MANUAL_STEP = 1_000  # past the end of any retry schedule: one attempt, no follow-up
-
-Clock = Callable[[], datetime]
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -83,16 +80,7 @@ def message_body(
     }
 
 
-class Secrets(Protocol):
-    @property
-    def secret(self) -> str: ...
-    @property
-    def previous_secret(self) -> str | None: ...
-    @property
-    def previous_secret_expires_at(self) -> datetime | None: ...
-
-
-def secrets_in_use(row: Secrets, *, now: datetime) -> list[str]:
+def secrets_in_use(row: repository.Claimed, *, now: datetime) -> list[str]:
     """The current secret, then (for 24 h after a rotation) the one it replaced."""
     expires = row.previous_secret_expires_at
     if row.previous_secret and expires is not None and expires > now:
