@@ -278,7 +278,9 @@ def _parse_day(value: str | None, name: str, problems: dict[str, str]) -> dateti
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summaries(session: Session, tenant_id: str, returns: list[Any]) -> list[dict[str, Any]]:
+    """The returns as the lists show them: their units, value and products."""
+    rows = repository.render_returns(session, tenant_id=tenant_id, returns=returns)
     for row in rows:
         row["units"] = sum(item["quantity"] for item in row["items"])
         row["value"] = sum((item["unit_price"] or 0) * item["quantity"] for item in row["items"])
@@ -352,9 +354,7 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
             )
         except ApiError as error:  # a cursor that is not one of ours
             problems.update(_errors_of(error).fields)
-    rendered = _summaries(
-        repository.render_returns(session, tenant_id=staff.user.tenant_id, returns=rows)
-    )
+    rendered = _summaries(session, staff.user.tenant_id, rows)
     next_query = None
     if next_cursor:
         kept = [(key, value) for key, value in params.multi_items() if key != "cursor"]
@@ -362,7 +362,7 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
     queues = [
         {
             "label": label,
-            "query": "&".join(f"{k}={v}" for k, v in query.items()),
+            "query": _query(list(query.items())),
             "count": _count(session, staff.user.tenant_id, query["status"]),
         }
         for label, query in QUEUES.values()
@@ -890,9 +890,7 @@ def _customer_page(
         {
             "staff": staff,
             "profile": profile,
-            "returns": _summaries(
-                repository.render_returns(session, tenant_id=tenant_id, returns=rows)
-            ),
+            "returns": _summaries(session, tenant_id, rows),
             "orders": orders,
         },
     )
@@ -1289,8 +1287,7 @@ def _policy_from_form(
 ) -> policies.PolicyDocument:
     document = current_policy.model_dump(mode="json")
     problems: dict[str, str] = {}
-    for name in ("return_window_days",):
-        document[name] = _text(form, name)
+    document["return_window_days"] = _text(form, "return_window_days")
     percent = _text(form, "restocking_fee_percent") or "0"
     try:
         document["restocking_fee_percent"] = (

@@ -103,16 +103,10 @@ Storefront = Annotated[StorefrontCaller, Depends(storefront_caller)]
 # --- failed guest sign-ins -------------------------------------------------------------------
 
 
-def guest_sign_ins(request: Request) -> GuestSignIns:
-    limits: GuestSignIns = request.app.state.guest_sign_ins
-    return limits
-
-
 def check_guest_sign_in(request: Request, *, tenant_id: str, order_id: str) -> None:
     """429 while this client may not try this order (see storefront/signin.py)."""
-    wait = guest_sign_ins(request).wait(
-        tenant_id=tenant_id, order_id=order_id, client=client_address(request)
-    )
+    limits: GuestSignIns = request.app.state.guest_sign_ins
+    wait = limits.wait(tenant_id=tenant_id, order_id=order_id, client=client_address(request))
     if wait:
         raise RateLimited(
             "Too many failed sign-ins; retry after the delay in Retry-After.",
@@ -121,6 +115,6 @@ def check_guest_sign_in(request: Request, *, tenant_id: str, order_id: str) -> N
 
 
 def guest_sign_in_failed(request: Request, *, tenant_id: str, order_id: str) -> None:
-    guest_sign_ins(request).failed(
+    request.app.state.guest_sign_ins.failed(
         tenant_id=tenant_id, order_id=order_id, client=client_address(request)
     )

@@ -22,6 +22,7 @@ MAX_RECOVER = 10_000  # messages queued again by one recover
 PUBLISH_BATCH = 1000
 MANUAL_STEP = 1_000  # past the end of any retry schedule: one attempt, no follow-up
 
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
