@@ -253,9 +253,7 @@ def install_error_handlers(app: FastAPI) -> None:
         shaped = shaped_error(request, 400, message)  # a vendor's path answers in its shape
         if shaped is not None:
             return shaped
-        return error_response(
-            InvalidRequest.at("", "a value cannot be stored", message)
-        )
+        return error_response(InvalidRequest.at("", "a value cannot be stored", message))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)
