@@ -108,6 +108,12 @@ def _print_table(headers: tuple[str, ...], rows: Iterable[tuple[str | None, ...]
     out.print(table)
 
 
+def _emit_rows(as_json: bool, headers: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """A list: {"data": rows} with --json, else a table of each row's values in order."""
+    table = (tuple(row.values()) for row in rows)
+    _emit(as_json, {"data": rows}, lambda: _print_table(headers, table))
+
+
 def _fail(as_json: bool, error: ApiError) -> NoReturn:
     if as_json:
         sys.stdout.write(json.dumps(error.body()) + "\n")
@@ -248,14 +254,7 @@ def tenants_list(as_json: JsonFlag = False) -> None:
         }
         for t in tenants
     ]
-
-    def human() -> None:
-        _print_table(
-            ("id", "name", "currency", "created"),
-            ((r["id"], r["name"], r["default_currency"], r["created_at"]) for r in rows),
-        )
-
-    _emit(as_json, {"data": rows}, human)
+    _emit_rows(as_json, ("id", "name", "currency", "created"), rows)
 
 
 @tenants_app.command("rotate-secret")
@@ -307,10 +306,10 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
     """List a tenant's keys (prefixes only)."""
-    from returnstack.tenants.service import find_tenant, list_keys
+    from returnstack.tenants.service import find_tenant
 
     with _session(as_json, write=False) as session:
-        keys = list_keys(session, tenant=find_tenant(session, tenant))
+        keys = tenants_repository.keys_of(session, tenant_id=find_tenant(session, tenant).id)
     rows: list[dict[str, Any]] = [
         {
             "id": k.id,
@@ -415,14 +414,7 @@ def users_list(tenant: TenantOption, as_json: JsonFlag = False) -> None:
         }
         for u in users
     ]
-
-    def human() -> None:
-        _print_table(
-            ("id", "email", "role", "created", "disabled"),
-            ((r["id"], r["email"], r["role"], r["created_at"], r["disabled_at"]) for r in rows),
-        )
-
-    _emit(as_json, {"data": rows}, human)
+    _emit_rows(as_json, ("id", "email", "role", "created", "disabled"), rows)
 
 
 # --- import and demo ----------------------------------------------------------------------

@@ -44,11 +44,24 @@ class Person:
     def actor(self) -> str | None:
         return f"{STOREFRONT_CUSTOMER}:{self.customer_id}" if self.customer_id else None
 
+    def email_in(self, text: str) -> bool:
+        """Whether text holds one of their emails (any case)."""
+        lowered = text.lower()
+        return any(email in lowered for email in self.emails)
+
+    def is_them(self, reference: Any) -> bool:
+        """A customer object ({"id", "email", ...}) of the person."""
+        if not isinstance(reference, dict):
+            return False
+        email = reference.get("email")
+        return (self.customer_id is not None and reference.get("id") == self.customer_id) or (
+            isinstance(email, str) and email.lower() in self.emails
+        )
+
     def named_in(self, text: str) -> bool:
         """Whether free text names the person: an email anywhere (any case), the id as a
         word of its own (so customer "42" is not found in "SKU-1425")."""
-        lowered = text.lower()
-        if any(email in lowered for email in self.emails):
+        if self.email_in(text):
             return True
         return self.customer_id is not None and _word(self.customer_id).search(text) is not None
 
@@ -203,7 +216,7 @@ def _drop_replays(session: Session, tenant_id: str, person: Person, return_ids: 
     stale = [
         (scope, key)
         for scope, key, body in repository.replays(session, tenant_id=tenant_id)
-        if finder.in_key(key) or finder.in_body(bytes(body))
+        if person.email_in(key) or finder.in_body(bytes(body))
     ]
     repository.delete_replays(session, tenant_id=tenant_id, keys=stale)
 
@@ -257,31 +270,16 @@ class _Finder:
     person: Person
     return_ids: frozenset[str]
 
-    def is_them(self, reference: Any) -> bool:
-        """A customer object ({"id", "email", ...}) of the person."""
-        if not isinstance(reference, dict):
-            return False
-        person = self.person
-        email = reference.get("email")
-        return (person.customer_id is not None and reference.get("id") == person.customer_id) or (
-            isinstance(email, str) and email.lower() in person.emails
-        )
-
     def about(self, data: dict[str, Any]) -> bool:
         """The event is about the person: their order, return or profile."""
-        return data.get("id") in self.return_ids or self.is_them(data.get("customer"))
+        return data.get("id") in self.return_ids or self.person.is_them(data.get("customer"))
 
     def in_text(self, text: str) -> bool:
-        lowered = text.lower()
         return (
-            any(email in lowered for email in self.person.emails)
+            self.person.email_in(text)
             or text == self.person.actor
             or any(return_id in text for return_id in self.return_ids)
         )
-
-    def in_key(self, key: str) -> bool:
-        lowered = key.lower()
-        return any(email in lowered for email in self.person.emails)
 
     def in_body(self, body: bytes) -> bool:
         try:
@@ -292,7 +290,7 @@ class _Finder:
 
     def _in(self, value: Any) -> bool:
         if isinstance(value, dict):
-            if self.is_them(value.get("customer")):
+            if self.person.is_them(value.get("customer")):
                 return True
             if self.person.customer_id is not None and (
                 value.get("customer_id") == self.person.customer_id
@@ -319,7 +317,7 @@ class _Scrubber:
         if self.wipe and key in _WIPED_DATA and value is not None:
             return _WIPED_DATA[key]
         if isinstance(value, dict):
-            if key == "customer" and self._is_them(value):
+            if key == "customer" and self.person.is_them(value):
                 # The reference keeps its shape, with nothing in it.
                 return {
                     name: [] if isinstance(item, list) else None for name, item in value.items()
@@ -353,16 +351,10 @@ class _Scrubber:
                 scrubbed[field] = self.value(pair, field)
         return scrubbed
 
-    def _is_them(self, reference: dict[str, Any]) -> bool:
-        return _Finder(self.person, frozenset()).is_them(reference)
-
     def _names(self, text: str) -> bool:
         """Free text naming the person: their email anywhere; in an event about them, also
         their name as given in events."""
-        lowered = text.lower()
-        if any(email in lowered for email in self.person.emails):
-            return True
-        return self.about and text in self.person.names
+        return self.person.email_in(text) or (self.about and text in self.person.names)
 
     def _string(self, text: str) -> str | None:
         if self.person.actor is not None and text == self.person.actor:

@@ -38,14 +38,10 @@ def parse_sort(value: str | None) -> Sort:
     text = (value or DEFAULT_SORT).strip()
     name = text.removeprefix("-")
     if name not in SORTABLE:
-        raise InvalidRequest(
+        raise InvalidRequest.at(
+            "sort",
+            f"must be one of {', '.join(SORTABLE)}, with - for descending",
             f"Cannot sort by {name!r}.",
-            details=[
-                {
-                    "path": "sort",
-                    "message": f"must be one of {', '.join(SORTABLE)}, with - for descending",
-                }
-            ],
         )
     return Sort(FIELDS[name], descending=text.startswith("-"))
 
@@ -60,9 +56,8 @@ def _encode(sort: Sort, row: Row[Any]) -> str:
 def _decode(sort: Sort, cursor: str) -> tuple[Any, str, str]:
     spec, value, owner, currency = cursor_values(cursor, 4)
     if spec != sort.spec:
-        raise InvalidRequest(
-            "The cursor belongs to another sort order.",
-            details=[{"path": "cursor", "message": f"was made for sort={spec}"}],
+        raise InvalidRequest.at(
+            "cursor", f"was made for sort={spec}", "The cursor belongs to another sort order."
         )
     if not isinstance(owner, str) or not isinstance(currency, str):
         raise invalid_cursor()
@@ -106,10 +101,6 @@ def list_customers(
     )
     next_cursor = _encode(sort, rows[limit - 1]) if len(rows) > limit else None
     return {"data": [render_row(row) for row in rows[:limit]], "next_cursor": next_cursor}
-
-
-def count_customers(session: Session, *, tenant_id: str, condition: ColumnElement[bool]) -> int:
-    return repository.count_segment_rows(session, tenant_id=tenant_id, condition=condition)
 
 
 def stream_csv(
@@ -178,7 +169,7 @@ def get_segment(session: Session, *, tenant_id: str, segment_id: str) -> dict[st
     """The segment and how many (customer, currency) rows it selects now."""
     segment = find_segment(session, tenant_id=tenant_id, segment_id=segment_id)
     condition = compile_where(segment.expression)
-    count = count_customers(session, tenant_id=tenant_id, condition=condition)
+    count = repository.count_segment_rows(session, tenant_id=tenant_id, condition=condition)
     return render_segment(segment) | {"customer_count": count}
 
 

@@ -44,21 +44,15 @@ def is_https(request: Request) -> bool:
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    secure = is_https(request)
     response.set_cookie(
-        name,
-        value,
-        max_age=max_age,
-        path=PREFIX,
-        httponly=True,
-        samesite="lax",
-        secure=is_https(request),
+        name, value, max_age, path=PREFIX, httponly=True, samesite="lax", secure=secure
     )
 
 
 def clear_cookie(response: Response, request: Request, name: str) -> None:
-    response.delete_cookie(
-        name, path=PREFIX, httponly=True, samesite="lax", secure=is_https(request)
-    )
+    secure = is_https(request)
+    response.delete_cookie(name, path=PREFIX, httponly=True, samesite="lax", secure=secure)
 
 
 def current(request: Request) -> SignedIn | None:

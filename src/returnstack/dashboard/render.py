@@ -131,6 +131,7 @@ environment.globals.update(
     bar=bar,
     columns=columns,
     describe_code=describe_code,
+    zip=zip,
 )
 
 SECURITY_HEADERS = {

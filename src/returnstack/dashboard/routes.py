@@ -3,6 +3,7 @@ service function as the API, and renders a template; a domain error rolls the tr
 back and shows the API's messages next to the fields."""
 
 import inspect
+import json
 import math
 import secrets
 from collections.abc import Callable
@@ -89,6 +90,7 @@ from returnstack.returns.schemas import (
     ReturnCreate,
 )
 from returnstack.returns.state import TRANSITIONS
+from returnstack.tenants import repository as tenants_repository
 from returnstack.tenants import service as tenants_service
 from returnstack.webhooks import repository as webhooks_repository
 from returnstack.webhooks import service as webhooks
@@ -169,11 +171,6 @@ def _see_other(path: str) -> RedirectResponse:
 # --- sign-in ---------------------------------------------------------------------------------
 
 
-def _limiters(request: Request) -> SignInLimiters:
-    limiters: SignInLimiters = request.app.state.dashboard_sign_ins
-    return limiters
-
-
 def _safe_next(value: str | None) -> str:
     """Only a path of the dashboard (no other site, no scheme-relative //host)."""
     if value and value.startswith(PREFIX + "/") and not any(char in value for char in "\\\r\n"):
@@ -216,7 +213,7 @@ def login(
     password = form.get("password")
     next_path = _safe_next(_text(form, "next"))
     client = client_address(request)
-    limiters = _limiters(request)
+    limiters: SignInLimiters = request.app.state.dashboard_sign_ins
     wait = limiters.wait(client, email.lower())
     if wait:
         seconds = max(1, math.ceil(wait))
@@ -281,7 +278,9 @@ def _parse_day(value: str | None, name: str, problems: dict[str, str]) -> dateti
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _summaries(session: Session, tenant_id: str, returns: list[Any]) -> list[dict[str, Any]]:
+    """The returns as the lists show them: their units, value and products."""
+    rows = repository.render_returns(session, tenant_id=tenant_id, returns=returns)
     for row in rows:
         row["units"] = sum(item["quantity"] for item in row["items"])
         row["value"] = sum((item["unit_price"] or 0) * item["quantity"] for item in row["items"])
@@ -355,9 +354,7 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
             )
         except ApiError as error:  # a cursor that is not one of ours
             problems.update(_errors_of(error).fields)
-    rendered = _summaries(
-        repository.render_returns(session, tenant_id=staff.user.tenant_id, returns=rows)
-    )
+    rendered = _summaries(session, staff.user.tenant_id, rows)
     next_query = None
     if next_cursor:
         kept = [(key, value) for key, value in params.multi_items() if key != "cursor"]
@@ -365,7 +362,7 @@ def returns_list(request: Request, staff: Staff, session: DbSession) -> Response
     queues = [
         {
             "label": label,
-            "query": "&".join(f"{k}={v}" for k, v in query.items()),
+            "query": _query(list(query.items())),
             "count": _count(session, staff.user.tenant_id, query["status"]),
         }
         for label, query in QUEUES.values()
@@ -893,9 +890,7 @@ def _customer_page(
         {
             "staff": staff,
             "profile": profile,
-            "returns": _summaries(
-                repository.render_returns(session, tenant_id=tenant_id, returns=rows)
-            ),
+            "returns": _summaries(session, tenant_id, rows),
             "orders": orders,
         },
     )
@@ -984,8 +979,11 @@ def _settings_page(
     staff: SignedIn,
     *,
     status: int = 200,
+    refused: FormErrors | None = None,
     **extra: Any,
 ) -> Response:
+    """The settings page; after a `refused` form, 422 with its message (`errors` places the
+    API's messages next to the fields)."""
     tenant_id = staff.user.tenant_id
     tenant = session.get(Tenant, tenant_id)
     assert tenant is not None
@@ -993,8 +991,10 @@ def _settings_page(
     context = {
         "staff": staff,
         "policy": policy,
-        "rules_json": _rules_json(policy),
-        "keys": tenants_service.list_keys(session, tenant=tenant),
+        "rules_json": json.dumps(
+            [rule.model_dump(mode="json", exclude_none=True) for rule in policy.rules], indent=2
+        ),
+        "keys": tenants_repository.keys_of(session, tenant_id=tenant_id),
         "users": users.list_users(session, tenant_id=tenant_id),
         "roles": users.ROLES,
         "currency": tenant.default_currency,
@@ -1005,6 +1005,8 @@ def _settings_page(
         "created_webhook": None,
         "webhooks": _webhooks(session, tenant_id),
     }
+    if refused is not None:
+        status, context["message"] = 422, refused.message
     context.update(extra)
     return render(request, "settings.html", context, status_code=status)
 
@@ -1044,28 +1046,6 @@ def _webhook_fields(form: FormData, *, no_events: list[str]) -> dict[str, Any]:
     }
 
 
-def _webhook_refused(
-    request: Request,
-    session: Session,
-    staff: SignedIn,
-    webhook_id: str,
-    errors: FormErrors,
-    **extra: Any,
-) -> Response:
-    """The webhook's page again (422), the API's messages next to the fields."""
-    fields = _webhook_errors(errors)
-    return _webhook_page(
-        request,
-        session,
-        staff,
-        webhook_id,
-        status=422,
-        errors=fields,
-        message=errors.message,
-        **extra,
-    )
-
-
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 DELIVERIES_PAGE = 50
 
@@ -1077,10 +1057,12 @@ def _webhook_page(
     webhook_id: str,
     *,
     status: int = 200,
+    refused: FormErrors | None = None,
     **extra: Any,
 ) -> Response:
     """A webhook's page: edit, enable or disable, rotate its secret, recover, delete, and
-    its delivery attempts grouped by message, with a retry for each failed one."""
+    its delivery attempts grouped by message, with a retry for each failed one. After a
+    `refused` form: 422, the API's messages next to the fields."""
     tenant_id = staff.user.tenant_id
     hook = webhooks.get_subscription(session, tenant_id=tenant_id, subscription_id=webhook_id)
     params = request.query_params
@@ -1127,6 +1109,9 @@ def _webhook_page(
         "values": {},
         "since": (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
     }
+    if refused is not None:
+        status = 422
+        context.update(errors=_webhook_errors(refused), message=refused.message)
     context.update(extra)
     return render(request, "webhook.html", context, status_code=status)
 
@@ -1159,7 +1144,7 @@ def update_webhook(
         )
     except FormErrors as errors:
         values = {name: _text(form, name) for name in ("url", "events", "description")}
-        return _webhook_refused(request, session, staff, webhook_id, errors, values=values)
+        return _webhook_page(request, session, staff, webhook_id, refused=errors, values=values)
     return _see_other(_webhook_url(webhook_id, "?saved=1"))
 
 
@@ -1172,7 +1157,7 @@ def enable_webhook(
     wanted = _text(form, "enabled")
     if wanted not in ("yes", "no"):
         refused = FormErrors("Nothing was changed.", {"enabled": "must be yes or no"})
-        return _webhook_refused(request, session, staff, webhook_id, refused)
+        return _webhook_page(request, session, staff, webhook_id, refused=refused)
     webhooks.update_subscription(
         session,
         tenant_id=staff.user.tenant_id,
@@ -1218,8 +1203,8 @@ def recover_webhook(
             ),
         )
     except FormErrors as errors:
-        return _webhook_refused(
-            request, session, staff, webhook_id, errors, since=_text(form, "since")
+        return _webhook_page(
+            request, session, staff, webhook_id, refused=errors, since=_text(form, "since")
         )
     return _webhook_page(
         request,
@@ -1238,7 +1223,7 @@ def delete_webhook(
     staff, form = posted
     if form.get("confirm") != "yes":
         refused = FormErrors("The webhook was not deleted.", {"confirm": "tick the box to confirm"})
-        return _webhook_refused(request, session, staff, webhook_id, refused)
+        return _webhook_page(request, session, staff, webhook_id, refused=refused)
     webhooks.delete_subscription(
         session, tenant_id=staff.user.tenant_id, subscription_id=webhook_id
     )
@@ -1264,14 +1249,8 @@ def create_webhook(request: Request, posted: Admin, session: DbSession) -> Respo
     try:
         created = attempt(session, create)
     except FormErrors as errors:
-        return _settings_page(
-            request,
-            session,
-            staff,
-            status=422,
-            errors={f"webhook_{k}": v for k, v in _webhook_errors(errors).items()},
-            message=errors.message,
-        )
+        fields = {f"webhook_{k}": v for k, v in _webhook_errors(errors).items()}
+        return _settings_page(request, session, staff, refused=errors, errors=fields)
     # The signing secret is shown once, on this response only.
     return _settings_page(request, session, staff, created_webhook=created)
 
@@ -1298,14 +1277,6 @@ def retry_webhook_delivery(
     return _see_other(_webhook_url(webhook_id, "?retried=1#deliveries"))
 
 
-def _rules_json(policy: policies.PolicyDocument) -> str:
-    import json
-
-    return json.dumps(
-        [rule.model_dump(mode="json", exclude_none=True) for rule in policy.rules], indent=2
-    )
-
-
 @router.get("/settings")
 def settings_page(request: Request, staff: AdminPage, session: DbSession) -> Response:
     return _settings_page(request, session, staff)
@@ -1314,12 +1285,9 @@ def settings_page(request: Request, staff: AdminPage, session: DbSession) -> Res
 def _policy_from_form(
     form: FormData, current_policy: policies.PolicyDocument, currency: str
 ) -> policies.PolicyDocument:
-    import json
-
     document = current_policy.model_dump(mode="json")
     problems: dict[str, str] = {}
-    for name in ("return_window_days",):
-        document[name] = _text(form, name)
+    document["return_window_days"] = _text(form, "return_window_days")
     percent = _text(form, "restocking_fee_percent") or "0"
     try:
         document["restocking_fee_percent"] = (
@@ -1386,14 +1354,8 @@ def save_policy(request: Request, posted: Admin, session: DbSession) -> Response
             ),
         )
     except FormErrors as errors:
-        return _settings_page(
-            request,
-            session,
-            staff,
-            status=422,
-            errors=_policy_paths(errors.fields),
-            message=errors.message,
-        )
+        fields = _policy_paths(errors.fields)
+        return _settings_page(request, session, staff, refused=errors, errors=fields)
     return _see_other(f"{PREFIX}/settings?saved=policy#policy")
 
 
@@ -1454,14 +1416,8 @@ def create_user(request: Request, posted: Admin, session: DbSession) -> Response
             ),
         )
     except FormErrors as errors:
-        return _settings_page(
-            request,
-            session,
-            staff,
-            status=422,
-            errors={f"user_{k}": v for k, v in errors.fields.items()},
-            message=errors.message,
-        )
+        fields = {f"user_{k}": v for k, v in errors.fields.items()}
+        return _settings_page(request, session, staff, refused=errors, errors=fields)
     return _settings_page(request, session, staff, created_user=created)
 
 

@@ -57,48 +57,29 @@ def _staff(row: DashboardUser) -> StaffUser:
     return StaffUser(id=row.id, tenant_id=row.tenant_id, email=row.email, role=row.role)
 
 
-def check_email(email: str, path: str = "email") -> str:
-    try:
-        return normalize_email(email)
-    except ValueError as exc:
-        raise ValidationFailed(details=[{"path": path, "message": str(exc)}]) from None
-
-
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise ValidationFailed(
-            details=[{"path": "role", "message": "must be admin, agent or viewer"}]
-        )
+        raise ValidationFailed.at("role", "must be admin, agent or viewer")
     return role
-
-
-def check_password(password: str) -> str:
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise ValidationFailed(
-            details=[
-                {
-                    "path": "password",
-                    "message": f"must be {MIN_PASSWORD}-{MAX_PASSWORD} characters",
-                }
-            ]
-        )
-    return password
 
 
 def create_user(
     session: Session, *, tenant_id: str, email: str, role: str, password: str | None = None
 ) -> CreatedUser:
     """A new dashboard user; without a password one is generated (and returned once)."""
-    email = check_email(email)
+    try:
+        email = normalize_email(email)
+    except ValueError as exc:
+        raise ValidationFailed.at("email", str(exc)) from None
     check_role(role)
     generated = None
     if password is None:
         generated = password = secrets.token_urlsafe(15)
-    check_password(password)
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise ValidationFailed.at("password", f"must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
     if session.scalar(select(DashboardUser.id).where(DashboardUser.email == email)):
-        raise Conflict(
-            f"A dashboard user with the email {email!r} already exists.",
-            details=[{"path": "email", "message": "is taken"}],
+        raise Conflict.at(
+            "email", "is taken", f"A dashboard user with the email {email!r} already exists."
         )
     row = DashboardUser(
         tenant_id=tenant_id,
@@ -157,9 +138,10 @@ def update_user(
     row = _find(session, tenant_id, user_id)
     demoted = (role != "admin" or not enabled) and row.role == "admin" and not row.disabled_at
     if demoted and not _other_admins(session, tenant_id, user_id):
-        raise Conflict(
+        raise Conflict.at(
+            "role",
+            "the last admin must stay an admin",
             "This is the only enabled admin; make another admin first.",
-            details=[{"path": "role", "message": "the last admin must stay an admin"}],
         )
     row.role = role
     if not enabled and row.disabled_at is None:

@@ -51,30 +51,21 @@ class RouteCORS:
         self, app: ASGIApp, *, public_origins: list[str], staff_origins: list[str]
     ) -> None:
         self.app = app
-        self.public = (
-            CORSMiddleware(
+
+        def cors(origins: list[str], methods: list[str], headers: list[str]) -> ASGIApp | None:
+            if not origins:
+                return None
+            return CORSMiddleware(
                 app,
-                allow_origins=public_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=[*REQUEST_HEADERS, "X-API-Key"],
+                allow_origins=origins,
+                allow_methods=methods,
+                allow_headers=headers,
                 expose_headers=EXPOSE_HEADERS,
                 max_age=600,
             )
-            if public_origins
-            else None
-        )
-        self.staff = (
-            CORSMiddleware(
-                app,
-                allow_origins=staff_origins,
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=REQUEST_HEADERS,
-                expose_headers=EXPOSE_HEADERS,
-                max_age=600,
-            )
-            if staff_origins
-            else None
-        )
+
+        self.public = cors(public_origins, ["GET", "POST"], [*REQUEST_HEADERS, "X-API-Key"])
+        self.staff = cors(staff_origins, ["GET", "POST", "PUT", "PATCH", "DELETE"], REQUEST_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -5,7 +5,7 @@
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +38,11 @@ class ApiError(Exception):
         self.headers = headers
         self.extra = extra or {}
         super().__init__(self.message)
+
+    @classmethod
+    def at(cls, path: str, problem: str, message: str | None = None, **kwargs: Any) -> Self:
+        """The error about one field, `path`: `problem` says what is wrong with it."""
+        return cls(message, details=[{"path": path, "message": problem}], **kwargs)
 
     def body(self) -> dict[str, Any]:
         error = {"type": self.type, "message": self.message, "details": self.details}
@@ -209,9 +214,8 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(
-                InvalidRequest(
-                    "The body is not valid JSON.",
-                    details=[{"path": "", "message": str(errors[0].get("msg", "invalid JSON"))}],
+                InvalidRequest.at(
+                    "", str(errors[0].get("msg", "invalid JSON")), "The body is not valid JSON."
                 )
             )
         # Query and path parameter errors are 400; body errors are 422.
@@ -249,9 +253,7 @@ def install_error_handlers(app: FastAPI) -> None:
         shaped = shaped_error(request, 400, message)  # a vendor's path answers in its shape
         if shaped is not None:
             return shaped
-        return error_response(
-            InvalidRequest(message, details=[{"path": "", "message": "a value cannot be stored"}])
-        )
+        return error_response(InvalidRequest.at("", "a value cannot be stored", message))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)

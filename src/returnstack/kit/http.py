@@ -34,9 +34,8 @@ async def if_match_version(
         return None
     value = if_match.strip().removeprefix("W/").strip('"')
     if not (value.isascii() and value.isdigit()) or len(value) > 18:  # not "²", nor "\uff11"
-        raise InvalidRequest(
-            "If-Match must be a version, as the ETag gives it.",
-            details=[{"path": "If-Match", "message": 'must look like "3"'}],
+        raise InvalidRequest.at(
+            "If-Match", 'must look like "3"', "If-Match must be a version, as the ETag gives it."
         )
     return int(value)
 

@@ -52,9 +52,10 @@ class IdempotentRequest:
         if row is None:
             return None
         if row.request_hash != self.fingerprint:
-            raise Conflict(
+            raise Conflict.at(
+                "Idempotency-Key",
+                "reused with a different body",
                 "This Idempotency-Key was used with a different request body.",
-                details=[{"path": "Idempotency-Key", "message": "reused with a different body"}],
             )
         headers = dict(row.response_headers or {}) | {"Idempotent-Replayed": "true"}
         return RawJSONResponse(row.response_body, status_code=row.status_code, headers=headers)
@@ -100,9 +101,10 @@ class IdempotentRequest:
         if not stored:
             # Another request with this key committed while this one ran: this one's work
             # is rolled back, and a retry will replay the other's response.
-            raise Conflict(
+            raise Conflict.at(
+                "Idempotency-Key",
+                "used by a concurrent request",
                 "A request with this Idempotency-Key is already being processed; retry.",
-                details=[{"path": "Idempotency-Key", "message": "used by a concurrent request"}],
             )
 
     def respond(
@@ -137,11 +139,7 @@ def _scope(request: Request) -> str:
 async def idempotent_request(request: Request) -> IdempotentRequest:
     key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
-        raise InvalidRequest(
-            details=[
-                {"path": "Idempotency-Key", "message": f"must be 1-{MAX_KEY_LENGTH} characters"}
-            ]
-        )
+        raise InvalidRequest.at("Idempotency-Key", f"must be 1-{MAX_KEY_LENGTH} characters")
     fingerprint = ""
     if key is not None:
         body = await request.body()

@@ -69,6 +69,4 @@ def loads_fast(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         with suppress(ValueError, RecursionError):  # (not JSON for either)
             check_text(json.loads(body))
-        raise InvalidRequest(
-            "The body is not valid JSON.", details=[{"path": "", "message": str(exc)}]
-        ) from None
+        raise InvalidRequest.at("", str(exc), "The body is not valid JSON.") from None

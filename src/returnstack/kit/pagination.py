@@ -17,9 +17,7 @@ T = TypeVar("T")
 
 
 def invalid_cursor() -> InvalidRequest:
-    return InvalidRequest(
-        "The cursor is not valid.", details=[{"path": "cursor", "message": "not a cursor"}]
-    )
+    return InvalidRequest.at("cursor", "not a cursor", "The cursor is not valid.")
 
 
 def encode_cursor(*values: Any) -> str:

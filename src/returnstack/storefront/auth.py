@@ -66,10 +66,6 @@ def resolve_session(
     return StorefrontCaller(tenant_id, "guest", None, row.email, token_hash)
 
 
-def refuse_session(message: str, reason: str) -> AuthenticationFailed:
-    return AuthenticationFailed(message, details=[{"path": HEADER, "message": reason}])
-
-
 def storefront_caller(
     request: Request,
     token: Annotated[
@@ -81,7 +77,9 @@ def storefront_caller(
     ] = None,
 ) -> StorefrontCaller:
     if not token:
-        raise refuse_session(f"A storefront session is required: {HEADER}: <session>.", "missing")
+        raise AuthenticationFailed.at(
+            HEADER, "missing", f"A storefront session is required: {HEADER}: <session>."
+        )
     tenant_id = token_tenant(TOKEN_PREFIX, token.strip())
     caller = None
     if tenant_id is not None:
@@ -90,9 +88,10 @@ def storefront_caller(
                 session, tenant_id=tenant_id, token_hash=hash_token(token.strip())
             )
     if caller is None:
-        raise refuse_session(
-            "The storefront session is unknown or expired; open a new one.",
+        raise AuthenticationFailed.at(
+            HEADER,
             "unknown or expired session",
+            "The storefront session is unknown or expired; open a new one.",
         )
     check_rate_limit(request, f"storefront:{caller.tenant_id}:{caller.token_hash[:24]}")
     return caller
@@ -104,16 +103,10 @@ Storefront = Annotated[StorefrontCaller, Depends(storefront_caller)]
 # --- failed guest sign-ins -------------------------------------------------------------------
 
 
-def guest_sign_ins(request: Request) -> GuestSignIns:
-    limits: GuestSignIns = request.app.state.guest_sign_ins
-    return limits
-
-
 def check_guest_sign_in(request: Request, *, tenant_id: str, order_id: str) -> None:
     """429 while this client may not try this order (see storefront/signin.py)."""
-    wait = guest_sign_ins(request).wait(
-        tenant_id=tenant_id, order_id=order_id, client=client_address(request)
-    )
+    limits: GuestSignIns = request.app.state.guest_sign_ins
+    wait = limits.wait(tenant_id=tenant_id, order_id=order_id, client=client_address(request))
     if wait:
         raise RateLimited(
             "Too many failed sign-ins; retry after the delay in Retry-After.",
@@ -122,6 +115,6 @@ def check_guest_sign_in(request: Request, *, tenant_id: str, order_id: str) -> N
 
 
 def guest_sign_in_failed(request: Request, *, tenant_id: str, order_id: str) -> None:
-    guest_sign_ins(request).failed(
+    request.app.state.guest_sign_ins.failed(
         tenant_id=tenant_id, order_id=order_id, client=client_address(request)
     )

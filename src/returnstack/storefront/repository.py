@@ -1,6 +1,7 @@
 """The storefront's SQL: sessions, and which orders and returns a caller owns."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -114,37 +115,21 @@ def email_has_guest_orders(session: Session, *, tenant_id: str, email: str) -> b
     )
 
 
-def list_orders(
+def list_owned(
     session: Session,
+    model: type[Order] | type[Return],
     *,
     tenant_id: str,
     ownership: ColumnElement[bool],
     limit: int,
     cursor: str | None,
-) -> tuple[list[Order], str | None]:
+) -> tuple[list[Any], str | None]:
+    """A page of the caller's orders (newest placed first) or returns (newest opened first)."""
     return keyset_page(
         session,
-        select(Order).where(Order.tenant_id == tenant_id, ownership),
-        at=Order.placed_at,
-        row_id=Order.id,
-        limit=limit,
-        cursor=cursor,
-    )
-
-
-def list_returns(
-    session: Session,
-    *,
-    tenant_id: str,
-    ownership: ColumnElement[bool],
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Return], str | None]:
-    return keyset_page(
-        session,
-        select(Return).where(Return.tenant_id == tenant_id, ownership),
-        at=Return.created_at,
-        row_id=Return.id,
+        select(model).where(model.tenant_id == tenant_id, ownership),
+        at=Order.placed_at if model is Order else Return.created_at,
+        row_id=model.id,
         limit=limit,
         cursor=cursor,
     )

@@ -87,12 +87,15 @@ def open_customer_session(session: Session, *, tenant_id: str, token: str) -> di
     _check_lifetime(claims)
     subject = claims.get("sub")
     if not isinstance(subject, str) or not 1 <= len(subject) <= 128 or "\x00" in subject:
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": "sub must be a customer id"}],
-        )
+        raise _invalid_token("sub must be a customer id")
     return _open_session(
         session, tenant_id=tenant_id, kind="customer", customer_id=subject, email=None
+    )
+
+
+def _invalid_token(reason: str) -> AuthenticationFailed:
+    return AuthenticationFailed.at(
+        "customer_token", reason, "The customer token is invalid or expired."
     )
 
 
@@ -107,10 +110,7 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
     expires, issued_at = claims["exp"], claims.get("iat")
     # PyJWT accepts numeric strings ("9999999999") for both; they must be numbers here.
     if not all(_is_number(value) for value in (expires, issued_at) if value is not None):
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": "exp and iat must be numbers"}],
-        )
+        raise _invalid_token("exp and iat must be numbers")
     if issued_at is not None:
         too_long = expires - issued_at > limit
         reason = "exp must be at most 24 hours after iat"
@@ -118,10 +118,7 @@ def _check_lifetime(claims: dict[str, Any]) -> None:
         too_long = expires - time.time() > limit + TOKEN_LEEWAY_SECONDS
         reason = "exp must be at most 24 hours from now"
     if too_long:
-        raise AuthenticationFailed(
-            "The customer token is invalid or expired.",
-            details=[{"path": "customer_token", "message": reason}],
-        )
+        raise _invalid_token(reason)
 
 
 def _decode_customer_token(token: str, secrets_now: list[str]) -> dict[str, Any]:
@@ -143,10 +140,7 @@ def _decode_customer_token(token: str, secrets_now: list[str]) -> dict[str, Any]
         except jwt.PyJWTError as exc:
             problem = exc
             break
-    raise AuthenticationFailed(
-        "The customer token is invalid or expired.",
-        details=[{"path": "customer_token", "message": str(problem) or "invalid token"}],
-    ) from None
+    raise _invalid_token(str(problem) or "invalid token") from None
 
 
 GUEST_REFUSED = "No order matches this order id and email."
@@ -179,10 +173,6 @@ def _owned_by(caller: StorefrontCaller, model: type[Order] | type[Return]) -> Co
     )
 
 
-def _owns(caller: StorefrontCaller, row: Order | Return) -> bool:
-    return caller.requester.owns(row.customer_id, row.email)
-
-
 def own_return(
     session: Session, *, caller: StorefrontCaller, reference: str, for_update: bool = False
 ) -> Return:
@@ -190,7 +180,7 @@ def own_return(
     ret = find_return(
         session, tenant_id=caller.tenant_id, reference=reference, for_update=for_update
     )
-    if not _owns(caller, ret):
+    if not caller.requester.owns(ret.customer_id, ret.email):
         raise NotFound(f"No return {reference!r}.")
     return ret
 
@@ -247,8 +237,9 @@ def list_orders(
 ) -> dict[str, Any]:
     """The caller's orders, newest first, each line with its returnable quantity and the
     codes that keep it from being returned now."""
-    rows, next_cursor = repository.list_orders(
+    rows, next_cursor = repository.list_owned(
         session,
+        Order,
         tenant_id=caller.tenant_id,
         ownership=_owned_by(caller, Order),
         limit=limit,
@@ -272,8 +263,9 @@ def list_orders(
 def list_returns(
     session: Session, *, caller: StorefrontCaller, limit: int, cursor: str | None
 ) -> dict[str, Any]:
-    rows, next_cursor = repository.list_returns(
+    rows, next_cursor = repository.list_owned(
         session,
+        Return,
         tenant_id=caller.tenant_id,
         ownership=_owned_by(caller, Return),
         limit=limit,
@@ -362,9 +354,10 @@ def attach(
     """Evidence on the caller's own return, while it is still being handled."""
     ret = own_return(session, caller=caller, reference=reference, for_update=True)
     if ret.status not in ATTACHABLE:
-        raise Conflict(
+        raise Conflict.at(
+            "status",
+            f"is {ret.status}",
             f"Files can no longer be added to a return in status {ret.status!r}.",
-            details=[{"path": "status", "message": f"is {ret.status}"}],
         )
     return attachments.add_attachment(
         session,

@@ -42,10 +42,8 @@ _LIVE_KEYS = text(
 
 
 def _refuse(message: str, reason: str) -> AuthenticationFailed:
-    return AuthenticationFailed(
-        message,
-        details=[{"path": "Authorization", "message": reason}],
-        headers={"WWW-Authenticate": "Bearer"},
+    return AuthenticationFailed.at(
+        "Authorization", reason, message, headers={"WWW-Authenticate": "Bearer"}
     )
 
 

@@ -37,13 +37,9 @@ def create_tenant(session: Session, *, name: str, default_currency: str = "USD")
     name = name.strip()
     currency = default_currency.upper()
     if not name or len(name) > 200:
-        raise ValidationFailed(details=[{"path": "name", "message": "must be 1-200 characters"}])
+        raise ValidationFailed.at("name", "must be 1-200 characters")
     if not is_currency(currency):
-        raise ValidationFailed(
-            details=[
-                {"path": "default_currency", "message": f"unknown ISO 4217 currency {currency!r}"}
-            ]
-        )
+        raise ValidationFailed.at("default_currency", f"unknown ISO 4217 currency {currency!r}")
     if repository.tenant_named(session, name) is not None:
         raise Conflict(f"A tenant named {name!r} already exists.")
     tenant = Tenant(
@@ -98,9 +94,7 @@ def valid_signing_secrets(
 
 def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
     if kind not in KEY_KINDS:
-        raise ValidationFailed(
-            details=[{"path": "kind", "message": "must be secret or publishable"}]
-        )
+        raise ValidationFailed.at("kind", "must be secret or publishable")
     key = f"{KEY_KINDS[kind]}_{secrets.token_urlsafe(24)}"
     row = ApiKey(
         id=new_id("key"),
@@ -113,10 +107,6 @@ def create_key(session: Session, *, tenant: Tenant, kind: str) -> CreatedKey:
     session.add(row)
     session.flush()
     return CreatedKey(id=row.id, kind=kind, key=key, prefix=row.prefix, tenant_id=tenant.id)
-
-
-def list_keys(session: Session, *, tenant: Tenant) -> list[ApiKey]:
-    return repository.keys_of(session, tenant_id=tenant.id)
 
 
 def revoke_key(session: Session, *, key_id: str, tenant_id: str | None = None) -> ApiKey:

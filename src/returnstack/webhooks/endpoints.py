@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import StringConstraints
 
-from returnstack.config import Settings
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
     Conflict,
@@ -39,11 +38,6 @@ DeliveryId = Annotated[str, Path(max_length=64, description="del_...")]
 Cursor = Annotated[str | None, Query(max_length=1000)]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 @router.post(
     "/v1/webhooks",
     status_code=201,
@@ -60,7 +54,7 @@ def create_webhook(
     """Subscribe a URL to event types (or `["*"]`). The answer carries the signing
     `secret`, shown only now: verify each delivery's `webhook-signature` with it
     (Standard Webhooks)."""
-    allow_private = _settings(request).webhooks_allow_private
+    allow_private = request.app.state.settings.webhooks_allow_private
     return idempotency.respond(
         session,
         tenant_id=principal.tenant_id,
@@ -117,7 +111,7 @@ def update_webhook(
         tenant_id=principal.tenant_id,
         subscription_id=webhook_id,
         changes=data.model_dump(exclude_unset=True),
-        allow_private=_settings(request).webhooks_allow_private,
+        allow_private=request.app.state.settings.webhooks_allow_private,
     )
 
 
@@ -224,7 +218,7 @@ def recover_webhook(
 ) -> Any:
     """Send again, now and oldest first, every message since `since` that this
     subscription has not received (no succeeded delivery), with the usual retries."""
-    retention = timedelta(days=_settings(request).webhooks_retention_days)
+    retention = timedelta(days=request.app.state.settings.webhooks_retention_days)
     return idempotency.respond(
         session,
         tenant_id=principal.tenant_id,

@@ -1,6 +1,5 @@
 """The SQL of webhooks: subscriptions, delivery rows, publishing the outbox, claims, the feed."""
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,7 +9,7 @@ from sqlalchemy import and_, case, delete, exists, func, or_, select, text, tupl
 from sqlalchemy.orm import Session, aliased
 
 from returnstack.kit.bulk import insert_rows
-from returnstack.kit.ids import new_id
+from returnstack.kit.ids import id_floor, new_id
 from returnstack.kit.pagination import keyset_page
 from returnstack.models import (
     OutboxEvent,
@@ -22,18 +21,6 @@ from returnstack.models import (
 
 FEED_SEQUENCE = "feed_seq"
 SQLITE_DISPATCHER = "sqlite_dispatcher"
-
-_CROCKFORD = bytes.maketrans(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-)
-
-
-def id_floor(prefix: str, moment: datetime) -> str:
-    """The smallest id of `prefix` made at `moment` or later (ids are ULIDs: time first),
-    so that "made before" is a range of the primary key."""
-    value = int(moment.timestamp() * 1000) << 80
-    text = base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_CROCKFORD).decode()
-    return f"{prefix}_{text}"
 
 
 def is_postgresql(session: Session) -> bool:

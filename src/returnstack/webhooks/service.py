@@ -1,8 +1,8 @@
 """Webhook subscriptions, manual retries and recovery, publishing the outbox, and the feed."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -21,8 +21,6 @@ MAX_SUBSCRIPTIONS = 100  # per tenant
 MAX_RECOVER = 10_000  # messages queued again by one recover
 PUBLISH_BATCH = 1000
 MANUAL_STEP = 1_000  # past the end of any retry schedule: one attempt, no follow-up
-
-Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
@@ -83,16 +81,7 @@ def message_body(
     }
 
 
-class Secrets(Protocol):
-    @property
-    def secret(self) -> str: ...
-    @property
-    def previous_secret(self) -> str | None: ...
-    @property
-    def previous_secret_expires_at(self) -> datetime | None: ...
-
-
-def secrets_in_use(row: Secrets, *, now: datetime) -> list[str]:
+def secrets_in_use(row: repository.Claimed, *, now: datetime) -> list[str]:
     """The current secret, then (for 24 h after a rotation) the one it replaced."""
     expires = row.previous_secret_expires_at
     if row.previous_secret and expires is not None and expires > now:
@@ -137,9 +126,11 @@ def _url(url: str, *, allow_private: bool) -> str:
     return url
 
 
-def _subscription(session: Session, tenant_id: str, subscription_id: str) -> WebhookSubscription:
+def _subscription(
+    session: Session, tenant_id: str, subscription_id: str, *, for_update: bool = True
+) -> WebhookSubscription:
     row = repository.find_subscription(
-        session, tenant_id=tenant_id, subscription_id=subscription_id, for_update=True
+        session, tenant_id=tenant_id, subscription_id=subscription_id, for_update=for_update
     )
     if row is None:
         raise NotFound(f"No webhook {subscription_id!r}.")
@@ -148,10 +139,7 @@ def _subscription(session: Session, tenant_id: str, subscription_id: str) -> Web
 
 def _check_enabled(subscription: WebhookSubscription) -> None:
     if not subscription.enabled:
-        raise Conflict(
-            "The webhook is disabled; enable it first.",
-            details=[{"path": "enabled", "message": "is false"}],
-        )
+        raise Conflict.at("enabled", "is false", "The webhook is disabled; enable it first.")
 
 
 # --- subscriptions ---------------------------------------------------------------------------
@@ -170,9 +158,10 @@ def create_subscription(
     chosen = _event_types(events)
     _url(url, allow_private=allow_private)
     if repository.count_subscriptions(session, tenant_id=tenant_id) >= MAX_SUBSCRIPTIONS:
-        raise Conflict(
+        raise Conflict.at(
+            "",
+            "too many webhooks; delete one first",
             f"A tenant may have at most {MAX_SUBSCRIPTIONS} webhooks.",
-            details=[{"path": "", "message": "too many webhooks; delete one first"}],
         )
     now = utcnow()
     row = WebhookSubscription(
@@ -206,11 +195,7 @@ def list_subscriptions(
 
 
 def get_subscription(session: Session, *, tenant_id: str, subscription_id: str) -> dict[str, Any]:
-    row = repository.find_subscription(
-        session, tenant_id=tenant_id, subscription_id=subscription_id
-    )
-    if row is None:
-        raise NotFound(f"No webhook {subscription_id!r}.")
+    row = _subscription(session, tenant_id, subscription_id, for_update=False)
     return render_subscription(row, now=utcnow())
 
 
@@ -226,7 +211,7 @@ def update_subscription(
     now = utcnow()
     for name in ("url", "events", "enabled"):
         if name in changes and changes[name] is None:
-            raise ValidationFailed(details=[{"path": name, "message": "may not be null"}])
+            raise ValidationFailed.at(name, "may not be null")
     if "url" in changes:
         row.url = _url(changes["url"], allow_private=allow_private)
     if "events" in changes:
@@ -285,11 +270,7 @@ def list_deliveries(
     cursor: str | None,
     status: str | None,
 ) -> dict[str, Any]:
-    if (
-        repository.find_subscription(session, tenant_id=tenant_id, subscription_id=subscription_id)
-        is None
-    ):
-        raise NotFound(f"No webhook {subscription_id!r}.")
+    _subscription(session, tenant_id, subscription_id, for_update=False)
     if cursor is not None and not cursor.startswith("del_"):
         raise invalid_cursor()
     rows, next_cursor = repository.list_deliveries(
@@ -384,16 +365,9 @@ def recover(
     subscription = _subscription(session, tenant_id, subscription_id)
     now = utcnow()
     if since < now - retention:
-        raise ValidationFailed(
-            details=[
-                {
-                    "path": "since",
-                    "message": f"is older than the retention ({retention.days} days)",
-                }
-            ]
-        )
+        raise ValidationFailed.at("since", f"is older than the retention ({retention.days} days)")
     if since > now:
-        raise ValidationFailed(details=[{"path": "since", "message": "is in the future"}])
+        raise ValidationFailed.at("since", "is in the future")
     _check_enabled(subscription)
     types = None if "*" in subscription.events else list(subscription.events)
     messages = repository.published_since(
@@ -495,17 +469,17 @@ def list_messages(
         chosen = event_list(types)
         unknown = [name for name in chosen if name not in EVENT_TYPES]
         if unknown:
-            raise InvalidRequest(
-                "Unknown event type.",
-                details=[{"path": "type", "message": f"unknown event type {unknown[0]!r}"}],
+            raise InvalidRequest.at(
+                "type", f"unknown event type {unknown[0]!r}", "Unknown event type."
             )
     after_seq = 0
     if after:
         seq = repository.message_seq(session, tenant_id=tenant_id, message_id=after)
         if seq is None:
-            raise InvalidRequest(
+            raise InvalidRequest.at(
+                "after",
+                "not a message id of this tenant",
                 "No such message (or it is older than the retention).",
-                details=[{"path": "after", "message": "not a message id of this tenant"}],
             )
         after_seq = seq
     rows = repository.feed(
