@@ -5,6 +5,7 @@ and executes, it never commits.
 """
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from returnstack.config import Settings
+
+try:  # POSIX file locks; elsewhere writers of other processes fall back to the busy handler
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("returnstack.db")
 
@@ -157,11 +163,14 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
         cursor.close()
 
-    # Writers of this process queue on a lock before BEGIN IMMEDIATE: a waiting thread then
-    # starts the moment the writer before it ends, where SQLite's busy handler would poll
-    # with sleeps of up to 100 ms. (SQLite's own lock still guards the data, and writers in
-    # other processes; the busy timeout still applies to them.)
+    # Writers queue before BEGIN IMMEDIATE: those of this process on a lock, those of all
+    # processes on one file (`<database>-writer.lock`, e.g. the server and its webhook
+    # dispatcher). A waiting writer then starts the moment the writer before it ends, where
+    # SQLite's busy handler would poll with sleeps of up to 100 ms, and a process holding
+    # the lock for short transactions could starve another for seconds. (SQLite's own lock
+    # still guards the data; the busy timeout still applies to programs not queueing here.)
     writers = threading.Lock()
+    queue = _WriterFile(engine.url.database)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -171,15 +180,24 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         if not writers.acquire(timeout=30):
             raise OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked"))
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            queue.acquire()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                queue.release()
+                raise
         except BaseException:
             writers.release()
             raise
         conn.info["holds_writer_lock"] = True
 
+    def _release_writer() -> None:
+        queue.release()
+        writers.release()
+
     def _release(conn: Connection) -> None:
         if conn.info.pop("holds_writer_lock", False):
-            writers.release()
+            _release_writer()
 
     event.listen(engine, "commit", _release)
     event.listen(engine, "rollback", _release)
@@ -188,6 +206,31 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
         # A connection that went back to the pool without COMMIT or ROLLBACK events.
         if record.info.pop("holds_writer_lock", False):
-            writers.release()
+            _release_writer()
 
     return engine
+
+
+class _WriterFile:
+    """An exclusive lock on `<database>-writer.lock` (flock) that the writers of every process
+    of one SQLite file queue on. The kernel wakes the next waiter when it is released and
+    drops it with its process (a killed writer leaves nothing held). Only one thread of a
+    process holds it at a time (the caller's lock sees to that)."""
+
+    def __init__(self, database: str | None) -> None:
+        in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
+        self._path = None if in_memory or fcntl is None else f"{database}-writer.lock"
+        self._fd: int | None = None
+        self._pid = 0
+
+    def acquire(self) -> None:
+        if self._path is None:
+            return
+        if self._fd is None or self._pid != os.getpid():  # opened per process (not inherited)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
