@@ -70,7 +70,8 @@ def test_a_killed_holder_leaves_the_queue_free(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         done = _write_in_thread(db)
         assert not done.wait(0.5)
         holder.send_signal(signal.SIGKILL)

@@ -94,7 +94,7 @@ async def post_events(
         idempotency=idempotency,
     )
     writer: GroupCommitter = request.app.state.ingest
-    if len(batch.valid) >= BESIDE_THE_GROUP and not writer.db.is_sqlite:
+    if writer.alone(len(batch.valid)):
         outcome = await writer.run_beside(write)
     else:
         outcome = await writer.run(
@@ -108,12 +108,6 @@ async def post_events(
     EVENTS_INGESTED.inc(accepted)
     return RawJSONResponse(payload)
 
-
-# A batch of this many events gains nothing from a group on PostgreSQL (one commit is a small
-# part of its cost) and would wait for the writer: it has its own transaction, so that several
-# batches are written at once (bench/README.md, "Group commit"). SQLite writes one transaction
-# at a time whatever happens, so there every request goes through the writer.
-BESIDE_THE_GROUP = 50
 
 # Bodies up to this size are validated on the event loop (a few hundred microseconds);
 # larger ones on a thread, so that one big batch does not hold up every other request.

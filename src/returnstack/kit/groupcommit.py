@@ -45,6 +45,9 @@ MAX_GROUP_UNITS = 2_000  # events, roughly: two large batches fill a group
 Combine = Callable[[Session, list[Any]], list[Any]]
 
 
+BESIDE_THE_GROUP = 50  # events; see GroupCommitter.alone
+
+
 @dataclass(eq=False)
 class _Job(Generic[T]):
     work: Callable[[Session], T]
@@ -121,12 +124,24 @@ class GroupCommitter:
         the server could write several transactions at once."""
         return await to_thread.run_sync(self._transaction, work)
 
+    def alone(self, units: int) -> bool:
+        """Whether work of this many events is better written beside the group: a batch of
+        BESIDE_THE_GROUP events or more gains nothing from a group on PostgreSQL (one commit
+        is a small part of its cost) and would wait for the writer, so it gets a transaction
+        of its own and several batches are written at once (bench/README.md, "Group
+        commit"). SQLite writes one transaction at a time whatever happens, so there every
+        request goes through the writer."""
+        return units >= BESIDE_THE_GROUP and not self.db.is_sqlite
+
     def _transaction(self, work: Callable[[Session], T]) -> T:
         with self.db.transaction() as session:
             return work(session)
 
     def run_sync(self, work: Callable[[Session], T], *, units: int = 1) -> T:
-        """The same from a thread (sync endpoints, the vendor adapters)."""
+        """The same from a thread (sync endpoints, the vendor adapters); a large batch on
+        PostgreSQL in a transaction of its own (see `alone`)."""
+        if self.alone(units):
+            return self._transaction(work)
         job = self.submit(work, units=units)
         try:
             return job.future.result(timeout=self.max_wait)
