@@ -16,7 +16,7 @@ from returnstack.kit.db import Database
 from returnstack.kit.middleware import UPLOAD_BODY_BYTES
 from returnstack.kit.ratelimit import TokenBuckets
 from returnstack.models import Tenant
-from returnstack.tenants.service import create_key
+from returnstack.tenants.service import create_key, revoke_key
 from tests.conftest import DatabaseFixture, TenantFixture, make_tenant
 from tests.factories import batch, purchase, unique
 from tests.returns.test_attachments import JPEG, PNG, upload
@@ -72,6 +72,28 @@ def test_a_second_secret_key_of_the_tenant_has_its_own_bucket(
         second = create_key(session, tenant=session.get_one(Tenant, tenant.id), kind="secret")
     headers = {"Authorization": f"Bearer {second.key}"}
     assert statuses(limited, "/v1/policy", headers, 3) == [200] * 3
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/events"), ("GET", "/v1/customers/nobody")],  # the routes with the key cache
+)
+def test_a_revoked_key_over_its_rate_limit_hears_401_not_429(
+    limited: TestClient, tenant: TenantFixture, database: DatabaseFixture, method: str, path: str
+) -> None:
+    """Revocation is immediate whatever the bucket says: a client told 429 would wait and
+    retry a key that can never work again."""
+    body = batch(purchase()) if method == "POST" else None
+    answers = [
+        limited.request(method, path, json=body, headers=tenant.headers).status_code
+        for _ in range(4)
+    ]
+    assert answers[3] == 429 and all(status != 429 for status in answers[:3]), answers
+    with database.db.transaction() as session:
+        revoke_key(session, key_id=tenant.secret_key_id)
+    refused = limited.request(method, path, json=body, headers=tenant.headers)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["type"] == "authentication_failed"
 
 
 def test_shoppers_do_not_share_the_publishable_keys_bucket(

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.kit.db import Database
-from returnstack.kit.errors import AuthenticationFailed, Forbidden
+from returnstack.kit.errors import AuthenticationFailed, Forbidden, RateLimited
 from returnstack.kit.ratelimit import check_rate_limit, client_address
 from returnstack.tenants.service import hash_key
 
@@ -133,7 +133,12 @@ async def cached_caller(request: Request) -> CachedCaller:
         if principal is None:
             raise refused_key()
         keys.put(key_hash, principal)
-    check_rate_limit(request, rate_limit_bucket(request, principal))
+    try:
+        check_rate_limit(request, rate_limit_bucket(request, principal))
+    except RateLimited:
+        if cached:  # a revoked key hears 401, never "retry later"
+            await confirm_live(request, key_hash)
+        raise
     request.state.principal = principal
     return CachedCaller(principal, key_hash, cached)
 
