@@ -44,6 +44,7 @@ from bench.server import (
     Target,
     cpu_seconds,
     fresh_database,
+    process_tree,
     returnstack_command,
     returnstack_server,
     service_env,
@@ -52,6 +53,7 @@ from bench.server import (
 THROUGHPUT_TARGET = 1000.0  # deliveries/s of one worker
 DELAY_P99_TARGET_MS = 1000.0  # at 200 events/s
 INGEST_DROP_TARGET = 0.10
+PARTS = ("throughput", "delay", "ingestion")
 WAIT_S = 600.0  # for deliveries to arrive before the run fails
 
 
@@ -63,6 +65,7 @@ class Options(harness.Options):
     events: int
     clients: int
     tool: str
+    parts: tuple[str, ...] = PARTS
 
 
 # --- the receiver and the worker ------------------------------------------------------------
@@ -353,8 +356,14 @@ def ingestion(
             url = f"{running.base_url}/v1/events"
             loadgen.run(opts.tool, url, files["w"], auth)
             cpu_before = running.cpu_seconds()
+            split_before = _server_split(running.pid)
+            receiver_before = receiver.cpu_seconds()
+            machine_before = harness.machine_cpu()
             result = loadgen.run(opts.tool, url, files["m"], auth)
             server_cpu = running.cpu_seconds() - cpu_before
+            split = [a - b for a, b in zip(_server_split(running.pid), split_before, strict=True)]
+            receiver_cpu = receiver.cpu_seconds() - receiver_before
+            machine_cpu = harness.machine_cpu() - machine_before
             if result.failures:
                 raise RuntimeError(f"{mode}: {result.failures} failed: {result.first_failure}")
             delivered_during = receiver.count() - arrived_before
@@ -375,18 +384,43 @@ def ingestion(
                 "dispatcher": mode,
                 "events_per_s": round(rate, 1),
                 "server_cpu_us_per_event": round(1e6 * server_cpu / opts.events, 1),
+                # Of which the server's own process(es), and its dispatcher child.
+                "server_own_cpu_us_per_event": round(1e6 * split[0] / opts.events, 1),
+                "dispatcher_cpu_us_per_event": round(1e6 * split[1] / opts.events, 1),
+                "receiver_cpu_us_per_event": round(1e6 * receiver_cpu / opts.events, 1),
+                # Every process of the machine (the database's, the load generator's, ...).
+                "machine_cpu_us_per_event": round(1e6 * machine_cpu / opts.events, 1),
                 "messages": made,
                 "delivered_during_phase": delivered_during,
                 "drain_after_s": round(drain_s, 2),
             }
         )
+        figures = phase_figures[-1]
         console.print(
             f"  ingestion, dispatcher {mode}: {rate:,.0f} events/s "
             f"({delivered_during:,} of {made:,} messages delivered during the phase"
             + (f", the rest {drain_s:.1f}s after)" if mode == "on" else ")")
+            + f"; CPU µs an event: server {figures['server_own_cpu_us_per_event']:.0f}, "
+            f"dispatcher {figures['dispatcher_cpu_us_per_event']:.0f}, "
+            f"receiver {figures['receiver_cpu_us_per_event']:.0f}, "
+            f"machine {figures['machine_cpu_us_per_event']:.0f}"
         )
     drop = 1 - statistics.mean(rates["on"]) / statistics.mean(rates["off"])
     return {"events_per_phase": opts.events, "phases": phase_figures, "rates": rates, "drop": drop}
+
+
+def _server_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of a server's processes: its own (and its workers'), its dispatcher's."""
+    own = dispatcher = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            seconds = cpu_seconds(member)
+            with open(f"/proc/{member}/cmdline", "rb") as cmdline:
+                if b"returnstack.webhooks.process" in cmdline.read():
+                    dispatcher += seconds
+                else:
+                    own += seconds
+    return own, dispatcher
 
 
 def run_backend(backend: str, opts: Options) -> dict[str, Any]:
@@ -399,31 +433,41 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         service = Service(target)
         try:
             subscription_id = service.subscribe(tenant_id, receiver.url)
-            one_worker = throughput(opts, target, service, receiver, tenant_id)
-            delays = delay(opts, target, service, receiver, auth)
-            ingest = ingestion(opts, target, service, receiver, tenant_id, subscription_id, auth)
+            one_worker = (
+                throughput(opts, target, service, receiver, tenant_id)
+                if "throughput" in opts.parts
+                else None
+            )
+            delays = delay(opts, target, service, receiver, auth) if "delay" in opts.parts else None
+            ingest = (
+                ingestion(opts, target, service, receiver, tenant_id, subscription_id, auth)
+                if "ingestion" in opts.parts
+                else None
+            )
         finally:
             service.close()
             receiver.stop()
         machine = harness.machine(target)
-    drop = ingest.pop("drop")
-    targets = {
-        "deliveries_per_s": {
+    targets = {}
+    if one_worker is not None:
+        targets["deliveries_per_s"] = {
             "target": THROUGHPUT_TARGET,
             "value": one_worker["deliveries_per_s"],
             "met": one_worker["deliveries_per_s"] >= THROUGHPUT_TARGET,
-        },
-        "delay_p99_ms": {
+        }
+    if delays is not None:
+        targets["delay_p99_ms"] = {
             "target": DELAY_P99_TARGET_MS,
             "value": delays["delay_p99_ms"],
             "met": delays["delay_p99_ms"] < DELAY_P99_TARGET_MS,
-        },
-        "ingestion_drop": {
+        }
+    if ingest is not None:
+        drop = ingest.pop("drop")
+        targets["ingestion_drop"] = {
             "target": INGEST_DROP_TARGET,
             "value": round(drop, 3),
             "met": drop <= INGEST_DROP_TARGET,
-        },
-    }
+        }
     return {
         "benchmark": "webhooks",
         "backend": backend,
@@ -512,7 +556,17 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, help="batch events per ingestion phase (20000)")
     parser.add_argument("--clients", type=int, default=4, help="ingestion clients (default 4)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help="which parts to run, comma-separated (default all; results of fewer not recorded)",
+    )
     args = parser.parse_args(argv)
+    parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if set(parts) != set(PARTS) and not args.quick:
+        parser.error("--parts needs --quick (a partial run is not recorded)")
     tool = args.loadgen
     if tool == "auto":
         tool = "wrk" if loadgen.available("wrk") else "python"
@@ -524,5 +578,6 @@ def cli(argv: list[str]) -> int:
         events=args.events or (5_000 if args.quick else 20_000),
         clients=args.clients,
         tool=tool,
+        parts=parts,
     )
     return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))

@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         description="Niceness added to the dispatcher process that `serve` starts, so that "
         "deliveries use what request handling leaves idle (0: the same priority).",
     )
+    webhooks_yield_interval: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        description="While the server process that started it is busy (it used more than "
+        "half a core of CPU over the last quarter of a second), `serve`'s dispatcher writes "
+        "to the database at most once per this many seconds, in small batches, and catches "
+        "up once the server is quieter (0: never yield).",
+    )
     webhooks_poll_interval: float = Field(
         0.5,
         gt=0,

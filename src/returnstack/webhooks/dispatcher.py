@@ -16,8 +16,10 @@ earlier pending message of a resource holds up only that resource's later messag
 a receiver or a row does can end the loop: every error is logged and the loop goes on.
 """
 
+import functools
 import http.client
 import logging
+import os
 import random
 import threading
 import time
@@ -129,6 +131,9 @@ class Dispatcher:
         *,
         clock: Callable[[], datetime] = service.utcnow,
         rng: random.Random | None = None,
+        server_busy: Callable[[], bool] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sender_nice: int = 0,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -156,7 +161,18 @@ class Dispatcher:
         self._lease_until: datetime | None = None
         self._next_prune: datetime | None = None
         self._idle = True  # the last claim left nothing due
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="webhook")
+        # Yielding to a busy server (`serve`'s dispatcher; see `_yield`).
+        self.server_busy = server_busy if settings.webhooks_yield_interval else None
+        self.monotonic = monotonic
+        self._next_write = 0.0  # while yielding: no write transaction before this
+        # The sending threads at `sender_nice` (Linux: niceness is a thread's own), the loop
+        # that writes to the database not: a niced thread holding SQLite's write lock, or a
+        # row lock, would be the last given a core back, and everyone waits for it.
+        self._executor = ThreadPoolExecutor(
+            self.concurrency,
+            thread_name_prefix="webhook",
+            initializer=functools.partial(_nice, sender_nice) if sender_nice else None,
+        )
 
     # --- the steps ---------------------------------------------------------------------------
 
@@ -230,16 +246,26 @@ class Dispatcher:
             repository.unsent(session, disabled, reason="not sent: the subscription is disabled")
         return token, claimed
 
-    def step(self, outcomes: list[Outcome], *, publish: bool, claim: int) -> tuple[int, list[Job]]:
-        """Record `outcomes`, publish (when asked) and claim up to `claim` attempts, in one
-        transaction: on SQLite one wait for the write lock instead of three, which under a
-        stream of request commits is what held a dispatcher inside `serve` back. If it
-        fails, the outcomes are recorded on their own (nothing else was done)."""
+    def step(
+        self,
+        outcomes: list[Outcome],
+        *,
+        publish: bool,
+        claim: int,
+        publish_limit: int = service.PUBLISH_BATCH,
+        backlog: bool = True,
+    ) -> tuple[int, list[Job]]:
+        """Record `outcomes`, publish (when asked) up to `publish_limit` messages and claim
+        up to `claim` attempts, in one transaction: on SQLite one wait for the write lock
+        instead of three, which under a stream of request commits is what held a dispatcher
+        inside `serve` back. With `backlog`, a full publish is followed by the rest of the
+        outbox, in transactions of its own. If it fails, the outcomes are recorded on their
+        own (nothing else was done)."""
         now = self.clock()
         try:
             with self.db.transaction() as session:
                 labels = self._record(session, outcomes) if outcomes else []
-                published = service.publish(session, now=now) if publish else 0
+                published = service.publish(session, now=now, limit=publish_limit) if publish else 0
                 token, claimed = self._claim(session, claim, now) if claim else ("", [])
         except Exception:
             log.exception("webhook.step_failed", extra={"outcomes": len(outcomes)})
@@ -247,7 +273,7 @@ class Dispatcher:
             return 0, []
         for label in labels:
             WEBHOOK_DELIVERIES.labels(outcome=label).inc()
-        if published >= service.PUBLISH_BATCH:  # a backlog: the rest in batches of its own
+        if backlog and published >= publish_limit:  # the rest in batches of its own
             published += self.publish()
         return published, self._jobs(token, claimed, now)
 
@@ -523,18 +549,33 @@ class Dispatcher:
                         stop.wait(poll)
                         continue
                     self.prune()
+                    yielding = self._yield()
+                    if yielding:  # the server is busy: no write before the time comes
+                        stop.wait(yielding)
+                        continue
                     look = wake.news != seen_news or time.monotonic() >= next_poll
                     if look:
                         seen_news, next_poll = wake.news, time.monotonic() + poll
                         may_claim = True
                     outcomes += self._finished(in_flight)
-                    free = self.max_in_flight - len(in_flight)
-                    recording = outcomes if free >= self.batch or not in_flight else []
+                    recording, claiming, publish_limit = self._limits(
+                        outcomes,
+                        in_flight=len(in_flight),
+                        may_claim=may_claim,
+                        yielding=yielding is not None,
+                    )
                     if recording:
                         may_claim = True  # they may free later messages of a resource
-                    claiming = free if may_claim and free >= self.batch else 0
                     if recording or self._work_waiting(publish=look, claim=claiming):
-                        published, jobs = self.step(recording, publish=look, claim=claiming)
+                        published, jobs = self.step(
+                            recording,
+                            publish=look,
+                            claim=claiming,
+                            publish_limit=publish_limit,
+                            backlog=yielding is None,
+                        )
+                        if yielding is not None:
+                            self._yielded()
                         outcomes = outcomes[len(recording) :]
                         busy = bool(published or recording or jobs)
                         if claiming:
@@ -564,6 +605,40 @@ class Dispatcher:
                 log.exception("webhook.release_failed")
             log.info("webhook.dispatcher_stopped", extra={"dispatcher": self.name})
 
+    def _limits(
+        self, outcomes: list[Outcome], *, in_flight: int, may_claim: bool, yielding: bool
+    ) -> tuple[list[Outcome], int, int]:
+        """What the next step does: the outcomes it records, the attempts it claims at most
+        and the messages it publishes at most.
+
+        At full speed, outcomes wait until a whole batch can be claimed with them (or
+        nothing is left in flight), and claims are of `batch` or more: few transactions,
+        each carrying many deliveries. While yielding, a step comes only every
+        `yield_interval`: it records whatever has ended, claims what the pool has room for
+        and publishes no more than that, so that it stays short."""
+        free = self.max_in_flight - in_flight
+        if yielding:
+            return outcomes, free if may_claim or outcomes else 0, self.max_in_flight
+        recording = outcomes if free >= self.batch or not in_flight else []
+        claiming = free if (may_claim or recording) and free >= self.batch else 0
+        return recording, claiming, service.PUBLISH_BATCH
+
+    def _yielded(self) -> None:
+        """A step was made while yielding: the next not before `yield_interval`."""
+        self._next_write = self.monotonic() + self.settings.webhooks_yield_interval
+
+    def _yield(self) -> float | None:
+        """None while the server is not busy (or there is no server to yield to): the
+        dispatcher goes at full speed. While it is busy, the seconds to wait before the
+        next write transaction (0: one may be made now): one every `yield_interval`,
+        publishing and claiming at most `max_in_flight` each, so a burst of requests is
+        not slowed by deliveries (on SQLite, by waits for the write lock behind ours; on
+        both, by their CPU and the database's). Deliveries fall behind during the burst and
+        catch up after it."""
+        if self.server_busy is None or not self.server_busy():
+            return None
+        return max(0.0, self._next_write - self.monotonic())
+
     def _work_waiting(self, *, publish: bool, claim: int) -> bool:
         """A read (no write lock on SQLite): are there outbox rows to publish, or attempts
         to claim? Spares an idle dispatcher a write transaction every poll."""
@@ -589,6 +664,14 @@ class Dispatcher:
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self.client.close()
+
+
+def _nice(increment: int) -> None:
+    """Lower the priority of the calling thread (Linux; elsewhere of the process)."""
+    try:
+        os.nice(increment)
+    except OSError:  # pragma: no cover - not allowed here: run at the same priority
+        log.warning("webhook.nice_failed", exc_info=True)
 
 
 class _Listener(threading.Thread):

@@ -12,6 +12,13 @@ on PostgreSQL, LISTEN/NOTIFY wakes it). End of file means stop: the child then f
 attempts in flight, records them and releases its lease, whether the server stopped
 gracefully or died (a SIGKILL of the server's process group, as a crash or `kill -9` of a
 service manager, ends the child with it). If the child dies, the server starts another.
+
+Niceness alone does not keep deliveries out of a burst's way: on SQLite the child's write
+transactions queue on the same lock as the server's (a niced holder is also the last to be
+given a core back), and on PostgreSQL its statements run in database processes that are
+not niced. So the child also watches the server's CPU time (ServerLoad): while the server
+is busy, the dispatcher writes only once per `RETURNSTACK_WEBHOOKS_YIELD_INTERVAL`, in small
+batches (Dispatcher._yield), and catches up when the burst is over.
 """
 
 import logging
@@ -20,6 +27,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import IO
 
 from returnstack.config import Settings
@@ -28,6 +37,53 @@ from returnstack.outbox.service import committed as wake
 log = logging.getLogger("returnstack.webhooks")
 
 RESTART_AFTER = 1.0  # seconds before a child that died is replaced
+BUSY_SHARE = 0.5  # of a core: a server using more than this is busy
+BUSY_WINDOW = 0.25  # seconds: the shortest period the server's CPU use is measured over
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads) so far; None where it cannot
+    be read (no /proc, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class ServerLoad:
+    """Whether the server is busy: it used more than `share` of a core over the last
+    `window` seconds or more (a longer period when asked less often). Never busy where its
+    CPU time cannot be read."""
+
+    def __init__(
+        self,
+        cpu_seconds: Callable[[], float | None],
+        *,
+        share: float = BUSY_SHARE,
+        window: float = BUSY_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cpu_seconds = cpu_seconds
+        self.share = share
+        self.window = window
+        self.clock = clock
+        self._since = clock()
+        self._cpu = cpu_seconds()
+        self._busy = False
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if now - self._since >= self.window:
+            cpu = self.cpu_seconds()
+            self._busy = (
+                cpu is not None
+                and self._cpu is not None
+                and cpu - self._cpu > self.share * (now - self._since)
+            )
+            self._since, self._cpu = now, cpu
+        return self._busy
 
 
 class DispatcherProcess:
@@ -115,8 +171,6 @@ def main() -> None:
             return
         line += chunk
     settings = Settings.model_validate_json(line)
-    if settings.webhooks_nice:
-        os.nice(settings.webhooks_nice)
     logging.config.dictConfig(logging_config(settings.log_level))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the server stops us
     stop = threading.Event()
@@ -128,7 +182,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_term)
     threading.Thread(target=_lifeline, args=(stop,), name="webhook-lifeline", daemon=True).start()
     db = Database(settings, background_checkpoints=True)
-    dispatcher = Dispatcher(db, settings)
+    server = os.getppid()
+    dispatcher = Dispatcher(
+        db,
+        settings,
+        sender_nice=settings.webhooks_nice,
+        server_busy=ServerLoad(lambda: process_cpu_seconds(server)),
+    )
     try:
         dispatcher.run(stop)
     finally:
