@@ -20,7 +20,7 @@ from returnstack.config import Settings
 from returnstack.models import OutboxEvent, WebhookDelivery, WebhookSubscription
 from returnstack.webhooks import service
 from returnstack.webhooks.dispatcher import Dispatcher, Job, Outcome
-from returnstack.webhooks.process import ServerLoad, process_cpu_seconds
+from returnstack.webhooks.process import ServerLoad, machine_cpu_ticks, process_cpu_seconds
 from tests.conftest import DatabaseFixture, TenantFixture
 from tests.factories import unique
 from tests.webhooks.receiver import Receiver, running_receiver
@@ -115,6 +115,31 @@ def test_the_server_is_busy_when_it_used_more_than_half_a_core_over_the_window()
     assert load()
 
 
+def test_a_server_working_on_saturated_cores_is_busy_with_less() -> None:
+    """On cores other programs keep busy, a saturated server gets less than half a core:
+    whatever the dispatcher uses is then taken from it all the same."""
+    ticks = Ticks()
+    cpu = [10.0]
+    machine = [(1000, 2000)]
+    load = ServerLoad(lambda: cpu[0], lambda: machine[0], clock=ticks)
+    ticks.now += 0.5
+    cpu[0] += 0.1  # 0.2 of a core, the machine 95 % busy
+    machine[0] = (1000 + 95, 2000 + 100)
+    assert load()
+    ticks.now += 0.5
+    cpu[0] += 0.1  # the same, the machine 50 % busy: the dispatcher takes only idle time
+    machine[0] = (machine[0][0] + 50, machine[0][1] + 100)
+    assert not load()
+    ticks.now += 0.5
+    cpu[0] += 0.02  # the server nearly idle on busy cores: others' load, not its own
+    machine[0] = (machine[0][0] + 100, machine[0][1] + 100)
+    assert not load()
+    ticks.now += 0.5
+    cpu[0] += 0.1
+    load.machine = lambda: None  # unreadable: only the server's own share counts
+    assert not load()
+
+
 def test_a_server_whose_cpu_time_cannot_be_read_is_never_busy() -> None:
     ticks = Ticks()
     load = ServerLoad(lambda: None, clock=ticks)
@@ -125,6 +150,9 @@ def test_a_server_whose_cpu_time_cannot_be_read_is_never_busy() -> None:
         own = process_cpu_seconds(os.getpid())
         assert own is not None
         assert own > 0
+        ticks_ = machine_cpu_ticks()
+        assert ticks_ is not None
+        assert 0 < ticks_[0] < ticks_[1]
 
 
 # --- the pace of the steps ---------------------------------------------------------------------

@@ -38,6 +38,8 @@ log = logging.getLogger("returnstack.webhooks")
 
 RESTART_AFTER = 1.0  # seconds before a child that died is replaced
 BUSY_SHARE = 0.5  # of a core: a server using more than this is busy
+ACTIVE_SHARE = 0.1  # of a core: a server using more than this while the cores are all busy, too
+SATURATED = 0.9  # of all cores' time busy: the machine has no CPU to spare
 BUSY_WINDOW = 0.25  # seconds: the shortest period the server's CPU use is measured over
 
 
@@ -52,38 +54,66 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """Busy and total CPU time of all cores since boot, in ticks (from /proc/stat); None
+    where it cannot be read."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            values = [int(value) for value in stat.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle, iowait
+        return sum(values) - idle, sum(values)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class ServerLoad:
-    """Whether the server is busy: it used more than `share` of a core over the last
-    `window` seconds or more (a longer period when asked less often). Never busy where its
-    CPU time cannot be read."""
+    """Whether the server is busy, over the last `window` seconds or more (a longer period
+    when asked less often): it used more than `share` of a core, or more than `active` of
+    one while the machine's cores were `saturated` (then whatever the dispatcher uses is
+    taken from it, whatever its niceness: database processes are not niced). Never busy
+    where its CPU time cannot be read."""
 
     def __init__(
         self,
         cpu_seconds: Callable[[], float | None],
+        machine: Callable[[], tuple[int, int] | None] = lambda: None,
         *,
         share: float = BUSY_SHARE,
+        active: float = ACTIVE_SHARE,
+        saturated: float = SATURATED,
         window: float = BUSY_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cpu_seconds = cpu_seconds
+        self.machine = machine
         self.share = share
+        self.active = active
+        self.saturated = saturated
         self.window = window
         self.clock = clock
         self._since = clock()
         self._cpu = cpu_seconds()
+        self._machine = machine()
         self._busy = False
 
     def __call__(self) -> bool:
         now = self.clock()
-        if now - self._since >= self.window:
-            cpu = self.cpu_seconds()
-            self._busy = (
-                cpu is not None
-                and self._cpu is not None
-                and cpu - self._cpu > self.share * (now - self._since)
+        if now - self._since < self.window:
+            return self._busy
+        cpu, machine = self.cpu_seconds(), self.machine()
+        self._busy = False
+        if cpu is not None and self._cpu is not None:
+            used = (cpu - self._cpu) / (now - self._since)
+            self._busy = used > self.share or (
+                used > self.active and self._full(self._machine, machine)
             )
-            self._since, self._cpu = now, cpu
+        self._since, self._cpu, self._machine = now, cpu, machine
         return self._busy
+
+    def _full(self, before: tuple[int, int] | None, after: tuple[int, int] | None) -> bool:
+        if before is None or after is None or after[1] <= before[1]:
+            return False
+        return (after[0] - before[0]) / (after[1] - before[1]) > self.saturated
 
 
 class DispatcherProcess:
@@ -187,7 +217,7 @@ def main() -> None:
         db,
         settings,
         sender_nice=settings.webhooks_nice,
-        server_busy=ServerLoad(lambda: process_cpu_seconds(server)),
+        server_busy=ServerLoad(lambda: process_cpu_seconds(server), machine_cpu_ticks),
     )
     try:
         dispatcher.run(stop)
