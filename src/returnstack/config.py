@@ -70,17 +70,20 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=19,
-        description="Niceness added to the dispatcher process that `serve` starts, so that "
-        "deliveries use what request handling leaves idle (0: the same priority).",
+        description="Niceness added to the sending threads of the dispatcher process that "
+        "`serve` starts, so that deliveries use what request handling leaves idle (0: the same "
+        "priority). Its database work runs at the server's priority (see "
+        "RETURNSTACK_WEBHOOKS_YIELD_INTERVAL).",
     )
     webhooks_yield_interval: float = Field(
         0.5,
         ge=0,
         le=10,
         description="While the server process that started it is busy (it used more than "
-        "half a core of CPU over the last quarter of a second), `serve`'s dispatcher writes "
-        "to the database at most once per this many seconds, in small batches, and catches "
-        "up once the server is quieter (0: never yield).",
+        "half a core over the last quarter of a second, or a tenth of one while every core "
+        "was busy), `serve`'s dispatcher writes to the database at most once per this many "
+        "seconds, publishing and claiming at most 8 x its concurrency each time, and "
+        "catches up once the server is quieter (0: never yield).",
     )
     webhooks_poll_interval: float = Field(
         0.5,

@@ -2,9 +2,11 @@
 
 A thread in the server would share the GIL (and the cores) with request handling: every
 delivery's CPU would be taken from requests. A child process has its own interpreter, and
-at `RETURNSTACK_WEBHOOKS_NICE` the kernel runs it on what the server leaves idle: a burst of
-requests delays deliveries a little (the backlog is drained as soon as the burst ends),
-rather than deliveries slowing the requests down.
+its sending threads run at `RETURNSTACK_WEBHOOKS_NICE`, so the kernel runs them on what the
+server leaves idle: a burst of requests delays deliveries a little (the backlog is drained
+as soon as the burst ends), rather than deliveries slowing the requests down. Its loop,
+which writes to the database, is not niced: on SQLite a niced transaction holding the write
+lock was the last to be given a core back, and the server's writer waited behind it.
 
 The server talks to the child through one pipe, the child's stdin: the settings (one JSON
 line), then a byte per commit with events (on SQLite, the wake-up a thread got in-process;
@@ -14,11 +16,11 @@ gracefully or died (a SIGKILL of the server's process group, as a crash or `kill
 service manager, ends the child with it). If the child dies, the server starts another.
 
 Niceness alone does not keep deliveries out of a burst's way: on SQLite the child's write
-transactions queue on the same lock as the server's (a niced holder is also the last to be
-given a core back), and on PostgreSQL its statements run in database processes that are
-not niced. So the child also watches the server's CPU time (ServerLoad): while the server
-is busy, the dispatcher writes only once per `RETURNSTACK_WEBHOOKS_YIELD_INTERVAL`, in small
-batches (Dispatcher._yield), and catches up when the burst is over.
+transactions queue on the same lock as the server's, and on PostgreSQL its statements run
+in database processes that are not niced. So the child also watches the server's CPU time
+(ServerLoad): while the server is busy, the dispatcher writes only once per
+`RETURNSTACK_WEBHOOKS_YIELD_INTERVAL`, in small batches (Dispatcher._yield), and catches up
+when the burst is over.
 """
 
 import logging
