@@ -100,7 +100,7 @@ def outcome(number: int) -> Outcome:
 def test_the_server_is_busy_when_it_used_more_than_half_a_core_over_the_window() -> None:
     ticks = Ticks()
     cpu = [10.0]
-    load = ServerLoad(lambda: cpu[0], share=0.5, window=0.25, clock=ticks)
+    load = ServerLoad(lambda: cpu[0], share=0.5, window=0.25, hold=0.0, clock=ticks)
     assert not load()  # nothing measured yet
     ticks.now += 0.25
     cpu[0] += 0.2  # 0.8 of a core
@@ -121,7 +121,7 @@ def test_a_server_working_on_saturated_cores_is_busy_with_less() -> None:
     ticks = Ticks()
     cpu = [10.0]
     machine = [(1000, 2000)]
-    load = ServerLoad(lambda: cpu[0], lambda: machine[0], clock=ticks)
+    load = ServerLoad(lambda: cpu[0], lambda: machine[0], hold=0.0, clock=ticks)
     ticks.now += 0.5
     cpu[0] += 0.1  # 0.2 of a core, the machine 95 % busy
     machine[0] = (1000 + 95, 2000 + 100)
@@ -137,6 +137,22 @@ def test_a_server_working_on_saturated_cores_is_busy_with_less() -> None:
     ticks.now += 0.5
     cpu[0] += 0.1
     load.machine = lambda: None  # unreadable: only the server's own share counts
+    assert not load()
+
+
+def test_a_server_found_busy_stays_busy_for_a_while() -> None:
+    """A window of less CPU in a burst (the server waiting for the write lock, or for its
+    clients) does not send the dispatcher back to full speed at once."""
+    ticks = Ticks()
+    cpu = [10.0]
+    load = ServerLoad(lambda: cpu[0], window=0.25, hold=1.0, clock=ticks)
+    ticks.now += 0.25
+    cpu[0] += 0.25  # a whole core
+    assert load()
+    for _ in range(3):  # idle windows, within the second
+        ticks.now += 0.25
+        assert load()
+    ticks.now += 0.25  # a second of quiet since it was last found busy
     assert not load()
 
 

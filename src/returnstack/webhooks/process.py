@@ -43,6 +43,7 @@ BUSY_SHARE = 0.5  # of a core: a server using more than this is busy
 ACTIVE_SHARE = 0.1  # of a core: a server using more than this while the cores are all busy, too
 SATURATED = 0.9  # of all cores' time busy: the machine has no CPU to spare
 BUSY_WINDOW = 0.25  # seconds: the shortest period the server's CPU use is measured over
+BUSY_HOLD = 1.0  # seconds a server found busy counts as busy (see ServerLoad)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -73,7 +74,12 @@ class ServerLoad:
     when asked less often): it used more than `share` of a core, or more than `active` of
     one while the machine's cores were `saturated` (then whatever the dispatcher uses is
     taken from it, whatever its niceness: database processes are not niced). Never busy
-    where its CPU time cannot be read."""
+    where its CPU time cannot be read.
+
+    A server found busy counts as busy for `hold` seconds more: during a burst it also
+    waits (on SQLite, for the write lock behind the dispatcher's transaction; for its
+    clients), and a window of less CPU then must not send the dispatcher back to full
+    speed, whose larger transactions would make it wait longer still."""
 
     def __init__(
         self,
@@ -84,6 +90,7 @@ class ServerLoad:
         active: float = ACTIVE_SHARE,
         saturated: float = SATURATED,
         window: float = BUSY_WINDOW,
+        hold: float = BUSY_HOLD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cpu_seconds = cpu_seconds
@@ -92,25 +99,23 @@ class ServerLoad:
         self.active = active
         self.saturated = saturated
         self.window = window
+        self.hold = hold
         self.clock = clock
         self._since = clock()
         self._cpu = cpu_seconds()
         self._machine = machine()
-        self._busy = False
+        self._busy_until = float("-inf")
 
     def __call__(self) -> bool:
         now = self.clock()
-        if now - self._since < self.window:
-            return self._busy
-        cpu, machine = self.cpu_seconds(), self.machine()
-        self._busy = False
-        if cpu is not None and self._cpu is not None:
-            used = (cpu - self._cpu) / (now - self._since)
-            self._busy = used > self.share or (
-                used > self.active and self._full(self._machine, machine)
-            )
-        self._since, self._cpu, self._machine = now, cpu, machine
-        return self._busy
+        if now - self._since >= self.window:
+            cpu, machine = self.cpu_seconds(), self.machine()
+            if cpu is not None and self._cpu is not None:
+                used = (cpu - self._cpu) / (now - self._since)
+                if used > self.share or (used > self.active and self._full(self._machine, machine)):
+                    self._busy_until = now + max(self.hold, self.window)
+            self._since, self._cpu, self._machine = now, cpu, machine
+        return now < self._busy_until
 
     def _full(self, before: tuple[int, int] | None, after: tuple[int, int] | None) -> bool:
         if before is None or after is None or after[1] <= before[1]:
