@@ -4,7 +4,9 @@ transaction, commits once, and only then answers each request with its own resul
 A request's answer still means committed: its future is resolved after the COMMIT. Each
 piece of work runs inside a SAVEPOINT of the group's transaction, so a request refused for a
 reason of its own (an ApiError: a revoked key, an Idempotency-Key conflict) is rolled back
-alone and its neighbours are committed. Work that fails otherwise (a database error, a bug)
+alone and its neighbours are committed (where there are no neighbours, a group of one or a
+group combined whole, the transaction itself is rolled back instead: no savepoint is needed,
+and none is paid for). Work that fails otherwise (a database error, a bug)
 may have left the transaction unusable: the whole group is rolled back and each piece of work
 is run again in a transaction of its own, so it fails alone (and a transient error such as a
 PostgreSQL deadlock between two processes' groups gets its retry).
@@ -223,14 +225,23 @@ class GroupCommitter:
         for combine, jobs in together.items():
             if len(jobs) < 2:
                 continue
-            savepoint = session.begin_nested()
+            # The whole group in one combine (the usual case): nothing else is in the
+            # transaction yet, so a failure rolls the transaction back instead of a
+            # savepoint (two statements and SQLAlchemy's bookkeeping saved per group).
+            whole = len(jobs) == len(group)
+            savepoint = None if whole else session.begin_nested()
             try:
                 results = combine(session, [job.work for job in jobs])
             except Exception:
-                savepoint.rollback()  # each runs alone, and only the culprit fails
+                # Each runs alone, and only the culprit fails.
+                if savepoint is None:
+                    session.rollback()
+                else:
+                    savepoint.rollback()
                 log.info("groupcommit.combine_failed", exc_info=True)
                 continue
-            savepoint.commit()
+            if savepoint is not None:
+                savepoint.commit()
             for job, result in zip(jobs, results, strict=True):
                 outcomes[job] = (not isinstance(result, ApiError), result)
         return outcomes
@@ -245,11 +256,16 @@ class GroupCommitter:
                     if job in combined:
                         outcomes.append(combined[job])
                         continue
-                    savepoint = session.begin_nested()
+                    # A group of one needs no savepoint: its refusal rolls back the
+                    # transaction, which holds nothing else.
+                    savepoint = None if len(group) == 1 else session.begin_nested()
                     try:
                         outcome = job.work(session)
                     except ApiError as exc:
-                        savepoint.rollback()
+                        if savepoint is None:
+                            session.rollback()
+                        else:
+                            savepoint.rollback()
                         outcomes.append((False, exc))
                         continue
                     except Exception:
@@ -258,7 +274,8 @@ class GroupCommitter:
                         log.warning("groupcommit.retry_alone", exc_info=True)
                         retry_alone = True
                         break
-                    savepoint.commit()
+                    if savepoint is not None:
+                        savepoint.commit()
                     outcomes.append((True, outcome))
                 if retry_alone:
                     session.rollback()
