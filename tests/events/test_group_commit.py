@@ -5,6 +5,7 @@ The writer is held still by a real lock on the database (SQLite: another connect
 BEGIN IMMEDIATE; PostgreSQL: another transaction's LOCK TABLE on api_keys, which the writer
 reads first), so which requests share a group is decided by the test, not by timing."""
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -364,3 +365,33 @@ def test_a_whole_group_combined_that_fails_is_written_piece_by_piece(
     assert [results[0], results[1], results[3]] == [0, 1, 2]
     assert isinstance(results[2], Conflict)
     assert _marked_rows(database, marker) == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
+
+
+def test_a_request_whose_client_leaves_is_withdrawn_unless_taken(
+    database: DatabaseFixture,
+) -> None:
+    """`run` (the event loop's way in): a request cancelled (its client gone) before the
+    writer takes it is withdrawn unwritten; one cancelled after it was taken still commits,
+    and the requests around it are answered as usual."""
+    writer = GroupCommitter(database.db, max_wait=60, queue_limit=10)
+    marker = f"gc-{time.monotonic_ns()}"
+
+    async def scenario(release: Callable[[], None]) -> list[Any]:
+        taken = asyncio.create_task(writer.run(_insert(marker, 0)))
+        await asyncio.to_thread(wait_until, lambda: writer.busy, "the first group held")
+        left = asyncio.create_task(writer.run(_insert(marker, 1)))
+        kept = asyncio.create_task(writer.run(_insert(marker, 2)))
+        await asyncio.to_thread(wait_until, lambda: writer.pending() == 2, "two waiting")
+        left.cancel()
+        taken.cancel()  # taken already: its write goes on
+        await asyncio.sleep(0)
+        release()
+        return await asyncio.gather(taken, left, kept, return_exceptions=True)
+
+    with writer_held(database, "webhook_state") as release:
+        results = asyncio.run(scenario(release))
+    writer.stop()
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[2] == 2
+    assert _marked_rows(database, marker) == [f"{marker}-0", f"{marker}-2"]
