@@ -386,7 +386,7 @@ def test_a_request_whose_client_leaves_is_withdrawn_unless_taken(
         taken.cancel()  # taken already: its write goes on
         await asyncio.sleep(0)
         release()
-        return await asyncio.gather(taken, left, kept, return_exceptions=True)
+        return list(await asyncio.gather(taken, left, kept, return_exceptions=True))
 
     with writer_held(database, "webhook_state") as release:
         results = asyncio.run(scenario(release))
