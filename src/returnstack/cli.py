@@ -150,7 +150,7 @@ def serve(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         uvicorn.run(
-            "returnstack.app:create_app",
+            "returnstack.app:serve_app",
             factory=True,
             host=host,
             port=port,

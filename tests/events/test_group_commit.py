@@ -5,6 +5,7 @@ The writer is held still by a real lock on the database (SQLite: another connect
 BEGIN IMMEDIATE; PostgreSQL: another transaction's LOCK TABLE on api_keys, which the writer
 reads first), so which requests share a group is decided by the test, not by timing."""
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -20,6 +21,7 @@ from httpx import Response
 from sqlalchemy import select, text
 
 from returnstack.app import create_app
+from returnstack.kit.errors import Conflict
 from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.models import Order, ProductSignal, Tenant
 from returnstack.tenants.service import create_key, revoke_key
@@ -288,3 +290,108 @@ def test_a_request_that_fails_alone_leaves_its_neighbours_figures_whole(
     assert units_sold(first) == 1
     assert units_sold(good) == 1
     assert units_sold(conflicting) is None
+
+
+def _marked_rows(database: DatabaseFixture, marker: str) -> list[str]:
+    with database.db.transaction(write=False) as session:
+        return sorted(
+            session.execute(
+                text("SELECT name FROM webhook_state WHERE name LIKE :m"), {"m": f"{marker}-%"}
+            ).scalars()
+        )
+
+
+def _insert(marker: str, n: int) -> Callable[[Any], int]:
+    def work(session: Any) -> int:
+        session.execute(
+            text("INSERT INTO webhook_state (name, value) VALUES (:n, 0)"),
+            {"n": f"{marker}-{n}"},
+        )
+        return n
+
+    return work
+
+
+def test_a_group_of_one_refused_writes_nothing_and_the_writer_goes_on(
+    database: DatabaseFixture,
+) -> None:
+    """A group of one runs without a savepoint: its refusal rolls the transaction back (what
+    it wrote before refusing is gone), it hears its own error, and the next group writes."""
+    writer = GroupCommitter(database.db, max_wait=60, queue_limit=10)
+    marker = f"g1-{time.monotonic_ns()}"
+
+    def refused(session: Any) -> int:
+        _insert(marker, 0)(session)
+        raise Conflict("refused after writing")
+
+    job = writer.submit(refused)
+    assert isinstance(job.future.exception(timeout=120), Conflict)
+    assert writer.submit(_insert(marker, 1)).future.result(timeout=120) == 1
+    writer.stop()
+    assert _marked_rows(database, marker) == [f"{marker}-1"]
+
+
+def test_a_whole_group_combined_that_fails_is_written_piece_by_piece(
+    database: DatabaseFixture,
+) -> None:
+    """A combine that takes the whole group runs without a savepoint; when it fails, the
+    transaction is rolled back (nothing of the attempt stays) and each piece runs alone in
+    a savepoint: the good ones are written once, only the culprit fails."""
+    writer = GroupCommitter(database.db, max_wait=60, queue_limit=10)
+    marker = f"gw-{time.monotonic_ns()}"
+    attempts = []
+
+    def together(session: Any, works: list[Callable[[Any], int]]) -> list[int]:
+        attempts.append(len(works))
+        results = [work(session) for work in works]  # writes the good ones' rows first
+        raise RuntimeError(f"the combined write fails after {results}")
+
+    def refused(session: Any) -> int:
+        raise Conflict("refused")
+
+    jobs = []
+    with writer_held(database, "webhook_state") as release:
+        jobs.append(writer.submit(_insert(marker, 0)))
+        wait_until(lambda: writer.busy, "the first group taken (and held)")
+        jobs += [
+            writer.submit(_insert(marker, 1), combine=together),
+            writer.submit(refused, combine=together),
+            writer.submit(_insert(marker, 2), combine=together),
+        ]
+        release()
+        results = [job.future.exception(timeout=120) or job.future.result() for job in jobs]
+    writer.stop()
+    assert attempts == [3]
+    assert [results[0], results[1], results[3]] == [0, 1, 2]
+    assert isinstance(results[2], Conflict)
+    assert _marked_rows(database, marker) == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
+
+
+def test_a_request_whose_client_leaves_is_withdrawn_unless_taken(
+    database: DatabaseFixture,
+) -> None:
+    """`run` (the event loop's way in): a request cancelled (its client gone) before the
+    writer takes it is withdrawn unwritten; one cancelled after it was taken still commits,
+    and the requests around it are answered as usual."""
+    writer = GroupCommitter(database.db, max_wait=60, queue_limit=10)
+    marker = f"gc-{time.monotonic_ns()}"
+
+    async def scenario(release: Callable[[], None]) -> list[Any]:
+        taken = asyncio.create_task(writer.run(_insert(marker, 0)))
+        await asyncio.to_thread(wait_until, lambda: writer.busy, "the first group held")
+        left = asyncio.create_task(writer.run(_insert(marker, 1)))
+        kept = asyncio.create_task(writer.run(_insert(marker, 2)))
+        await asyncio.to_thread(wait_until, lambda: writer.pending() == 2, "two waiting")
+        left.cancel()
+        taken.cancel()  # taken already: its write goes on
+        await asyncio.sleep(0)
+        release()
+        return list(await asyncio.gather(taken, left, kept, return_exceptions=True))
+
+    with writer_held(database, "webhook_state") as release:
+        results = asyncio.run(scenario(release))
+    writer.stop()
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert results[2] == 2
+    assert _marked_rows(database, marker) == [f"{marker}-0", f"{marker}-2"]

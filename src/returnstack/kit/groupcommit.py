@@ -4,7 +4,9 @@ transaction, commits once, and only then answers each request with its own resul
 A request's answer still means committed: its future is resolved after the COMMIT. Each
 piece of work runs inside a SAVEPOINT of the group's transaction, so a request refused for a
 reason of its own (an ApiError: a revoked key, an Idempotency-Key conflict) is rolled back
-alone and its neighbours are committed. Work that fails otherwise (a database error, a bug)
+alone and its neighbours are committed (where there are no neighbours, a group of one or a
+group combined whole, the transaction itself is rolled back instead: no savepoint is needed,
+and none is paid for). Work that fails otherwise (a database error, a bug)
 may have left the transaction unusable: the whole group is rolled back and each piece of work
 is run again in a transaction of its own, so it fails alone (and a transient error such as a
 PostgreSQL deadlock between two processes' groups gets its retry).
@@ -53,8 +55,28 @@ class _Job(Generic[T]):
     work: Callable[[Session], T]
     units: int
     combine: Combine | None = None
-    future: Future[T] = field(default_factory=Future)
+    # Where the answer goes: an asyncio future of the event loop that awaits it (`run`),
+    # else a thread-safe future (`submit`, `run_sync`).
+    waiter: "asyncio.Future[T] | None" = None
+    loop: asyncio.AbstractEventLoop | None = None
+    future: Future[T] = field(init=False)
     taken: bool = False
+
+    def __post_init__(self) -> None:
+        if self.waiter is None:
+            self.future = Future()
+
+
+def _settle(answers: list[tuple["asyncio.Future[Any]", bool, Any]]) -> None:
+    """On the event loop: the answers of a group's requests (one wake-up of the loop for the
+    whole group). A request whose task was cancelled (its client gone) has no one to tell."""
+    for waiter, ok, value in answers:
+        if waiter.done():
+            continue
+        if ok:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(value)
 
 
 class GroupCommitter:
@@ -84,13 +106,25 @@ class GroupCommitter:
             return len(self._pending)
 
     def submit(
-        self, work: Callable[[Session], T], *, units: int = 1, combine: Combine | None = None
+        self,
+        work: Callable[[Session], T],
+        *,
+        units: int = 1,
+        combine: Combine | None = None,
+        waiter: "asyncio.Future[T] | None" = None,
     ) -> "_Job[T]":
         """Queue `work` (run in the group's transaction, inside a savepoint of its own);
         refused at once with Overloaded when the queue is full. Pieces of work of one group
         that share a `combine` are first tried together, in one savepoint, by it; if that
-        fails, each runs alone."""
-        job: _Job[T] = _Job(work, max(1, units), combine)
+        fails, each runs alone. The answer goes to `waiter` (an asyncio future, settled on
+        its loop) if given, else to the job's `future`."""
+        job: _Job[T] = _Job(
+            work,
+            max(1, units),
+            combine,
+            waiter=waiter,
+            loop=None if waiter is None else waiter.get_loop(),
+        )
         with self._lock:
             if len(self._pending) >= self.queue_limit:
                 raise self._overloaded()
@@ -107,16 +141,26 @@ class GroupCommitter:
         """Submit and await the committed result (or the work's own error). Past `max_wait`
         without the writer taking the work: Overloaded, and the work is withdrawn unwritten.
         Once taken, the answer waits for the commit, whatever happens to the request."""
-        job = self.submit(work, units=units, combine=combine)
-        waiting = asyncio.wrap_future(job.future)
+        # An asyncio future settled by the writer through the loop (one wake-up a group),
+        # and a timer: no thread-safe future, no wrap_future chain, no wait() or shield().
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+        job = self.submit(work, units=units, combine=combine, waiter=waiter)
+        timer = loop.call_later(self.max_wait, self._expire, job)
         try:
-            done, _ = await asyncio.wait({waiting}, timeout=self.max_wait)
-            if not done and self._withdraw(job):
-                raise self._overloaded()
+            return await waiter
         except asyncio.CancelledError:
             self._withdraw(job)  # the client is gone; a job already taken still commits
             raise
-        return await asyncio.shield(waiting)
+        finally:
+            timer.cancel()
+
+    def _expire(self, job: "_Job[Any]") -> None:
+        """On the loop, `max_wait` after the submit: still not taken, the work is withdrawn
+        unwritten and refused; taken, its answer waits for the commit."""
+        assert job.waiter is not None
+        if not job.waiter.done() and self._withdraw(job):
+            job.waiter.set_exception(self._overloaded())
 
     async def run_beside(self, work: Callable[[Session], T]) -> T:
         """Run the work in its own transaction on a worker thread, beside the writer: for a
@@ -205,9 +249,7 @@ class GroupCommitter:
                 self._write(group)
             except BaseException as exc:  # never leave a caller waiting
                 log.exception("groupcommit.failed")
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                self._answer([(job, False, exc) for job in group])
             finally:
                 with self._lock:
                     self.busy = False
@@ -223,14 +265,23 @@ class GroupCommitter:
         for combine, jobs in together.items():
             if len(jobs) < 2:
                 continue
-            savepoint = session.begin_nested()
+            # The whole group in one combine (the usual case): nothing else is in the
+            # transaction yet, so a failure rolls the transaction back instead of a
+            # savepoint (two statements and SQLAlchemy's bookkeeping saved per group).
+            whole = len(jobs) == len(group)
+            savepoint = None if whole else session.begin_nested()
             try:
                 results = combine(session, [job.work for job in jobs])
             except Exception:
-                savepoint.rollback()  # each runs alone, and only the culprit fails
+                # Each runs alone, and only the culprit fails.
+                if savepoint is None:
+                    session.rollback()
+                else:
+                    savepoint.rollback()
                 log.info("groupcommit.combine_failed", exc_info=True)
                 continue
-            savepoint.commit()
+            if savepoint is not None:
+                savepoint.commit()
             for job, result in zip(jobs, results, strict=True):
                 outcomes[job] = (not isinstance(result, ApiError), result)
         return outcomes
@@ -245,11 +296,16 @@ class GroupCommitter:
                     if job in combined:
                         outcomes.append(combined[job])
                         continue
-                    savepoint = session.begin_nested()
+                    # A group of one needs no savepoint: its refusal rolls back the
+                    # transaction, which holds nothing else.
+                    savepoint = None if len(group) == 1 else session.begin_nested()
                     try:
                         outcome = job.work(session)
                     except ApiError as exc:
-                        savepoint.rollback()
+                        if savepoint is None:
+                            session.rollback()
+                        else:
+                            savepoint.rollback()
                         outcomes.append((False, exc))
                         continue
                     except Exception:
@@ -258,7 +314,8 @@ class GroupCommitter:
                         log.warning("groupcommit.retry_alone", exc_info=True)
                         retry_alone = True
                         break
-                    savepoint.commit()
+                    if savepoint is not None:
+                        savepoint.commit()
                     outcomes.append((True, outcome))
                 if retry_alone:
                     session.rollback()
@@ -268,20 +325,35 @@ class GroupCommitter:
                 session.rollback()
                 raise
         if retry_alone:
-            for job in group:
-                self._write_alone(job)
+            self._answer([self._write_alone(job) for job in group])
             return
-        for job, (ok, value) in zip(group, outcomes, strict=True):
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+        self._answer([(job, ok, value) for job, (ok, value) in zip(group, outcomes, strict=True)])
 
-    def _write_alone(self, job: "_Job[Any]") -> None:
+    def _write_alone(self, job: "_Job[Any]") -> tuple["_Job[Any]", bool, Any]:
         try:
             with self.db.transaction() as session:
                 outcome = job.work(session)
         except BaseException as exc:
-            job.future.set_exception(exc)
-        else:
-            job.future.set_result(outcome)
+            return job, False, exc
+        return job, True, outcome
+
+    def _answer(self, answers: list[tuple["_Job[Any]", bool, Any]]) -> None:
+        """Answer each job (after the commit): thread-safe futures at once, the waiters of
+        an event loop with one call onto that loop for all of them."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for job, ok, value in answers:
+            if job.waiter is None:
+                if job.future.done():
+                    continue
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+            else:
+                assert job.loop is not None
+                by_loop.setdefault(job.loop, []).append((job.waiter, ok, value))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop is closed: no one is waiting any more
+                log.warning("groupcommit.loop_closed")

@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from returnstack.kit.bulk import select_rows
 from returnstack.kit.db import Database
 from returnstack.kit.errors import AuthenticationFailed, Forbidden, RateLimited
 from returnstack.kit.ratelimit import check_rate_limit, client_address
@@ -34,11 +35,11 @@ _KEY_LOOKUP = (
     "SELECT k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
     "JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ? AND k.revoked_at IS NULL"
 )
-_LIVE_KEYS = text(
+_LIVE_KEYS_SQL = (
     "SELECT k.key_hash, k.id, k.kind, k.tenant_id, t.default_currency FROM api_keys k "
     "JOIN tenants t ON t.id = k.tenant_id "
-    "WHERE k.key_hash IN :key_hashes AND k.revoked_at IS NULL"
-).bindparams(bindparam("key_hashes", expanding=True))
+    "WHERE k.key_hash IN ({}) AND k.revoked_at IS NULL"
+)
 
 
 def _refuse(message: str, reason: str) -> AuthenticationFailed:
@@ -79,8 +80,12 @@ _KEY_LIVE = text(
 
 
 def live_principals(session: Session, key_hashes: Collection[str]) -> dict[str, Principal]:
-    """The live keys among `key_hashes` (by hash), read in the caller's transaction."""
-    rows = session.execute(_LIVE_KEYS, {"key_hashes": sorted(key_hashes)})
+    """The live keys among `key_hashes` (by hash), read in the caller's transaction (on the
+    driver's cursor: it is read by every group the writer commits)."""
+    hashes = sorted(key_hashes)
+    if not hashes:
+        return {}
+    rows = select_rows(session, _LIVE_KEYS_SQL.format(", ".join("?" * len(hashes))), hashes)
     return {
         row[0]: Principal(key_id=row[1], kind=row[2], tenant_id=row[3], default_currency=row[4])
         for row in rows
