@@ -929,7 +929,7 @@ def measure_lookups(
 
 def sqlite_statistics(target: Target) -> float:
     """SQLite: the planner statistics that `returnstack import` and `profiles rebuild`
-    gather after a bulk load (`Database.optimize(full=True)`: tables never analyzed or grown
+    gather after a bulk load (`Database.optimize()`: tables never analyzed or grown
     tenfold, every row read); the seconds it took."""
     from returnstack.config import Settings
     from returnstack.kit.db import Database
@@ -937,7 +937,7 @@ def sqlite_statistics(target: Target) -> float:
     started = time.perf_counter()
     db = Database(Settings(database_url=target.url, _env_file=None))
     try:
-        db.optimize(full=True)
+        db.optimize()
     finally:
         db.dispose()
     return round(time.perf_counter() - started, 1)

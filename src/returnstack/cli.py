@@ -475,7 +475,7 @@ def profiles_rebuild(
             )
     if not check:
         with _errors(as_json):
-            db.optimize(full=True)  # SQLite: the statistics of tables rewritten (see import)
+            db.optimize()  # SQLite: the statistics of tables rewritten (see import)
     db.dispose()
     total = sum(report["differences"] + report["products"]["differences"] for report in reports)
 
@@ -561,8 +561,8 @@ def import_file(
         progress.update(task, completed=size)
     with _errors(as_json):
         # SQLite gathers no planner statistics by itself: those of the tables this import
-        # made or grew tenfold, read whole (the server's hourly check reads samples).
-        db.optimize(full=True)
+        # filled or grew tenfold (Database.optimize).
+        db.optimize()
     db.dispose()
     payload = {
         "tenant_id": target.id,

@@ -29,10 +29,11 @@ log = logging.getLogger("returnstack.db")
 # Sync endpoints run on AnyIO's thread pool (40 threads): as many connections may be wanted at
 # once, so the pool may overflow up to that, rather than time requests out under load.
 THREAD_POOL_SIZE = 40
-# SQLite's planner statistics (ANALYZE): rows read per index when the service gathers them
-# (its `analysis_limit`; sqlite.org/lang_analyze.html suggests 100-1000), and how many times
-# a table must grow or shrink before they are gathered again.
-ANALYSIS_LIMIT = 1000
+# SQLite's planner statistics (ANALYZE) are gathered again when a table has grown or shrunk
+# this many times. Every row is read: `PRAGMA analysis_limit` (what sqlite.org suggests for
+# `PRAGMA optimize`) reads an index's first N entries, and where those are one value (the
+# NULL customer_id of guests' orders sorts first) it takes that column for unselective:
+# with 1,000 a customer's orders page walked the tenant's orders by date again.
 STALE_FACTOR = 10
 
 
@@ -106,34 +107,23 @@ class Database:
                 connection.commit()
             return
         with self.transaction() as session:
-            connection = session.connection()
-            connection.exec_driver_sql("PRAGMA analysis_limit=0")
-            try:
-                connection.exec_driver_sql("ANALYZE")
-            finally:
-                connection.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+            session.connection().exec_driver_sql("ANALYZE")
 
-    def optimize(self, *, full: bool = False, missing_only: bool = False) -> list[str]:
+    def optimize(self, *, missing_only: bool = False) -> list[str]:
         """SQLite: ANALYZE the tables whose statistics are missing (never analyzed, now not
         empty) or, unless `missing_only`, stale (rows grown or shrunk `STALE_FACTOR` times
         since): what `PRAGMA optimize` does from SQLite 3.46 with 0x10000 set, on any version.
-        Reads at most `ANALYSIS_LIMIT` rows per index (SQLite's analysis_limit; every row when
-        `full`, after a bulk load). Returns the tables analyzed. PostgreSQL: nothing
-        (autovacuum)."""
+        One write transaction per table (writers wait for one table at a time). Returns the
+        tables analyzed. PostgreSQL: nothing (autovacuum)."""
         if not self.is_sqlite:
             return []
         with self.transaction(write=False) as session:
             stale = _stale_tables(session.connection(), missing_only=missing_only)
         if not stale:
             return []
-        with self.transaction() as session:
-            connection = session.connection()
-            connection.exec_driver_sql(f"PRAGMA analysis_limit={0 if full else ANALYSIS_LIMIT}")
-            try:
-                for table in stale:
-                    connection.exec_driver_sql(f'ANALYZE "{table}"')
-            finally:
-                connection.exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+        for table in stale:
+            with self.transaction() as session:
+                session.connection().exec_driver_sql(f'ANALYZE "{table}"')
         log.info("sqlite.analyzed", extra={"tables": stale})
         return stale
 
@@ -268,7 +258,6 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.execute("PRAGMA cache_size=-16384")  # 16 MiB per connection
         cursor.execute(f"PRAGMA wal_autocheckpoint={autocheckpoint}")
-        cursor.execute(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
         cursor.close()
 
     # Writers queue before BEGIN IMMEDIATE: those of this process on a lock, those of all
