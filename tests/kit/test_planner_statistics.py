@@ -5,8 +5,10 @@ them: after `returnstack import` and `profiles rebuild`, soon after the server s
 when a table has grown tenfold. Each test has a SQLite file of its own (statistics are the
 whole database's), with one large tenant and one small one."""
 
+import contextlib
 import json
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +24,7 @@ from returnstack.config import Settings
 from returnstack.kit import migrate
 from returnstack.kit.bulk import insert_rows
 from returnstack.kit.db import Database
-from returnstack.models import Customer, Order
+from returnstack.models import Customer, Order, Return
 from tests.conftest import TenantFixture, _settings, make_tenant
 from tests.e2e import run_cli
 
@@ -109,9 +111,16 @@ def orders_page_plan(db: Database, client: TestClient, tenant: TenantFixture, cu
     assert response.status_code == 200, response.text
     assert response.json()["data"], "the customer has orders"
     assert len(statements) == 1
-    statement, params = statements[0]
-    with db.engine.connect() as connection:
-        rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+    return plan_of(db, *statements[0])
+
+
+def plan_of(db: Database, statement: str, params: Any) -> str:
+    """EXPLAIN QUERY PLAN on a new connection: one of the pool's that has not read since
+    another connection's ANALYZE would explain with the statistics it loaded before (a
+    connection reloads them when it next reads, EXPLAIN does not read)."""
+    assert db.engine.url.database
+    with contextlib.closing(sqlite3.connect(db.engine.url.database)) as connection:
+        rows = connection.execute("EXPLAIN QUERY PLAN " + statement, params)
         return "\n".join(str(row[-1]) for row in rows)
 
 
@@ -197,3 +206,74 @@ def test_optimize_analyzes_a_table_again_when_it_has_grown_tenfold(db: Database)
     assert "orders" not in db.optimize(missing_only=True)
     assert "orders" in db.optimize()
     assert stat_rows(db, "orders") == 330
+
+
+def load_returns(db: Database, tenant_id: str, count: int) -> None:
+    draw = random.Random(11)
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "id": f"ret-{n:06d}",
+            "number": n + 1,
+            "external_id": None,
+            "status": "requested" if n % 10 == 0 else "closed",
+            "source": "api",
+            "channel": "online",
+            "store_id": None,
+            "customer_id": f"c-{n % 700}",
+            "email": None,
+            "currency": "EUR",
+            "refund_amount": None,
+            "refund_method": None,
+            "refunded_at": None,
+            "fee_restocking": 0,
+            "fee_shipping": 0,
+            "note": None,
+            "metadata": "{}",
+            "event_id": None,
+            "created_at": START + timedelta(minutes=draw.randrange(500_000)),
+            "updated_at": START,
+            "closed_at": None,
+            "version": 1,
+            "claiming": True,
+        }
+        for n in range(count)
+    ]
+    with db.transaction() as session:
+        for start in range(0, len(rows), 2000):
+            insert_rows(session, Return, rows[start : start + 2000])
+
+
+def test_a_page_of_returns_is_read_in_index_order_with_statistics(
+    db: Database, sqlite_settings: Settings
+) -> None:
+    """With statistics of one large tenant (`tenant_id = ?` selects every row), SQLite
+    scanned and sorted all the tenant's returns for a page when its index left the id to a
+    sort; the index holds the page's whole order (created_at, id)."""
+    tenant = make_tenant(db)
+    load_returns(db, tenant.id, 3000)
+    db.analyze()
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM returns" in statement and "ORDER BY returns.created_at DESC" in statement:
+            statements.append((statement, params))
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        with TestClient(create_app(sqlite_settings, database=db)) as client:
+            first = client.get("/v1/returns?limit=20", headers=tenant.headers)
+            after = client.get(
+                f"/v1/returns?limit=20&cursor={first.json()['next_cursor']}",
+                headers=tenant.headers,
+            )
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+
+    assert first.status_code == after.status_code == 200
+    assert len(first.json()["data"]) == len(after.json()["data"]) == 20
+    assert len(statements) == 2
+    for statement, params in statements:
+        plan = plan_of(db, statement, params)
+        assert "ix_returns_tenant_id_created_at_id" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
