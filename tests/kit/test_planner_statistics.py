@@ -24,7 +24,8 @@ from returnstack.config import Settings
 from returnstack.kit import migrate
 from returnstack.kit.bulk import insert_rows
 from returnstack.kit.db import Database
-from returnstack.models import Customer, Order, Return
+from returnstack.models import Customer, Order, OutboxEvent, Return
+from returnstack.webhooks.repository import has_unpublished
 from tests.conftest import TenantFixture, _settings, make_tenant
 from tests.e2e import run_cli
 
@@ -277,3 +278,50 @@ def test_a_page_of_returns_is_read_in_index_order_with_statistics(
         plan = plan_of(db, statement, params)
         assert "ix_returns_tenant_id_created_at_id" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+
+
+def test_the_dispatchers_poll_reads_the_pending_index_after_a_backlog_drained(
+    db: Database,
+) -> None:
+    """Statistics taken during a large backlog (every row pending, as after an import or the
+    demo's load) and the backlog since dispatched: `has_unpublished` (every poll of the
+    dispatcher) read the whole outbox with EXISTS; it reads the pending index."""
+    tenant = make_tenant(db)
+    rows = [
+        {
+            "tenant_id": tenant.id,
+            "id": f"msg-{n:06d}",
+            "type": "order.created",
+            "data": "{}",
+            "changes": None,
+            "created_at": START + timedelta(seconds=n),
+            "dispatched_at": None,
+            "seq": None,
+            "resource_key": None,
+        }
+        for n in range(3000)
+    ]
+    with db.transaction() as session:
+        for start in range(0, len(rows), 2000):
+            insert_rows(session, OutboxEvent, rows[start : start + 2000])
+    db.analyze()
+    with db.transaction() as session:
+        session.connection().exec_driver_sql(
+            "UPDATE outbox SET dispatched_at = created_at, seq = rowid"
+        )
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "FROM outbox" in statement:
+            statements.append((statement, params))
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with db.transaction(write=False) as session:
+            assert has_unpublished(session) is False
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+
+    assert len(statements) == 1
+    plan = plan_of(db, *statements[0])
+    assert "ix_outbox_pending" in plan, plan
