@@ -19,7 +19,7 @@ from returnstack.dashboard.routes import install as install_dashboard
 from returnstack.events.endpoints import router as events_router
 from returnstack.kit import migrate
 from returnstack.kit.cors import RouteCORS
-from returnstack.kit.db import Database
+from returnstack.kit.db import Database, StatisticsKeeper
 from returnstack.kit.errors import install_error_handlers
 from returnstack.kit.groupcommit import GroupCommitter
 from returnstack.kit.health import router as health_router
@@ -61,9 +61,15 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             dispatcher = DispatcherProcess(settings)
             dispatcher.start()
         app.state.dispatcher = dispatcher
+        keeper = None
+        if database is None and db.is_sqlite and settings.sqlite_analyze_interval > 0:
+            keeper = StatisticsKeeper(db, settings.sqlite_analyze_interval)
+            keeper.start()
         try:
             yield
         finally:
+            if keeper is not None:
+                await to_thread.run_sync(keeper.stop)
             await to_thread.run_sync(app.state.ingest.stop)
             if dispatcher is not None:
                 await to_thread.run_sync(dispatcher.shutdown)

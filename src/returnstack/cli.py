@@ -473,6 +473,10 @@ def profiles_rebuild(
                     "products": asdict(products),
                 }
             )
+    if not check:
+        with _errors(as_json):
+            db.optimize()  # SQLite: the statistics of tables rewritten (see import)
+    db.dispose()
     total = sum(report["differences"] + report["products"]["differences"] for report in reports)
 
     def state(report: dict[str, Any]) -> str:
@@ -555,6 +559,11 @@ def import_file(
             on_error=report_error,
         )
         progress.update(task, completed=size)
+    with _errors(as_json):
+        # SQLite gathers no planner statistics by itself: those of the tables this import
+        # filled or grew tenfold (Database.optimize).
+        db.optimize()
+    db.dispose()
     payload = {
         "tenant_id": target.id,
         "events": report.events,

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="Deliver webhooks to loopback, private and link-local addresses (tests, "
         "intranets). Off: such URLs are refused when subscribing and at every delivery.",
     )
+    sqlite_analyze_interval: float = Field(
+        3600.0,
+        ge=0,
+        description="SQLite: seconds between the server's checks of the planner statistics "
+        "(ANALYZE of tables never analyzed, or grown or shrunk tenfold since; also soon "
+        "after start). 0: never (run `ANALYZE` yourself).",
+    )
     webhooks_dispatcher: bool = Field(
         True,
         description="Run the webhook dispatcher inside `serve` (off: run `returnstack worker`).",

@@ -32,7 +32,8 @@ class Return(Base):
     __tablename__ = "returns"
     __table_args__ = (
         UniqueConstraint("tenant_id", "number"),
-        Index("ix_returns_tenant_id_created_at", "tenant_id", "created_at"),
+        # The list's order whole (newest first, then id): read a page in index order.
+        Index("ix_returns_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         Index("ix_returns_tenant_id_customer_id", "tenant_id", "customer_id"),
         Index("ix_returns_tenant_id_email", "tenant_id", "email"),
         # A vendor that sends one return in several requests finds it by its event.
