@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from returnstack.products import repository
 from returnstack.products import service as products
 from returnstack.products.repository import GROUPS
 from tests.conftest import DatabaseFixture, TenantFixture
@@ -306,55 +305,3 @@ def test_several_groupings_at_once_equal_one_report_per_grouping(
             )
             assert every[group_by] == one, group_by
             assert one, group_by
-
-
-@pytest.mark.parametrize(
-    ("start", "end"),
-    [
-        ("2026-10-01T00:00:00", "2026-11-01T00:00:00"),  # whole days only (the rollup)
-        ("2026-10-05T10:00:00", "2026-10-20T10:00:01"),  # both edges from the facts
-        ("2026-10-05T09:59:59", "2026-10-12T00:00:00"),  # an edge on each side of a sale
-        ("2026-10-12T08:00:00", "2026-10-12T23:00:00"),  # inside one day: facts only
-        ("2026-10-04T23:00:00", "2026-10-06T01:00:00"),  # one whole day between two edges
-    ],
-)
-def test_units_sold_from_the_daily_rollup_equal_those_from_the_facts(
-    api: Api,
-    database: DatabaseFixture,
-    tenant: TenantFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    start: str,
-    end: str,
-) -> None:
-    """The reports read the whole UTC days of a range from the daily rollup and its edges
-    from the facts: every grouping gives what reading the whole range from the facts gives,
-    verified and reported sales included."""
-    ids = october(api)
-    report_events(
-        api.http,
-        tenant,
-        [
-            {
-                "type": "purchase",
-                "id": unique("rp"),
-                "timestamp": "2026-10-05T23:30:00+02:00",  # 21:30Z: the 5th in UTC
-                "channel": "offline",
-                "store": ids["s1"],
-                "currency": "EUR",
-                "items": [{"product_id": ids["p2"], "quantity": 3}],
-            }
-        ],
-    )
-    span: dict[str, Any] = {
-        "tenant_id": tenant.id,
-        "group_bys": GROUPS,
-        "start": datetime.fromisoformat(start).replace(tzinfo=UTC),
-        "end": datetime.fromisoformat(end).replace(tzinfo=UTC),
-        "currency": "EUR",
-    }
-    with database.db.transaction(write=False) as session:
-        mixed = products.returns_reports(session, **span)
-        monkeypatch.setattr(repository, "whole_days", lambda start, end: None)
-        from_facts = products.returns_reports(session, **span)
-    assert mixed == from_facts
-    assert any(row["units_sold"] for row in mixed["product"])

@@ -83,7 +83,6 @@ NOT_PERSONAL: dict[str, str] = {
             "product_breakdowns",
             "product_reasons",
             "category_signals",
-            "product_daily_sales",
             "webhook_subscriptions",
             "webhook_deliveries",
         )
@@ -100,11 +99,6 @@ NOT_PERSONAL: dict[str, str] = {
     "product_reasons.product_id": "the retailer's product",
     "product_reasons.reason": "a reason code",
     "category_signals.path": "the retailer's category path",
-    "product_daily_sales.currency": "ISO 4217 code",
-    "product_daily_sales.day": "a calendar day",
-    "product_daily_sales.product_id": "the retailer's product",
-    "product_daily_sales.channel": "online | offline",
-    "product_daily_sales.store_id": "the retailer's store",
     # Webhooks: the retailer's endpoints; payloads are read from the outbox at send time.
     "outbox.resource_key": "SHA-256 of the resource's type and id: the id cannot be read back",
     "webhook_subscriptions.id": "server id",

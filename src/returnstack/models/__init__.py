@@ -10,7 +10,6 @@ from returnstack.models.outbox import OutboxEvent
 from returnstack.models.products import (
     CategorySignal,
     ProductBreakdown,
-    ProductDailySales,
     ProductReason,
     ProductSignal,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "OutboxEvent",
     "Policy",
     "ProductBreakdown",
-    "ProductDailySales",
     "ProductReason",
     "ProductSignal",
     "ReportedEvent",

@@ -85,21 +85,3 @@ class CategorySignal(Base):
     path: Mapped[str] = mapped_column(String(500), primary_key=True)
     units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
     units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class ProductDailySales(Base):
-    """Units sold (verified and reported) per UTC day, currency, product, channel and store
-    ('' for none): what a report's units sold read for the whole days of its range (its
-    edges, if not at midnight, come from the facts). Keyed by product, not category, so a
-    product that changes category moves nothing here: a report joins its current one."""
-
-    __tablename__ = "product_daily_sales"
-    __table_args__ = ({"sqlite_with_rowid": False},)
-
-    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    currency: Mapped[str] = mapped_column(Currency, primary_key=True)
-    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
-    product_id: Mapped[str] = mapped_column(ClientId, primary_key=True)
-    channel: Mapped[str] = mapped_column(String(10), primary_key=True)
-    store_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    units_sold: Mapped[int] = mapped_column(BigInteger, default=0)

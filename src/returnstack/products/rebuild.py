@@ -17,7 +17,6 @@ from returnstack.models import (
     Order,
     OrderLine,
     ProductBreakdown,
-    ProductDailySales,
     ProductReason,
     ProductSignal,
     ReportedEvent,
@@ -25,7 +24,6 @@ from returnstack.models import (
     Return,
     ReturnItem,
 )
-from returnstack.products import repository
 from returnstack.products.upkeep import (
     BREAKDOWN_COUNTERS,
     NO_STORE,
@@ -41,7 +39,7 @@ from returnstack.products.upkeep import (
 @dataclass
 class ProductRebuildReport:
     products: int  # products after the rebuild
-    differences: int  # rows (of the five tables) missing, extra or different
+    differences: int  # rows (of the four tables) missing, extra or different
     examples: list[dict[str, Any]]  # a few: table, key, kept, rebuilt
     written: bool
 
@@ -80,41 +78,6 @@ def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int
     )
     for *row, units in session.execute(query):
         into[tuple(row)][3] += int(units)
-
-
-def _daily_sales(session: Session, tenant_id: str) -> dict[tuple[Any, ...], int]:
-    """Units sold per (currency, UTC day, product, channel, store), verified and reported."""
-    into: dict[tuple[Any, ...], int] = defaultdict(int)
-    verified: tuple[Any, ...] = (
-        Order.currency,
-        repository.utc_day(session, Order.placed_at),
-        OrderLine.product_id,
-        Order.channel,
-        func.coalesce(Order.store_id, NO_STORE),
-    )
-    query = (
-        select(*verified, func.sum(OrderLine.quantity))
-        .join(Order, and_(Order.tenant_id == OrderLine.tenant_id, Order.id == OrderLine.order_id))
-        .where(OrderLine.tenant_id == tenant_id)
-        .group_by(*verified)
-    )
-    reported: tuple[Any, ...] = (
-        ReportedEvent.currency,
-        repository.utc_day(session, ReportedEvent.occurred_at),
-        ReportedItem.product_id,
-        ReportedEvent.channel,
-        func.coalesce(ReportedEvent.store_id, NO_STORE),
-    )
-    reported_query = (
-        select(*reported, func.sum(ReportedItem.quantity))
-        .join(ReportedEvent, _reported_join())
-        .where(ReportedItem.tenant_id == tenant_id, ReportedEvent.type == "purchase")
-        .group_by(*reported)
-    )
-    for statement in (query, reported_query):
-        for *key, units in session.execute(statement):
-            into[tuple(key)] += int(units)
-    return into
 
 
 def _reported_join() -> Any:
@@ -251,7 +214,7 @@ def _categories(session: Session, tenant_id: str) -> dict[str, tuple[datetime, s
 
 
 def compute(session: Session, tenant_id: str) -> Tables:
-    """The five tables' rows, keyed by their primary key (without the tenant)."""
+    """The four tables' rows, keyed by their primary key (without the tenant)."""
     breakdowns: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * 6)
     reasons: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     _sold(session, tenant_id, breakdowns)
@@ -293,9 +256,6 @@ def compute(session: Session, tenant_id: str) -> Tables:
         "category_signals": {
             (path,): tuple(values) for path, values in rollups.items() if any(values)
         },
-        "product_daily_sales": {
-            key: (units,) for key, units in _daily_sales(session, tenant_id).items() if units
-        },
     }
 
 
@@ -320,16 +280,11 @@ _MODELS: dict[str, Any] = {
     ),
     "product_reasons": (ProductReason, ("product_id", "reason"), ("units", "reported_units")),
     "category_signals": (CategorySignal, ("path",), ("units_sold", "units_returned")),
-    "product_daily_sales": (
-        ProductDailySales,
-        ("currency", "day", "product_id", "channel", "store_id"),
-        ("units_sold",),
-    ),
 }
 
 
 def kept(session: Session, tenant_id: str) -> Tables:
-    """The five tables' rows as kept, in the shape of `compute` (rows of zeros left out)."""
+    """The four tables' rows as kept, in the shape of `compute` (rows of zeros left out)."""
     tables: Tables = {}
     for name, (model, key, values) in _MODELS.items():
         rows = session.execute(

@@ -3,7 +3,7 @@
 from collections import namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -31,7 +31,6 @@ from returnstack.models import (
     Order,
     OrderLine,
     ProductBreakdown,
-    ProductDailySales,
     ProductReason,
     ProductSignal,
     ReportedEvent,
@@ -255,11 +254,6 @@ BREAKDOWNS = Counted(
         "reported_refunded",
     ),
 )
-DAILY_SALES = Counted(
-    ProductDailySales,
-    ("tenant_id", "currency", "day", "product_id", "channel", "store_id"),
-    ("units_sold",),
-)
 REASONS = Counted(ProductReason, ("tenant_id", "product_id", "reason"), ("units", "reported_units"))
 CATEGORIES = Counted(CategorySignal, ("tenant_id", "path"), ("units_sold", "units_returned"))
 PRODUCTS = Counted(
@@ -343,7 +337,7 @@ GROUPS = ("reason", "category", "product", "store", "channel", "day", "week", "m
 
 
 def utc_day(session: Session, column: Any) -> ColumnElement[Any]:
-    """The UTC calendar day of a timestamp, as YYYY-MM-DD text (as `upkeep.utc_day`)."""
+    """The UTC calendar day of a timestamp, as YYYY-MM-DD text."""
     if session.get_bind().dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
     return func.date(column)  # SQLite stores UTC text
@@ -430,18 +424,6 @@ def _categorised(query: Select[Any], group_bys: Sequence[str], tenant_id: str, p
     return _with_category(query, "category" if "category" in group_bys else "", tenant_id, product)
 
 
-def whole_days(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
-    """The first and the last UTC midnight of [start, end), if a whole day lies between."""
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
-    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    last = end.replace(hour=0, minute=0, second=0, microsecond=0)
-    try:
-        first = first if first == start else first + timedelta(days=1)
-    except OverflowError:  # the range starts on the last day there is
-        return None
-    return (first, last) if first < last else None
-
-
 def units_sold_by(
     session: Session,
     tenant_id: str,
@@ -451,49 +433,12 @@ def units_sold_by(
     end: datetime,
     currency: str,
 ) -> list[tuple[Any, ...]]:
-    """(group of each grouping..., units sold) in [start, end) for several groupings (not
-    reason), summed per combination of their groups (a combination may come twice: the
-    caller adds). The whole UTC days of the range are read from the daily rollup, its
-    edges (before its first midnight, after its last) from the facts."""
-    days = whole_days(start, end)
-    if days is None:
-        return _units_sold_from_facts(
-            session, tenant_id, group_bys=group_bys, start=start, end=end, currency=currency
-        )
-    first, last = days
-    rows = []
-    for edge_start, edge_end in ((start, first), (last, end)):
-        if edge_start < edge_end:
-            rows += _units_sold_from_facts(
-                session,
-                tenant_id,
-                group_bys=group_bys,
-                start=edge_start,
-                end=edge_end,
-                currency=currency,
-            )
-    daily = ProductDailySales
-    columns = {
-        "product": daily.product_id,
-        "store": func.nullif(daily.store_id, ""),
-        "channel": daily.channel,
-    }
-    # (day, week and month read days: the service folds them)
-    groups: list[Any] = [
-        columns.get(by, daily.day).label(f"g{i}") for i, by in enumerate(group_bys)
-    ]
-    query = (
-        select(*groups, func.sum(daily.units_sold))
-        .where(
-            daily.tenant_id == tenant_id,
-            daily.currency == currency,
-            daily.day >= first.date().isoformat(),
-            daily.day < last.date().isoformat(),
-        )
-        .group_by(*groups)
+    """(group of each grouping..., units sold) in [start, end) read from the facts (the
+    order lines and reported purchases), summed per combination of their groups (not
+    reason; a combination may come twice: the caller adds)."""
+    return _units_sold_from_facts(
+        session, tenant_id, group_bys=group_bys, start=start, end=end, currency=currency
     )
-    rows += [(*row[:-1], int(row[-1])) for row in session.execute(query)]
-    return rows
 
 
 def categories_of(session: Session, tenant_id: str, product_ids: Iterable[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ Rules (the rebuild in `rebuild.py` applies the same ones to the facts):
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -75,12 +75,6 @@ def allocate_refund(amount: int, items: Sequence[tuple[int, int | None]]) -> lis
     return shares
 
 
-@lru_cache(maxsize=4096)
-def utc_day(at: datetime) -> str:
-    """The UTC calendar day of a time, YYYY-MM-DD (a naive time is taken as UTC)."""
-    return (at.astimezone(UTC) if at.tzinfo else at).date().isoformat()
-
-
 @dataclass
 class _Pending:
     """What one transaction's facts add, per tenant."""
@@ -93,13 +87,9 @@ class _Pending:
     )
     # The latest (time, normalised category) seen per product in this transaction.
     categories: dict[tuple[str, str], tuple[datetime, str]] = field(default_factory=dict)
-    # Units sold per (tenant, currency, UTC day, product, channel, store): the reports' rollup.
-    daily: dict[tuple[str, str, str, str, str, str], int] = field(
-        default_factory=lambda: defaultdict(int)
-    )
 
     def __bool__(self) -> bool:
-        return bool(self.breakdowns or self.reasons or self.categories or self.daily)
+        return bool(self.breakdowns or self.reasons or self.categories)
 
 
 _KEY = "returnstack.product_signals"
@@ -199,7 +189,7 @@ def count_new_order_lines(
                 "placed_at": placed_at,
             }
     pending = _pending(session)
-    breakdowns, daily = pending.breakdowns, pending.daily  # (the per-line path: kept lean)
+    breakdowns = pending.breakdowns  # (the per-line path: kept lean)
     counted: set[tuple[str, str]] = set()
     for line in lines:
         key = (line["order_id"], line["line_id"])
@@ -217,9 +207,6 @@ def count_new_order_lines(
         breakdowns[
             (tenant_id, product_id, line["variant_id"] or NO_VARIANT, channel, store, currency)
         ][_SOLD] += quantity
-        daily[(tenant_id, currency, utc_day(order["placed_at"]), product_id, channel, store)] += (
-            quantity
-        )
         if line["category"] is not None:
             _see_category(pending, tenant_id, product_id, line["category"], order["placed_at"])
 
@@ -320,11 +307,6 @@ def count_reported(
             _add_items(
                 pending, tenant_id, reported, event_items, units, counter=_SOLD, reported=True
             )
-            day = utc_day(reported["occurred_at"])
-            store = reported["store_id"] or NO_STORE
-            for item, quantity in zip(event_items, units, strict=True):
-                key = (tenant_id, reported["currency"], day, item["product_id"])
-                pending.daily[(*key, reported["channel"], store)] += quantity
             continue
         with_reasons = [
             {**item, "reason": item["reason"] or UNSPECIFIED_REASON} for item in event_items
@@ -354,7 +336,6 @@ def apply_pending(session: Session) -> None:
         {key[0] for key in pending.breakdowns}
         | {key[0] for key in pending.reasons}
         | {key[0] for key in pending.categories}
-        | {key[0] for key in pending.daily}
     )
     for tenant_id in tenants:
         _apply_tenant(session, tenant_id, pending)
@@ -434,16 +415,6 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
             (tenant_id, path, sold, returned)
             for path, (sold, returned) in sorted(rollup.items())
             if sold or returned
-        ],
-    )
-    # 5. Units sold per day (the reports' rollup).
-    repository.add_counts(
-        session,
-        repository.DAILY_SALES,
-        [
-            (*key, units)
-            for key, units in sorted(pending.daily.items())
-            if key[0] == tenant_id and units
         ],
     )
 
