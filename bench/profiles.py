@@ -60,6 +60,7 @@ SPAN_S = 730 * 86400  # orders over the two years before ANCHOR
 EUR_SHARE = 0.75  # a person's home currency: EUR, else USD
 SECOND_CURRENCY_SHARE = 0.08  # customers who also buy in the other currency ...
 SECOND_CURRENCY_ORDERS = 0.3  # ... in this share of their orders
+_LINE_COPIES = ("placed_at", "currency", "channel", "store_id")  # an order line copies these
 EMAIL_ONLY_SHARE = 0.02  # customers' later orders carrying the email alone (linked to them)
 GUEST_SHARE = 0.05  # guest emails (never linked to a customer), per customer
 MEAN_ORDERS = 4.0  # orders per customer: geometric, mean 4
@@ -291,6 +292,8 @@ def generate(plan: Plan, tenant_id: str, start: Cursor, people: int) -> dict[str
                     "url": None,
                     "quantity": quantity,
                     "unit_price": randrange(500, 20000),
+                    # its order's, as orders.service.record_purchases copies them
+                    **{name: orders[-1][name] for name in _LINE_COPIES},
                 }
                 order_lines.append(line)
             lines.extend(order_lines)

@@ -257,3 +257,25 @@ def insert_tuples(
         raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
     finally:
         cursor.close()
+
+
+def execute_many(session: Session, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """One SQLite statement (`?` placeholders) run for each row on the driver's own cursor,
+    in the session's transaction: an UPDATE by key per row, prepared once (SQLite runs in
+    this process, so a statement per row costs no round trip). Values as the driver takes
+    them (timestamps as `sqlite_datetime` text)."""
+    if not rows:
+        return
+    connection = _connection(session)
+    dialect = connection.dialect
+    assert dialect.name == "sqlite", "execute_many is for SQLite"
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, rows)
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
+
+
+sqlite_datetime = _sqlite_datetime  # the text a timestamp is stored as on SQLite

@@ -83,6 +83,20 @@ def insert_new_orders(session: Session, orders: Sequence[dict[str, Any]]) -> set
     return {order_id for (order_id,) in inserted}
 
 
+# What a line copies from its order (the reports read units sold from the lines alone).
+ORDER_COPIED = ("placed_at", "currency", "channel", "store_id")
+
+
+def order_copied(
+    session: Session, *, tenant_id: str, order_ids: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """(placed_at, currency, channel, store_id) of each recorded order asked for."""
+    query = select(Order.id, Order.placed_at, Order.currency, Order.channel, Order.store_id).where(
+        Order.tenant_id == tenant_id, Order.id.in_(order_ids)
+    )
+    return {row[0]: tuple(row[1:]) for row in session.execute(query)}
+
+
 def insert_lines(session: Session, lines: Sequence[dict[str, Any]]) -> None:
     """Lines known to be new (those of orders inserted just now)."""
     insert_rows(session, OrderLine, lines)

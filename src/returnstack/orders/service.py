@@ -68,7 +68,7 @@ def record_purchases(
     if not purchases:
         return
     now = datetime.now(UTC)
-    orders = []
+    orders: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
     domain_events = []
     for purchase in purchases:
@@ -125,12 +125,22 @@ def record_purchases(
     orders.sort(key=itemgetter("id"))
     lines.sort(key=itemgetter("order_id", "line_id"))
     new_orders = repository.insert_new_orders(session, orders)
+    # A line carries its order's time, currency, channel and store (as recorded: the first
+    # event's for an order made just now, the stored ones for a known order).
+    copied: dict[str, tuple[Any, ...]] = {}
+    for order in orders:
+        if order["id"] in new_orders and order["id"] not in copied:
+            copied[order["id"]] = tuple(order[name] for name in repository.ORDER_COPIED)
+    known = sorted({line["order_id"] for line in lines} - new_orders)
+    if known:
+        copied.update(repository.order_copied(session, tenant_id=tenant_id, order_ids=known))
     # The lines of an order made just now are all new (the first of a repeated line id
     # wins, as the database would keep it); those a later event adds to a known order may
     # exist already, and the database says which were inserted.
     new_lines: set[tuple[str, str]] = set()
     of_new_orders, of_known_orders = [], []
     for line in lines:
+        line.update(zip(repository.ORDER_COPIED, copied[line["order_id"]], strict=True))
         key = (line["order_id"], line["line_id"])
         if line["order_id"] not in new_orders:
             of_known_orders.append(line)
@@ -142,12 +152,7 @@ def record_purchases(
     record_domain_events(session, tenant_id=tenant_id, events=domain_events)
     _count_in_profiles(session, tenant_id, profiles, orders, new_orders, lines, new_lines)
     product_signals.count_new_order_lines(
-        session,
-        tenant_id=tenant_id,
-        orders=orders,
-        new_orders=new_orders,
-        lines=lines,
-        new_lines=new_lines,
+        session, tenant_id=tenant_id, lines=lines, new_lines=new_lines
     )
 
 

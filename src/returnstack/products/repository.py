@@ -25,10 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from returnstack.kit.bulk import insert_tuples
+from returnstack.kit.bulk import execute_many, insert_tuples, select_rows, sqlite_datetime
 from returnstack.models import (
     CategorySignal,
-    Order,
     OrderLine,
     ProductBreakdown,
     ProductReason,
@@ -319,6 +318,8 @@ def add_to_products(
     if not rows:
         return []
     dialect = session.connection().dialect.name
+    if dialect == "sqlite":
+        return _add_to_products_sqlite(session, rows)
     written = insert_tuples(
         session,
         ProductSignal,
@@ -329,6 +330,82 @@ def add_to_products(
         returning=True,
     )
     return [(row[0], row[1], row[2], row[3], row[4]) for row in written]
+
+
+_SQLITE_READ = (
+    "SELECT product_id, category, category_at, units_sold, units_returned,"
+    " reported_units_sold, reported_units_returned FROM product_signals"
+    " WHERE tenant_id = ? AND product_id IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_INSERT = (
+    "INSERT INTO product_signals (category, category_at, units_sold, units_returned,"
+    " reported_units_sold, reported_units_returned, return_rate, tenant_id, product_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_MOVE = (
+    "UPDATE product_signals SET category = ?, category_at = ?, units_sold = ?,"
+    " units_returned = ?, reported_units_sold = ?, reported_units_returned = ?,"
+    " return_rate = ? WHERE tenant_id = ? AND product_id = ?"
+)
+_SQLITE_ADD = (  # the category untouched: its index is not rewritten
+    "UPDATE product_signals SET units_sold = ?, units_returned = ?, reported_units_sold = ?,"
+    " reported_units_returned = ?, return_rate = ? WHERE tenant_id = ? AND product_id = ?"
+)
+
+
+def _add_to_products_sqlite(
+    session: Session, rows: Sequence[tuple[Any, ...]]
+) -> list[tuple[str, str | None, str | None, int, int]]:
+    """`add_to_products` on SQLite: the rows are read, the figures worked out here (the
+    same rules as the PostgreSQL statement), and written by three prepared statements (new
+    rows; rows whose category changes; the others, whose category index is not touched).
+    A read before the write is exact on SQLite: a writer holds the database's write lock
+    from its BEGIN IMMEDIATE to its end (and a deferred one whose snapshot is stale cannot
+    write at all)."""
+    tenant_id = rows[0][0]
+    found = {
+        row[0]: row[1:]
+        for row in select_rows(
+            session, _SQLITE_READ, (tenant_id, orjson.dumps([row[1] for row in rows]).decode())
+        )
+    }
+    inserts: list[tuple[Any, ...]] = []
+    moves: list[tuple[Any, ...]] = []
+    adds: list[tuple[Any, ...]] = []
+    written: list[tuple[str, str | None, str | None, int, int]] = []
+    for _, product_id, candidate, at, sold, returned, reported_sold, reported_returned, _ in rows:
+        # (the time as stored: its text orders as the times do)
+        at_text = sqlite_datetime(at)
+        old = found.get(product_id)
+        if old is None:
+            figures = (sold, returned, reported_sold, reported_returned)
+            rate = returned / sold if sold > 0 else 0.0
+            inserts.append((candidate, at_text, *figures, rate, tenant_id, product_id))
+            written.append((product_id, None, candidate, sold, returned))
+            continue
+        category, category_at, *counters = old
+        figures = (
+            counters[0] + sold,
+            counters[1] + returned,
+            counters[2] + reported_sold,
+            counters[3] + reported_returned,
+        )
+        rate = figures[1] / figures[0] if figures[0] > 0 else 0.0
+        newer = candidate is not None and (
+            category_at is None
+            or at_text > category_at
+            or (at_text == category_at and candidate > (category or ""))
+        )
+        if newer:
+            moves.append((candidate, at_text, *figures, rate, tenant_id, product_id))
+            written.append((product_id, category, candidate, figures[0], figures[1]))
+        else:
+            adds.append((*figures, rate, tenant_id, product_id))
+            written.append((product_id, category, category, figures[0], figures[1]))
+    execute_many(session, _SQLITE_INSERT, inserts)
+    execute_many(session, _SQLITE_MOVE, moves)
+    execute_many(session, _SQLITE_ADD, adds)
+    return written
 
 
 # --- reports -------------------------------------------------------------------------------
@@ -406,9 +483,9 @@ def _sale_groups(session: Session, group_bys: Sequence[str], *, reported: bool) 
             session,
             group_by,
             product=OrderLine.product_id,
-            store=Order.store_id,
-            channel=Order.channel,
-            at=Order.placed_at,
+            store=OrderLine.store_id,
+            channel=OrderLine.channel,
+            at=OrderLine.placed_at,
         ).label(f"g{index}")
         for index, group_by in enumerate(group_bys)
     ]
@@ -460,15 +537,16 @@ def _units_sold_from_facts(
     currency: str,
 ) -> list[tuple[Any, ...]]:
     """(group of each grouping..., units sold) in [start, end) read from the facts (the
-    order lines and reported purchases), summed per combination of their groups."""
+    order lines, which carry their order's time, currency, channel and store: one range of
+    their index, no join; and reported purchases), summed per combination of groups."""
     verified = select(
         *_sale_groups(session, group_bys, reported=False), OrderLine.quantity.label("units")
-    ).join(Order, and_(Order.tenant_id == OrderLine.tenant_id, Order.id == OrderLine.order_id))
+    )
     verified = _categorised(verified, group_bys, tenant_id, OrderLine.product_id).where(
         OrderLine.tenant_id == tenant_id,
-        Order.placed_at >= start,
-        Order.placed_at < end,
-        Order.currency == currency,
+        OrderLine.currency == currency,
+        OrderLine.placed_at >= start,
+        OrderLine.placed_at < end,
     )
     reported = select(
         *_sale_groups(session, group_bys, reported=True), ReportedItem.quantity.label("units")

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from returnstack.models import Order, Return, ReturnItem
+from returnstack.models import Return, ReturnItem
 from returnstack.products import repository
 
 NO_VARIANT = ""  # key columns cannot be null; a client id is never empty
@@ -163,31 +163,12 @@ def count_new_order_lines(
     session: Session,
     *,
     tenant_id: str,
-    orders: Sequence[Mapping[str, Any]],
-    new_orders: set[str],
     lines: Sequence[Mapping[str, Any]],
     new_lines: set[tuple[str, str]],
 ) -> None:
-    """Units sold by the order lines just inserted (`orders.service.record_purchases`): a
-    line added to a known order counts with that order's channel, store and currency."""
-    order_of: dict[str, Mapping[str, Any]] = {}
-    for order in orders:
-        if order["id"] in new_orders:
-            order_of.setdefault(order["id"], order)  # the first event's, as inserted
-    known = sorted({line["order_id"] for line in lines} - set(order_of))
-    if known:
-        rows = session.execute(
-            select(Order.id, Order.channel, Order.store_id, Order.currency, Order.placed_at).where(
-                Order.tenant_id == tenant_id, Order.id.in_(known)
-            )
-        )
-        for order_id, channel, store_id, currency, placed_at in rows:
-            order_of[order_id] = {
-                "channel": channel,
-                "store_id": store_id,
-                "currency": currency,
-                "placed_at": placed_at,
-            }
+    """Units sold by the order lines just inserted (`orders.service.record_purchases`); each
+    line carries its order's channel, store, currency and time (a line added to a known
+    order, that order's)."""
     pending = _pending(session)
     breakdowns = pending.breakdowns  # (the per-line path: kept lean)
     counted: set[tuple[str, str]] = set()
@@ -196,19 +177,19 @@ def count_new_order_lines(
         if key not in new_lines or key in counted:
             continue
         counted.add(key)
-        order = order_of[line["order_id"]]
         product_id = line["product_id"]
-        channel, store, currency = (
-            order["channel"],
-            order["store_id"] or NO_STORE,
-            order["currency"],
-        )
-        quantity = line["quantity"]
         breakdowns[
-            (tenant_id, product_id, line["variant_id"] or NO_VARIANT, channel, store, currency)
-        ][_SOLD] += quantity
+            (
+                tenant_id,
+                product_id,
+                line["variant_id"] or NO_VARIANT,
+                line["channel"],
+                line["store_id"] or NO_STORE,
+                line["currency"],
+            )
+        ][_SOLD] += line["quantity"]
         if line["category"] is not None:
-            _see_category(pending, tenant_id, product_id, line["category"], order["placed_at"])
+            _see_category(pending, tenant_id, product_id, line["category"], line["placed_at"])
 
 
 def count_recorded_returns(
