@@ -1,5 +1,6 @@
 """product signals: reports read units sold from the order lines (which carry their order's
-time, currency, channel and store, under one index); the daily rollup is dropped
+time, currency, channel and store, under one index); the daily rollup is dropped; product
+rows and breakdowns leave room for HOT updates on PostgreSQL
 
 Revision ID: 0012
 Revises: 0011
@@ -17,6 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 COPIED = ("placed_at", "currency", "channel", "store_id")
+UPDATED_IN_PLACE = ("product_signals", "product_breakdowns")
 
 
 def upgrade() -> None:
@@ -51,8 +53,17 @@ def upgrade() -> None:
         postgresql_include=["product_id", "quantity", "channel", "store_id"],
     )
 
+    if op.get_bind().dialect.name == "postgresql":
+        # Room on each page for HOT updates of the rows every fact rewrites (new pages; a
+        # table rewrite, e.g. VACUUM FULL, applies it to the old ones).
+        for table in UPDATED_IN_PLACE:
+            op.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table in UPDATED_IN_PLACE:
+            op.execute(f"ALTER TABLE {table} RESET (fillfactor)")
     op.drop_index("ix_order_lines_tenant_id_currency_placed_at", table_name="order_lines")
     with op.batch_alter_table("order_lines") as batch_op:
         for name in reversed(COPIED):
