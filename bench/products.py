@@ -12,8 +12,8 @@ In-process (the service functions, no HTTP), on a fresh database per backend:
    the same figures derived by queries from the facts (units of the products asked for
    from order lines and return items, and the category rollups their smoothing needs from
    every line of those categories). Figure: derived p50 / kept p50, and each p99.
-3. Reports: 90 days grouped by category and by day (units sold from the daily rollup kept
-   by the upkeep, returns derived from the facts).
+3. Reports: 90 days grouped by category and by day (derived from the facts: units sold
+   from the order lines, which carry their order's time and currency, returns from returns).
 
 `python -m bench products [--backend sqlite|postgresql|both] [--batches N] [--quick]`
 writes bench/results/products-<backend>.json and the Product signals section of

@@ -155,6 +155,40 @@ def test_grouped_by_day_week_and_month(api: Api) -> None:
     assert report(api, "month") == [row("2026-10", 2, 4, 1500, 8, 0.5)]
 
 
+def test_a_line_added_to_a_known_order_counts_on_that_orders_day_currency_and_store(
+    api: Api,
+) -> None:
+    """A later purchase event for a known order adds its new line with the order's time,
+    currency, channel and store, not the later event's (reports read units sold from the
+    lines, which carry their order's)."""
+    ids = october(api)
+    p3 = unique("P3")
+    first = purchase(
+        timestamp="2026-10-20T10:00:00Z",
+        channel="offline",
+        store={"id": ids["s1"]},
+        items=[line("1", product_id=p3, quantity=1, category="Home")],
+    )
+    later = {
+        **{key: value for key, value in first.items() if key != "store"},
+        "id": unique("p"),
+        "timestamp": "2026-11-03T10:00:00Z",  # after the range
+        "channel": "online",
+        "currency": "USD",
+        "items": [line("2", product_id=p3, quantity=3, category="Home")],
+    }
+    api.send(first)
+    api.send(later)
+    assert report(api, "product", **{"from": "2026-10-20", "to": "2026-10-21"}) == [
+        row(p3, 0, 0, 0, 4, 0.0)
+    ]
+    assert report(api, "store", **{"from": "2026-10-20", "to": "2026-10-21"}) == [
+        row(ids["s1"], 0, 0, 0, 4, 0.0)
+    ]
+    assert report(api, "day", **{"from": "2026-11-01", "to": "2026-12-01"}) == []
+    assert report(api, "day", currency="USD", **{"from": "2026-11-01", "to": "2026-12-01"}) == []
+
+
 def test_the_range_is_from_inclusive_to_exclusive_and_takes_timestamps(api: Api) -> None:
     october(api)
     # From o1's exact time (included) to r2's exact time (excluded): o1, r1 and o2.

@@ -170,7 +170,8 @@ def count_new_order_lines(
     line carries its order's channel, store, currency and time (a line added to a known
     order, that order's)."""
     pending = _pending(session)
-    breakdowns = pending.breakdowns  # (the per-line path: kept lean)
+    # (the per-line path: kept lean; a product's category is looked at once per raw text)
+    breakdowns, categories = pending.breakdowns, pending.categories
     counted: set[tuple[str, str]] = set()
     for line in lines:
         key = (line["order_id"], line["line_id"])
@@ -188,8 +189,16 @@ def count_new_order_lines(
                 line["currency"],
             )
         ][_SOLD] += line["quantity"]
-        if line["category"] is not None:
-            _see_category(pending, tenant_id, product_id, line["category"], line["placed_at"])
+        raw = line["category"]
+        if raw is None:
+            continue
+        category = normalize_category(raw)
+        if category is None:
+            continue
+        at = line["placed_at"]
+        known = categories.get((tenant_id, product_id))
+        if known is None or (at, category) > known:
+            categories[(tenant_id, product_id)] = (at, category)
 
 
 def count_recorded_returns(
