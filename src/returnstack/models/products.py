@@ -35,9 +35,10 @@ class ProductSignal(Base):
     # none did. Reported events never set it: a public key must not move products around.
     category: Mapped[str | None] = mapped_column(String(500))
     category_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The category before the row's last write by the upkeep (its upsert sets it from the
-    # old row, and RETURNING reads it back: the category rollups need the old category when
-    # it changes). Bookkeeping only: nothing else reads it.
+    # The category before the row's last write by the upkeep on PostgreSQL (its upsert sets
+    # it from the old row, and RETURNING reads it back: the category rollups need the old
+    # category when it changes; on SQLite the upkeep reads the row first and leaves this
+    # as it is). Bookkeeping only: nothing else reads it.
     previous_category: Mapped[str | None] = mapped_column(String(500))
     units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
     units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
