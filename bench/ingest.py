@@ -379,7 +379,7 @@ def run_grown(backend: str, opts: Options, empty: dict[str, loadgen.LoadResult])
     def cpu_ratio(grown: loadgen.LoadResult, base: loadgen.LoadResult) -> float:
         return round(grown.extra["server_cpu_s"] / max(1e-9, base.extra["server_cpu_s"]), 3)
 
-    result = {
+    result: dict[str, Any] = {
         "dataset": load,
         "batch": {
             "events_per_s": round(opts.events / batch.duration_s, 1),

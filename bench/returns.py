@@ -316,7 +316,7 @@ def load_orders_bulk(
     )
     from returnstack.orders.service import remember_stores
     from returnstack.products.rebuild import rebuild as rebuild_products
-    from returnstack.webhooks import service as webhooks
+    from returnstack.webhooks.service import PUBLISH_BATCH, publish
     from returnstack.webhooks.repository import FEED_SEQUENCE
 
     models = {
@@ -339,9 +339,9 @@ def load_orders_bulk(
         seq = 0
         while True:  # the prefix's messages, published as the dispatcher does
             with db.transaction() as session:
-                count = webhooks.publish(session, now=datetime.now(UTC))
+                count = publish(session, now=datetime.now(UTC))
             seq += count
-            if count < webhooks.PUBLISH_BATCH:
+            if count < PUBLISH_BATCH:
                 break
         with db.transaction(write=False) as session:
             stores_known = set(
