@@ -295,8 +295,8 @@ def load_orders_bulk(
     `kit.bulk.insert_rows` (orders, lines, customers and their emails, the event ledger,
     the outbox messages, published), BULK_BATCH orders a transaction; then the derived
     tables (customer profiles, product signals) rebuilt from those facts, as `returnstack
-    profiles rebuild` does. tests/test_bench_returns.py checks that the rows equal those of
-    record_events."""
+    profiles rebuild` does. tests/test_bench_returns_load.py checks that the rows equal
+    those of record_events."""
     from sqlalchemy import select, update
 
     from returnstack.config import Settings
@@ -316,8 +316,8 @@ def load_orders_bulk(
     )
     from returnstack.orders.service import remember_stores
     from returnstack.products.rebuild import rebuild as rebuild_products
-    from returnstack.webhooks.service import PUBLISH_BATCH, publish
     from returnstack.webhooks.repository import FEED_SEQUENCE
+    from returnstack.webhooks.service import PUBLISH_BATCH, publish
 
     models = {
         "customers": Customer,
