@@ -12,6 +12,7 @@ Per backend, on a fresh database:
 6. Peak RSS of the server process (VmHWM from /proc), over its whole life.
 """
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def _load(
         "rest": round(max(0.0, busy - server_cores - loadgen_cores), 2),
         "stolen_by_host": round(steal, 2),
     }
+    result.extra["load_average_1_5_15"] = [round(value, 2) for value in os.getloadavg()]
     result.extra["server_cpu_us_per_request"] = round(
         1e6 * result.extra["server_cpu_s"] / max(1, result.requests), 1
     )

@@ -16,6 +16,7 @@ Per backend, on a fresh database:
 """
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -549,6 +550,7 @@ def measure(
             )
         cpu = window.result()
         memory_end = server.memory()
+    cpu["load_average_1_5_15"] = [round(value, 2) for value in os.getloadavg()]
     log_errors = harness.keep_log(server, name)
     actions = figures(run, warm_count, measured_count)
     cpu["server_cpu_us_per_request"] = round(
@@ -743,7 +745,8 @@ def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
     window = run["server"]["measured_window"]
     console.print(
         f"  server CPU {window['server_cores']:.2f} cores ({window['server_cpu_us_per_request']} "
-        f"µs/request), machine {window['machine_cores']:.2f} cores busy (rest "
+        f"µs/request), machine {window['machine_cores']:.2f} cores busy (load average "
+        f"{window.get('load_average_1_5_15')}; rest "
         f"{window['rest_cores']:.2f}); load generator "
         f"{run['load_generator_cpu_us_per_request']} µs/request; peak RSS "
         f"{run['server']['peak_rss_mb']:.0f} MB; returns closed {run['returns_closed']:,} "
