@@ -28,7 +28,14 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from bench.server import DEFAULT_POSTGRES_URL, ServerProcess, Target, cli_json, libpq
+from bench.server import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_POSTGRES_URL,
+    ServerProcess,
+    Target,
+    cli_json,
+    libpq,
+)
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -143,6 +150,31 @@ def parser(bench: Benchmark, doc: str, *, quick: str, profile: str) -> argparse.
         "--no-readme", action="store_true", help="do not update the figures in README.md"
     )
     return result
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    """--dataset NAME and --dataset-dir DIR: keep the dataset a run builds, or run on a
+    copy of the one kept under that name (bench/server.py, `Kept`)."""
+    parser.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="keep the dataset this run builds under NAME (SQLite: DIR/bench_kept_NAME.db; "
+        "PostgreSQL: the database bench_kept_NAME), or, when it exists, run on a copy of it "
+        "instead of building one",
+    )
+    parser.add_argument(
+        "--dataset-dir",
+        metavar="DIR",
+        help=f"where SQLite datasets are kept (default {DEFAULT_DATA_DIR}; "
+        "$RETURNSTACK_BENCH_DATA_DIR)",
+    )
+
+
+def dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "dataset": args.dataset,
+        "dataset_dir": Path(args.dataset_dir).resolve() if args.dataset_dir else DEFAULT_DATA_DIR,
+    }
 
 
 def common(bench: Benchmark, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Per backend, on a fresh database:
 6. Peak RSS of the server process (VmHWM from /proc), over its whole life.
 """
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,13 +21,21 @@ from typing import Any
 
 from rich.table import Table
 
-from bench import ceiling, harness, loadgen, profile, workload
+from bench import ceiling, harness, loadgen, profile, profiles, workload
 from bench.harness import console
-from bench.server import ServerProcess, Target, bare_server, fresh_database, returnstack_server
+from bench.server import (
+    ServerProcess,
+    Target,
+    bare_server,
+    fresh_database,
+    kept,
+    returnstack_server,
+)
 
 BATCH_RATIO_TARGET = {"sqlite": 0.40, "postgresql": 0.20}  # of the database ceiling
 SINGLE_RATIO_TARGET = {"sqlite": 0.50, "postgresql": 0.25}  # of bare FastAPI's req/s
 PEAK_RSS_TARGET_MB = 300
+GROWTH_RATIO_TARGET = 0.80  # throughput on the grown database ÷ on the empty one
 
 
 @dataclass
@@ -42,6 +51,10 @@ class Options(harness.Options):
     profile_wall: bool
     workers: int
     variant: str  # in the results file's name: "" for one process, "-workers2" for two
+    preload_lines: int  # 0: none; else the grown database's lines (bench/profiles.py)
+    preload_products: bool  # also rebuild product signals on the grown database
+    dataset: str | None
+    dataset_dir: Path
 
 
 def options(args: Any, argv: list[str]) -> Options:
@@ -64,7 +77,11 @@ def options(args: Any, argv: list[str]) -> Options:
         sort_stores=args.store_order == "sorted",
         profile_wall=args.profile_wall,
         workers=args.workers,
-        variant="" if args.workers == 1 else f"-workers{args.workers}",
+        variant=("" if args.workers == 1 else f"-workers{args.workers}")
+        + ("-growth" if args.preload_lines else ""),
+        preload_lines=args.preload_lines or 0,
+        preload_products=args.preload_products,
+        **harness.dataset_options(args),
     )
 
 
@@ -101,6 +118,7 @@ def _load(
         "rest": round(max(0.0, busy - server_cores - loadgen_cores), 2),
         "stolen_by_host": round(steal, 2),
     }
+    result.extra["load_average_1_5_15"] = [round(value, 2) for value in os.getloadavg()]
     result.extra["server_cpu_us_per_request"] = round(
         1e6 * result.extra["server_cpu_s"] / max(1, result.requests), 1
     )
@@ -192,6 +210,10 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                 bare[mode] = _load(opts, app, files["s"], auth, f"bare FastAPI ({mode}) measured")
         versions = harness.machine(target)
         connections = harness.connection_memory(target)
+    growth = None
+    if opts.preload_lines:
+        empty = {"batch": batch, "single": single}
+        growth = run_grown(backend, opts, empty)
 
     profiles = {}
     if opts.profile_dir is not None:
@@ -215,6 +237,14 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             "met": peak_mb < PEAK_RSS_TARGET_MB,
         },
     }
+    if growth is not None:
+        for phase in ("batch", "single"):
+            value = growth["ratios"][f"{phase}_throughput"]
+            targets[f"growth_{phase}"] = {
+                "target": GROWTH_RATIO_TARGET,
+                "value": value,
+                "met": value >= GROWTH_RATIO_TARGET,
+            }
     if backend in SINGLE_RATIO_TARGET:
         targets["single_ratio"] = {
             "target": SINGLE_RATIO_TARGET[backend],
@@ -268,7 +298,113 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         "targets": targets,
         "server_log_tail": server_log[-1500:],
         **({"profile": profiles} if profiles else {}),
+        **({"growth": growth} if growth else {}),
     }
+
+
+def run_grown(backend: str, opts: Options, empty: dict[str, loadgen.LoadResult]) -> dict[str, Any]:
+    """The batch and one-event phases again, on a database holding bench/profiles.py's
+    dataset of `--preload-lines` lines (built, or copied from the kept `--dataset`), with
+    the same bodies; their throughput and server CPU against the empty database's."""
+    customers = max(1, opts.preload_lines // 10)
+    keep = kept(backend, opts.dataset, opts.dataset_dir, opts.postgres_url)
+    wanted = {
+        "kind": "profiles",
+        "customers": customers,
+        "lines": opts.preload_lines,
+        "product_signals": opts.preload_products,
+    }
+    described = keep.meta() if keep is not None else None
+    if described is not None and {key: described.get(key) for key in wanted} != wanted:
+        raise SystemExit(
+            f"the kept dataset {keep.where if keep else ''} holds "
+            f"{ {key: described.get(key) for key in wanted} }, not {wanted}"
+        )
+    console.rule(f"[bold]ingest, {backend}, on a database of {opts.preload_lines:,} lines")
+    t_copy = time.perf_counter()
+    with fresh_database(
+        backend, opts.postgres_url, copy_of=keep if described is not None else None
+    ) as target:
+        if described is not None and keep is not None:
+            auth = described["auth"]
+            load = dict(described["load"])
+            load["kept"] = {
+                "where": keep.where,
+                "copy_s": round(time.perf_counter() - t_copy, 1),
+                "built_at": described["built_at"],
+                "built_by": described["source"],
+            }
+            console.print(f"  copied the kept dataset {keep.where} in {load['kept']['copy_s']}s")
+        else:
+            tenant_id, auth = harness.bench_tenant(target, "EUR")
+            load = profiles.preload(
+                target, tenant_id, customers, opts.preload_lines, products=opts.preload_products
+            )
+            if keep is not None:
+                meta = {
+                    **wanted,
+                    "tenant_id": tenant_id,
+                    "auth": auth,
+                    "load": load,
+                    "built_at": harness.started_at(),
+                    "source": harness.source_state(),
+                }
+                console.print(f"  keeping the dataset as {keep.where} …")
+                load["kept"] = {"where": keep.where, "keep_s": keep.keep(target, meta)}
+                console.print(f"    kept in {load['kept']['keep_s']:.0f}s")
+        files = {
+            "w": _bodies(opts, target, "w", opts.warmup_events, opts.per_request, 3),
+            "m": _bodies(opts, target, "m", opts.events, opts.per_request, 3),
+            "u": _bodies(opts, target, "u", opts.single_warmup, 1, None),
+            "s": _bodies(opts, target, "s", opts.single, 1, None),
+        }
+        server = returnstack_server(target, opts.workers)
+        with server:
+            console.print(f"  returnstack serve: pid {server.pid}, port {server.port}")
+            _load(opts, server, files["w"], auth, "batch warm-up")
+            before = ceiling.count_rows(target)["events"]
+            with profile.profiling(server.pid, _raw(opts, backend, "grown-batch"), False):
+                batch = _load(opts, server, files["m"], auth, "batch measured")
+            recorded = ceiling.count_rows(target)["events"] - before
+            if recorded != opts.events:
+                raise RuntimeError(f"the service recorded {recorded} of {opts.events} events")
+            _load(opts, server, files["u"], auth, "one-event warm-up")
+            before = ceiling.count_rows(target)["events"]
+            with profile.profiling(server.pid, _raw(opts, backend, "grown-single"), False):
+                single = _load(opts, server, files["s"], auth, "one-event measured")
+            recorded = ceiling.count_rows(target)["events"] - before
+            if recorded != opts.single:
+                raise RuntimeError(f"one-event requests recorded {recorded} events")
+    batch_ratio = (opts.events / batch.duration_s) / (opts.events / empty["batch"].duration_s)
+    single_ratio = single.requests_per_s / empty["single"].requests_per_s
+
+    def cpu_ratio(grown: loadgen.LoadResult, base: loadgen.LoadResult) -> float:
+        return round(grown.extra["server_cpu_s"] / max(1e-9, base.extra["server_cpu_s"]), 3)
+
+    result: dict[str, Any] = {
+        "dataset": load,
+        "batch": {
+            "events_per_s": round(opts.events / batch.duration_s, 1),
+            "http": batch.as_dict(),
+        },
+        "single": {"service": single.as_dict()},
+        "peak_rss_mb": round(server.final_hwm_kb / 1024, 1),
+        "ratios": {
+            "batch_throughput": round(batch_ratio, 3),
+            "single_throughput": round(single_ratio, 3),
+            # the same work, so the ratio of the server's CPU per event / per request
+            "batch_server_cpu": cpu_ratio(batch, empty["batch"]),
+            "single_server_cpu": cpu_ratio(single, empty["single"]),
+        },
+    }
+    console.print(
+        f"  on {opts.preload_lines:,} lines ÷ on an empty database: batch events/s "
+        f"{batch_ratio:.0%}, one-event req/s {single_ratio:.0%}; server CPU per event "
+        f"x{result['ratios']['batch_server_cpu']}, per request "
+        f"x{result['ratios']['single_server_cpu']} (target: throughput ≥ "
+        f"{GROWTH_RATIO_TARGET:.0%})"
+    )
+    return result
 
 
 def print_result(result: dict[str, Any]) -> None:
@@ -340,6 +476,8 @@ def render_one(result: dict[str, Any]) -> str:
     )
     workers = result.get("workers", 1)
     processes = "" if workers == 1 else f", {workers} server processes (and bare FastAPI's)"
+    if "growth" in result:
+        processes += ", and on a grown database"
     lines = [
         f"### {backend}{processes}",
         "",
@@ -415,7 +553,39 @@ def render_one(result: dict[str, Any]) -> str:
         + _connections(memory.get("connections")),
         "",
     ]
+    if "growth" in result:
+        lines += _growth(result["growth"], targets)
     return "\n".join(lines)
+
+
+def _growth(growth: dict[str, Any], targets: dict[str, Any]) -> list[str]:
+    data, ratios = growth["dataset"], growth["ratios"]
+    batch, single = growth["batch"], growth["single"]["service"]
+    return [
+        f"**On a grown database** (the same phases and bodies, on a fresh server): "
+        f"bench/profiles.py's dataset of {data['lines']:,} lines ({data['customers']:,} "
+        f"customers; {data['rows_total']:,} rows of facts, the event ledger "
+        f"({data['ledger']['rows']:,} rows), profiles"
+        + (" and product signals" if "products" in data else "")
+        + " rebuilt; "
+        f"database {data['database_mb']:,.0f} MB).",
+        "",
+        "| grown ÷ empty database (same run) | value | target | |",
+        "| --- | ---: | ---: | --- |",
+        f"| batch ingestion events/s | **{ratios['batch_throughput']:.0%}** | "
+        f"≥ {GROWTH_RATIO_TARGET:.0%} | {harness.verdict(targets.get('growth_batch'))} |",
+        f"| one-event requests req/s | **{ratios['single_throughput']:.0%}** | "
+        f"≥ {GROWTH_RATIO_TARGET:.0%} | {harness.verdict(targets.get('growth_single'))} |",
+        f"| server CPU, batch phase (same events) | x{ratios['batch_server_cpu']:.2f} | - | |",
+        f"| server CPU, one-event phase (same requests) | x{ratios['single_server_cpu']:.2f} "
+        "| - | |",
+        "",
+        f"Grown database: batch {batch['events_per_s']:,.0f} events/s (p99 "
+        f"{batch['http']['p99_ms']:.0f} ms); one-event {single['requests_per_s']:,.0f} req/s "
+        f"(p50 {single['p50_ms']:.2f} ms, p99 {single['p99_ms']:.2f} ms); peak RSS "
+        f"{growth['peak_rss_mb']:.0f} MB.",
+        "",
+    ]
 
 
 def _connections(limits: dict[str, Any] | None) -> str:
@@ -470,6 +640,22 @@ def cli(argv: list[str]) -> int:
         help="order of the events of a batch: as generated (default), or by store id "
         "(the workaround for the PostgreSQL deadlock of README, Known problems)",
     )
+    parser.add_argument(
+        "--preload-lines",
+        type=int,
+        metavar="N",
+        help="then run the batch and one-event phases again on a database holding the "
+        "dataset of bench/profiles.py with N purchase lines (N/10 customers; 10000000 for "
+        "issue 14's target), and record the throughput ratio to the empty database's; "
+        "with --dataset NAME, that dataset is kept (or reused)",
+    )
+    parser.add_argument(
+        "--preload-products",
+        action="store_true",
+        help="with --preload-lines: also rebuild the product signals of the grown database "
+        "(slow: about 45 s per 200,000 lines on a loaded machine)",
+    )
+    harness.add_dataset_options(parser)
     args = parser.parse_args(argv)
     if args.events is not None and args.events % 100:
         parser.error("--events must be a multiple of 100")

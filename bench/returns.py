@@ -16,12 +16,14 @@ Per backend, on a fresh database:
 """
 
 import argparse
+import os
 import random
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,13 +31,14 @@ from rich.table import Table
 
 from bench import harness, openloop, profile, workload
 from bench.harness import console
-from bench.server import Target, fresh_database, returnstack_server
+from bench.server import Target, fresh_database, kept, returnstack_server
 
 ACTIONS = ("create", "approve", "receive", "refund", "close")
 P99_TARGET_MS = 20.0
 RATE_TARGET = 200.0
 WINDOW_DAYS = 20  # orders are spread over the last 20 days: inside the default 30-day window
 LOAD_BATCH = 5_000
+BULK_BATCH = 20_000  # orders a transaction of the bulk load
 REASONS = ("size_too_small", "size_too_large", "color", "defective", "unwanted", "style")
 
 
@@ -47,6 +50,9 @@ class Options(harness.Options):
     warmup: float
     step_gap: float
     workers: int
+    load: str
+    dataset: str | None
+    dataset_dir: Path
 
 
 def options(args: Any, argv: list[str]) -> Options:
@@ -58,6 +64,8 @@ def options(args: Any, argv: list[str]) -> Options:
         warmup=args.warmup if args.warmup is not None else (5.0 if args.quick else 15.0),
         step_gap=args.step_gap,
         workers=args.workers,
+        load=args.load,
+        **harness.dataset_options(args),
     )
 
 
@@ -88,7 +96,13 @@ def order_event(order: int, rng: random.Random, now: datetime) -> dict[str, Any]
     return event
 
 
-def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
+def load_orders(
+    target: Target,
+    tenant_id: str,
+    orders: int,
+    rng: random.Random | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """Record `orders` purchases with the service's bulk path: record_events in-process,
     LOAD_BATCH events a transaction. Events are built and validated (check_event, as
     `returnstack import` does) outside the timed transactions, and that time is kept too."""
@@ -100,8 +114,8 @@ def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
 
     settings = Settings(database_url=target.url, _env_file=None)
     db = Database(settings)
-    rng = random.Random("returns:1")
-    now = datetime.now(UTC)
+    rng = rng or random.Random("returns:1")
+    now = now or datetime.now(UTC)
     build_s = write_s = 0.0
     accepted = 0
     started = time.perf_counter()
@@ -143,6 +157,7 @@ def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
     if accepted != orders:
         raise RuntimeError(f"loaded {accepted} of {orders} orders")
     return {
+        "method": "record_events",
         "orders": orders,
         "seconds": round(seconds, 1),
         "orders_per_s": round(orders / seconds, 1),
@@ -150,6 +165,255 @@ def load_orders(target: Target, tenant_id: str, orders: int) -> dict[str, Any]:
         "record_events_s": round(write_s, 1),
         "record_events_orders_per_s": round(orders / write_s, 1),
         "batch": LOAD_BATCH,
+    }
+
+
+def order_rows(
+    tenant_id: str, event: dict[str, Any], now: datetime, seq: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows record_events writes for one new purchase of a new customer's first order,
+    or of its second (customer c's orders are 2c and 2c+1: the first makes the customer),
+    as orders/service.py, customers/service.py and outbox/service.py build them; its
+    outbox message already published (numbered `seq`), as the dispatcher leaves it."""
+    from returnstack.kit.ids import new_id
+    from returnstack.kit.timefmt import rfc3339
+    from returnstack.orders.service import LINE_FIELDS
+    from returnstack.outbox.service import resource_key
+
+    placed = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    server_id = new_id("evt")
+    customer = event["customer"]
+    store = event.get("store")
+    lines = [
+        {
+            "tenant_id": tenant_id,
+            "order_id": event["order_id"],
+            "line_id": item["line_id"],
+            "position": position,
+            "product_id": item["product_id"],
+            "variant_id": item["variant_id"],
+            "name": item["name"],
+            "category": item["category"],
+            "url": None,
+            "quantity": item["quantity"],
+            "unit_price": item["unit_price"],
+        }
+        for position, item in enumerate(event["items"], start=1)
+    ]
+    data = {
+        "event_id": server_id,
+        "order_id": event["order_id"],
+        "customer": {"id": customer["id"], "email": customer["email"]},
+        "channel": event["channel"],
+        "store": None
+        if store is None
+        else {key: store.get(key) for key in ("id", "name", "city", "country")},
+        "currency": event["currency"],
+        "placed_at": rfc3339(placed),
+        "lines": [{key: line[key] for key in LINE_FIELDS} for line in lines],
+    }
+    rows: dict[str, list[dict[str, Any]]] = {
+        "events": [
+            {
+                "tenant_id": tenant_id,
+                "id": server_id,
+                "client_id": event["id"],
+                "type": "purchase",
+                "order_id": event["order_id"],
+                "occurred_at": placed,
+                "received_at": now,
+                "source": "import",
+            }
+        ],
+        "orders": [
+            {
+                "tenant_id": tenant_id,
+                "id": event["order_id"],
+                "customer_id": customer["id"],
+                "email": customer["email"],
+                "channel": event["channel"],
+                "store_id": None if store is None else store["id"],
+                "currency": event["currency"],
+                "placed_at": placed,
+                "event_id": server_id,
+                "created_at": now,
+            }
+        ],
+        "order_lines": lines,
+        "outbox": [
+            {
+                "tenant_id": tenant_id,
+                "id": new_id("msg"),
+                "type": "purchase.recorded",
+                "data": data,
+                "changes": None,
+                "created_at": now,
+                "dispatched_at": now,
+                "seq": seq,
+                "resource_key": resource_key("purchase.recorded", data),
+            }
+        ],
+        "customers": [],
+        "customer_emails": [],
+    }
+    if int(event["order_id"].rpartition("-")[2]) % 2 == 0:  # the customer's first order
+        rows["customers"].append(
+            {
+                "tenant_id": tenant_id,
+                "id": customer["id"],
+                "email": customer["email"],
+                "name": None,
+                "created_at": now,
+                "updated_at": now,
+                "server_id": new_id("cus"),
+            }
+        )
+        rows["customer_emails"].append(
+            {
+                "tenant_id": tenant_id,
+                "email": customer["email"],
+                "customer_id": customer["id"],
+                "created_at": now,
+                "server_id": None,
+            }
+        )
+    return rows
+
+
+BULK_TABLES = ("customers", "customer_emails", "events", "orders", "order_lines", "outbox")
+
+
+def load_orders_bulk(
+    target: Target,
+    tenant_id: str,
+    orders: int,
+    service_orders: int = LOAD_BATCH,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The same orders as `load_orders`, written faster: the first `service_orders` through
+    record_events (so the stores, and every table it writes, are the service's own), their
+    messages published as the dispatcher publishes them; the rest written with
+    `kit.bulk.insert_rows` (orders, lines, customers and their emails, the event ledger,
+    the outbox messages, published), BULK_BATCH orders a transaction; then the derived
+    tables (customer profiles, product signals) rebuilt from those facts, as `returnstack
+    profiles rebuild` does. tests/test_bench_returns_load.py checks that the rows equal
+    those of record_events."""
+    from sqlalchemy import select, update
+
+    from returnstack.config import Settings
+    from returnstack.customers.profiles import rebuild
+    from returnstack.events.schemas import StoreRef
+    from returnstack.kit.bulk import insert_rows
+    from returnstack.kit.db import Database
+    from returnstack.models import (
+        Customer,
+        CustomerEmail,
+        Event,
+        Order,
+        OrderLine,
+        OutboxEvent,
+        Store,
+        WebhookState,
+    )
+    from returnstack.orders.service import remember_stores
+    from returnstack.products.rebuild import rebuild as rebuild_products
+    from returnstack.webhooks.repository import FEED_SEQUENCE
+    from returnstack.webhooks.service import PUBLISH_BATCH, publish
+
+    models = {
+        "customers": Customer,
+        "customer_emails": CustomerEmail,
+        "events": Event,
+        "orders": Order,
+        "order_lines": OrderLine,
+        "outbox": OutboxEvent,
+    }
+    rng = random.Random("returns:1")
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    prefix = min(orders, service_orders)
+    first = load_orders(target, tenant_id, prefix, rng, now)
+    settings = Settings(database_url=target.url, _env_file=None)
+    db = Database(settings)
+    build_s = write_s = 0.0
+    try:
+        seq = 0
+        while True:  # the prefix's messages, published as the dispatcher does
+            with db.transaction() as session:
+                count = publish(session, now=datetime.now(UTC))
+            seq += count
+            if count < PUBLISH_BATCH:
+                break
+        with db.transaction(write=False) as session:
+            stores_known = set(
+                session.scalars(select(Store.id).where(Store.tenant_id == tenant_id))
+            )
+        last_report = time.perf_counter()
+        for chunk in range(prefix, orders, BULK_BATCH):
+            t_build = time.perf_counter()
+            rows: dict[str, list[dict[str, Any]]] = {name: [] for name in BULK_TABLES}
+            moment = datetime.now(UTC)
+            named_stores = []
+            for number in range(chunk, min(orders, chunk + BULK_BATCH)):
+                seq += 1
+                event = order_event(number, rng, now)
+                if "store" in event:
+                    named_stores.append(event)
+                for name, part in order_rows(tenant_id, event, moment, seq).items():
+                    rows[name].extend(part)
+            t_write = time.perf_counter()
+            with db.transaction() as session:
+                # The stores first named in this chunk, as remember_stores writes them.
+                remember_stores(
+                    session,
+                    tenant_id=tenant_id,
+                    stores=[
+                        StoreRef(**order["store"])
+                        for order in named_stores
+                        if order["store"]["id"] not in stores_known
+                    ],
+                )
+                stores_known.update(order["store"]["id"] for order in named_stores)
+                for name in BULK_TABLES:
+                    insert_rows(session, models[name], rows[name])
+                session.execute(
+                    update(WebhookState).where(WebhookState.name == FEED_SEQUENCE).values(value=seq)
+                )
+            t_done = time.perf_counter()
+            build_s += t_write - t_build
+            write_s += t_done - t_write
+            if t_done - last_report > 15 or chunk + BULK_BATCH >= orders:
+                last_report = t_done
+                done = min(orders, chunk + BULK_BATCH)
+                console.print(
+                    f"    {done:,} orders in {t_done - started:.0f}s "
+                    f"({done / (t_done - started):,.0f} orders/s)"
+                )
+        t_rebuild = time.perf_counter()
+        with db.transaction() as session:
+            profiles = rebuild(session, tenant_id=tenant_id, write=True)
+            products = rebuild_products(session, tenant_id=tenant_id, write=True)
+        rebuild_s = time.perf_counter() - t_rebuild
+        console.print(
+            f"    profiles and product signals rebuilt in {rebuild_s:.0f}s "
+            f"({profiles.profiles:,} profiles, {products.products:,} products)"
+        )
+    finally:
+        db.dispose()
+    seconds = time.perf_counter() - started
+    return {
+        "method": "bulk",
+        "orders": orders,
+        "seconds": round(seconds, 1),
+        "orders_per_s": round(orders / seconds, 1),
+        "record_events": first,
+        "bulk_orders": orders - prefix,
+        "bulk_batch": BULK_BATCH,
+        "bulk_build_s": round(build_s, 1),
+        "bulk_write_s": round(write_s, 1),
+        "rebuild_s": round(rebuild_s, 1),
+        # what the renderer shows (written before the bulk path: record_events alone)
+        "record_events_orders_per_s": first["record_events_orders_per_s"],
     }
 
 
@@ -286,6 +550,7 @@ def measure(
             )
         cpu = window.result()
         memory_end = server.memory()
+    cpu["load_average_1_5_15"] = [round(value, 2) for value in os.getloadavg()]
     log_errors = harness.keep_log(server, name)
     actions = figures(run, warm_count, measured_count)
     cpu["server_cpu_us_per_request"] = round(
@@ -362,17 +627,65 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
             f"{sum(counts)} returns need as many customers; "
             f"{opts.orders} orders make only {customers_available}"
         )
-    with fresh_database(backend, opts.postgres_url) as target:
-        tenant_id, auth = harness.bench_tenant(target, "EUR")
-        console.print(f"  loading {opts.orders:,} orders (record_events, {LOAD_BATCH:,} a batch) …")
-        load = load_orders(target, tenant_id, opts.orders)
-        if backend == "postgresql":
-            t_vacuum = time.perf_counter()
-            harness.sql(target, "VACUUM ANALYZE")
-            load["vacuum_analyze_s"] = round(time.perf_counter() - t_vacuum, 1)
-            console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.0f}s")
-        load["tables"] = table_counts(target)
-        load["database_mb"] = harness.database_size_mb(target)
+    keep = kept(backend, opts.dataset, opts.dataset_dir, opts.postgres_url)
+    wanted = {"kind": "returns", "orders": opts.orders}
+    described = keep.meta() if keep is not None else None
+    if described is not None and {key: described.get(key) for key in wanted} != wanted:
+        raise SystemExit(
+            f"the kept dataset {keep.where if keep else ''} holds {described.get('kind')} "
+            f"with {described.get('orders')} orders, not {opts.orders}: another --dataset name"
+        )
+    if described is not None:
+        console.print(f"  copying the kept dataset {keep.where if keep else ''} …")
+    t_copy = time.perf_counter()
+    with fresh_database(
+        backend, opts.postgres_url, copy_of=keep if described is not None else None
+    ) as target:
+        if described is not None and keep is not None:
+            tenant_id, auth = described["tenant_id"], described["auth"]
+            load = dict(described["load"])
+            load["kept"] = {
+                "where": keep.where,
+                "copy_s": round(time.perf_counter() - t_copy, 1),
+                "built_at": described["built_at"],
+                "built_by": described["source"],
+            }
+            console.print(
+                f"    copied in {load['kept']['copy_s']:.0f}s (built {described['built_at']}, "
+                f"source {described['source']['commit']})"
+            )
+        else:
+            tenant_id, auth = harness.bench_tenant(target, "EUR")
+            if opts.load == "bulk":
+                console.print(
+                    f"  loading {opts.orders:,} orders (record_events for the first "
+                    f"{LOAD_BATCH:,}, then insert_rows, {BULK_BATCH:,} a transaction) …"
+                )
+                load = load_orders_bulk(target, tenant_id, opts.orders)
+            else:
+                console.print(
+                    f"  loading {opts.orders:,} orders (record_events, {LOAD_BATCH:,} a batch) …"
+                )
+                load = load_orders(target, tenant_id, opts.orders)
+            if backend == "postgresql":
+                t_vacuum = time.perf_counter()
+                harness.sql(target, "VACUUM ANALYZE")
+                load["vacuum_analyze_s"] = round(time.perf_counter() - t_vacuum, 1)
+                console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.0f}s")
+            load["tables"] = table_counts(target)
+            load["database_mb"] = harness.database_size_mb(target)
+            if keep is not None:
+                meta = {
+                    **wanted,
+                    "tenant_id": tenant_id,
+                    "auth": auth,
+                    "load": load,
+                    "built_at": harness.started_at(),
+                    "source": source,
+                }
+                console.print(f"  keeping the dataset as {keep.where} …")
+                load["kept"] = {"where": keep.where, "keep_s": keep.keep(target, meta)}
+                console.print(f"    kept in {load['kept']['keep_s']:.0f}s")
         console.print(f"    rows: {load['tables']}; database {load['database_mb']:,.0f} MB")
 
         # Customers drawn at random among all, each used once (so each order line once).
@@ -432,7 +745,8 @@ def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
     window = run["server"]["measured_window"]
     console.print(
         f"  server CPU {window['server_cores']:.2f} cores ({window['server_cpu_us_per_request']} "
-        f"µs/request), machine {window['machine_cores']:.2f} cores busy (rest "
+        f"µs/request), machine {window['machine_cores']:.2f} cores busy (load average "
+        f"{window.get('load_average_1_5_15')}; rest "
         f"{window['rest_cores']:.2f}); load generator "
         f"{run['load_generator_cpu_us_per_request']} µs/request; peak RSS "
         f"{run['server']['peak_rss_mb']:.0f} MB; returns closed {run['returns_closed']:,} "
@@ -487,6 +801,27 @@ def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
     return lines
 
 
+def _loaded(load: dict[str, Any]) -> str:
+    if load.get("method") == "bulk":
+        text = (
+            f"loaded in {load['seconds']:,.0f} s ({load['orders_per_s']:,.0f} orders/s: the "
+            f"first {load['record_events']['orders']:,} with `record_events` at "
+            f"{load['record_events_orders_per_s']:,.0f} orders/s inside the transactions, the "
+            f"rest with `insert_rows`, then profiles and product signals rebuilt in "
+            f"{load['rebuild_s']:,.0f} s)"
+        )
+    else:
+        text = (
+            f"loaded with `record_events` in {load['seconds']:,.0f} s "
+            f"({load['orders_per_s']:,.0f} orders/s; "
+            f"{load['record_events_orders_per_s']:,.0f} orders/s inside the transactions)"
+        )
+    kept = load.get("kept")
+    if kept and "copy_s" in kept:
+        text += f" on {kept['built_at']} and kept; this run used a copy ({kept['copy_s']:,.0f} s)"
+    return text
+
+
 def render_one(result: dict[str, Any]) -> str:
     machine, data = result["machine"], result["dataset"]
     load = data["load"]
@@ -503,9 +838,7 @@ def render_one(result: dict[str, Any]) -> str:
         "",
         f"Dataset: {data['orders']:,} orders ({data['customers']:,} customers with 2 orders "
         f"each; {load['tables']['order_lines']:,} lines; orders 0-{WINDOW_DAYS} days old), "
-        f"loaded with `record_events` in {load['seconds']:,.0f} s ({load['orders_per_s']:,.0f} "
-        f"orders/s; {load['record_events_orders_per_s']:,.0f} orders/s inside the "
-        "transactions)"
+        + _loaded(load)
         + (
             f", then `VACUUM ANALYZE` ({load['vacuum_analyze_s']:,.0f} s)"
             if "vacuum_analyze_s" in load
@@ -565,6 +898,15 @@ def cli(argv: list[str]) -> int:
     parser.add_argument(
         "--workers", type=int, default=2, help="load generator processes (default 2)"
     )
+    parser.add_argument(
+        "--load",
+        choices=["bulk", "record_events"],
+        default="bulk",
+        help="how the orders are written: record_events for the first 5,000, then the same "
+        "rows with insert_rows and the derived tables rebuilt (bulk, default), or all "
+        "through record_events (slow: hundreds of orders a second)",
+    )
+    harness.add_dataset_options(parser)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be positive")

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -43,17 +45,28 @@ class Target:
 
 
 @contextlib.contextmanager
-def fresh_database(backend: str, postgres_url: str = DEFAULT_POSTGRES_URL) -> Iterator[Target]:
-    """A new SQLite file in a temp dir, or a new PostgreSQL database dropped afterwards."""
+def fresh_database(
+    backend: str, postgres_url: str = DEFAULT_POSTGRES_URL, copy_of: "Kept | None" = None
+) -> Iterator[Target]:
+    """A new SQLite file in a temp dir, or a new PostgreSQL database dropped afterwards;
+    with `copy_of`, a copy of that kept dataset (the kept one is never written)."""
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"returnstack-bench-{uuid.uuid4().hex[:8]}"
     workdir.mkdir(parents=True)
     try:
         if backend == "sqlite":
-            yield Target(backend, f"sqlite:///{workdir / 'bench.db'}", workdir)
+            path = workdir / "bench.db"
+            if copy_of is not None:
+                shutil.copyfile(copy_of.sqlite_path, path)
+            yield Target(backend, f"sqlite:///{path}", workdir)
             return
         name = f"returnstack_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(libpq(postgres_url), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            if copy_of is None:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            else:  # a file copy: much faster than WAL_LOG for a large database
+                admin.execute(
+                    f'CREATE DATABASE "{name}" TEMPLATE "{copy_of.database}" STRATEGY FILE_COPY'
+                )
         base = postgres_url.rpartition("/")[0]
         try:
             yield Target(backend, f"{base}/{name}", workdir)
@@ -62,6 +75,85 @@ def fresh_database(backend: str, postgres_url: str = DEFAULT_POSTGRES_URL) -> It
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+KEPT_PREFIX = "bench_kept_"
+DEFAULT_DATA_DIR = Path(os.environ.get("RETURNSTACK_BENCH_DATA_DIR", ROOT / "bench" / "data"))
+
+
+@dataclass
+class Kept:
+    """A dataset kept between runs, by name: on SQLite the file `DIR/bench_kept_NAME.db`
+    with its description in `DIR/bench_kept_NAME.json`; on PostgreSQL the database
+    `bench_kept_NAME` next to the benchmark's, its description in the database's comment.
+    A run never writes it: it runs on a copy (`fresh_database(copy_of=...)`)."""
+
+    backend: str
+    name: str
+    data_dir: Path
+    postgres_url: str
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / f"{KEPT_PREFIX}{self.name}.db"
+
+    @property
+    def database(self) -> str:
+        return f"{KEPT_PREFIX}{self.name}"
+
+    @property
+    def where(self) -> str:
+        if self.backend == "sqlite":
+            return str(self.sqlite_path)
+        return f"PostgreSQL database {self.database}"
+
+    def meta(self) -> dict[str, Any] | None:
+        """The description written when it was kept; None when there is no such dataset."""
+        if self.backend == "sqlite":
+            described = self.sqlite_path.with_suffix(".json")
+            if not self.sqlite_path.exists() or not described.exists():
+                return None
+            found: dict[str, Any] = json.loads(described.read_text())
+            return found
+        with psycopg.connect(libpq(self.postgres_url), autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                (self.database,),
+            ).fetchone()
+        if row is None:
+            return None
+        described_pg: dict[str, Any] = json.loads(row[0] or "{}")
+        return described_pg
+
+    def keep(self, target: Target, meta: dict[str, Any]) -> float:
+        """Keep a copy of `target` (nothing may be connected to it) under this name; the
+        seconds it took."""
+        started = time.perf_counter()
+        if self.backend == "sqlite":
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(target.sqlite_path) as conn:  # the WAL into the file
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            partial = self.sqlite_path.with_suffix(".db.partial")
+            shutil.copyfile(target.sqlite_path, partial)
+            partial.rename(self.sqlite_path)
+            self.sqlite_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+        else:
+            source = target.url.rpartition("/")[2]
+            with psycopg.connect(libpq(self.postgres_url), autocommit=True) as admin:
+                admin.execute(
+                    f'CREATE DATABASE "{self.database}" TEMPLATE "{source}" STRATEGY FILE_COPY'
+                )
+                text = json.dumps(meta).replace("'", "''")
+                admin.execute(f"COMMENT ON DATABASE \"{self.database}\" IS '{text}'")
+        return round(time.perf_counter() - started, 1)
+
+
+def kept(backend: str, name: str | None, data_dir: Path, postgres_url: str) -> Kept | None:
+    if not name:
+        return None
+    if not name.replace("_", "").isalnum() or name != name.lower():
+        raise SystemExit(f"--dataset {name!r}: lower-case letters, digits and _ only")
+    return Kept(backend, name, data_dir, postgres_url)
 
 
 def service_env(target: Target) -> dict[str, str]:
