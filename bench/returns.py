@@ -197,6 +197,11 @@ def order_rows(
             "url": None,
             "quantity": item["quantity"],
             "unit_price": item["unit_price"],
+            # The order's, copied onto its lines (the reports' units sold).
+            "placed_at": placed,
+            "currency": event["currency"],
+            "channel": event["channel"],
+            "store_id": None if store is None else store["id"],
         }
         for position, item in enumerate(event["items"], start=1)
     ]

@@ -36,7 +36,6 @@ KEYS = {
     "product_signals": "product_id",
     "product_breakdowns": "product_id, variant_id, channel, store_id, currency",
     "category_signals": "path",
-    "product_daily_sales": "currency, day, product_id, channel, store_id",
 }
 
 
