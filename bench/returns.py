@@ -553,7 +553,7 @@ def measure(
                 workers=opts.workers,
                 t0=t0,
             )
-        cpu = window.result()
+        cpu: dict[str, Any] = {**window.result()}
         memory_end = server.memory()
     cpu["load_average_1_5_15"] = [round(value, 2) for value in os.getloadavg()]
     log_errors = harness.keep_log(server, name)
