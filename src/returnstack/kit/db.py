@@ -6,8 +6,9 @@ and executes, it never commits.
 
 import logging
 import os
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -237,7 +238,7 @@ class _Checkpointer(threading.Thread):
 def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
     engine = create_engine(
         settings.database_url,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": 30, "factory": _Connection},
         pool_size=settings.db_pool_size,
         max_overflow=THREAD_POOL_SIZE - settings.db_pool_size,
         json_serializer=_json_dumps,
@@ -286,26 +287,53 @@ def _sqlite_engine(settings: Settings, autocheckpoint: int) -> Engine:
         except BaseException:
             writers.release()
             raise
-        conn.info["holds_writer_lock"] = True
+        # Let go once the COMMIT or ROLLBACK has ended (_Connection).
+        conn.connection.dbapi_connection.writer_release = _release_writer  # type: ignore[union-attr]
 
     def _release_writer() -> None:
         queue.release()
         writers.release()
 
-    def _release(conn: Connection) -> None:
-        if conn.info.pop("holds_writer_lock", False):
-            _release_writer()
-
-    event.listen(engine, "commit", _release)
-    event.listen(engine, "rollback", _release)
-
     @event.listens_for(engine, "checkin")
-    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
-        # A connection that went back to the pool without COMMIT or ROLLBACK events.
-        if record.info.pop("holds_writer_lock", False):
-            _release_writer()
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # A connection back in the pool holds no lock (the pool's reset rolled back what
+        # was left open, which let it go; an invalidated connection was closed, which did).
+        if dbapi_connection is not None:  # None: invalidated (closing it let the lock go)
+            dbapi_connection.end_write()
 
     return engine
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that lets the writers queued behind it go once its COMMIT or ROLLBACK
+    has ended. (SQLAlchemy's commit and rollback events come before the driver's call: a
+    writer let go then began while SQLite still held the lock for that COMMIT, and slept in
+    SQLite's busy handler, 1, 2, 5, 10 ms and on, however soon the lock was free.)"""
+
+    writer_release: Callable[[], None] | None = None
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.end_write()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.end_write()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.end_write()
+
+    def end_write(self) -> None:
+        release, self.writer_release = self.writer_release, None
+        if release is not None:
+            release()
 
 
 class _WriterFile:
