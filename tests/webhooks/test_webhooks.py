@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from returnstack.app import create_app
@@ -601,6 +601,41 @@ def test_idempotency_keys_replay_rotation_and_recover(
     assert again.headers["Idempotent-Replayed"] == "true"
     other = api.post(f"{path}/recover", json={"since": since["since"][:-6] + "Z"}, headers=headers)
     assert other.status_code == 409, other.text
+
+
+def test_attempts_queued_before_their_subscription_was_disabled_end_unsent(
+    api: TestClient,
+    database: DatabaseFixture,
+    tenant: TenantFixture,
+    receiver: Receiver,
+    dispatcher: Dispatcher,
+    clock: Clock,
+) -> None:
+    # A disable that committed while these were being published (it failed the pending
+    # attempts it saw, not these): the dispatcher finds the subscription disabled once it
+    # has claimed them, and ends them unsent.
+    webhook = subscribe(api, tenant, receiver.url)
+    emit(database, tenant, return_event(unique("ret")), return_event(unique("ret")))
+    with database.db.transaction() as session:
+        publish(session, now=clock.now)
+    with database.db.transaction() as session:
+        session.execute(
+            update(WebhookSubscription)
+            .where(
+                WebhookSubscription.tenant_id == tenant.id,
+                WebhookSubscription.id == webhook["id"],
+            )
+            .values(enabled=False)
+        )
+    assert own_attempts(dispatcher, database, tenant) == 0
+    rows = deliveries(api, tenant, webhook["id"])
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "failed"
+        assert row["error"] == "not sent: the subscription is disabled"
+        assert row["next_attempt_at"] is None
+    assert receiver.ids() == []
+    assert own_attempts(dispatcher, database, tenant) == 0  # nothing left to claim
 
 
 def test_manual_retry_and_recover_send_again(

@@ -226,25 +226,35 @@ class Dispatcher:
                 if not repository.claimable(session, now=now, limit=1, lock=False):
                     return []
         with self.db.transaction() as session:
-            token, claimed = self._claim(session, limit, now)
-        return self._jobs(token, claimed, now)
+            token, keys = self._claim(session, limit, now)
+        return self._jobs(token, self._load(keys), now)
 
-    def _claim(
-        self, session: Any, limit: int, now: datetime
-    ) -> tuple[str, list[repository.Claimed]]:
+    def _claim(self, session: Any, limit: int, now: datetime) -> tuple[str, list[tuple[str, str]]]:
+        """Lease up to `limit` due attempts; their keys. What sending them takes is read
+        after the commit (`_load`): on SQLite the server's writer waits for every
+        millisecond of a write transaction, and the claimed rows are ours by their lease."""
         token = uuid.uuid4().hex
         keys = repository.claimable(session, now=now, limit=limit)
         self._idle = len(keys) < limit
+        if keys:
+            repository.lease(session, keys, token=token, until=now + self.lease)
+        return token, keys
+
+    def _load(self, keys: list[tuple[str, str]]) -> list[repository.Claimed]:
+        """The claimed attempts with their subscription and message. Those of a
+        subscription disabled after they were queued (its pending attempts were failed
+        then, but these were being published) end unsent."""
         if not keys:
-            return token, []
-        repository.lease(session, keys, token=token, until=now + self.lease)
-        claimed = repository.load_claimed(session, keys)
-        # A subscription disabled after these were queued (its pending attempts were
-        # failed then, but these were being published): they end unsent.
+            return []
+        with self.db.transaction(write=False) as session:
+            claimed = repository.load_claimed(session, keys)
         disabled = [(row.tenant_id, row.id) for row in claimed if not row.enabled]
         if disabled:
-            repository.unsent(session, disabled, reason="not sent: the subscription is disabled")
-        return token, claimed
+            with self.db.transaction() as session:
+                repository.unsent(
+                    session, disabled, reason="not sent: the subscription is disabled"
+                )
+        return [row for row in claimed if row.enabled]
 
     def step(
         self,
@@ -266,7 +276,7 @@ class Dispatcher:
             with self.db.transaction() as session:
                 labels = self._record(session, outcomes) if outcomes else []
                 published = service.publish(session, now=now, limit=publish_limit) if publish else 0
-                token, claimed = self._claim(session, claim, now) if claim else ("", [])
+                token, keys = self._claim(session, claim, now) if claim else ("", [])
         except Exception:
             log.exception("webhook.step_failed", extra={"outcomes": len(outcomes)})
             self.record(outcomes)
@@ -275,13 +285,11 @@ class Dispatcher:
             WEBHOOK_DELIVERIES.labels(outcome=label).inc()
         if backlog and published >= publish_limit:  # the rest in batches of its own
             published += self.publish()
-        return published, self._jobs(token, claimed, now)
+        return published, self._jobs(token, self._load(keys), now)
 
     def _jobs(self, token: str, claimed: list[repository.Claimed], now: datetime) -> list[Job]:
         jobs = []
         for row in claimed:
-            if not row.enabled:
-                continue
             body = None
             if row.message_type is not None and row.message_created_at is not None:
                 body = orjson.dumps(
