@@ -16,11 +16,13 @@ process (bench/receiver.py, asyncio, HTTP/1.1 keep-alive, answers 200 at once):
 3. Ingestion with the dispatcher running vs not: the ingest benchmark's batch path (100
    purchases of 3 lines a request, closed loop) on `returnstack serve` with
    `RETURNSTACK_WEBHOOKS_DISPATCHER=false` (off) and with its dispatcher delivering every
-   message to the receiver (on), in the order off, on, on, off (so a machine getting busier
-   or quieter moves both sides), each phase on a fresh server process after a warm-up. After
-   an "on" phase the harness waits until every message arrived; after an "off" phase its
-   messages are published with the subscription disabled, so that no phase inherits the
-   backlog of another. Drop = 1 - mean(on) / mean(off).
+   message to the receiver (on), alternating off, on, off, on, off (`--phases`), each phase
+   on a fresh server process after a warm-up. After an "on" phase the harness waits until
+   every message arrived; after an "off" phase its messages are published with the
+   subscription disabled, so that no phase inherits the backlog of another. The file grows
+   from phase to phase (an "on" phase more: its deliveries), and ingestion slows with it;
+   so each "on" phase is compared with the mean of the "off" phases beside it, and the drop
+   is the mean over the "on" phases of 1 - on / mean(its neighbours).
 """
 
 import contextlib
@@ -29,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +56,7 @@ THROUGHPUT_TARGET = 1000.0  # deliveries/s of one worker
 DELAY_P99_TARGET_MS = 1000.0  # at 200 events/s
 INGEST_DROP_TARGET = 0.10
 PARTS = ("throughput", "delay", "ingestion")
+PHASES = ("off", "on", "off", "on", "off")
 WAIT_S = 600.0  # for deliveries to arrive before the run fails
 
 
@@ -66,6 +69,7 @@ class Options(harness.Options):
     clients: int
     tool: str
     parts: tuple[str, ...] = PARTS
+    phases: tuple[str, ...] = PHASES
 
 
 # --- the receiver and the worker ------------------------------------------------------------
@@ -349,9 +353,10 @@ def ingestion(
     auth: str,
 ) -> dict[str, Any]:
     warmup = max(1_000, opts.events // 10)
-    phases = ["off", "on", "on", "off"]
+    phases = list(opts.phases)
     rates: dict[str, list[float]] = {"off": [], "on": []}
     phase_figures = []
+    phase_rates: list[float] = []
     for index, mode in enumerate(phases):
         files = {
             kind: workload.write_body_files(
@@ -370,11 +375,13 @@ def ingestion(
             loadgen.run(opts.tool, url, files["w"], auth)
             cpu_before = running.cpu_seconds()
             split_before = _server_split(running.pid)
+            reads_before = _read_calls(running.pid)
             receiver_before = receiver.cpu_seconds()
             machine_before = harness.machine_cpu()
             result = loadgen.run(opts.tool, url, files["m"], auth)
             server_cpu = running.cpu_seconds() - cpu_before
             split = [a - b for a, b in zip(_server_split(running.pid), split_before, strict=True)]
+            reads = _read_calls(running.pid) - reads_before
             receiver_cpu = receiver.cpu_seconds() - receiver_before
             machine_cpu = harness.machine_cpu() - machine_before
             if result.failures:
@@ -392,6 +399,7 @@ def ingestion(
             service.set_enabled(tenant_id, subscription_id, True)
         rate = opts.events / result.duration_s
         rates[mode].append(round(rate, 1))
+        phase_rates.append(rate)
         phase_figures.append(
             {
                 "dispatcher": mode,
@@ -400,6 +408,9 @@ def ingestion(
                 # Of which the server's own process(es), and its dispatcher child.
                 "server_own_cpu_us_per_event": round(1e6 * split[0] / opts.events, 1),
                 "dispatcher_cpu_us_per_event": round(1e6 * split[1] / opts.events, 1),
+                # read() system calls of the server's own process(es): pages SQLite read
+                # from the file or the WAL rather than from its cache.
+                "server_reads_per_event": round(reads / opts.events, 2),
                 "receiver_cpu_us_per_event": round(1e6 * receiver_cpu / opts.events, 1),
                 # Every process of the machine (the database's, the load generator's, ...).
                 "machine_cpu_us_per_event": round(1e6 * machine_cpu / opts.events, 1),
@@ -416,10 +427,50 @@ def ingestion(
             + f"; CPU µs an event: server {figures['server_own_cpu_us_per_event']:.0f}, "
             f"dispatcher {figures['dispatcher_cpu_us_per_event']:.0f}, "
             f"receiver {figures['receiver_cpu_us_per_event']:.0f}, "
-            f"machine {figures['machine_cpu_us_per_event']:.0f}"
+            f"machine {figures['machine_cpu_us_per_event']:.0f}; server reads an event "
+            f"{figures['server_reads_per_event']:.1f}"
         )
-    drop = 1 - statistics.mean(rates["on"]) / statistics.mean(rates["off"])
-    return {"events_per_phase": opts.events, "phases": phase_figures, "rates": rates, "drop": drop}
+    drops = phase_drops(phases, phase_rates)
+    console.print("  drop of each 'on' phase: " + ", ".join(f"{value:.1%}" for value in drops))
+    drop = statistics.mean(drops)
+    return {
+        "events_per_phase": opts.events,
+        "phases": phase_figures,
+        "rates": rates,
+        "drops": [round(value, 3) for value in drops],
+        "drop": drop,
+    }
+
+
+def phase_drops(modes: Sequence[str], rates: Sequence[float]) -> list[float]:
+    """The drop of each "on" phase: 1 - its rate / the mean rate of the "off" phases just
+    before and after it (the one there is, at an end)."""
+    drops = []
+    for index, mode in enumerate(modes):
+        if mode != "on":
+            continue
+        neighbours = [
+            rates[i] for i in (index - 1, index + 1) if 0 <= i < len(modes) and modes[i] == "off"
+        ]
+        if not neighbours:
+            raise ValueError(f"phase {index + 1} (on) has no 'off' phase beside it")
+        drops.append(1 - rates[index] / statistics.mean(neighbours))
+    return drops
+
+
+def _read_calls(pid: int) -> int:
+    """read() system calls of a server's own processes (not its dispatcher child)."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            with open(f"/proc/{member}/cmdline", "rb") as cmdline:
+                if b"returnstack.webhooks.process" in cmdline.read():
+                    continue
+            with open(f"/proc/{member}/io") as io:
+                for line in io:
+                    if line.startswith("syscr:"):
+                        total += int(line.split()[1])
+    return total
 
 
 def _server_split(pid: int) -> tuple[float, float]:
@@ -506,6 +557,11 @@ def render_one(result: dict[str, Any]) -> str:
     cores = one["cores_busy"]
     off, on = ingest["rates"]["off"], ingest["rates"]["on"]
 
+    drops = ingest.get("drops")
+    each_drop = (
+        f" (mean of each 'on' phase's: {', '.join(f'{d:.1%}' for d in drops)})" if drops else ""
+    )
+
     def listed(values: list[float]) -> str:
         return ", ".join(f"{value:,.0f}" for value in values)
 
@@ -531,9 +587,9 @@ def render_one(result: dict[str, Any]) -> str:
         f"{delays['requests']:,} requests failed) | {delays['delay_p50_ms']:,.0f} / "
         f"{delays['delay_p99_ms']:,.0f} / {delays['delay_max_ms']:,.0f} ms | p99 < "
         f"{DELAY_P99_TARGET_MS:,.0f} ms: {harness.verdict(targets['delay_p99_ms'])} |",
-        f"| ingestion events/s, dispatcher off (first, last) | {listed(off)} | |",
+        f"| ingestion events/s, dispatcher off (in order) | {listed(off)} | |",
         f"| ingestion events/s, dispatcher on and delivering | {listed(on)} | |",
-        f"| ingestion drop with the dispatcher on | "
+        f"| ingestion drop with the dispatcher on{each_drop} | "
         f"{targets['ingestion_drop']['value']:.1%} | ≤ {INGEST_DROP_TARGET:.0%}: "
         f"{harness.verdict(targets['ingestion_drop'])} |",
         "",
@@ -574,7 +630,21 @@ def cli(argv: list[str]) -> int:
         default=",".join(PARTS),
         help="which parts to run, comma-separated (default all; results of fewer not recorded)",
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="ingestion phases, comma-separated (default off,on,off,on,off)",
+    )
     args = parser.parse_args(argv)
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    if set(phases) - {"off", "on"}:
+        parser.error("--phases takes 'off' and 'on'")
+    try:
+        phase_drops(phases, [1.0] * len(phases))
+    except ValueError as exc:
+        parser.error(f"--phases: {exc}")
+    if "on" not in phases:
+        parser.error("--phases needs an 'on' phase")
     parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
@@ -592,5 +662,6 @@ def cli(argv: list[str]) -> int:
         clients=args.clients,
         tool=tool,
         parts=parts,
+        phases=phases,
     )
     return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))
