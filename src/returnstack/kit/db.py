@@ -308,7 +308,9 @@ class _Connection(sqlite3.Connection):
     """A connection that lets the writers queued behind it go once its COMMIT or ROLLBACK
     has ended. (SQLAlchemy's commit and rollback events come before the driver's call: a
     writer let go then began while SQLite still held the lock for that COMMIT, and slept in
-    SQLite's busy handler, 1, 2, 5, 10 ms and on, however soon the lock was free.)"""
+    SQLite's busy handler, 1, 2, 5, 10 ms and on, however soon the lock was free.) A COMMIT
+    that runs SQLite's automatic checkpoint (the WAL past `wal_autocheckpoint` pages) holds
+    the queue through it."""
 
     writer_release: Callable[[], None] | None = None
 
