@@ -81,7 +81,10 @@ def thread_pool_held(client: TestClient) -> Iterator[tuple[CapacityLimiter, Call
     total = limiter.total_tokens
     portal.call(setattr, limiter, "total_tokens", 1)
     release = threading.Event()
-    holder = portal.start_task_soon(to_thread.run_sync, release.wait)
+    async def hold() -> None:
+        await to_thread.run_sync(release.wait)
+
+    holder = portal.start_task_soon(hold)
     try:
         wait_until(lambda: limiter.borrowed_tokens == 1, "the one thread held")
         yield limiter, release.set
