@@ -81,6 +81,7 @@ def thread_pool_held(client: TestClient) -> Iterator[tuple[CapacityLimiter, Call
     total = limiter.total_tokens
     portal.call(setattr, limiter, "total_tokens", 1)
     release = threading.Event()
+
     async def hold() -> None:
         await to_thread.run_sync(release.wait)
 
