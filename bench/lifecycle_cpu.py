@@ -110,6 +110,8 @@ def worker(url: str, auth: str, customers: list[int], profile: str | None) -> di
         rate_limit_per_second=0,
         log_requests=False,
         webhooks_dispatcher=False,
+        # CPU, not overload: a loaded machine may keep a request from a thread for long.
+        admission_max_wait=0,
         _env_file=None,
     )
     app = create_app(settings)

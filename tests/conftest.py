@@ -60,6 +60,9 @@ def _settings(url: str, tmp: Path) -> Settings:
         log_requests=False,
         auto_migrate=False,
         db_pool_size=5,
+        # Admission control stays on, with room for a loaded machine's slow thread wake-ups
+        # (tests/kit/test_admission.py sets its own limit and clock).
+        admission_max_wait=60,
         # Webhook tests run the dispatcher step by step (tests/webhooks/).
         webhooks_dispatcher=False,
     )

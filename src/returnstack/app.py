@@ -18,6 +18,7 @@ from returnstack.customers.segment_endpoints import router as segments_router
 from returnstack.dashboard.routes import install as install_dashboard
 from returnstack.events.endpoints import router as events_router
 from returnstack.kit import migrate
+from returnstack.kit.admission import Admission
 from returnstack.kit.cors import RouteCORS
 from returnstack.kit.db import Database, StatisticsKeeper
 from returnstack.kit.errors import install_error_handlers
@@ -99,12 +100,15 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.ingest = GroupCommitter(
         db, max_wait=settings.ingest_max_wait, queue_limit=settings.ingest_queue_limit
     )
+    # Requests that waited too long for a thread are refused (kit/admission.py).
+    app.state.admission = Admission(settings.admission_max_wait)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(
         RequestMiddleware,
         max_body_bytes=settings.max_body_bytes,
         log_requests=settings.log_requests,
+        admission=app.state.admission,
     )
     app.add_middleware(
         RouteCORS,

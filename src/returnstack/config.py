@@ -34,6 +34,17 @@ class Settings(BaseSettings):
         1000.0, ge=0, description="Requests per second per API key and process; 0 disables."
     )
     rate_limit_burst: int = Field(2000, ge=1)
+    admission_max_wait: float = Field(
+        0.5,
+        ge=0,
+        le=300,
+        description=(
+            "Seconds a request may wait for a thread before its work starts; past it, 503 "
+            "`overloaded` with Retry-After, nothing written, so that the requests admitted keep "
+            "their latency under overload. Every route but POST /v1/events (bounded by "
+            "RETURNSTACK_INGEST_MAX_WAIT) and the health and metrics routes. 0: no limit."
+        ),
+    )
     ingest_max_wait: float = Field(
         10.0,
         gt=0,

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     except_,
@@ -130,16 +131,23 @@ def linked_customers(
     wanted = sorted(set(emails))
     if not wanted:
         return {}
-    # FOR SHARE: a link being made meanwhile either commits first (and is read here) or
-    # waits until this transaction has written its guest rows (and then merges them).
-    query = (
-        select(CustomerEmail.email, CustomerEmail.customer_id)
-        .where(CustomerEmail.tenant_id == tenant_id, CustomerEmail.email.in_(wanted))
-        .with_for_update(read=True)
-    )
     links: dict[str, str | None] = dict.fromkeys(wanted)
-    links.update({email: customer_id for email, customer_id in session.execute(query)})
+    rows = session.execute(_LINKED_CUSTOMERS, {"tenant_id": tenant_id, "emails": wanted})
+    links.update({email: customer_id for email, customer_id in rows})
     return links
+
+
+# FOR SHARE: a link being made meanwhile either commits first (and is read here) or waits
+# until this transaction has written its guest rows (and then merges them). Built once (it
+# runs for every new return): building it and its cache key cost more than running it.
+_LINKED_CUSTOMERS = (
+    select(CustomerEmail.email, CustomerEmail.customer_id)
+    .where(
+        CustomerEmail.tenant_id == bindparam("tenant_id"),
+        CustomerEmail.email.in_(bindparam("emails", expanding=True)),
+    )
+    .with_for_update(read=True)
+)
 
 
 def linked_emails(session: Session, *, tenant_id: str, customer_id: str) -> list[str]:

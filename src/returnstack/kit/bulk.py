@@ -81,6 +81,16 @@ def _postgresql_sql(table: Table, columns: tuple[str, ...], suffix: str) -> str:
     return f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays}) {suffix}".rstrip()
 
 
+@lru_cache(maxsize=256)
+def _postgresql_one_row_sql(table: Table, columns: tuple[str, ...], suffix: str) -> str:
+    """One row: its values as parameters, not arrays of one (a return's rows, one by one:
+    dumping an array per column cost more than the rest of the insert)."""
+    dialect = postgresql.dialect()
+    values = ", ".join(f"%b::{table.c[name].type.compile(dialect=dialect)}" for name in columns)
+    names = ", ".join(columns)
+    return f"INSERT INTO {table.name} ({names}) VALUES ({values}) {suffix}".rstrip()
+
+
 def _tuples(
     rows: Sequence[Mapping[str, Any]],
     columns: tuple[str, ...],
@@ -136,6 +146,10 @@ def _execute(
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     sql = ""
     try:
+        if dialect.name == "postgresql" and len(values) == 1:
+            sql = _postgresql_one_row_sql(table, columns, suffix)
+            cursor.execute(sql, values[0])
+            return list(cursor.fetchall()) if returning else []
         if dialect.name == "postgresql":
             sql = _postgresql_sql(table, columns, suffix)
             cursor.execute(sql, tuple(list(column) for column in zip(*values, strict=True)))

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from returnstack.kit.admission import admit
 from returnstack.kit.db import Database
 from returnstack.kit.responses import RawJSONResponse
 
@@ -98,5 +99,6 @@ async def read_json(request: Request, read: Callable[[Connection], bytes]) -> Ra
 
 
 def _read(db: Database, read: Callable[[Connection], bytes]) -> bytes:
+    admit()
     with db.engine.connect() as connection:
         return read(connection)

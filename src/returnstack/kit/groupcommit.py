@@ -202,7 +202,7 @@ class GroupCommitter:
             return True
 
     def _overloaded(self) -> Overloaded:
-        OVERLOADED.inc()
+        OVERLOADED.labels("writer").inc()
         return Overloaded(headers={"Retry-After": str(max(1, round(self.max_wait)))})
 
     def stop(self) -> None:

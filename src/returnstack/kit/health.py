@@ -1,8 +1,14 @@
+"""Health and metrics. These answer under overload: async, on threads of their own (never
+behind the API's requests in the thread pool), and never refused (kit/admission.py)."""
+
+import asyncio
 import logging
 import os
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy import func, select, text
@@ -22,8 +28,22 @@ UNAVAILABLE = {
 }
 
 
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _own_threads() -> CapacityLimiter:
+    """The threads of these routes (two, per event loop), beside the API's thread pool."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = CapacityLimiter(2)
+    return limiter
+
+
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
@@ -32,9 +52,12 @@ def healthz() -> dict[str, str]:
     "/readyz",
     responses={503: {"description": "The database is unreachable (the reason is logged)."}},
 )
-def readyz(request: Request) -> Any:
+async def readyz(request: Request) -> Any:
     """The database answers."""
-    db: Database = request.app.state.db
+    return await to_thread.run_sync(_ready, request.app.state.db, limiter=_own_threads())
+
+
+def _ready(db: Database) -> Any:
     try:
         with db.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -57,11 +80,14 @@ def _registry() -> CollectorRegistry:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format. Backlogs are read from the database at scrape time."""
+    return await to_thread.run_sync(_metrics, request.app.state.db, limiter=_own_threads())
+
+
+def _metrics(db: Database) -> Response:
     from returnstack.webhooks.repository import pending_deliveries
 
-    db: Database = request.app.state.db
     gauges: list[tuple[str, str, float]] = []
     try:
         with db.session() as session:

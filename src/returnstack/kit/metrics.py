@@ -43,6 +43,8 @@ GROUP_COMMIT_REQUESTS = Histogram(
 )
 OVERLOADED = Counter(
     "returnstack_overloaded_total",
-    "Requests refused with 503 overloaded (the writer's queue full or its wait too long).",
+    "Requests refused with 503 overloaded, by kind: writer (the event writer's queue full or "
+    "its wait too long), admission (a request waited too long for a thread).",
+    ["kind"],
     registry=REGISTRY,
 )

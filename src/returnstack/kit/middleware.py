@@ -1,5 +1,6 @@
-"""One pure-ASGI middleware for every request: request id, body size limit, metrics and the
-access log. (Pure ASGI, not BaseHTTPMiddleware: it costs microseconds, not a task per request.)"""
+"""One pure-ASGI middleware for every request: request id, body size limit, admission
+(kit/admission.py), metrics and the access log. (Pure ASGI, not BaseHTTPMiddleware: it costs
+microseconds, not a task per request.)"""
 
 import logging
 import re
@@ -10,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from returnstack.kit.admission import Admission, left
 from returnstack.kit.errors import PayloadTooLarge, shaped_error
 from returnstack.kit.logs import error_fields
 from returnstack.kit.metrics import LATENCY, REQUESTS
@@ -36,10 +38,18 @@ class _BodyTooLarge(Exception):
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, log_requests: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        log_requests: bool,
+        admission: Admission | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,6 +104,7 @@ class RequestMiddleware:
                 ]
             await send(message)
 
+        arrival = None if self.admission is None else self.admission.arrived()
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
@@ -112,6 +123,7 @@ class RequestMiddleware:
             )
             await response(scope, receive, send)
         finally:
+            left(arrival)
             self._observe(scope, status, started, request_id)
 
     async def _too_large(

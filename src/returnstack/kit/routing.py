@@ -7,6 +7,9 @@ thread of the pool can be waiting for a connection while every connection waits 
 thread: the server stalls for good. Rendering the response (with the route's
 `response_model`, as FastAPI would) before the endpoint's thread returns removes that
 second trip.
+
+The endpoint's thread is also where the request's work starts: a request that waited too long
+to get there is refused (kit/admission.py).
 """
 
 import inspect
@@ -17,6 +20,7 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
+from returnstack.kit.admission import admit
 from returnstack.kit.responses import RawJSONResponse
 
 
@@ -29,6 +33,7 @@ class RenderInThreadRoute(APIRoute):
     def _rendering(self, endpoint: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(endpoint)  # the signature FastAPI reads stays the endpoint's
         def rendered(*args: Any, **kwargs: Any) -> Any:
+            admit()
             content = endpoint(*args, **kwargs)
             field = self.response_field
             if field is None or isinstance(content, Response):

@@ -5,11 +5,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Row,
     Select,
     Table,
     and_,
+    bindparam,
     case,
     func,
     literal_column,
@@ -131,10 +133,21 @@ def find_order(session: Session, *, tenant_id: str, order_id: str) -> Order | No
     return session.scalar(select(Order).where(Order.tenant_id == tenant_id, Order.id == order_id))
 
 
+# Built once, with bound parameters: building a statement and its cache key on every call
+# cost more than running it (the eligibility check of every new return).
+_LOCK_ORDERS = (
+    select(Order)
+    .where(
+        Order.tenant_id == bindparam("tenant_id"), Order.id.in_(bindparam("ids", expanding=True))
+    )
+    .order_by(Order.id)
+    .with_for_update()
+)
+
+
 def lock_orders(session: Session, *, tenant_id: str, order_ids: Sequence[str]) -> list[Order]:
     """The orders, locked for this transaction in id order (so no deadlocks)."""
-    query = select(Order).where(Order.tenant_id == tenant_id, Order.id.in_(order_ids))
-    return list(session.scalars(query.order_by(Order.id).with_for_update()))
+    return list(session.scalars(_LOCK_ORDERS, {"tenant_id": tenant_id, "ids": list(order_ids)}))
 
 
 def lines_of(session: Session, *, tenant_id: str, order_ids: Sequence[str]) -> list[OrderLine]:
@@ -216,10 +229,13 @@ def store_rows(
     wanted = {store_id for store_id in ids if store_id}
     if not wanted:
         return {}
-    query = select(STORES.c.id, STORES.c.name, STORES.c.city, STORES.c.country).where(
-        STORES.c.tenant_id == tenant_id, STORES.c.id.in_(wanted)
-    )
-    return {row.id: row for row in connection.execute(query)}
+    params = {"tenant_id": tenant_id, "ids": list(wanted)}
+    return {row.id: row for row in connection.execute(_STORE_ROWS, params)}
+
+
+_STORE_ROWS = select(STORES.c.id, STORES.c.name, STORES.c.city, STORES.c.country).where(
+    STORES.c.tenant_id == bindparam("tenant_id"), STORES.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 LINE, CLAIM = 0, 1
@@ -239,6 +255,16 @@ def lines_and_claims(
     """One query: the orders' lines in order (kind LINE), then their return items (kind
     CLAIM: `quantity` the units claimed, `unit_price` the units back; only claiming returns
     claim units)."""
+    params: dict[str, Any] = {"tenant_id": tenant_id, "ids": list(order_ids)}
+    if exclude_return_id:
+        params["exclude"] = exclude_return_id
+    query = _LINES_AND_CLAIMS[bool(exclude_return_id)]
+    return sorted(connection.execute(query, params), key=_line_order)
+
+
+def _lines_and_claims(exclude: bool) -> Any:
+    tenant_id: BindParameter[str] = bindparam("tenant_id")
+    order_ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
     lines = select(
         literal_column(str(LINE)).label("kind"),
         LINES.c.order_id,
@@ -274,7 +300,11 @@ def lines_and_claims(
         .where(
             ITEMS.c.tenant_id == tenant_id,
             ITEMS.c.order_id.in_(order_ids),
-            ITEMS.c.return_id != exclude_return_id if exclude_return_id else true(),
+            ITEMS.c.return_id != bindparam("exclude") if exclude else true(),
         )
     )
-    return sorted(connection.execute(union_all(lines, claims)), key=_line_order)
+    return union_all(lines, claims)
+
+
+# Without, then with, a return left out (built once: see _LOCK_ORDERS).
+_LINES_AND_CLAIMS = (_lines_and_claims(False), _lines_and_claims(True))

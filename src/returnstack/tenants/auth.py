@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from returnstack.kit.admission import admit
 from returnstack.kit.bulk import select_rows
 from returnstack.kit.db import Database
 from returnstack.kit.errors import AuthenticationFailed, Forbidden, RateLimited
@@ -165,6 +166,7 @@ def rate_limit_bucket(request: Request, principal: Principal) -> str:
 
 
 def authenticate(request: Request) -> Principal:
+    admit()  # the first thread a request waits for: refused here, it waits for no other
     principal = find_principal(request, bearer(request))
     if principal is None:
         raise refused_key()

@@ -3,8 +3,10 @@
 from datetime import datetime, timedelta
 
 from sqlalchemy import Row, or_, select, update
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import Session
 
+from returnstack.kit.bulk import select_rows
 from returnstack.models import ApiKey, Tenant, TenantCounter
 
 
@@ -67,11 +69,18 @@ def revoke_key(session: Session, key: ApiKey, *, now: datetime) -> None:
     session.refresh(key)
 
 
+_RESERVE_SQL = (
+    f"UPDATE {TenantCounter.__tablename__} SET value = value + ? "
+    "WHERE tenant_id = ? AND name = ? RETURNING value"
+)
+
+
 def reserve_numbers(session: Session, *, tenant_id: str, name: str, count: int) -> int:
-    """Add `count` to the tenant's sequence (one UPDATE ... RETURNING); its new last value."""
-    return session.execute(
-        update(TenantCounter)
-        .where(TenantCounter.tenant_id == tenant_id, TenantCounter.name == name)
-        .values(value=TenantCounter.value + count)
-        .returning(TenantCounter.value)
-    ).scalar_one()
+    """Add `count` to the tenant's sequence (one UPDATE ... RETURNING); its new last value.
+
+    On the driver's cursor: the ORM's UPDATE cost a fifth of opening a return's CPU."""
+    session.flush()  # a counter added in this transaction is written first (no-op if clean)
+    rows = select_rows(session, _RESERVE_SQL, (count, tenant_id, name))
+    if len(rows) != 1:
+        raise NoResultFound(f"No counter {name!r} for tenant {tenant_id!r}.")
+    return int(rows[0][0])
