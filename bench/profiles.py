@@ -57,8 +57,8 @@ RATE = 200.0  # lookups a second: the rate of issue 14's target (p99 < 5 ms at 2
 SEGMENT_COUNT_TARGET_S = {"postgresql": 1.0}  # GET /v1/segments/{id}, every run
 EXPORT_ROWS_PER_S_TARGET = 50_000
 EXPORT_FLAT_MARGIN_MB = 10.0  # RSS growth of the large export at most that of the small + this
-# What customers.repository.stream_csv_rows sets for an export (PostgreSQL: plan the
-# cursor to read every row); the driver's baseline read runs with the same settings.
+# The driver's baseline read plans its cursor to read every row (PostgreSQL), as the
+# export's `COPY (query) TO STDOUT` plans its query (customers.repository.export_csv_rows).
 EXPORT_SETTINGS: dict[str, dict[str, float]] = {"postgresql": {"cursor_tuple_fraction": 1.0}}
 
 # The segment counted (three conditions) and the shape of the dataset.
@@ -947,7 +947,7 @@ def driver_read(target: Target, conn: Any, tenant_id: str, where: str) -> dict[s
     )
     dialect = sqlite.dialect() if target.backend == "sqlite" else postgresql.dialect()
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    # The planner settings stream_csv_rows gives its export's transaction.
+    # Planned as the export's COPY plans its query: for every row.
     settings = EXPORT_SETTINGS.get(target.backend, {})
     rows = 0
     cursor = conn.cursor() if target.backend == "sqlite" else conn.cursor(name="bench_export")

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     MetaData,
+    Numeric,
     Row,
     Select,
     Table,
@@ -755,10 +756,27 @@ def _spreadsheet_safe_text(column: Any) -> ColumnElement[str]:
     )
 
 
+def _python_float_text(column: Any) -> ColumnElement[str]:
+    """A double as Python's `repr` writes it (what `csv.writer` writes for a float), made by
+    PostgreSQL. Its shortest round-trip text (extra_float_digits 1) has the same digits and
+    the same exponent form below 1e-4 and from 1e16, but no ".0" on an integral value, and
+    an exponent from 1e15 (Python writes those positionally)."""
+    text = sql_cast(column, String())
+    size = func.abs(column)
+    positional = sql_cast(sql_cast(text, Numeric()), String())  # 1.5e+15 -> 1500000000000000
+    integral = column == func.trunc(column)
+    return case(
+        (and_(size < 1e15, integral), _cat(text, ".0")),  # 0 -> 0.0, -0 -> -0.0
+        (and_(size >= 1e15, size < 1e16, integral), _cat(positional, ".0")),
+        (and_(size >= 1e15, size < 1e16), positional),
+        else_=text,
+    )
+
+
 def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> Select[Any]:
     """The export's rows as CSV cells, every one made by the database (text made
-    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name), in `COLUMNS` order:
-    the server writes them as they come."""
+    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name or null; on
+    PostgreSQL the rates as Python writes them too), in `COLUMNS` order."""
     cells: list[ColumnElement[Any]] = []
     for name in COLUMNS[:-1]:
         column = FIELDS[name].column
@@ -766,10 +784,12 @@ def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> 
             cell = _rfc3339_text(column, dialect)
         elif name in ("customer_id", "email"):
             cell = _spreadsheet_safe_text(column)
+        elif name.startswith("return_rate_") and dialect == "postgresql":
+            cell = _python_float_text(column)
         else:
             cell = cast(ColumnElement[Any], column)
         cells.append(cell.label(name))
-    flag = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)), else_=literal(""))
+    flag = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)))  # else null
     return (
         select(*cells, flag.label("flags"))
         .select_from(_profiles_joined())
@@ -777,21 +797,51 @@ def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> 
     )
 
 
-def stream_csv_rows(
+def _driver_statement(connection: Connection, query: Select[Any]) -> tuple[str, Any]:
+    """`query` as the driver's SQL and parameters (processed as SQLAlchemy would bind them)."""
+    compiled = cast(
+        Any, query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    )
+    params = compiled.construct_params()
+    for name, process in compiled._bind_processors.items():
+        params[name] = process(params[name])
+    if compiled.positiontup is not None:
+        return compiled.string, tuple(params[name] for name in compiled.positiontup)
+    return compiled.string, params
+
+
+def export_csv_rows(
     db: Database, *, tenant_id: str, condition: ColumnElement[bool], sort: Sort, batch: int
-) -> Iterator[Sequence[Row[Any]]]:
-    """Every row as CSV cells (`_csv_query`), `batch` at a time, read through a server-side
-    cursor in a read transaction of its own."""
+) -> Iterator[Any]:
+    """The export's rows in a read transaction of its own, every cell made by the database
+    (`_csv_query`). PostgreSQL: CSV lines (bytes, each ending with a newline) written by
+    `COPY ... TO STDOUT (FORMAT csv)`, one per row as the server sends them. SQLite: lists of
+    up to `batch` rows of cells (tuples), read by the driver's own cursor."""
     with db.transaction(write=False) as session:
         connection = session.connection()
         dialect = connection.dialect.name
+        sql, params = _driver_statement(
+            connection, _sorted(_csv_query(tenant_id, condition, dialect), sort)
+        )
+        driver: Any = connection.connection.driver_connection
         if dialect == "postgresql":
-            # A server-side cursor is planned for its first rows (cursor_tuple_fraction 0.1):
-            # walking the key index and filtering, where reading every match and sorting
-            # them is many times faster for an export that reads them all.
-            connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
-        query = _sorted(_csv_query(tenant_id, condition, dialect), sort)
-        yield from connection.execute(query.execution_options(yield_per=batch)).partitions()
+            # Floats in their shortest round-trip text, whatever the server's default. (COPY
+            # plans its query to read every row, as a cursor would not.)
+            connection.exec_driver_sql("SET LOCAL extra_float_digits = 1")
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy,
+            ):
+                while line := copy.read():
+                    yield line
+            return
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(batch):
+                yield rows
+        finally:
+            cursor.close()
 
 
 # --- saved segments --------------------------------------------------------------------
