@@ -13,6 +13,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     except_,
@@ -178,25 +179,37 @@ def _kind(value: int) -> Any:
     return literal_column(str(value)).label("kind")
 
 
+# The statements of a lookup are built once, their values bound per call: building one
+# (and its cache key) per request cost more than running it.
+_RECORD = select(
+    _kind(RECORD), CUSTOMERS.c.server_id.label("a"), CUSTOMERS.c.email.label("b")
+).where(CUSTOMERS.c.tenant_id == bindparam("tenant_id"), CUSTOMERS.c.id == bindparam("customer_id"))
+_IDENTITY = union_all(
+    _RECORD,
+    select(_kind(HAS_PROFILE), null(), null()).where(
+        exists().where(
+            PROFILES.c.tenant_id == bindparam("tenant_id"), PROFILES.c.owner == bindparam("owner")
+        )
+    ),
+    select(_kind(EMAIL), null(), EMAILS.c.email).where(
+        EMAILS.c.tenant_id == bindparam("tenant_id"),
+        EMAILS.c.customer_id == bindparam("customer_id"),
+    ),
+).order_by(literal_column("kind"), literal_column("b"))
+
+
 def identity(
     connection: Connection, *, tenant_id: str, customer_id: str
 ) -> tuple[Row[Any] | None, bool, list[str]]:
     """One query: the customer's record (server_id, email) or None, whether it has profile
     rows, and its linked emails in order."""
-    record = select(_kind(RECORD), CUSTOMERS.c.server_id.label("a"), CUSTOMERS.c.email.label("b"))
-    has_profile = select(_kind(HAS_PROFILE), null(), null()).where(
-        exists().where(
-            PROFILES.c.tenant_id == tenant_id, PROFILES.c.owner == customer_owner(customer_id)
-        )
-    )
-    emails = select(_kind(EMAIL), null(), EMAILS.c.email)
-    query = union_all(
-        record.where(CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.id == customer_id),
-        has_profile,
-        emails.where(EMAILS.c.tenant_id == tenant_id, EMAILS.c.customer_id == customer_id),
-    ).order_by(literal_column("kind"), literal_column("b"))
     found, profile, linked = None, False, []
-    for row in connection.execute(query):
+    params = {
+        "tenant_id": tenant_id,
+        "customer_id": customer_id,
+        "owner": customer_owner(customer_id),
+    }
+    for row in connection.execute(_IDENTITY, params):
         if row.kind == RECORD:
             found = row
         elif row.kind == HAS_PROFILE:
@@ -206,18 +219,13 @@ def identity(
     return found, profile, linked
 
 
-def email_identity(
-    connection: Connection, *, tenant_id: str, email: str
-) -> tuple[Row[Any] | None, Row[Any] | None, list[str]]:
-    """One query: the email's link (a: customer id or None, b: its guest server id) or None;
-    and when linked, the customer's record (a: server_id, b: email) or None and its linked
-    emails in order."""
+def _email_identity() -> Any:
     link = EMAILS.alias("link")
     other = EMAILS.alias("other")
-    theirs = (link.c.tenant_id == tenant_id, link.c.email == email)
-    query = union_all(
+    theirs = (link.c.tenant_id == bindparam("tenant_id"), link.c.email == bindparam("email"))
+    return union_all(
         select(_kind(LINK), EMAILS.c.customer_id.label("a"), EMAILS.c.server_id.label("b")).where(
-            EMAILS.c.tenant_id == tenant_id, EMAILS.c.email == email
+            EMAILS.c.tenant_id == bindparam("tenant_id"), EMAILS.c.email == bindparam("email")
         ),
         select(_kind(RECORD), CUSTOMERS.c.server_id, CUSTOMERS.c.email)
         .select_from(
@@ -241,8 +249,19 @@ def email_identity(
         )
         .where(*theirs),
     ).order_by(literal_column("kind"), literal_column("b"))
+
+
+_EMAIL_IDENTITY = _email_identity()
+
+
+def email_identity(
+    connection: Connection, *, tenant_id: str, email: str
+) -> tuple[Row[Any] | None, Row[Any] | None, list[str]]:
+    """One query: the email's link (a: customer id or None, b: its guest server id) or None;
+    and when linked, the customer's record (a: server_id, b: email) or None and its linked
+    emails in order."""
     found_link, record, linked = None, None, []
-    for row in connection.execute(query):
+    for row in connection.execute(_EMAIL_IDENTITY, {"tenant_id": tenant_id, "email": email}):
         if row.kind == LINK:
             found_link = row
         elif row.kind == RECORD:
@@ -259,13 +278,14 @@ PROFILE_VALUES = (
     *TIMESTAMPS,
     "serial_returner",
 )
-_PROFILE_VALUES = select(*(PROFILES.c[name] for name in PROFILE_VALUES))
+_PROFILE_VALUES = select(*(PROFILES.c[name] for name in PROFILE_VALUES)).where(
+    PROFILES.c.tenant_id == bindparam("tenant_id"), PROFILES.c.owner == bindparam("owner")
+)
 
 
 def profile_values(connection: Connection, *, tenant_id: str, owner: str) -> list[Row[Any]]:
     """The owner's profile rows (one per currency), the fields `PROFILE_VALUES` only."""
-    query = _PROFILE_VALUES.where(PROFILES.c.tenant_id == tenant_id, PROFILES.c.owner == owner)
-    return list(connection.execute(query))
+    return list(connection.execute(_PROFILE_VALUES, {"tenant_id": tenant_id, "owner": owner}))
 
 
 def customer_orders(
