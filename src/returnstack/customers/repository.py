@@ -795,8 +795,9 @@ def _python_float_text(column: Any) -> ColumnElement[str]:
 
 def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> Select[Any]:
     """The export's rows as CSV cells, every one made by the database (text made
-    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name or null; on
-    PostgreSQL the rates as Python writes them too), in `COLUMNS` order."""
+    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name; on PostgreSQL the
+    rates as Python writes them too, a missing cell null; on SQLite an empty string), in
+    `COLUMNS` order."""
     cells: list[ColumnElement[Any]] = []
     for name in COLUMNS[:-1]:
         column = FIELDS[name].column
@@ -808,8 +809,12 @@ def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> 
             cell = _python_float_text(column)
         else:
             cell = cast(ColumnElement[Any], column)
+        if dialect == "sqlite" and FIELDS[name].nullable:
+            cell = func.coalesce(cell, "")  # written as it is: empty, as csv.writer writes None
         cells.append(cell.label(name))
-    flag = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)))  # else null
+    flag: ColumnElement[Any] = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)))
+    if dialect == "sqlite":
+        flag = func.coalesce(flag, "")
     return (
         select(*cells, flag.label("flags"))
         .select_from(_profiles_joined())
