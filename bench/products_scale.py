@@ -18,10 +18,12 @@ by category < 1 s on PostgreSQL. At fewer lines the figures are shown against th
 targets, with the data size beside them, to see how they scale.
 """
 
+import contextlib
 import json
 import random
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,6 +48,8 @@ class Options(harness.Options):
     load_workers: int
     samples: int
     report_runs: int
+    dataset: str | None
+    dataset_dir: Path
 
 
 def _timed(call: Any, samples: int) -> dict[str, Any]:
@@ -164,10 +168,26 @@ def _targets(backend: str, reads: dict[str, Any]) -> dict[str, Any]:
     return targets
 
 
-def run_backend(backend: str, opts: Options) -> dict[str, Any]:
-    started = harness.started_at()
-    source = harness.source_state()
-    plan = profiles.make_plan(opts.customers, opts.lines)
+@contextlib.contextmanager
+def _dataset(
+    backend: str, plan: profiles.Plan, opts: Options
+) -> Iterator[tuple[Target, str, str, dict[str, Any]]]:
+    """A database with the facts (its target, tenant, key and load figures): loaded now
+    by bench/profiles.py's loader; or with `--dataset`, a copy of bench/profiles.py's kept
+    dataset of that name (built and kept first when there is none: loaded, analyzed, its
+    profiles rebuilt). The product signals are rebuilt on it either way."""
+    if opts.dataset is not None:
+        with profiles.prepared(
+            backend,
+            plan,
+            opts.lines,
+            load_workers=opts.load_workers,
+            postgres_url=opts.postgres_url,
+            dataset=opts.dataset,
+            dataset_dir=opts.dataset_dir,
+        ) as ready:
+            yield ready.target, ready.tenant_id, ready.auth, ready.load
+        return
     with fresh_database(backend, opts.postgres_url) as target:
         tenant_id, auth = harness.bench_tenant(target, "EUR")
         harness.console.print(
@@ -178,6 +198,14 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         if backend == "postgresql":
             load["vacuum_analyze_s"] = harness.timed_sql(target, "VACUUM ANALYZE")
         harness.console.print(f"    {load['rows_total']:,} rows in {load['seconds']:.1f}s")
+        yield target, tenant_id, auth, load
+
+
+def run_backend(backend: str, opts: Options) -> dict[str, Any]:
+    started = harness.started_at()
+    source = harness.source_state()
+    plan = profiles.make_plan(opts.customers, opts.lines)
+    with _dataset(backend, plan, opts) as (target, tenant_id, auth, load):
         harness.console.print("  rebuilding product signals (products.rebuild) …")
         rebuilt = rebuild_signals(target, tenant_id)
         if backend == "postgresql":
@@ -295,6 +323,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--load-workers", type=int, default=2)
     parser.add_argument("--samples", type=int, default=400, help="timed requests per read")
     parser.add_argument("--report-runs", type=int, default=5)
+    harness.add_dataset_options(parser)
     args = parser.parse_args(argv)
     lines = args.lines or (100_000 if args.quick else 10_000_000)
     opts = Options(
@@ -304,6 +333,7 @@ def cli(argv: list[str]) -> int:
         load_workers=args.load_workers,
         samples=100 if args.quick else args.samples,
         report_runs=args.report_runs,
+        **harness.dataset_options(args),
     )
     harness.RESULTS.mkdir(exist_ok=True)
     for backend in opts.backends:

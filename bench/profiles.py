@@ -34,6 +34,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -41,7 +42,14 @@ import httpx
 
 from bench import harness, openloop, profile, workload
 from bench.harness import console
-from bench.server import ServerProcess, Target, fresh_database, proc_status, returnstack_server
+from bench.server import (
+    ServerProcess,
+    Target,
+    fresh_database,
+    kept,
+    proc_status,
+    returnstack_server,
+)
 
 # Targets
 LOOKUP_P99_TARGET_MS = 5.0
@@ -49,8 +57,8 @@ RATE = 200.0  # lookups a second: the rate of issue 14's target (p99 < 5 ms at 2
 SEGMENT_COUNT_TARGET_S = {"postgresql": 1.0}  # GET /v1/segments/{id}, every run
 EXPORT_ROWS_PER_S_TARGET = 50_000
 EXPORT_FLAT_MARGIN_MB = 10.0  # RSS growth of the large export at most that of the small + this
-# What customers.repository.stream_csv_rows sets for an export (PostgreSQL: plan the
-# cursor to read every row); the driver's baseline read runs with the same settings.
+# The driver's baseline read plans its cursor to read every row (PostgreSQL), as the
+# export's `COPY (query) TO STDOUT` plans its query (customers.repository.export_csv_rows).
 EXPORT_SETTINGS: dict[str, dict[str, float]] = {"postgresql": {"cursor_tuple_fraction": 1.0}}
 
 # The segment counted (three conditions) and the shape of the dataset.
@@ -73,6 +81,7 @@ REFUNDED = 0.95  # returns with a refund (the rest: none recorded)
 REASONS = ("size_too_small", "size_too_large", "color", "defective", "unwanted", "style")
 GEN_CHUNK = 10_000  # people per generated chunk (one seeded generator each: deterministic)
 TRANSACTION_PEOPLE = 20_000  # people per load transaction (about 200,000 lines)
+DATASET_KIND = "profiles-bench"  # a kept dataset's kind (with its customers and lines)
 
 
 @dataclass
@@ -88,6 +97,8 @@ class Options(harness.Options):
     load_workers: int
     segment_runs: int
     export_rows: int
+    dataset: str | None
+    dataset_dir: Path
 
 
 def options(args: Any, argv: list[str]) -> Options:
@@ -106,6 +117,7 @@ def options(args: Any, argv: list[str]) -> Options:
         load_workers=args.load_workers,
         segment_runs=args.segment_runs,
         export_rows=args.export_rows or max(1_000, customers // 10),
+        **harness.dataset_options(args),
     )
 
 
@@ -935,7 +947,7 @@ def driver_read(target: Target, conn: Any, tenant_id: str, where: str) -> dict[s
     )
     dialect = sqlite.dialect() if target.backend == "sqlite" else postgresql.dialect()
     sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    # The planner settings stream_csv_rows gives its export's transaction.
+    # Planned as the export's COPY plans its query: for every row.
     settings = EXPORT_SETTINGS.get(target.backend, {})
     rows = 0
     cursor = conn.cursor() if target.backend == "sqlite" else conn.cursor(name="bench_export")
@@ -1031,6 +1043,121 @@ def sqlite_statistics(target: Target) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+@dataclass
+class Prepared:
+    """A database holding the dataset with its profiles rebuilt: built in this run, or a
+    copy of a kept one."""
+
+    target: Target
+    tenant_id: str
+    auth: str
+    load: dict[str, Any]
+    rebuilt: dict[str, Any]
+
+
+def _build(target: Target, plan: Plan, lines: int, load_workers: int, plan_s: float) -> Prepared:
+    backend = target.backend
+    tenant_id, auth = harness.bench_tenant(target, "EUR")
+    console.print(
+        f"  loading {plan.customers:,} customers + {plan.guests:,} guests, "
+        f"{len(plan.lines_per_order):,} orders, {lines:,} lines (insert_rows) …"
+    )
+    load = load_dataset(target, tenant_id, plan, load_workers)
+    load["plan_s"] = plan_s  # drawn before, not in `seconds`
+    if backend == "postgresql":
+        load["vacuum_analyze_s"] = harness.timed_sql(target, "VACUUM ANALYZE")
+        console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.1f}s")
+    else:
+        load["analyze_s"] = sqlite_statistics(target)
+        console.print(f"    ANALYZE in {load['analyze_s']:.1f}s")
+    load["database_mb"] = harness.database_size_mb(target)
+    console.print(
+        f"    {load['rows_total']:,} rows in {load['seconds']:.1f}s ({load['rows_per_s']:,} "
+        f"rows/s; the workers spent {load['generate_s']:.1f}s generating, "
+        f"{load['write_s']:.1f}s writing); database "
+        f"{load['database_mb']:,.0f} MB"
+    )
+    console.print("  rebuilding profiles (customers.profiles.rebuild) …")
+    rebuilt = rebuild_profiles(target, tenant_id)
+    if backend == "postgresql":
+        rebuilt["vacuum_analyze_s"] = harness.timed_sql(target, "VACUUM ANALYZE customer_profiles")
+    else:
+        rebuilt["analyze_s"] = sqlite_statistics(target)
+        # the WAL back into the database now, not by the server's checkpointer later
+        rebuilt["checkpoint_s"] = harness.timed_sql(target, "PRAGMA wal_checkpoint(TRUNCATE)")
+    rebuilt["database_mb"] = harness.database_size_mb(target)
+    with harness.driver_connection(target) as conn:
+        rebuilt["stats"] = profile_stats(conn, backend)
+    console.print(
+        f"    {rebuilt['profiles']:,} profile rows in {rebuilt['seconds']:.1f}s; "
+        f"{rebuilt['stats']}; database {rebuilt['database_mb']:,.0f} MB"
+    )
+    return Prepared(target, tenant_id, auth, load, rebuilt)
+
+
+@contextlib.contextmanager
+def prepared(
+    backend: str,
+    plan: Plan,
+    lines: int,
+    *,
+    load_workers: int,
+    postgres_url: str,
+    dataset: str | None,
+    dataset_dir: Path,
+    plan_s: float = 0.0,
+) -> Iterator[Prepared]:
+    """A fresh database with this benchmark's dataset and profiles (`_build`). With a
+    `dataset` name: when it is kept, a copy of it (built once, by any benchmark that uses
+    this loader: bench/profiles.py, bench/products_scale.py); else built, then kept."""
+    keep = kept(backend, dataset, dataset_dir, postgres_url)
+    wanted = {"kind": DATASET_KIND, "customers": plan.customers, "lines": lines}
+    described = keep.meta() if keep is not None else None
+    if described is not None and {key: described.get(key) for key in wanted} != wanted:
+        raise SystemExit(
+            f"the kept dataset {keep.where if keep else ''} holds "
+            f"{ {key: described.get(key) for key in wanted} }, not {wanted}: another --dataset "
+            "name"
+        )
+    if described is not None and keep is not None:
+        console.print(f"  copying the kept dataset {keep.where} …")
+    t_copy = time.perf_counter()
+    with fresh_database(
+        backend, postgres_url, copy_of=keep if described is not None else None
+    ) as target:
+        if described is not None and keep is not None:
+            load = dict(described["load"])
+            load["kept"] = {
+                "where": keep.where,
+                "copy_s": round(time.perf_counter() - t_copy, 1),
+                "built_at": described["built_at"],
+                "built_by": described["source"],
+            }
+            console.print(
+                f"    copied in {load['kept']['copy_s']:.0f}s (built {described['built_at']}, "
+                f"source {described['source']['commit']})"
+            )
+            yield Prepared(
+                target, described["tenant_id"], described["auth"], load, described["rebuilt"]
+            )
+            return
+        ready = _build(target, plan, lines, load_workers, plan_s)
+        if keep is not None:
+            meta = {
+                **wanted,
+                "tenant_id": ready.tenant_id,
+                "auth": ready.auth,
+                "load": ready.load,
+                "rebuilt": ready.rebuilt,
+                "built_at": harness.started_at(),
+                "source": harness.source_state(),
+            }
+            console.print(f"  keeping the dataset as {keep.where} …")
+            ready.load["kept"] = {"where": keep.where, "keep_s": keep.keep(target, meta)}
+            console.print(f"    kept in {ready.load['kept']['keep_s']:.0f}s")
+        yield ready
+
+
 def run_backend(backend: str, opts: Options) -> dict[str, Any]:
     started = harness.started_at()
     source = harness.source_state()
@@ -1038,44 +1165,19 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
     planned = time.perf_counter()
     plan = make_plan(opts.customers, opts.lines)
     plan_s = round(time.perf_counter() - planned, 1)
-    with fresh_database(backend, opts.postgres_url) as target:
-        tenant_id, auth = harness.bench_tenant(target, "EUR")
-        console.print(
-            f"  loading {plan.customers:,} customers + {plan.guests:,} guests, "
-            f"{len(plan.lines_per_order):,} orders, {opts.lines:,} lines (insert_rows) …"
-        )
-        load = load_dataset(target, tenant_id, plan, opts.load_workers)
-        load["plan_s"] = plan_s  # drawn before, not in `seconds`
-        if backend == "postgresql":
-            load["vacuum_analyze_s"] = harness.timed_sql(target, "VACUUM ANALYZE")
-            console.print(f"    VACUUM ANALYZE in {load['vacuum_analyze_s']:.1f}s")
-        else:
-            load["analyze_s"] = sqlite_statistics(target)
-            console.print(f"    ANALYZE in {load['analyze_s']:.1f}s")
-        load["database_mb"] = harness.database_size_mb(target)
-        console.print(
-            f"    {load['rows_total']:,} rows in {load['seconds']:.1f}s ({load['rows_per_s']:,} "
-            f"rows/s; the workers spent {load['generate_s']:.1f}s generating, "
-            f"{load['write_s']:.1f}s writing); database "
-            f"{load['database_mb']:,.0f} MB"
-        )
-        console.print("  rebuilding profiles (customers.profiles.rebuild) …")
-        rebuilt = rebuild_profiles(target, tenant_id)
-        if backend == "postgresql":
-            rebuilt["vacuum_analyze_s"] = harness.timed_sql(
-                target, "VACUUM ANALYZE customer_profiles"
-            )
-        else:
-            rebuilt["analyze_s"] = sqlite_statistics(target)
-            # the WAL back into the database now, not by the server's checkpointer later
-            rebuilt["checkpoint_s"] = harness.timed_sql(target, "PRAGMA wal_checkpoint(TRUNCATE)")
-        rebuilt["database_mb"] = harness.database_size_mb(target)
+    with prepared(
+        backend,
+        plan,
+        opts.lines,
+        load_workers=opts.load_workers,
+        postgres_url=opts.postgres_url,
+        dataset=opts.dataset,
+        dataset_dir=opts.dataset_dir,
+        plan_s=plan_s,
+    ) as ready:
+        target, tenant_id, auth = ready.target, ready.tenant_id, ready.auth
+        load, rebuilt = ready.load, ready.rebuilt
         with harness.driver_connection(target) as conn:
-            rebuilt["stats"] = profile_stats(conn, backend)
-            console.print(
-                f"    {rebuilt['profiles']:,} profile rows in {rebuilt['seconds']:.1f}s; "
-                f"{rebuilt['stats']}; database {rebuilt['database_mb']:,.0f} MB"
-            )
             exports_where = {
                 size: export_threshold(conn, backend, tenant_id, rows)
                 for size, rows in (("small", opts.export_rows // 10), ("large", opts.export_rows))
@@ -1397,6 +1499,7 @@ def cli(argv: list[str]) -> int:
         help="rows of the large CSV export (default 100000 = customers / 10; the small one "
         "a tenth of it)",
     )
+    harness.add_dataset_options(parser)
     args = parser.parse_args(argv)
     if args.rate <= 0 or min(args.workers, args.load_workers, args.segment_runs) < 1:
         parser.error("--rate, --workers, --load-workers and --segment-runs must be positive")

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     MetaData,
+    Numeric,
     Row,
     Select,
     Table,
@@ -185,25 +186,37 @@ def _kind(value: int) -> Any:
     return literal_column(str(value)).label("kind")
 
 
+# The statements of a lookup are built once, their values bound per call: building one
+# (and its cache key) per request cost more than running it.
+_RECORD = select(
+    _kind(RECORD), CUSTOMERS.c.server_id.label("a"), CUSTOMERS.c.email.label("b")
+).where(CUSTOMERS.c.tenant_id == bindparam("tenant_id"), CUSTOMERS.c.id == bindparam("customer_id"))
+_IDENTITY = union_all(
+    _RECORD,
+    select(_kind(HAS_PROFILE), null(), null()).where(
+        exists().where(
+            PROFILES.c.tenant_id == bindparam("tenant_id"), PROFILES.c.owner == bindparam("owner")
+        )
+    ),
+    select(_kind(EMAIL), null(), EMAILS.c.email).where(
+        EMAILS.c.tenant_id == bindparam("tenant_id"),
+        EMAILS.c.customer_id == bindparam("customer_id"),
+    ),
+).order_by(literal_column("kind"), literal_column("b"))
+
+
 def identity(
     connection: Connection, *, tenant_id: str, customer_id: str
 ) -> tuple[Row[Any] | None, bool, list[str]]:
     """One query: the customer's record (server_id, email) or None, whether it has profile
     rows, and its linked emails in order."""
-    record = select(_kind(RECORD), CUSTOMERS.c.server_id.label("a"), CUSTOMERS.c.email.label("b"))
-    has_profile = select(_kind(HAS_PROFILE), null(), null()).where(
-        exists().where(
-            PROFILES.c.tenant_id == tenant_id, PROFILES.c.owner == customer_owner(customer_id)
-        )
-    )
-    emails = select(_kind(EMAIL), null(), EMAILS.c.email)
-    query = union_all(
-        record.where(CUSTOMERS.c.tenant_id == tenant_id, CUSTOMERS.c.id == customer_id),
-        has_profile,
-        emails.where(EMAILS.c.tenant_id == tenant_id, EMAILS.c.customer_id == customer_id),
-    ).order_by(literal_column("kind"), literal_column("b"))
     found, profile, linked = None, False, []
-    for row in connection.execute(query):
+    params = {
+        "tenant_id": tenant_id,
+        "customer_id": customer_id,
+        "owner": customer_owner(customer_id),
+    }
+    for row in connection.execute(_IDENTITY, params):
         if row.kind == RECORD:
             found = row
         elif row.kind == HAS_PROFILE:
@@ -213,18 +226,13 @@ def identity(
     return found, profile, linked
 
 
-def email_identity(
-    connection: Connection, *, tenant_id: str, email: str
-) -> tuple[Row[Any] | None, Row[Any] | None, list[str]]:
-    """One query: the email's link (a: customer id or None, b: its guest server id) or None;
-    and when linked, the customer's record (a: server_id, b: email) or None and its linked
-    emails in order."""
+def _email_identity() -> Any:
     link = EMAILS.alias("link")
     other = EMAILS.alias("other")
-    theirs = (link.c.tenant_id == tenant_id, link.c.email == email)
-    query = union_all(
+    theirs = (link.c.tenant_id == bindparam("tenant_id"), link.c.email == bindparam("email"))
+    return union_all(
         select(_kind(LINK), EMAILS.c.customer_id.label("a"), EMAILS.c.server_id.label("b")).where(
-            EMAILS.c.tenant_id == tenant_id, EMAILS.c.email == email
+            EMAILS.c.tenant_id == bindparam("tenant_id"), EMAILS.c.email == bindparam("email")
         ),
         select(_kind(RECORD), CUSTOMERS.c.server_id, CUSTOMERS.c.email)
         .select_from(
@@ -248,8 +256,19 @@ def email_identity(
         )
         .where(*theirs),
     ).order_by(literal_column("kind"), literal_column("b"))
+
+
+_EMAIL_IDENTITY = _email_identity()
+
+
+def email_identity(
+    connection: Connection, *, tenant_id: str, email: str
+) -> tuple[Row[Any] | None, Row[Any] | None, list[str]]:
+    """One query: the email's link (a: customer id or None, b: its guest server id) or None;
+    and when linked, the customer's record (a: server_id, b: email) or None and its linked
+    emails in order."""
     found_link, record, linked = None, None, []
-    for row in connection.execute(query):
+    for row in connection.execute(_EMAIL_IDENTITY, {"tenant_id": tenant_id, "email": email}):
         if row.kind == LINK:
             found_link = row
         elif row.kind == RECORD:
@@ -266,13 +285,14 @@ PROFILE_VALUES = (
     *TIMESTAMPS,
     "serial_returner",
 )
-_PROFILE_VALUES = select(*(PROFILES.c[name] for name in PROFILE_VALUES))
+_PROFILE_VALUES = select(*(PROFILES.c[name] for name in PROFILE_VALUES)).where(
+    PROFILES.c.tenant_id == bindparam("tenant_id"), PROFILES.c.owner == bindparam("owner")
+)
 
 
 def profile_values(connection: Connection, *, tenant_id: str, owner: str) -> list[Row[Any]]:
     """The owner's profile rows (one per currency), the fields `PROFILE_VALUES` only."""
-    query = _PROFILE_VALUES.where(PROFILES.c.tenant_id == tenant_id, PROFILES.c.owner == owner)
-    return list(connection.execute(query))
+    return list(connection.execute(_PROFILE_VALUES, {"tenant_id": tenant_id, "owner": owner}))
 
 
 def customer_orders(
@@ -763,10 +783,28 @@ def _spreadsheet_safe_text(column: Any) -> ColumnElement[str]:
     )
 
 
+def _python_float_text(column: Any) -> ColumnElement[str]:
+    """A double as Python's `repr` writes it (what `csv.writer` writes for a float), made by
+    PostgreSQL. Its shortest round-trip text (extra_float_digits 1) has the same digits and
+    the same exponent form below 1e-4 and from 1e16, but no ".0" on an integral value, and
+    an exponent from 1e15 (Python writes those positionally)."""
+    text = sql_cast(column, String())
+    size = func.abs(column)
+    positional = sql_cast(sql_cast(text, Numeric()), String())  # 1.5e+15 -> 1500000000000000
+    integral = column == func.trunc(column)
+    return case(
+        (and_(size < 1e15, integral), _cat(text, ".0")),  # 0 -> 0.0, -0 -> -0.0
+        (and_(size >= 1e15, size < 1e16, integral), _cat(positional, ".0")),
+        (and_(size >= 1e15, size < 1e16), positional),
+        else_=text,
+    )
+
+
 def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> Select[Any]:
     """The export's rows as CSV cells, every one made by the database (text made
-    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name), in `COLUMNS` order:
-    the server writes them as they come."""
+    spreadsheet-safe, timestamps as RFC 3339 text, the flag as its name; on PostgreSQL the
+    rates as Python writes them too, a missing cell null; on SQLite an empty string), in
+    `COLUMNS` order."""
     cells: list[ColumnElement[Any]] = []
     for name in COLUMNS[:-1]:
         column = FIELDS[name].column
@@ -774,10 +812,16 @@ def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> 
             cell = _rfc3339_text(column, dialect)
         elif name in ("customer_id", "email"):
             cell = _spreadsheet_safe_text(column)
+        elif name.startswith("return_rate_") and dialect == "postgresql":
+            cell = _python_float_text(column)
         else:
             cell = cast(ColumnElement[Any], column)
+        if dialect == "sqlite" and FIELDS[name].nullable:
+            cell = func.coalesce(cell, "")  # written as it is: empty, as csv.writer writes None
         cells.append(cell.label(name))
-    flag = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)), else_=literal(""))
+    flag: ColumnElement[Any] = case((CustomerProfile.serial_returner, literal(SERIAL_RETURNER)))
+    if dialect == "sqlite":
+        flag = func.coalesce(flag, "")
     return (
         select(*cells, flag.label("flags"))
         .select_from(_profiles_joined())
@@ -785,21 +829,51 @@ def _csv_query(tenant_id: str, condition: ColumnElement[bool], dialect: str) -> 
     )
 
 
-def stream_csv_rows(
+def _driver_statement(connection: Connection, query: Select[Any]) -> tuple[str, Any]:
+    """`query` as the driver's SQL and parameters (processed as SQLAlchemy would bind them)."""
+    compiled = cast(
+        Any, query.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})
+    )
+    params = compiled.construct_params()
+    for name, process in compiled._bind_processors.items():
+        params[name] = process(params[name])
+    if compiled.positiontup is not None:
+        return compiled.string, tuple(params[name] for name in compiled.positiontup)
+    return compiled.string, params
+
+
+def export_csv_rows(
     db: Database, *, tenant_id: str, condition: ColumnElement[bool], sort: Sort, batch: int
-) -> Iterator[Sequence[Row[Any]]]:
-    """Every row as CSV cells (`_csv_query`), `batch` at a time, read through a server-side
-    cursor in a read transaction of its own."""
+) -> Iterator[Any]:
+    """The export's rows in a read transaction of its own, every cell made by the database
+    (`_csv_query`). PostgreSQL: CSV lines (bytes, each ending with a newline) written by
+    `COPY ... TO STDOUT (FORMAT csv)`, one per row as the server sends them. SQLite: lists of
+    up to `batch` rows of cells (tuples), read by the driver's own cursor."""
     with db.transaction(write=False) as session:
         connection = session.connection()
         dialect = connection.dialect.name
+        sql, params = _driver_statement(
+            connection, _sorted(_csv_query(tenant_id, condition, dialect), sort)
+        )
+        driver: Any = connection.connection.driver_connection
         if dialect == "postgresql":
-            # A server-side cursor is planned for its first rows (cursor_tuple_fraction 0.1):
-            # walking the key index and filtering, where reading every match and sorting
-            # them is many times faster for an export that reads them all.
-            connection.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
-        query = _sorted(_csv_query(tenant_id, condition, dialect), sort)
-        yield from connection.execute(query.execution_options(yield_per=batch)).partitions()
+            # Floats in their shortest round-trip text, whatever the server's default. (COPY
+            # plans its query to read every row, as a cursor would not.)
+            connection.exec_driver_sql("SET LOCAL extra_float_digits = 1")
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy,
+            ):
+                while line := copy.read():
+                    yield line
+            return
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(batch):
+                yield rows
+        finally:
+            cursor.close()
 
 
 # --- saved segments --------------------------------------------------------------------

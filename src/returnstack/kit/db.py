@@ -67,6 +67,14 @@ class Database:
                 json_deserializer=orjson.loads,
                 hide_parameters=True,  # they hold personal data: never in logs or errors
             )
+        # Lean reads (kit.deps.read_json): on PostgreSQL without BEGIN and ROLLBACK, two
+        # round trips fewer. At READ COMMITTED each statement takes its own snapshot inside a
+        # transaction too, so their statements see the same as in one.
+        self.reads = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         # Writers on SQLite take the write lock when they begin (BEGIN IMMEDIATE), so a
         # read-then-write never fails half-way with "database is locked".
         self._write_bind = self.engine.execution_options(returnstack_write=True)

@@ -92,13 +92,13 @@ def read_session(request: Request) -> Session:
 
 
 async def read_json(request: Request, read: Callable[[Connection], bytes]) -> RawJSONResponse:
-    """A lean read: `read` on a connection of its own (one read transaction, rolled back:
-    nothing to commit), in one trip to the thread pool; the JSON it renders is the answer."""
+    """A lean read: `read` on a connection of its own (`Database.reads`: nothing to commit),
+    in one trip to the thread pool; the JSON it renders is the answer."""
     db: Database = request.app.state.db
     return RawJSONResponse(await to_thread.run_sync(_read, db, read))
 
 
 def _read(db: Database, read: Callable[[Connection], bytes]) -> bytes:
     admit()
-    with db.engine.connect() as connection:
+    with db.reads.connect() as connection:
         return read(connection)
