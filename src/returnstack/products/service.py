@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -375,8 +376,7 @@ def returns_reports(
     currency: str,
 ) -> dict[str, list[dict[str, Any]]]:
     """returns_report for several groupings at once, equal to one call per grouping but
-    reading the range once for units sold (whole days from the daily rollup, the edges from
-    the facts) and once for returned items (units back and refunds together), not per
+    reading the range once for units sold (from the order lines) and once for returned items (units back and refunds together), not per
     grouping: sums are kept per combination of groups and folded per grouping here; each
     refund is spread once. A product's category is looked up once per product (not joined
     to every row)."""
@@ -394,51 +394,64 @@ def returns_reports(
     categories: dict[str, Any] = {}
     if "category" in group_bys:
         at, sold_at = read.index("product"), sold_read.index("product")
-        products = {row[sold_at] for row in sold} | {row[5 + at] for row in items}
+        products = {row[sold_at] for row in sold} | {row[6 + at] for row in items}
         categories = repository.categories_of(session, tenant_id, products)
 
-    folds: dict[tuple[str, Any], Any] = {}  # thousands of rows share a few hundred days
+    # (grouping, folded group) of a row's groups, for each grouping asked for: worked out
+    # once per distinct combination (100 k items share a few thousand products or days).
+    pairs_of: dict[tuple[tuple[str, ...], tuple[Any, ...]], list[tuple[str, Any]]] = {}
 
-    def groups_of(names: Sequence[str], values: Sequence[Any]) -> list[tuple[str, Any]]:
-        """(grouping, folded group) of one row, for each grouping asked for."""
+    def groups_of(names: tuple[str, ...], values: tuple[Any, ...]) -> list[tuple[str, Any]]:
+        pairs = pairs_of.get((names, values))
+        if pairs is not None:
+            return pairs
         by_name = dict(zip(names, values, strict=True))
         if "category" in group_bys:
             by_name["category"] = categories.get(by_name["product"])
-        pairs = []
-        for group_by in group_bys:
-            if group_by not in by_name:
-                continue  # reason, for a sale
-            key = (group_by, by_name[group_by])
-            if key not in folds:
-                folds[key] = _fold(group_by, by_name[group_by])
-            pairs.append((group_by, folds[key]))
+        pairs = [
+            (group_by, _fold(group_by, by_name[group_by]))
+            for group_by in group_bys
+            if group_by in by_name  # (not reason, for a sale)
+        ]
+        pairs_of[(names, values)] = pairs
         return pairs
 
     tallies: dict[str, dict[Any, list[int]]] = {
         group_by: defaultdict(lambda: [0, 0, 0, 0]) for group_by in group_bys
     }
+    sold_names, read_names = tuple(sold_read), tuple(read)
     for *groups, units in sold:
-        for group_by, group in groups_of(sold_read, groups):
+        for group_by, group in groups_of(sold_names, tuple(groups)):
             tallies[group_by][group][3] += units
     counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
     refunded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    width = 6 + len(read)
     for item in items:
         ret, amount, _, _, units = item[:5]
-        if amount > 0:
-            refunded[ret].append(item)
+        groups = item[6:width]
+        pairs = pairs_of.get((read_names, groups)) or groups_of(read_names, groups)
+        if amount > 0:  # (position, quantity, unit price, groups, the return's refund)
+            refunded[ret].append((item[5], item[2], item[3], pairs, amount))
         if units <= 0 and not ret.startswith("r:"):  # a verified item only refunded
             continue
-        for group_by, group in groups_of(read, item[5:]):
+        for group_by, group in pairs:
             row = tallies[group_by][group]
             row[1] += units
             if (group_by, group, ret) not in counted:
                 counted.add((group_by, group, ret))
                 row[0] += 1
     for ret_items in refunded.values():
-        shares = allocate_refund(ret_items[0][1], [(item[2], item[3]) for item in ret_items])
+        # The rows come in no order: a return's items are spread in position order.
+        if len(ret_items) > 1:
+            ret_items.sort(key=itemgetter(0))
+        amount = ret_items[0][4]
+        if len(ret_items) == 1:
+            shares = [amount]
+        else:
+            shares = allocate_refund(amount, [(item[1], item[2]) for item in ret_items])
         for item, share in zip(ret_items, shares, strict=True):
             if share:
-                for group_by, group in groups_of(read, item[5:]):
+                for group_by, group in item[3]:
                     tallies[group_by][group][2] += share
     return {group_by: _report_rows(group_by, tallies[group_by]) for group_by in group_bys}
 
