@@ -579,12 +579,11 @@ def returned_items_by(
     end: datetime,
     currency: str,
 ) -> list[tuple[Any, ...]]:
-    """(return key, refund amount or 0, quantity, unit price, units back, position, group
-    of each grouping...) of the items of the returns in range that count in a report:
-    verified items with units back and every item of a refunded return; every item of a
-    reported return (all its units are back). In no order (sorting 100 k rows by return
-    cost the database more than the caller's grouping by return). One read of the range
-    for units and refunds."""
+    """(return key, refund amount or 0, quantity, unit price, units back, group of each
+    grouping...) of the items of the returns in range that count in a report: verified
+    items with units back and every item of a refunded return; every item of a reported
+    return (all its units are back). In return and position order (refunds are spread over
+    a return's items in that order). One read of the range for units and refunds."""
     verified = select(
         (literal("v:") + Return.id).label("ret"),
         func.coalesce(Return.refund_amount, 0).label("amount"),
@@ -628,12 +627,6 @@ def returned_items_by(
     both = verified.union_all(reported).subquery()
     groups = [both.c[f"g{index}"] for index in range(len(group_bys))]
     query = select(
-        both.c.ret,
-        both.c.amount,
-        both.c.quantity,
-        both.c.unit_price,
-        both.c.units,
-        both.c.position,
-        *groups,
-    )
-    return list(session.execute(query).all())
+        both.c.ret, both.c.amount, both.c.quantity, both.c.unit_price, both.c.units, *groups
+    ).order_by(both.c.ret, both.c.position)
+    return [tuple(row) for row in session.execute(query).all()]

@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -376,10 +375,10 @@ def returns_reports(
     currency: str,
 ) -> dict[str, list[dict[str, Any]]]:
     """returns_report for several groupings at once, equal to one call per grouping but
-    reading the range once for units sold (from the order lines) and once for returned items (units back and refunds together), not per
-    grouping: sums are kept per combination of groups and folded per grouping here; each
-    refund is spread once. A product's category is looked up once per product (not joined
-    to every row)."""
+    reading the range once for units sold (from the order lines) and once for returned
+    items (units back and refunds together), not per grouping: sums are kept per
+    combination of groups and folded per grouping here; each refund is spread once. A
+    product's category is looked up once per product (not joined to every row)."""
     common: dict[str, Any] = {"start": start, "end": end, "currency": currency}
     read = [group_by for group_by in group_bys if group_by != "category"]
     if "category" in group_bys and "product" not in read:
@@ -394,7 +393,7 @@ def returns_reports(
     categories: dict[str, Any] = {}
     if "category" in group_bys:
         at, sold_at = read.index("product"), sold_read.index("product")
-        products = {row[sold_at] for row in sold} | {row[6 + at] for row in items}
+        products = {row[sold_at] for row in sold} | {row[5 + at] for row in items}
         categories = repository.categories_of(session, tenant_id, products)
 
     # (grouping, folded group) of a row's groups, for each grouping asked for: worked out
@@ -425,13 +424,12 @@ def returns_reports(
             tallies[group_by][group][3] += units
     counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
     refunded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    width = 6 + len(read)
-    for item in items:
-        ret, amount, _, _, units = item[:5]
-        groups = item[6:width]
-        pairs = pairs_of.get((read_names, groups)) or groups_of(read_names, groups)
-        if amount > 0:  # (position, quantity, unit price, groups, the return's refund)
-            refunded[ret].append((item[5], item[2], item[3], pairs, amount))
+    for item in items:  # in return and position order
+        ret, amount, quantity, unit_price, units = item[:5]
+        values = tuple(item[5:])
+        pairs = pairs_of.get((read_names, values)) or groups_of(read_names, values)
+        if amount > 0:
+            refunded[ret].append((amount, quantity, unit_price, pairs))
         if units <= 0 and not ret.startswith("r:"):  # a verified item only refunded
             continue
         for group_by, group in pairs:
@@ -441,11 +439,8 @@ def returns_reports(
                 counted.add((group_by, group, ret))
                 row[0] += 1
     for ret_items in refunded.values():
-        # The rows come in no order: a return's items are spread in position order.
-        if len(ret_items) > 1:
-            ret_items.sort(key=itemgetter(0))
-        amount = ret_items[0][4]
-        if len(ret_items) == 1:
+        amount = ret_items[0][0]
+        if len(ret_items) == 1:  # (most returns)
             shares = [amount]
         else:
             shares = allocate_refund(amount, [(item[1], item[2]) for item in ret_items])

@@ -409,7 +409,9 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
         for path in category_paths(category):
             rollup[path][0] += sold
             rollup[path][1] += returned
-    reasons = [key + tuple(values) for key, values in pending.reasons.items() if key[0] == tenant_id]
+    reasons = [
+        key + tuple(values) for key, values in pending.reasons.items() if key[0] == tenant_id
+    ]
     categories = [
         (tenant_id, path, sold, returned)
         for path, (sold, returned) in rollup.items()
