@@ -396,57 +396,48 @@ def returns_reports(
         products = {row[sold_at] for row in sold} | {row[5 + at] for row in items}
         categories = repository.categories_of(session, tenant_id, products)
 
-    # (grouping, folded group) of a row's groups, for each grouping asked for: worked out
-    # once per distinct combination (100 k items share a few thousand products or days).
-    pairs_of: dict[tuple[tuple[str, ...], tuple[Any, ...]], list[tuple[str, Any]]] = {}
+    folds: dict[tuple[str, Any], Any] = {}  # thousands of rows share a few hundred days
 
-    def groups_of(names: tuple[str, ...], values: tuple[Any, ...]) -> list[tuple[str, Any]]:
-        pairs = pairs_of.get((names, values))
-        if pairs is not None:
-            return pairs
+    def groups_of(names: Sequence[str], values: Sequence[Any]) -> list[tuple[str, Any]]:
+        """(grouping, folded group) of one row, for each grouping asked for."""
         by_name = dict(zip(names, values, strict=True))
         if "category" in group_bys:
             by_name["category"] = categories.get(by_name["product"])
-        pairs = [
-            (group_by, _fold(group_by, by_name[group_by]))
-            for group_by in group_bys
-            if group_by in by_name  # (not reason, for a sale)
-        ]
-        pairs_of[(names, values)] = pairs
+        pairs = []
+        for group_by in group_bys:
+            if group_by not in by_name:
+                continue  # reason, for a sale
+            key = (group_by, by_name[group_by])
+            if key not in folds:
+                folds[key] = _fold(group_by, by_name[group_by])
+            pairs.append((group_by, folds[key]))
         return pairs
 
     tallies: dict[str, dict[Any, list[int]]] = {
         group_by: defaultdict(lambda: [0, 0, 0, 0]) for group_by in group_bys
     }
-    sold_names, read_names = tuple(sold_read), tuple(read)
     for *groups, units in sold:
-        for group_by, group in groups_of(sold_names, tuple(groups)):
+        for group_by, group in groups_of(sold_read, groups):
             tallies[group_by][group][3] += units
     counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
     refunded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for item in items:  # in return and position order
-        ret, amount, quantity, unit_price, units = item[:5]
-        values = tuple(item[5:])
-        pairs = pairs_of.get((read_names, values)) or groups_of(read_names, values)
+    for item in items:
+        ret, amount, _, _, units = item[:5]
         if amount > 0:
-            refunded[ret].append((amount, quantity, unit_price, pairs))
+            refunded[ret].append(item)
         if units <= 0 and not ret.startswith("r:"):  # a verified item only refunded
             continue
-        for group_by, group in pairs:
+        for group_by, group in groups_of(read, item[5:]):
             row = tallies[group_by][group]
             row[1] += units
             if (group_by, group, ret) not in counted:
                 counted.add((group_by, group, ret))
                 row[0] += 1
     for ret_items in refunded.values():
-        amount = ret_items[0][0]
-        if len(ret_items) == 1:  # (most returns)
-            shares = [amount]
-        else:
-            shares = allocate_refund(amount, [(item[1], item[2]) for item in ret_items])
+        shares = allocate_refund(ret_items[0][1], [(item[2], item[3]) for item in ret_items])
         for item, share in zip(ret_items, shares, strict=True):
             if share:
-                for group_by, group in item[3]:
+                for group_by, group in groups_of(read, item[5:]):
                     tallies[group_by][group][2] += share
     return {group_by: _report_rows(group_by, tallies[group_by]) for group_by in group_bys}
 
