@@ -375,11 +375,10 @@ def returns_reports(
     currency: str,
 ) -> dict[str, list[dict[str, Any]]]:
     """returns_report for several groupings at once, equal to one call per grouping but
-    reading the range once for units sold (whole days from the daily rollup, the edges from
-    the facts) and once for returned items (units back and refunds together), not per
-    grouping: sums are kept per combination of groups and folded per grouping here; each
-    refund is spread once. A product's category is looked up once per product (not joined
-    to every row)."""
+    reading the range once for units sold (from the order lines) and once for returned
+    items (units back and refunds together), not per grouping: sums are kept per
+    combination of groups and folded per grouping here; each refund is spread once. A
+    product's category is looked up once per product (not joined to every row)."""
     common: dict[str, Any] = {"start": start, "end": end, "currency": currency}
     read = [group_by for group_by in group_bys if group_by != "category"]
     if "category" in group_bys and "product" not in read:

@@ -58,8 +58,8 @@ def allocate_refund(amount: int, items: Sequence[tuple[int, int | None]]) -> lis
     order: in proportion to their value (quantity x unit price) when every item has a
     price, else to their quantities; largest remainders first, ties to the earlier item.
     Exact integers; the shares add up to `amount`."""
-    if not items:
-        return []
+    if len(items) <= 1:
+        return [amount] if items else []  # (most returns have one item)
     priced = all(price is not None for _, price in items)
     weights = [quantity * (price or 0) if priced else quantity for quantity, price in items]
     total = sum(weights)
@@ -327,33 +327,49 @@ def apply_pending(session: Session) -> None:
         | {key[0] for key in pending.reasons}
         | {key[0] for key in pending.categories}
     )
+    # Rows in key order on PostgreSQL, where two writers must lock them in one order;
+    # SQLite has one writer at a time (and sorting thousands of keys costs a few ms).
+    ordered = session.get_bind().dialect.name != "sqlite"
     for tenant_id in tenants:
-        _apply_tenant(session, tenant_id, pending)
+        _apply_tenant(session, tenant_id, pending, ordered=ordered)
 
 
-def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
+def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordered: bool) -> None:
     """One statement per table, each adding to its rows in key order, products first (every
     writer locks the tables in this order, so two cannot deadlock)."""
     # Per product: units sold, returned, reported sold, reported returned added.
-    added: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    added: dict[str, list[int]] = {}
     breakdowns = []
-    for key, values in sorted(pending.breakdowns.items()):
+    for key, values in pending.breakdowns.items():
         if key[0] != tenant_id:
             continue
-        totals = added[key[1]]
-        totals[0] += values[_SOLD] + values[_SOLD + _REPORTED]
-        totals[1] += values[_RETURNED] + values[_RETURNED + _REPORTED]
-        totals[2] += values[_SOLD + _REPORTED]
-        totals[3] += values[_RETURNED + _REPORTED]
-        breakdowns.append((*key, *values))
+        sold, returned, _, reported_sold, reported_returned, _ = values
+        totals = added.get(key[1])
+        if totals is None:
+            added[key[1]] = [
+                sold + reported_sold,
+                returned + reported_returned,
+                reported_sold,
+                reported_returned,
+            ]
+        else:
+            totals[0] += sold + reported_sold
+            totals[1] += returned + reported_returned
+            totals[2] += reported_sold
+            totals[3] += reported_returned
+        breakdowns.append(key + tuple(values))
     seen = {key[1]: value for key, value in pending.categories.items() if key[0] == tenant_id}
-    products = sorted(set(added) | set(seen))
+    products = list(added.keys() | seen.keys())
     if not products:
         return
+    if ordered:
+        breakdowns.sort()
+        products.sort()
+    no_delta = (0, 0, 0, 0)
     no_category: tuple[datetime | None, str | None] = (None, None)
     rows = []
     for product_id in products:
-        sold, returned, reported_sold, reported_returned = added.get(product_id, (0, 0, 0, 0))
+        sold, returned, reported_sold, reported_returned = added.get(product_id, no_delta)
         at, category = seen.get(product_id, no_category)
         rows.append(
             (
@@ -365,7 +381,7 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
                 returned,
                 reported_sold,
                 reported_returned,
-                rate(returned, sold),  # the row's rate if it is new
+                returned / sold if sold > 0 else 0.0,  # the row's rate if it is new
             )
         )
     # 1. Products: each row created or added to, its category replaced by a newer one.
@@ -373,7 +389,7 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
     # products share a few categories).
     moved: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
     for product_id, previous, category, sold, returned in repository.add_to_products(session, rows):
-        delta = added.get(product_id, (0, 0, 0, 0))
+        delta = added.get(product_id, no_delta)
         if previous == category:
             totals = moved[category]
             totals[0] += delta[0]
@@ -388,25 +404,26 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending) -> None:
         totals[1] += returned
     rollup: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for category, (sold, returned) in moved.items():
+        if not (sold or returned):
+            continue  # (a product moved with no units: no path changes)
         for path in category_paths(category):
             rollup[path][0] += sold
             rollup[path][1] += returned
+    reasons = [
+        key + tuple(values) for key, values in pending.reasons.items() if key[0] == tenant_id
+    ]
+    categories = [
+        (tenant_id, path, sold, returned)
+        for path, (sold, returned) in rollup.items()
+        if sold or returned  # ancestors whose moves cancel out are not written
+    ]
+    if ordered:
+        reasons.sort()
+        categories.sort()
     # 2. Breakdowns, 3. reasons, 4. category rollups: counters added to.
     repository.add_counts(session, repository.BREAKDOWNS, breakdowns)
-    repository.add_counts(
-        session,
-        repository.REASONS,
-        [(*key, *values) for key, values in sorted(pending.reasons.items()) if key[0] == tenant_id],
-    )
-    repository.add_counts(
-        session,
-        repository.CATEGORIES,
-        [
-            (tenant_id, path, sold, returned)
-            for path, (sold, returned) in sorted(rollup.items())
-            if sold or returned
-        ],
-    )
+    repository.add_counts(session, repository.REASONS, reasons)
+    repository.add_counts(session, repository.CATEGORIES, categories)
 
 
 @event.listens_for(Session, "before_commit")
