@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from bench import harness, loadgen, workload
+from bench import harness, loadgen, profile, workload
 from bench.harness import console
-from bench.server import cli_json, fresh_database, returnstack_server
+from bench.server import cli_json, cpu_seconds, fresh_database, process_tree, returnstack_server
 
 RATIO_TARGET = 0.80
 
@@ -153,12 +153,16 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                 )
         rates: dict[str, list[float]] = {name: [] for name in FORMATS}
         latencies: dict[str, list[float]] = {name: [] for name in FORMATS}
+        server_cpu: dict[str, list[list[int]]] = {name: [] for name in FORMATS}
         with returnstack_server(target) as server:
             for index, name in enumerate(phases):
                 url = server.base_url + FORMATS[name][0].replace("{pk}", public)
                 loadgen.run("python", url, files[f"w{index}"], auth[name])
                 before = _orders(target)
-                result = loadgen.run("python", url, files[f"m{index}"], auth[name])
+                cpu_before = _cpu(server.pid)
+                with profile.profiling(server.pid, _raw(opts, backend, name, index)):
+                    result = loadgen.run("python", url, files[f"m{index}"], auth[name])
+                cpu = [after - was for after, was in zip(_cpu(server.pid), cpu_before, strict=True)]
                 recorded = _orders(target) - before
                 if result.failures or recorded != purchases:
                     raise RuntimeError(
@@ -168,11 +172,20 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
                 rate = purchases / result.duration_s
                 rates[name].append(round(rate, 1))
                 latencies[name].append(round(result.p50_ms, 1))
+                server_cpu[name].append([round(seconds / purchases * 1e6) for seconds in cpu])
                 console.print(
                     f"  {name:<12} {rate:>8,.0f} purchases/s ({result.requests} requests in "
-                    f"{result.duration_s:.1f}s, p50 {result.p50_ms:.0f} ms)"
+                    f"{result.duration_s:.1f}s, p50 {result.p50_ms:.0f} ms; CPU a purchase: "
+                    f"server {cpu[0] / purchases * 1e6:,.0f} µs, its other processes "
+                    f"{cpu[1] / purchases * 1e6:,.0f} µs)"
                 )
         machine = harness.machine(target)
+    profiles = {}
+    if opts.profile_dir is not None:
+        for index, name in enumerate(phases):
+            raw = _raw(opts, backend, name, index)
+            assert raw is not None
+            profiles[f"{name}{index}"] = profile.summarize(raw, top=25) | {"raw": str(raw)}
     baseline = sum(rates["native"]) / len(rates["native"])
     targets = {
         f"{name}_ratio": {
@@ -195,8 +208,36 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         "clients": clients,
         "purchases_per_s": rates,
         "p50_ms": latencies,
+        # µs of CPU a purchase: the server process, and its other processes (the webhook
+        # dispatcher's) together.
+        "cpu_us_per_purchase": server_cpu,
         "targets": targets,
+        "profiled": opts.profile_dir is not None,
+        **({"profile": profiles} if profiles else {}),
     }
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of the server process, and of its descendants alive now."""
+    server = cpu_seconds(pid)
+    others = 0.0
+    for member in process_tree(pid)[1:]:
+        try:
+            others += cpu_seconds(member)
+        except OSError:  # ended meanwhile
+            continue
+    return server, others
+
+
+def _raw(opts: Options, backend: str, name: str, index: int) -> Path | None:
+    """Where py-spy writes the raw stacks of a measured phase, when profiling."""
+    if opts.profile_dir is None:
+        return None
+    return opts.profile_dir / f"{backend}-{index}-{name}.txt"
+
+
+def show(result: dict[str, Any]) -> None:
+    harness.print_profile(result.get("profile", {}), kinds=("inclusive", "self", "self_lines"))
 
 
 def render_one(result: dict[str, Any]) -> str:
@@ -238,7 +279,8 @@ def cli(argv: list[str]) -> int:
         BENCH,
         __doc__.splitlines()[0],
         quick="2,000 purchases per format; results not recorded",
-        profile="not supported by this benchmark",
+        profile="py-spy the server during each measured phase (raw stacks into DIR); "
+        "figures not recorded",
     )
     parser.add_argument("--purchases", type=int, help="measured per format (default 20000)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
@@ -248,4 +290,4 @@ def cli(argv: list[str]) -> int:
         purchases=args.purchases or (2_000 if args.quick else 20_000),
         clients=args.clients,
     )
-    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))
+    return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts), show)

@@ -1,11 +1,14 @@
 """The FastAPI application factory."""
 
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
+from opentelemetry import _logs, metrics, trace
 
 from returnstack import __version__
 from returnstack.compat.constructor import router as constructor_router
@@ -49,6 +52,40 @@ returns, refunds, customers or profiles (facts come from secret keys).
 """
 
 
+# OpenTelemetry's providers before anything sets them up (opentelemetry-api's proxies).
+_OTEL_DEFAULTS = {
+    ("opentelemetry.trace", "ProxyTracerProvider"),
+    ("opentelemetry.metrics._internal", "_ProxyMeterProvider"),
+    ("opentelemetry._logs._internal", "ProxyLoggerProvider"),
+}
+_OTEL_ENVIRONMENT = (
+    "OTEL_PYTHON_TRACER_PROVIDER",
+    "OTEL_PYTHON_METER_PROVIDER",
+    "OTEL_PYTHON_LOGGER_PROVIDER",
+)
+
+
+def fastapi_telemetry() -> TelemetryConfig | None:
+    """FastAPI's own OpenTelemetry spans, metrics and logs stay as FastAPI sets them when
+    OpenTelemetry is set up in the process when the app is made (a provider set, e.g. by
+    `opentelemetry-instrument`, or named by the environment, or FASTAPI_OTEL_AUTO_CONFIGURE);
+    otherwise they are turned off. FastAPI otherwise asks on every request whether a
+    provider has been set since (three environment look-ups and three provider checks, tens
+    of µs of a one-event request: bench/README.md)."""
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true" or any(
+        name in os.environ for name in _OTEL_ENVIRONMENT
+    ):
+        return None
+    providers = (
+        trace.get_tracer_provider(),
+        metrics.get_meter_provider(),
+        _logs.get_logger_provider(),
+    )
+    if any((type(p).__module__, type(p).__name__) not in _OTEL_DEFAULTS for p in providers):
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     db = database or Database(settings, background_checkpoints=True)
@@ -86,6 +123,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         description=DESCRIPTION,
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(),
     )
     app.state.settings = settings
     app.state.db = db

@@ -10,7 +10,7 @@ secret key records facts; a publishable key reports signals (and sends no refund
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -39,19 +39,18 @@ from returnstack.compat.common import (
 from returnstack.events.schemas import (
     CustomerRef,
     PurchaseEvent,
-    PurchaseItem,
     Refund,
     ReturnEvent,
     ReturnItem,
-    StoreRef,
     Trust,
 )
+from returnstack.kit.bulk import select_rows
 from returnstack.kit.locks import lock_names
 from returnstack.kit.money import is_currency
 from returnstack.kit.openapi import json_body, raw_body
 from returnstack.kit.responses import JSONResponse
 from returnstack.kit.types import FUTURE_TOLERANCE, MAX_AMOUNT, MAX_QUANTITY, normalize_email
-from returnstack.models import Event, OrderLine
+from returnstack.models import Event
 from returnstack.models.reported import ReportedEvent
 from returnstack.returns.repository import RecordedSummary, recorded_returns_by_event
 from returnstack.returns.service import ReturnOptions
@@ -219,9 +218,9 @@ def _money(
         raise Rejected(f"context.{name}", exc.message.removeprefix(f"context.{name}: ")) from None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs twice as much to make
 class Item:
-    """One Optimove event, checked: what it says, in returnstack's terms."""
+    """One Optimove event, checked: what it says, in returnstack's terms (never changed)."""
 
     index: int
     kind: str
@@ -258,7 +257,16 @@ def _refund_method(text: str | None) -> str:
     return "original_payment"
 
 
-def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Item:
+@dataclass
+class _Seen:
+    """What one request has already checked: the items of an order repeat its time and
+    email (not kept beyond the request: an email is personal data)."""
+
+    moments: dict[Any, datetime] = field(default_factory=dict)
+    emails: dict[str, str] = field(default_factory=dict)
+
+
+def _check(index: int, raw: Any, default_currency: str, latest: datetime, seen: _Seen) -> Item:
     if not isinstance(raw, dict):
         raise Rejected("", "an event must be an object")
     for name in ("tenant", "event", "timestamp", "context"):
@@ -269,7 +277,11 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
     kind = raw["event"]
     if kind not in (ORDER_COMPLETED, PRODUCT_RETURN, PRODUCT_REFUND):
         raise Rejected("event", f"must be {ORDER_COMPLETED}, {PRODUCT_RETURN} or {PRODUCT_REFUND}")
-    moment = _timestamp(raw["timestamp"], latest)
+    stamp = raw["timestamp"]
+    moment = seen.moments.get(stamp) if isinstance(stamp, str) else None
+    if moment is None:
+        moment = _timestamp(stamp, latest)
+        seen.moments[stamp] = moment
     envelope = {"customer": raw.get("customer"), "visitor": raw.get("visitor")}
     customer = _text(envelope, "customer", limit=128)
     visitor = _text(envelope, "visitor")
@@ -288,10 +300,13 @@ def _check(index: int, raw: Any, default_currency: str, latest: datetime) -> Ite
         raise Rejected("context.ootb_currency", "is not an ISO 4217 currency code")
     email = _text(context, "ootb_email")
     if email is not None:
-        try:
-            email = normalize_email(email)
-        except ValueError as exc:
-            raise Rejected("context.ootb_email", str(exc)) from None
+        normalized = seen.emails.get(email)
+        if normalized is None:
+            try:
+                normalized = seen.emails[email] = normalize_email(email)
+            except ValueError as exc:
+                raise Rejected("context.ootb_email", str(exc)) from None
+        email = normalized
     order_id = _text(context, "ootb_order_id", required=True, limit=128)
     product_id = _text(context, "ootb_product_id", required=True, limit=128)
     assert order_id is not None
@@ -359,66 +374,115 @@ def _customer(item: Item) -> CustomerRef | None:
 
 
 def _purchase(items: list[Item]) -> PurchaseEvent:
-    """Lines of one order as one purchase event; the order's details come from its first."""
+    """Lines of one order as one purchase event; the order's details come from its first.
+    Validated as one document (one pass of the model's validator, not one per part)."""
     first = items[0]
-    return PurchaseEvent(
-        type="purchase",
-        id=event_key(SOURCE, "purchase", first.order_id, sorted(i.line_id for i in items)),
-        timestamp=first.moment,
-        channel="online" if first.store is None else "offline",
-        store=None if first.store is None else StoreRef(id=first.store),
-        order_id=first.order_id,
-        currency=first.currency,
-        customer=_customer(first),
-        items=[
-            PurchaseItem(
-                line_id=item.line_id,
-                product_id=item.product_id,
-                variant_id=item.variant_id,
-                quantity=item.quantity,
-                unit_price=item.unit_price or 0,  # required of order events
-                name=item.name,
-                category=item.category,
-                url=item.url,
-            )
+    event: dict[str, Any] = {
+        "type": "purchase",
+        "id": event_key(SOURCE, "purchase", first.order_id, sorted(i.line_id for i in items)),
+        "timestamp": first.moment,
+        "channel": "online" if first.store is None else "offline",
+        "order_id": first.order_id,
+        "currency": first.currency,
+        "customer": None  # a visitor: anonymous purchases count for products
+        if first.customer_id is None and first.email is None
+        else {"id": first.customer_id, "email": first.email},
+        "items": [
+            {
+                "line_id": item.line_id,
+                "product_id": item.product_id,
+                "variant_id": item.variant_id,
+                "quantity": item.quantity,
+                "unit_price": item.unit_price or 0,  # required of order events
+                "name": item.name,
+                "category": item.category,
+                "url": item.url,
+            }
             for item in items
         ],
-    )
+    }
+    if first.store is not None:
+        event["store"] = {"id": first.store}
+    return PurchaseEvent.model_validate(event)
+
+
+_EXISTING_LINES = (
+    "SELECT order_id, line_id FROM order_lines WHERE tenant_id = ? AND order_id IN ({})"
+)
 
 
 def _existing_lines(session: Session, tenant_id: str, order_ids: set[str]) -> set[tuple[str, str]]:
     ordered = sorted(order_ids)
     found: set[tuple[str, str]] = set()
     for start in range(0, len(ordered), 500):
-        query = select(OrderLine.order_id, OrderLine.line_id).where(
-            OrderLine.tenant_id == tenant_id, OrderLine.order_id.in_(ordered[start : start + 500])
-        )
-        found.update((order_id, line_id) for order_id, line_id in session.execute(query))
+        chunk = ordered[start : start + 500]
+        sql = _EXISTING_LINES.format(", ".join("?" * len(chunk)))
+        found.update((row[0], row[1]) for row in select_rows(session, sql, [tenant_id, *chunk]))
     return found
 
 
-def _purchases(
-    session: Session, caller: Caller, items: list[Item]
-) -> tuple[list[tuple[PurchaseEvent, list[int]]], list[int]]:
-    """Purchase events, and the indexes of items that are duplicates already.
+@dataclass(frozen=True)
+class _Order:
+    """The lines of one order in a request (a line repeated in the request once), and the
+    purchase event they make, built before the write."""
 
-    Optimove sends one event per item, dedup key order id + line. Verified lines of one
+    lines: list[Item]
+    event: PurchaseEvent
+
+
+@dataclass(frozen=True)
+class _Orders:
+    """The purchases of a request, made into events before the write (outside the writer,
+    which writes one transaction at a time for the whole process): the orders, and the
+    indexes of lines repeated within the request (duplicates)."""
+
+    orders: list[_Order]
+    repeated: list[int]
+
+
+def _orders(caller: Caller, items: list[Item]) -> _Orders:
+    """Optimove sends one event per item, dedup key order id + line. Verified lines of one
     order in one request become one event (a purchase of several lines, as /v1/events takes
-    it), less the lines the order already has: those are duplicates. Reported events (no
-    orders to look at) stay one event per item, each its own dedup key."""
+    it). Reported events (no orders to look at) stay one event per item, each its own dedup
+    key."""
     if caller.trust is Trust.reported:
-        return [(_purchase([item]), [item.index]) for item in items], []
-    existing = _existing_lines(session, caller.tenant_id, {item.order_id for item in items})
-    duplicates: list[int] = []
+        return _Orders([_Order([item], _purchase([item])) for item in items], [])
+    seen: set[tuple[str, str]] = set()
+    repeated: list[int] = []
     by_order: dict[str, list[Item]] = {}
     for item in items:
         key = (item.order_id, item.line_id)
-        if key in existing:
-            duplicates.append(item.index)
+        if key in seen:
+            repeated.append(item.index)
             continue
-        existing.add(key)  # a line repeated within the request is a duplicate too
+        seen.add(key)
         by_order.setdefault(item.order_id, []).append(item)
-    events = [(_purchase(group), [item.index for item in group]) for group in by_order.values()]
+    return _Orders([_Order(lines, _purchase(lines)) for lines in by_order.values()], repeated)
+
+
+def _purchases(
+    session: Session, caller: Caller, purchases: _Orders
+) -> tuple[list[tuple[PurchaseEvent, list[int]]], list[int]]:
+    """Purchase events, and the indexes of items that are duplicates already: those repeated
+    in the request, and (verified) the lines the order already has; an order some of whose
+    lines are recorded becomes the event of the others."""
+    duplicates = list(purchases.repeated)
+    if caller.trust is Trust.reported:
+        return [(order.event, [order.lines[0].index]) for order in purchases.orders], duplicates
+    existing = _existing_lines(
+        session, caller.tenant_id, {order.lines[0].order_id for order in purchases.orders}
+    )
+    events = []
+    for order in purchases.orders:
+        new = [item for item in order.lines if (item.order_id, item.line_id) not in existing]
+        if len(new) < len(order.lines):
+            duplicates.extend(
+                item.index for item in order.lines if (item.order_id, item.line_id) in existing
+            )
+        if not new:
+            continue
+        event = order.event if len(new) == len(order.lines) else _purchase(new)
+        events.append((event, [item.index for item in new]))
     return events, duplicates
 
 
@@ -556,17 +620,14 @@ def _known(session: Session, caller: Caller, ids: list[str]) -> set[str]:
 
 
 def _write(
-    session: Session, caller: Caller, items: list[Item]
+    session: Session, caller: Caller, orders: _Orders, returned: list[Item]
 ) -> tuple[int, int, list[dict[str, Any]]]:
     """Record the valid items: accepted, duplicates, and the items rejected as not fitting
     their return. Changes nothing else (the writer may run it again, alone)."""
     # Optimove sends one event per item: the lines of an order make one order, the items of
     # one return one return (across requests too).
-    purchases, duplicate_lines = _purchases(
-        session, caller, [item for item in items if item.kind == ORDER_COMPLETED]
-    )
+    purchases, duplicate_lines = _purchases(session, caller, orders)
     facts: list[tuple[PurchaseEvent | ReturnEvent, list[int]]] = list(purchases)
-    returned = [item for item in items if item.kind != ORDER_COMPLETED]
     returns = (
         _verified_returns(session, caller, returned)
         if caller.trust is Trust.verified
@@ -610,9 +671,10 @@ def _ingest(request: Request, body: bytes) -> Response:
     rejected: list[dict[str, Any]] = []
     items: list[Item] = []
     latest = datetime.now(UTC) + FUTURE_TOLERANCE
+    seen = _Seen()
     for index, raw in enumerate(raw_events):
         try:
-            item = _check(index, raw, caller.principal.default_currency, latest)
+            item = _check(index, raw, caller.principal.default_currency, latest, seen)
         except Rejected as exc:
             rejected.append({"index": index, "message": str(exc).removeprefix(": ")})
             continue
@@ -626,8 +688,12 @@ def _ingest(request: Request, body: bytes) -> Response:
     # recorded is read in the transaction that records the rest, committed before the answer.
     accepted, duplicates = 0, 0
     if items:
+        orders = _orders(caller, [item for item in items if item.kind == ORDER_COMPLETED])
+        returned = [item for item in items if item.kind != ORDER_COMPLETED]
         accepted, duplicates, misfits = write(
-            request, lambda session: _write(session, caller, items), units=len(items)
+            request,
+            lambda session: _write(session, caller, orders, returned),
+            units=len(items),
         )
         rejected.extend(misfits)
     rejected.sort(key=lambda entry: entry["index"])

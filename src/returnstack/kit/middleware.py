@@ -50,6 +50,9 @@ class RequestMiddleware:
         self.max_body_bytes = max_body_bytes
         self.log_requests = log_requests
         self.admission = admission
+        # The metrics' children by (route, method, status): `labels()` validates and joins
+        # its labels and takes a lock on every call. Routes are templates (a bounded set).
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,8 +145,15 @@ class RequestMiddleware:
         # The route's template without convertors: /v1/orders/{order_id}
         path = getattr(route, "path_format", None) or "unmatched"
         method = scope["method"]
-        REQUESTS.labels(path, method, str(status)).inc()
-        LATENCY.labels(path, method).observe(elapsed)
+        key = (path, method, status)
+        children = self._metrics.get(key)
+        if children is None:
+            children = REQUESTS.labels(path, method, str(status)), LATENCY.labels(path, method)
+            if len(self._metrics) < 10_000:  # methods are the client's: keep the map bounded
+                self._metrics[key] = children
+        requests, latency = children
+        requests.inc()
+        latency.observe(elapsed)
         if self.log_requests:
             # The route's template, not the path: a path may name a person
             # (/v1/customers/{customer_id}), and logs never carry personal data.

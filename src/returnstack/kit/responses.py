@@ -4,6 +4,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
 
 
 class JSONResponse(_StarletteJSONResponse):
@@ -13,15 +14,11 @@ class JSONResponse(_StarletteJSONResponse):
         return orjson.dumps(content)
 
 
-class RawJSONResponse(_StarletteJSONResponse):
-    """A response whose JSON body is already rendered (replays, pre-serialised payloads)."""
+class RawJSONResponse(Response):
+    """A response whose JSON body is already rendered (replays, pre-serialised payloads):
+    the bytes are the body (no rendering, and its headers made once)."""
 
     media_type = "application/json"
 
     def __init__(self, body: bytes, status_code: int = 200, headers: dict[str, str] | None = None):
-        super().__init__(None, status_code=status_code, headers=headers)
-        self.body = body
-        self.headers["content-length"] = str(len(body))
-
-    def render(self, content: Any) -> bytes:
-        return b""
+        super().__init__(body, status_code=status_code, headers=headers)
