@@ -185,15 +185,16 @@ def test_the_endpoint_refuses_a_request_that_waited_after_its_key_was_checked(
         calls = 0
 
         def later_at_the_endpoint() -> float:
-            # Called at arrival, at the key's check, then at the endpoint's start.
+            # Called at arrival, at the end of its body, at the key's check, then at the
+            # endpoint's start.
             nonlocal calls
             calls += 1
-            return clock.now + (MAX_WAIT + 0.5 if calls >= 3 else 0.0)
+            return clock.now + (MAX_WAIT + 0.5 if calls >= 4 else 0.0)
 
         admission.clock = later_at_the_endpoint
         refused = api.post(f"/v1/returns/{ret['id']}/approve", {})
         admission.clock = clock
-        assert calls == 3
+        assert calls == 4
         assert_overloaded(refused)
         assert api.read(ret) == ret
 
@@ -217,3 +218,37 @@ def test_zero_admits_every_request_however_long_it_waited(
             answers = requests.join()
     assert answers["approve"].status_code == 200, answers["approve"].text
     assert answers["approve"].json()["status"] == "approved"
+
+
+def test_a_slow_upload_waits_for_its_client_not_for_the_server(
+    overload_app: tuple[FastAPI, Clock], tenant: TenantFixture
+) -> None:
+    """The wait starts again once the body is in: an attachment that took longer than the
+    limit to arrive (a slow link) is admitted, as the server was free all along."""
+    app, clock = overload_app
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = Api(client, tenant)
+        ret = api.open(wanted(api.buy(line())))
+        photo = b"\x89PNG\r\n\x1a\n" + bytes(64 * 1024)
+        upload = client.build_request(
+            "POST", "/", files={"file": ("damage.png", photo, "image/png")}
+        )
+        body = upload.read()
+
+        def slowly() -> Iterator[bytes]:
+            # Read by the server after the request arrived: its chunks take longer than the
+            # limit to come in.
+            for start in range(0, len(body), 16 * 1024):
+                clock.now += MAX_WAIT / 2
+                yield body[start : start + 16 * 1024]
+
+        before = refusals()
+        response = client.post(
+            f"/v1/returns/{ret['id']}/attachments",
+            content=slowly(),
+            headers=tenant.headers | {"content-type": upload.headers["content-type"]},
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["size"] == len(photo)
+        assert refusals() == before
+        assert [a["id"] for a in api.read(ret)["attachments"]] == [response.json()["id"]]

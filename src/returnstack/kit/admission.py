@@ -4,9 +4,9 @@
 Sync endpoints and dependencies run on AnyIO's thread pool (40 threads), which queues the
 rest without bound: past capacity every request waits behind all the others, and clients
 time out after seconds while the server works through requests nobody awaits any more. So the
-request middleware notes when each request arrived (a context variable, which AnyIO copies
-into the worker thread), and the thread that starts the request's work checks how long it
-waited: past `max_wait` (RETURNSTACK_ADMISSION_MAX_WAIT), it is refused before it begins a
+request middleware notes when each request arrived, and again when its body has been read
+(a context variable, which AnyIO copies into the worker thread), and the thread that starts
+the request's work checks how long it waited: past `max_wait` (RETURNSTACK_ADMISSION_MAX_WAIT), it is refused before it begins a
 transaction. The queue then drains at the speed of refusals (microseconds each), so the
 requests that are admitted keep their latency, and clients back off.
 
@@ -34,21 +34,37 @@ class Admission:
         self.clock = clock
         self.retry_after = str(max(1, round(max_wait)))
 
-    def arrived(self) -> "Token[tuple[Admission, float] | None] | None":
+    def arrived(self) -> "Token[Arrival | None] | None":
         """In the middleware, as the request arrives: start its clock (nothing when off)."""
         if self.max_wait <= 0:
             return None
-        return _ARRIVAL.set((self, self.clock()))
+        return _ARRIVAL.set(Arrival(self, self.clock()))
 
     def refuse(self) -> Overloaded:
         OVERLOADED.labels("admission").inc()
         return Overloaded(headers={"Retry-After": self.retry_after})
 
 
-# The request's admission and arrival time; None outside a request, or with no limit.
-_ARRIVAL: ContextVar["tuple[Admission, float] | None"] = ContextVar(
-    "returnstack_arrival", default=None
-)
+class Arrival:
+    """A request's admission and the time its wait began: its arrival, then the end of its
+    body. (Mutable: the context variable holds this one object, so the middleware's receive
+    restarts the wait that a copy of the context in a worker thread checks.)"""
+
+    __slots__ = ("admission", "at")
+
+    def __init__(self, admission: Admission, at: float) -> None:
+        self.admission = admission
+        self.at = at
+
+    def body_received(self) -> None:
+        """The request's body has been read: its wait for the server starts now. (A slow
+        upload waits for its client, not for the server: a 10 MB attachment on a slow link
+        must not be refused for the time it took to arrive.)"""
+        self.at = self.admission.clock()
+
+
+# The request's arrival; None outside a request, or with no limit.
+_ARRIVAL: ContextVar[Arrival | None] = ContextVar("returnstack_arrival", default=None)
 
 
 def admit() -> None:
@@ -59,12 +75,19 @@ def admit() -> None:
     arrival = _ARRIVAL.get()
     if arrival is None:
         return
-    admission, arrived = arrival
-    if admission.clock() - arrived > admission.max_wait:
+    admission = arrival.admission
+    if admission.clock() - arrival.at > admission.max_wait:
         raise admission.refuse()
 
 
-def left(token: "Token[tuple[Admission, float] | None] | None") -> None:
+def body_received() -> None:
+    """In the middleware's receive, once the body's last chunk is in (see Arrival)."""
+    arrival = _ARRIVAL.get()
+    if arrival is not None:
+        arrival.body_received()
+
+
+def left(token: "Token[Arrival | None] | None") -> None:
     """In the middleware, once the request is answered."""
     if token is not None:
         _ARRIVAL.reset(token)

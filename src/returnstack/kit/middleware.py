@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from returnstack.kit.admission import Admission, left
+from returnstack.kit.admission import Admission, body_received, left
 from returnstack.kit.errors import PayloadTooLarge, shaped_error
 from returnstack.kit.logs import error_fields
 from returnstack.kit.metrics import LATENCY, REQUESTS
@@ -94,6 +94,8 @@ class RequestMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise _BodyTooLarge
+                if not message.get("more_body", False):
+                    body_received()
             return message
 
         async def send_with_id(message: Message) -> None:
