@@ -6,9 +6,10 @@ rest without bound: past capacity every request waits behind all the others, and
 time out after seconds while the server works through requests nobody awaits any more. So the
 request middleware notes when each request arrived, and again when its body has been read
 (a context variable, which AnyIO copies into the worker thread), and the thread that starts
-the request's work checks how long it waited: past `max_wait` (RETURNSTACK_ADMISSION_MAX_WAIT), it is refused before it begins a
-transaction. The queue then drains at the speed of refusals (microseconds each), so the
-requests that are admitted keep their latency, and clients back off.
+the request's work checks how long it waited: past `max_wait`
+(RETURNSTACK_ADMISSION_MAX_WAIT), it is refused before it begins a transaction. The queue
+then drains at the speed of refusals (microseconds each), so the requests that are admitted
+keep their latency, and clients back off.
 
 The checks (`admit`) stand where a request's work starts in a thread: the endpoint of every
 route (kit/routing.py), the authentication of a key (tenants/auth.py) and the lean reads
