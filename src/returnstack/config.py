@@ -93,15 +93,17 @@ class Settings(BaseSettings):
         "priority). Its database work runs at the server's priority (see "
         "RETURNSTACK_WEBHOOKS_YIELD_INTERVAL).",
     )
-    webhooks_yield_interval: float = Field(
-        0.5,
+    webhooks_yield_interval: float | None = Field(
+        None,
         ge=0,
         le=10,
         description="While the server process that started it is busy (it used more than "
         "half a core over the last quarter of a second, or a tenth of one while every core "
         "was busy), `serve`'s dispatcher writes to the database at most once per this many "
         "seconds, publishing and claiming at most 8 x its concurrency each time, and "
-        "catches up once the server is quieter (0: never yield).",
+        "catches up once the server is quieter (0: never yield). Default: 1 on SQLite, "
+        "where each of its write transactions holds the server's writes back, 0.5 on "
+        "PostgreSQL, where they do not.",
     )
     webhooks_poll_interval: float = Field(
         0.5,
@@ -158,6 +160,13 @@ class Settings(BaseSettings):
             # Plain postgresql:// would pick psycopg2, which we do not ship.
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
+
+    @property
+    def yield_interval(self) -> float:
+        """RETURNSTACK_WEBHOOKS_YIELD_INTERVAL, or its default for the database."""
+        if self.webhooks_yield_interval is not None:
+            return self.webhooks_yield_interval
+        return 1.0 if self.is_sqlite else 0.5
 
     @property
     def is_sqlite(self) -> bool:

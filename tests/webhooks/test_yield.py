@@ -179,15 +179,16 @@ def test_while_the_server_is_busy_a_write_comes_once_per_interval(
 ) -> None:
     busy, ticks = Busy(), Ticks()
     dispatcher = make(database, settings, server_busy=busy, monotonic=ticks)
+    interval = settings.yield_interval  # the default of the database (1 s SQLite, 0.5 s PG)
     try:
         assert dispatcher._yield() is None  # not busy: full speed
         busy.busy = True
         assert dispatcher._yield() == 0  # busy, nothing written yet: one step now
         dispatcher._yielded()
-        assert dispatcher._yield() == pytest.approx(0.5)  # the default interval
+        assert dispatcher._yield() == pytest.approx(interval)
         ticks.now += 0.3
-        assert dispatcher._yield() == pytest.approx(0.2)
-        ticks.now += 0.2
+        assert dispatcher._yield() == pytest.approx(interval - 0.3)
+        ticks.now += interval - 0.3
         assert dispatcher._yield() == 0
         dispatcher._yielded()
         busy.busy = False  # the burst is over: at once, whatever the last step
@@ -335,3 +336,16 @@ def test_the_sending_threads_are_niced_and_the_loop_is_not(
         assert os.getpriority(os.PRIO_PROCESS, 0) == own
     finally:
         dispatcher.close()
+
+
+def test_the_yield_interval_defaults_to_a_second_on_sqlite_and_half_on_postgresql() -> None:
+    """On SQLite each dispatcher write transaction holds the server's writes back (one
+    write lock), so it yields longer; on PostgreSQL its transactions do not block the
+    server's. A value set wins on both."""
+    sqlite = Settings(database_url="sqlite:///./returnstack.db")
+    postgresql = Settings(database_url="postgresql+psycopg://127.0.0.1:5432/test")
+    assert (sqlite.yield_interval, postgresql.yield_interval) == (1.0, 0.5)
+    for settings in (sqlite, postgresql):
+        for value in (0.0, 0.25, 2.0):
+            chosen = settings.model_copy(update={"webhooks_yield_interval": value})
+            assert chosen.yield_interval == value

@@ -162,7 +162,7 @@ class Dispatcher:
         self._next_prune: datetime | None = None
         self._idle = True  # the last claim left nothing due
         # Yielding to a busy server (`serve`'s dispatcher; see `_yield`).
-        self.server_busy = server_busy if settings.webhooks_yield_interval else None
+        self.server_busy = server_busy if settings.yield_interval else None
         self.monotonic = monotonic
         self._next_write = 0.0  # while yielding: no write transaction before this
         # The sending threads at `sender_nice` (Linux: niceness is a thread's own), the loop
@@ -633,7 +633,7 @@ class Dispatcher:
 
     def _yielded(self) -> None:
         """A step was made while yielding: the next not before `yield_interval`."""
-        self._next_write = self.monotonic() + self.settings.webhooks_yield_interval
+        self._next_write = self.monotonic() + self.settings.yield_interval
 
     def _yield(self) -> float | None:
         """None while the server is not busy (or there is no server to yield to): the
