@@ -138,12 +138,22 @@ def test_a_key_revoked_after_it_was_cached_is_refused_by_the_reads_at_once(
         )
     headers = {"Authorization": f"Bearer {key.key}"}
     public = {"Authorization": f"Bearer {publishable.key}"}
-    reads = ["/v1/customers/nobody", "/v1/orders/none", "/v1/customers/nobody/orders"]
+    reads = [
+        "/v1/customers/nobody",
+        "/v1/orders/none",
+        "/v1/customers/nobody/orders",
+        "/v1/products/none/stats",
+    ]
     for path in reads:
         assert client.get(path, headers=headers).status_code == 404  # the key is cached now
         assert client.get(path, headers=public).status_code == 403
     too_short = "/v1/customers/lookup?email=ab"
     assert client.get(too_short, headers=headers).status_code == 400
+    ranking = {"product_ids": ["p1", "p2"]}
+    keyed = headers | {"Idempotency-Key": "rank-1"}
+    for rank_headers in (headers, keyed):
+        assert client.post("/v1/rankings", json=ranking, headers=rank_headers).status_code == 200
+    assert client.post("/v1/rankings", json=ranking, headers=public).status_code == 403
 
     with database.db.transaction() as session:
         revoke_key(session, key_id=key.id)
@@ -152,6 +162,13 @@ def test_a_key_revoked_after_it_was_cached_is_refused_by_the_reads_at_once(
         response = client.get(path, headers=headers)
         assert response.status_code == 401, (path, response.text)
         assert client.get(path, headers=public).status_code == 401, path
+    # A ranking is a lean read too (one with an Idempotency-Key also confirms the key),
+    # and a body that fails validation does not hide the revocation.
+    for rank_headers in (headers, keyed, headers | {"Idempotency-Key": "rank-2"}):
+        response = client.post("/v1/rankings", json=ranking, headers=rank_headers)
+        assert response.status_code == 401, response.text
+    bad = client.post("/v1/rankings", json={"product_ids": "p1"}, headers=headers)
+    assert bad.status_code == 401, bad.text
 
 
 def test_the_csv_export_writes_what_the_json_rows_hold(

@@ -8,13 +8,18 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 
 import orjson
+from anyio import to_thread
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BeforeValidator, Field
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from returnstack.customers.segment_endpoints import wants_csv
+from returnstack.kit.admission import admit
 from returnstack.kit.csvcells import spreadsheet_safe
-from returnstack.kit.deps import DbSession
+from returnstack.kit.db import Database
+from returnstack.kit.deps import DbSession, read_json
 from returnstack.kit.errors import (
     AuthenticationFailed,
     Forbidden,
@@ -29,7 +34,6 @@ from returnstack.kit.http import (
 from returnstack.kit.idempotency import Idempotency
 from returnstack.kit.openapi import errors
 from returnstack.kit.pagination import cursor_values, encode_cursor
-from returnstack.kit.responses import RawJSONResponse
 from returnstack.kit.routing import RenderInThreadRoute
 from returnstack.products import service
 from returnstack.products.repository import GROUPS, SORTABLE
@@ -40,7 +44,7 @@ from returnstack.products.schemas import (
     RankingRequest,
     Report,
 )
-from returnstack.tenants.auth import SecretKey
+from returnstack.tenants.auth import CachedSecretKey, SecretKey, confirm_key
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["products"])
 
@@ -76,23 +80,30 @@ def _smoothing(request: Request) -> service.Smoothing:
     response_model=ProductStats,
     responses=errors(InvalidRequest, AuthenticationFailed, Forbidden, NotFound),
 )
-def product_stats(
+async def product_stats(
     product_id: Annotated[str, Path(min_length=1, max_length=128)],
     request: Request,
-    principal: SecretKey,
-    session: DbSession,
+    caller: CachedSecretKey,
 ) -> Response:
     """A product's units sold and returned, return rate and its smoothed rate (with the
     prior it was shrunk toward), refunded value, reasons, and the figures per variant,
     channel and store; `reported` is the part from publishable-key events. 404 for a
     product never sold or returned."""
-    stats = service.product_stats(
-        session,
-        tenant_id=principal.tenant_id,
-        product_id=product_id,
-        smoothing=_smoothing(request),
-    )
-    return RawJSONResponse(orjson.dumps(stats))  # built to the model's shape (tests check)
+    smoothing = _smoothing(request)
+
+    # A lean read (as a customer's profile): the caller from the key cache, confirmed on
+    # the read's own connection, one trip to the thread pool, two Core queries.
+    def read(connection: Connection) -> bytes:
+        confirm_key(request, connection, caller)
+        stats = service.product_stats(
+            connection,
+            tenant_id=caller.principal.tenant_id,
+            product_id=product_id,
+            smoothing=smoothing,
+        )
+        return orjson.dumps(stats)  # built to the model's shape (tests check)
+
+    return await read_json(request, read)
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
@@ -152,34 +163,54 @@ def list_products(
     response_model=Ranking,
     responses=errors(InvalidRequest, AuthenticationFailed, Forbidden, ValidationFailed),
 )
-def rank_products(
+async def rank_products(
     body: RankingRequest,
     request: Request,
-    principal: SecretKey,
-    session: DbSession,
+    caller: CachedSecretKey,
     idempotency: Idempotency,
 ) -> Response:
     """Re-order up to 1,000 products by `base_score x (1 - smoothed_return_rate) ^
     return_weight` (base score 1.0 unless given), highest first; ties keep the input order.
     Each row explains its score. A product never seen gets the prior (the tenant's rate)."""
+    tenant_id = caller.principal.tenant_id
+    smoothing = _smoothing(request)
+    scores = None if body.scores is None else {k: float(v) for k, v in body.scores.items()}
 
-    def produce() -> dict[str, Any]:
-        ranking = service.rank(
-            session,
-            tenant_id=principal.tenant_id,
+    def ranking(reader: Session | Connection) -> dict[str, Any]:
+        # Rendered with orjson as built: validating 1,000 rows against the response model
+        # again cost more than computing them (a test checks their shape).
+        rows = service.rank(
+            reader,
+            tenant_id=tenant_id,
             product_ids=body.product_ids,
-            scores=None if body.scores is None else {k: float(v) for k, v in body.scores.items()},
+            scores=scores,
             return_weight=float(body.return_weight),
-            smoothing=_smoothing(request),
+            smoothing=smoothing,
         )
-        # Rendered with orjson by `respond`, as built: validating 1,000 rows against the
-        # response model again cost more than computing them (a test checks their shape).
-        return {"ranking": ranking}
+        return {"ranking": rows}
 
-    # API.md 1: Idempotency-Key on any POST (a replay answers the first ranking).
-    return idempotency.respond(
-        session, tenant_id=principal.tenant_id, status_code=200, produce=produce
-    )
+    if idempotency.key is None:
+        # A ranking writes nothing: without an Idempotency-Key it is a lean read (the
+        # caller from the key cache, confirmed on the read's own connection).
+        def read(connection: Connection) -> bytes:
+            confirm_key(request, connection, caller)
+            return orjson.dumps(ranking(connection))
+
+        return await read_json(request, read)
+
+    # API.md 1: Idempotency-Key on any POST (a replay answers the first ranking), its
+    # response stored in a transaction of its own.
+    db: Database = request.app.state.db
+
+    def remembered() -> Response:
+        admit()
+        with db.transaction() as session:
+            confirm_key(request, session.connection(), caller)
+            return idempotency.respond(
+                session, tenant_id=tenant_id, status_code=200, produce=lambda: ranking(session)
+            )
+
+    return await to_thread.run_sync(remembered)
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

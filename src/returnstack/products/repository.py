@@ -23,6 +23,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from returnstack.kit.bulk import execute_many, insert_tuples, select_rows, sqlite_datetime
@@ -49,6 +50,15 @@ SORTABLE = {
 # Rows, not ORM objects: a ranking reads up to 1,000 of them per request, and building
 # entities would cost more than the query.
 
+# The reads of stats and rankings run on a session (lists, rebuilds, tests) or on a lean
+# read's own connection (kit.deps.read_json).
+Reader = Session | Connection
+
+
+def _is_postgresql(reader: Reader) -> bool:
+    bind = reader if isinstance(reader, Connection) else reader.get_bind()
+    return bind.dialect.name == "postgresql"
+
 
 def signals(session: Session, tenant_id: str, product_ids: Sequence[str]) -> dict[str, Any]:
     if not product_ids:
@@ -62,14 +72,14 @@ def signals(session: Session, tenant_id: str, product_ids: Sequence[str]) -> dic
     return {row.product_id: row for row in rows}
 
 
-def _one_of(session: Session, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+def _one_of(session: Reader, column: Any, values: Iterable[str]) -> ColumnElement[bool]:
     """`column` equals one of `values`, in a statement whose text does not depend on how
     many there are (an IN list of 1,000 parameters costs more to render, send and plan than
     the rows cost to read): one typed array on PostgreSQL (`= ANY($1::VARCHAR[])`, which the
     primary key's index serves), one JSON text on SQLite (`IN (SELECT value FROM
     json_each(?))`)."""
     unique = sorted(set(values))
-    if session.get_bind().dialect.name == "postgresql":
+    if _is_postgresql(session):
         return column == any_(bindparam("one_of", unique, type_=ARRAY(String), unique=True))
     listed: Select[Any] = select(literal_column("value")).select_from(
         func.json_each(bindparam("one_of", orjson.dumps(unique).decode(), unique=True))
@@ -78,7 +88,7 @@ def _one_of(session: Session, column: Any, values: Iterable[str]) -> ColumnEleme
 
 
 def units(
-    session: Session, tenant_id: str, product_ids: Sequence[str]
+    session: Reader, tenant_id: str, product_ids: Sequence[str]
 ) -> dict[str, tuple[str | None, int, int]]:
     """(category, units sold, units returned) of the products that have signals: what a
     ranking reads (no more: every column read costs a conversion per row)."""
@@ -101,14 +111,26 @@ BreakdownRow = namedtuple(
 ReasonRow = namedtuple("ReasonRow", "reason units reported_units")
 
 
-def product_with_breakdowns(
-    session: Session, tenant_id: str, product_id: str
-) -> tuple[Any, list[BreakdownRow]]:
-    """One product's signal row (None if it has none) and its breakdowns: one statement."""
+# What a product's stats read of its signal row (not its timestamps: a conversion per row,
+# repeated on each breakdown row of the join).
+_STATS_COLUMNS = (
+    "product_id",
+    "category",
+    "units_sold",
+    "units_returned",
+    "return_rate",
+    "reported_units_sold",
+    "reported_units_returned",
+)
+
+
+def _product_with_breakdowns_statement() -> Select[Any]:
     signal, breakdown = ProductSignal.__table__, ProductBreakdown.__table__
-    counted = [breakdown.c[name] for name in BreakdownRow._fields]
-    query = (
-        select(signal, *[column.label(f"b_{column.name}") for column in counted])
+    return (
+        select(
+            *[signal.c[name] for name in _STATS_COLUMNS],
+            *[breakdown.c[name].label(f"b_{name}") for name in BreakdownRow._fields],
+        )
         .outerjoin(
             breakdown,
             and_(
@@ -116,34 +138,63 @@ def product_with_breakdowns(
                 breakdown.c.product_id == signal.c.product_id,
             ),
         )
-        .where(signal.c.tenant_id == tenant_id, signal.c.product_id == product_id)
+        .where(
+            signal.c.tenant_id == bindparam("tenant_id"),
+            signal.c.product_id == bindparam("product_id"),
+        )
     )
-    rows = session.execute(query).all()
-    if not rows:
-        return None, []
-    width = len(signal.c)
-    found = [BreakdownRow(*row[width:]) for row in rows if row[width] is not None]
-    return rows[0], found
 
 
-def reasons_and_categories(
-    session: Session, tenant_id: str, product_id: str, paths: Iterable[str]
-) -> tuple[list[ReasonRow], dict[str, tuple[int, int]]]:
-    """A product's reasons and the rollups of the category paths asked for: one statement."""
+def _reasons_and_categories_statement() -> Any:
     reason, category = ProductReason.__table__, CategorySignal.__table__
-    query = union_all(
+    return union_all(
         select(
             literal(True).label("is_reason"),
             reason.c.reason,
             reason.c.units,
             reason.c.reported_units,
-        ).where(reason.c.tenant_id == tenant_id, reason.c.product_id == product_id),
+        ).where(
+            reason.c.tenant_id == bindparam("tenant_id"),
+            reason.c.product_id == bindparam("product_id"),
+        ),
         select(
             literal(False), category.c.path, category.c.units_sold, category.c.units_returned
-        ).where(category.c.tenant_id == tenant_id, _one_of(session, category.c.path, paths)),
+        ).where(
+            category.c.tenant_id == bindparam("tenant_id"),
+            category.c.path.in_(bindparam("paths", expanding=True)),
+        ),
     )
+
+
+# Built once, their values bound per call: building a statement (and its cache key) per
+# request cost about as much as running it.
+_PRODUCT_WITH_BREAKDOWNS = _product_with_breakdowns_statement()
+_REASONS_AND_CATEGORIES = _reasons_and_categories_statement()
+
+
+def product_with_breakdowns(
+    session: Reader, tenant_id: str, product_id: str
+) -> tuple[Any, list[BreakdownRow]]:
+    """One product's signal row (None if it has none; the columns of _STATS_COLUMNS) and
+    its breakdowns: one statement."""
+    rows = session.execute(
+        _PRODUCT_WITH_BREAKDOWNS, {"tenant_id": tenant_id, "product_id": product_id}
+    ).all()
+    if not rows:
+        return None, []
+    width = len(_STATS_COLUMNS)
+    found = [BreakdownRow(*row[width:]) for row in rows if row[width] is not None]
+    return rows[0], found
+
+
+def reasons_and_categories(
+    session: Reader, tenant_id: str, product_id: str, paths: Iterable[str]
+) -> tuple[list[ReasonRow], dict[str, tuple[int, int]]]:
+    """A product's reasons and the rollups of the category paths asked for (a path is at
+    most a few segments: an expanding IN list): one statement."""
+    params = {"tenant_id": tenant_id, "product_id": product_id, "paths": list(paths)}
     reasons, rollups = [], {}
-    for is_reason, key, first, second in session.execute(query).all():
+    for is_reason, key, first, second in session.execute(_REASONS_AND_CATEGORIES, params):
         if is_reason:
             reasons.append(ReasonRow(key, first, second))
         else:
@@ -173,9 +224,7 @@ def reasons(session: Session, tenant_id: str, product_ids: Sequence[str]) -> lis
     )
 
 
-def categories(
-    session: Session, tenant_id: str, paths: Iterable[str]
-) -> dict[str, tuple[int, int]]:
+def categories(session: Reader, tenant_id: str, paths: Iterable[str]) -> dict[str, tuple[int, int]]:
     """(units sold, units returned) of the category paths asked for that have any."""
     wanted = set(paths)
     if not wanted:

@@ -76,7 +76,7 @@ def smoothed_rate(returned: int, sold: int, prior: Prior, strength: float) -> fl
 
 
 def _rollups_for(
-    session: Session, tenant_id: str, categories: Iterable[str | None]
+    session: repository.Reader, tenant_id: str, categories: Iterable[str | None]
 ) -> dict[str, tuple[int, int]]:
     paths = {path for category in categories for path in category_paths(category)}
     return repository.categories(session, tenant_id, paths)
@@ -168,7 +168,7 @@ def _render_many(
 
 
 def product_stats(
-    session: Session, *, tenant_id: str, product_id: str, smoothing: Smoothing
+    session: repository.Reader, *, tenant_id: str, product_id: str, smoothing: Smoothing
 ) -> dict[str, Any]:
     """Two statements: the product with its breakdowns, then its reasons with the rollups
     of its category path (the path is known once the product is read)."""
@@ -253,7 +253,7 @@ def check_ranking(product_ids: Sequence[str], scores: dict[str, float] | None) -
 
 
 def rank(
-    session: Session,
+    session: repository.Reader,
     *,
     tenant_id: str,
     product_ids: Sequence[str],
