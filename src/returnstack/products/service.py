@@ -397,9 +397,19 @@ def returns_reports(
         categories = repository.categories_of(session, tenant_id, products)
 
     folds: dict[tuple[str, Any], Any] = {}  # thousands of rows share a few hundred days
+    # Tens of thousands of items share a few thousand combinations of groups: each is
+    # worked out once (the pairs are only read).
+    known: dict[tuple[int, tuple[Any, ...]], list[tuple[str, Any]]] = {}
 
-    def groups_of(names: Sequence[str], values: Sequence[Any]) -> list[tuple[str, Any]]:
+    def groups_of(names: Sequence[str], values: tuple[Any, ...]) -> list[tuple[str, Any]]:
         """(grouping, folded group) of one row, for each grouping asked for."""
+        key = (id(names), values)
+        pairs = known.get(key)
+        if pairs is None:
+            pairs = known[key] = work_out(names, values)
+        return pairs
+
+    def work_out(names: Sequence[str], values: tuple[Any, ...]) -> list[tuple[str, Any]]:
         by_name = dict(zip(names, values, strict=True))
         if "category" in group_bys:
             by_name["category"] = categories.get(by_name["product"])
@@ -416,9 +426,9 @@ def returns_reports(
     tallies: dict[str, dict[Any, list[int]]] = {
         group_by: defaultdict(lambda: [0, 0, 0, 0]) for group_by in group_bys
     }
-    for *groups, units in sold:
-        for group_by, group in groups_of(sold_read, groups):
-            tallies[group_by][group][3] += units
+    for sale in sold:
+        for group_by, group in groups_of(sold_read, sale[:-1]):
+            tallies[group_by][group][3] += sale[-1]
     counted: set[tuple[str, Any, str]] = set()  # (grouping, group, return): counted once
     refunded: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for item in items:
