@@ -131,10 +131,21 @@ class Kept:
         started = time.perf_counter()
         if self.backend == "sqlite":
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(target.sqlite_path) as conn:  # the WAL into the file
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             partial = self.sqlite_path.with_suffix(".db.partial")
-            shutil.copyfile(target.sqlite_path, partial)
+            partial.unlink(missing_ok=True)
+            # SQLite's backup, not a file copy: this process may still hold connections to
+            # the database (the loader's pool), and closing a plain file descriptor of it
+            # drops every POSIX lock the process holds on it. Another process then took
+            # itself for the last connection at its close, checkpointed and reset the WAL
+            # under this one's connections, whose reads later failed ("database disk image
+            # is malformed", or counts off by a few dozen rows). The database was intact.
+            original = sqlite3.connect(target.sqlite_path)
+            copy = sqlite3.connect(partial)
+            try:
+                original.backup(copy, pages=65536)
+            finally:
+                copy.close()
+                original.close()
             partial.rename(self.sqlite_path)
             self.sqlite_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         else:
