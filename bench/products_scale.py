@@ -98,9 +98,18 @@ def rebuild_signals(target: Target, tenant_id: str) -> dict[str, Any]:
         with db.transaction() as session:
             report = rebuild(session, tenant_id=tenant_id, write=True)
         seconds = time.perf_counter() - started
+        # As the CLI does after it (SQLite: the statistics of the tables it rewrote; else the
+        # server's start-up ANALYZE of them ran during the measured reads).
+        started = time.perf_counter()
+        db.optimize()
+        optimize_s = time.perf_counter() - started
     finally:
         db.dispose()
-    return {"seconds": round(seconds, 1), "products": report.products}
+    return {
+        "seconds": round(seconds, 1),
+        "optimize_s": round(optimize_s, 1),
+        "products": report.products,
+    }
 
 
 def signal_rows(target: Target) -> dict[str, int]:
