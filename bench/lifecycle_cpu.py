@@ -26,50 +26,21 @@ from typing import Any
 
 import orjson
 
+from bench import inprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("create", "approve", "receive", "refund", "close", "read", "list")
 
 
 async def _call(app: Any, method: str, target: str, body: bytes, auth: str) -> tuple[int, bytes]:
     path, _, query = target.partition("?")
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [
-            (b"host", b"bench"),
-            (b"authorization", auth.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    done = False
-    status, chunks = 0, []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal done
-        if done:
-            await asyncio.Event().wait()
-        done = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, b"".join(chunks)
+    headers = [
+        (b"host", b"bench"),
+        (b"authorization", auth.encode()),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return await inprocess.call(app, (method, path, query.encode(), headers, body))
 
 
 def _requests(customer: int) -> list[tuple[str, str, str, bytes, int]]:
