@@ -46,7 +46,17 @@ class Order(Base):
 class OrderLine(Base):
     __tablename__ = "order_lines"
     __table_args__ = (
-        Index("ix_order_lines_tenant_id_product_id", "tenant_id", "product_id"),
+        # A product's lines, and what its stats read of them (units sold per variant, channel
+        # and store, grouped in index order): on both databases an index-only range.
+        Index(
+            "ix_order_lines_sales_by_product",
+            "tenant_id",
+            "product_id",
+            "variant_id",
+            "channel",
+            "store_id",
+            "quantity",
+        ),
         # Units sold in a time range (the returns reports): one range of this index, which
         # on PostgreSQL carries all the report reads (an index-only scan).
         Index(

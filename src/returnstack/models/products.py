@@ -52,8 +52,11 @@ class ProductSignal(Base):
 
 
 class ProductBreakdown(Base):
-    """A product's figures per variant, channel, store and currency ('' for no variant or
-    no store: key columns cannot be null, and a client id is never empty)."""
+    """A product's returns and reported sales per variant, channel, store and currency (''
+    for no variant or no store: key columns cannot be null, and a client id is never
+    empty). The units its verified order lines sold per variant, channel and store are not
+    kept here: the stats read them from the lines (`ix_order_lines_sales_by_product`). A
+    row per line sold cost ingestion a third of the upkeep; a return is rarer."""
 
     __tablename__ = "product_breakdowns"
     __table_args__ = ({"sqlite_with_rowid": False, "postgresql_with": UPDATED_IN_PLACE},)
@@ -64,7 +67,6 @@ class ProductBreakdown(Base):
     channel: Mapped[str] = mapped_column(String(10), primary_key=True)
     store_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     currency: Mapped[str] = mapped_column(Currency, primary_key=True)
-    units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
     units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded: Mapped[int] = mapped_column(Money, default=0)
     reported_units_sold: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -59,6 +59,12 @@ def _key(item: Any, fact: Any) -> tuple[Any, ...]:
     )
 
 
+# The slots of a breakdown's figures while computing: units sold by verified lines (kept
+# per product only, see ProductBreakdown), then the kept counters in their order.
+_VERIFIED_SOLD = 0
+_RETURNED, _REFUNDED, _REPORTED_SOLD, _REPORTED_RETURNED, _REPORTED_REFUNDED = range(1, 6)
+
+
 def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int]]) -> None:
     key = _key(OrderLine, Order)
     query = (
@@ -68,7 +74,7 @@ def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int
         .group_by(*key)
     )
     for *row, units in session.execute(query):
-        into[tuple(row)][0] += int(units)
+        into[tuple(row)][_VERIFIED_SOLD] += int(units)
     reported_key = _key(ReportedItem, ReportedEvent)
     query = (
         select(*reported_key, func.sum(ReportedItem.quantity))
@@ -77,7 +83,7 @@ def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int
         .group_by(*reported_key)
     )
     for *row, units in session.execute(query):
-        into[tuple(row)][3] += int(units)
+        into[tuple(row)][_REPORTED_SOLD] += int(units)
 
 
 def _reported_join() -> Any:
@@ -105,7 +111,7 @@ def _returned(
         .group_by(*key, ReturnItem.reason)
     )
     for *row, reason, units in session.execute(query):
-        into[tuple(row)][1] += int(units)
+        into[tuple(row)][_RETURNED] += int(units)
         reasons[(row[0], reason)][0] += int(units)
     reported_key = _key(ReportedItem, ReportedEvent)
     reported_reason = func.coalesce(ReportedItem.reason, UNSPECIFIED_REASON)
@@ -116,7 +122,7 @@ def _returned(
         .group_by(*reported_key, reported_reason)
     )
     for *row, code, units in session.execute(query):
-        into[tuple(row)][4] += int(units)
+        into[tuple(row)][_REPORTED_RETURNED] += int(units)
         reasons[(row[0], code)][1] += int(units)
 
 
@@ -164,7 +170,7 @@ def _refunded(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list
         shares = allocate_refund(items[0].amount, [(i.quantity, i.unit_price) for i in items])
         for item, share in zip(items, shares, strict=True):
             key = tuple(getattr(item, name) for name in _KEY_NAMES)
-            into[key][5 if item.reported else 2] += share
+            into[key][_REPORTED_REFUNDED if item.reported else _REFUNDED] += share
 
     for row in session.execute(query.execution_options(yield_per=10_000)):
         if row.ret != current and items:
@@ -225,10 +231,10 @@ def compute(session: Session, tenant_id: str) -> Tables:
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for key, values in breakdowns.items():
         product = totals[key[0]]
-        product[0] += values[0] + values[3]
-        product[1] += values[1] + values[4]
-        product[2] += values[3]
-        product[3] += values[4]
+        product[0] += values[_VERIFIED_SOLD] + values[_REPORTED_SOLD]
+        product[1] += values[_RETURNED] + values[_REPORTED_RETURNED]
+        product[2] += values[_REPORTED_SOLD]
+        product[3] += values[_REPORTED_RETURNED]
     for product_id in categories:
         totals[product_id]  # a product seen only in lines of 0 units still has a row
     products: dict[tuple[Any, ...], tuple[Any, ...]] = {}
@@ -250,7 +256,7 @@ def compute(session: Session, tenant_id: str) -> Tables:
     return {
         "product_signals": products,
         "product_breakdowns": {
-            key: tuple(values) for key, values in breakdowns.items() if any(values)
+            key: tuple(values[1:]) for key, values in breakdowns.items() if any(values[1:])
         },
         "product_reasons": {key: tuple(values) for key, values in reasons.items() if any(values)},
         "category_signals": {

@@ -1,6 +1,6 @@
 """The SQL of product signals and reports; every query is scoped by tenant."""
 
-from collections import namedtuple
+from collections import defaultdict, namedtuple
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +38,9 @@ from returnstack.models import (
     Return,
     ReturnItem,
 )
+
+NO_VARIANT = ""  # key columns cannot be null; a client id is never empty
+NO_STORE = ""
 
 SORTABLE = {
     "units_sold": ProductSignal.units_sold,
@@ -102,7 +105,9 @@ def units(
     return {product_id: (category, sold, returned) for product_id, category, sold, returned in rows}
 
 
-# The columns of a breakdown, and of a reason, as the stats read them.
+# The columns of a breakdown, and of a reason, as the stats read them. A product's units
+# sold by its verified lines come from the lines (`units_sold` of a kept row is 0, and a row
+# of the lines has only that).
 BreakdownRow = namedtuple(
     "BreakdownRow",
     "variant_id channel store_id currency units_sold units_returned refunded "
@@ -124,12 +129,26 @@ _STATS_COLUMNS = (
 )
 
 
+def _kept_breakdown_columns(breakdown: Any, prefix: str = "") -> list[Any]:
+    return [
+        (literal(0) if name == "units_sold" else breakdown.c[name]).label(f"{prefix}{name}")
+        for name in BreakdownRow._fields
+    ]
+
+
+def _sold_row(variant_id: str | None, channel: str, store_id: str | None, units: int) -> Any:
+    """A group of a product's lines as a breakdown row: units sold only."""
+    return BreakdownRow(
+        variant_id or NO_VARIANT, channel, store_id or NO_STORE, "", int(units), 0, 0, 0, 0, 0
+    )
+
+
 def _product_with_breakdowns_statement() -> Select[Any]:
     signal, breakdown = ProductSignal.__table__, ProductBreakdown.__table__
     return (
         select(
             *[signal.c[name] for name in _STATS_COLUMNS],
-            *[breakdown.c[name].label(f"b_{name}") for name in BreakdownRow._fields],
+            *_kept_breakdown_columns(breakdown, "b_"),
         )
         .outerjoin(
             breakdown,
@@ -145,31 +164,59 @@ def _product_with_breakdowns_statement() -> Select[Any]:
     )
 
 
-def _reasons_and_categories_statement() -> Any:
-    reason, category = ProductReason.__table__, CategorySignal.__table__
+_REASON, _CATEGORY, _SOLD = 0, 1, 2  # the kinds of row of the statement below
+
+
+def _reasons_categories_and_sales_statement() -> Any:
+    """A product's reasons, the rollups of its category paths, and the units its lines sold
+    per variant, channel and store (one index-only range of the lines, grouped in index
+    order): rows of (kind, key, channel, store, first figure, second figure)."""
+    reason, category, line = ProductReason.__table__, CategorySignal.__table__, OrderLine.__table__
+    nothing = literal(None, String)
     return union_all(
         select(
-            literal(True).label("is_reason"),
-            reason.c.reason,
-            reason.c.units,
-            reason.c.reported_units,
+            literal(_REASON).label("kind"),
+            reason.c.reason.label("key"),
+            nothing.label("channel"),
+            nothing.label("store_id"),
+            reason.c.units.label("first"),
+            reason.c.reported_units.label("second"),
         ).where(
             reason.c.tenant_id == bindparam("tenant_id"),
             reason.c.product_id == bindparam("product_id"),
         ),
         select(
-            literal(False), category.c.path, category.c.units_sold, category.c.units_returned
+            literal(_CATEGORY),
+            category.c.path,
+            nothing,
+            nothing,
+            category.c.units_sold,
+            category.c.units_returned,
         ).where(
             category.c.tenant_id == bindparam("tenant_id"),
             category.c.path.in_(bindparam("paths", expanding=True)),
         ),
+        _lines_sold(line)
+        .add_columns(literal(0))
+        .where(line.c.product_id == bindparam("product_id")),
+    )
+
+
+def _lines_sold(line: Any, *leading: Any) -> Select[Any]:
+    """Units sold by a tenant's lines per (`leading`,) variant, channel and store."""
+    keys = (*leading, line.c.variant_id, line.c.channel, line.c.store_id)
+    columns: list[Any] = [*([] if leading else [literal(_SOLD)]), *keys, func.sum(line.c.quantity)]
+    return (
+        select(*columns)
+        .where(line.c.tenant_id == bindparam("tenant_id"), line.c.channel.is_not(None))
+        .group_by(*keys)
     )
 
 
 # Built once, their values bound per call: building a statement (and its cache key) per
 # request cost about as much as running it.
 _PRODUCT_WITH_BREAKDOWNS = _product_with_breakdowns_statement()
-_REASONS_AND_CATEGORIES = _reasons_and_categories_statement()
+_REASONS_CATEGORIES_AND_SALES = _reasons_categories_and_sales_statement()
 
 
 def product_with_breakdowns(
@@ -187,30 +234,44 @@ def product_with_breakdowns(
     return rows[0], found
 
 
-def reasons_and_categories(
+def reasons_categories_and_sales(
     session: Reader, tenant_id: str, product_id: str, paths: Iterable[str]
-) -> tuple[list[ReasonRow], dict[str, tuple[int, int]]]:
-    """A product's reasons and the rollups of the category paths asked for (a path is at
-    most a few segments: an expanding IN list): one statement."""
+) -> tuple[list[ReasonRow], dict[str, tuple[int, int]], list[BreakdownRow]]:
+    """A product's reasons, the rollups of the category paths asked for (a path is at most
+    a few segments: an expanding IN list) and its lines' units sold: one statement."""
     params = {"tenant_id": tenant_id, "product_id": product_id, "paths": list(paths)}
-    reasons, rollups = [], {}
-    for is_reason, key, first, second in session.execute(_REASONS_AND_CATEGORIES, params):
-        if is_reason:
+    reasons, rollups, sold = [], {}, []
+    for kind, key, channel, store_id, first, second in session.execute(
+        _REASONS_CATEGORIES_AND_SALES, params
+    ):
+        if kind == _REASON:
             reasons.append(ReasonRow(key, first, second))
-        else:
+        elif kind == _CATEGORY:
             rollups[key] = (first, second)
-    return reasons, rollups
+        else:
+            sold.append(_sold_row(key, channel, store_id, first))
+    return reasons, rollups, sold
 
 
-def breakdowns(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
-    table = ProductBreakdown.__table__
-    return list(
-        session.execute(
-            select(table).where(
-                table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
-            )
-        )
+def breakdowns(
+    session: Session, tenant_id: str, product_ids: Sequence[str]
+) -> dict[str, list[BreakdownRow]]:
+    """The products' kept breakdowns and their lines' units sold, per product."""
+    found: dict[str, list[BreakdownRow]] = defaultdict(list)
+    table, line = ProductBreakdown.__table__, OrderLine.__table__
+    kept = select(table.c.product_id, *_kept_breakdown_columns(table)).where(
+        table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
     )
+    for product_id, *figures in session.execute(kept):
+        found[product_id].append(BreakdownRow(*figures))
+    sold = _lines_sold(line, line.c.product_id).where(
+        _one_of(session, line.c.product_id, product_ids)
+    )
+    for product_id, variant_id, channel, store_id, units in session.execute(
+        sold, {"tenant_id": tenant_id}
+    ):
+        found[product_id].append(_sold_row(variant_id, channel, store_id, units))
+    return found
 
 
 def reasons(session: Session, tenant_id: str, product_ids: Sequence[str]) -> list[Any]:
@@ -294,7 +355,6 @@ BREAKDOWNS = Counted(
     ProductBreakdown,
     ("tenant_id", "product_id", "variant_id", "channel", "store_id", "currency"),
     (
-        "units_sold",
         "units_returned",
         "refunded",
         "reported_units_sold",

@@ -154,15 +154,15 @@ def _render_many(
     session: Session, tenant_id: str, rows: Sequence[Any], smoothing: Smoothing
 ) -> list[dict[str, Any]]:
     ids = [row.product_id for row in rows]
-    breakdowns: dict[str, list[Any]] = defaultdict(list)
-    for row in repository.breakdowns(session, tenant_id, ids) if ids else []:
-        breakdowns[row.product_id].append(row)
+    breakdowns = repository.breakdowns(session, tenant_id, ids) if ids else {}
     reasons: dict[str, list[Any]] = defaultdict(list)
     for row in repository.reasons(session, tenant_id, ids) if ids else []:
         reasons[row.product_id].append(row)
     rollups = _rollups_for(session, tenant_id, (row.category for row in rows))
     return [
-        _render(row, breakdowns[row.product_id], reasons[row.product_id], rollups, smoothing)
+        _render(
+            row, breakdowns.get(row.product_id, []), reasons[row.product_id], rollups, smoothing
+        )
         for row in rows
     ]
 
@@ -170,15 +170,15 @@ def _render_many(
 def product_stats(
     session: repository.Reader, *, tenant_id: str, product_id: str, smoothing: Smoothing
 ) -> dict[str, Any]:
-    """Two statements: the product with its breakdowns, then its reasons with the rollups
-    of its category path (the path is known once the product is read)."""
+    """Two statements: the product with its kept breakdowns, then its reasons, the rollups
+    of its category path (known once the product is read) and its lines' units sold."""
     signal, breakdowns = repository.product_with_breakdowns(session, tenant_id, product_id)
     if signal is None:
         raise NotFound(f"No product {product_id!r} was sold or returned.")
-    reasons, rollups = repository.reasons_and_categories(
+    reasons, rollups, sold = repository.reasons_categories_and_sales(
         session, tenant_id, product_id, category_paths(signal.category)
     )
-    return _render(signal, breakdowns, reasons, rollups, smoothing)
+    return _render(signal, [*breakdowns, *sold], reasons, rollups, smoothing)
 
 
 def stats_of_products(

@@ -7,7 +7,9 @@ listener): every transaction then locks signal rows last, each table in key orde
 shortest time, and cannot deadlock with another one doing the same.
 
 Rules (the rebuild in `rebuild.py` applies the same ones to the facts):
-- a unit is sold when its order line is recorded (or a reported purchase item);
+- a unit is sold when its order line is recorded (or a reported purchase item); a line adds
+  to its product's total only: its variant, channel and store are read from the line itself
+  when the stats are asked for (`ProductBreakdown`);
 - a unit is returned when it is back: a recorded return's items at once, a lifecycle
   return's items as they are received (or a reported return item);
 - a return's refund is spread over its items by `allocate_refund`;
@@ -28,14 +30,20 @@ from sqlalchemy.orm import Session
 from returnstack.models import Return, ReturnItem
 from returnstack.products import repository
 
-NO_VARIANT = ""  # key columns cannot be null; a client id is never empty
-NO_STORE = ""
+NO_VARIANT, NO_STORE = repository.NO_VARIANT, repository.NO_STORE
 UNSPECIFIED_REASON = "other"  # a reported return item without a reason
 
-# Breakdown counters, in this order in the collected lists.
+# Breakdown counters, in this order in the collected lists: units returned and refunded,
+# then the reported sales, units returned and refunded.
 BREAKDOWN_COUNTERS = repository.BREAKDOWNS.counters
-_SOLD, _RETURNED, _REFUNDED = 0, 1, 2
-_REPORTED = 3  # offset of the reported counterpart
+_SOLD, _RETURNED, _REFUNDED = "sold", "returned", "refunded"
+_COLUMN = {
+    (_RETURNED, False): 0,
+    (_REFUNDED, False): 1,
+    (_SOLD, True): 2,
+    (_RETURNED, True): 3,
+    (_REFUNDED, True): 4,
+}  # (verified units sold are counted per product: `_Pending.sold`)
 
 
 @lru_cache(maxsize=65536)
@@ -79,6 +87,8 @@ def allocate_refund(amount: int, items: Sequence[tuple[int, int | None]]) -> lis
 class _Pending:
     """What one transaction's facts add, per tenant."""
 
+    # Units sold by verified order lines, per (tenant, product).
+    sold: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     breakdowns: dict[tuple[str, str, str, str, str, str], list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0] * len(BREAKDOWN_COUNTERS))
     )
@@ -89,7 +99,7 @@ class _Pending:
     categories: dict[tuple[str, str], tuple[datetime, str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.breakdowns or self.reasons or self.categories)
+        return bool(self.sold or self.breakdowns or self.reasons or self.categories)
 
 
 _KEY = "returnstack.product_signals"
@@ -110,12 +120,12 @@ def _add_items(
     items: Sequence[Mapping[str, Any]],
     values: Sequence[int],
     *,
-    counter: int,
+    counter: str,
     reported: bool,
 ) -> None:
     """Add each item's value to its product's counter (units returned also to the item's
     reason); `header` is the order, return or reported event: channel, store, currency."""
-    column = counter + (_REPORTED if reported else 0)
+    column = _COLUMN[(counter, reported)]
     channel, store, currency = header["channel"], header["store_id"] or NO_STORE, header["currency"]
     for item, value in zip(items, values, strict=True):
         if not value:
@@ -171,7 +181,7 @@ def count_new_order_lines(
     order, that order's)."""
     pending = _pending(session)
     # (the per-line path: kept lean; a product's category is looked at once per raw text)
-    breakdowns, categories = pending.breakdowns, pending.categories
+    sold, categories = pending.sold, pending.categories
     counted: set[tuple[str, str]] = set()
     for line in lines:
         key = (line["order_id"], line["line_id"])
@@ -179,16 +189,7 @@ def count_new_order_lines(
             continue
         counted.add(key)
         product_id = line["product_id"]
-        breakdowns[
-            (
-                tenant_id,
-                product_id,
-                line["variant_id"] or NO_VARIANT,
-                line["channel"],
-                line["store_id"] or NO_STORE,
-                line["currency"],
-            )
-        ][_SOLD] += line["quantity"]
+        sold[(tenant_id, product_id)] += line["quantity"]
         raw = line["category"]
         if raw is None:
             continue
@@ -323,7 +324,8 @@ def apply_pending(session: Session) -> None:
     if not pending:
         return
     tenants = sorted(
-        {key[0] for key in pending.breakdowns}
+        {key[0] for key in pending.sold}
+        | {key[0] for key in pending.breakdowns}
         | {key[0] for key in pending.reasons}
         | {key[0] for key in pending.categories}
     )
@@ -338,22 +340,24 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
     """One statement per table, each adding to its rows in key order, products first (every
     writer locks the tables in this order, so two cannot deadlock)."""
     # Per product: units sold, returned, reported sold, reported returned added.
-    added: dict[str, list[int]] = {}
+    added: dict[str, list[int]] = {
+        key[1]: [units, 0, 0, 0] for key, units in pending.sold.items() if key[0] == tenant_id
+    }
     breakdowns = []
     for key, values in pending.breakdowns.items():
         if key[0] != tenant_id:
             continue
-        sold, returned, _, reported_sold, reported_returned, _ = values
+        returned, _, reported_sold, reported_returned, _ = values
         totals = added.get(key[1])
         if totals is None:
             added[key[1]] = [
-                sold + reported_sold,
+                reported_sold,
                 returned + reported_returned,
                 reported_sold,
                 reported_returned,
             ]
         else:
-            totals[0] += sold + reported_sold
+            totals[0] += reported_sold
             totals[1] += returned + reported_returned
             totals[2] += reported_sold
             totals[3] += reported_returned
