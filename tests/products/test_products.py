@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from returnstack.products import upkeep
 from returnstack.products.rebuild import rebuild
 from returnstack.products.schemas import ProductStats, RankedProduct, Ranking
 from tests.conftest import DatabaseFixture, TenantFixture
@@ -230,6 +231,88 @@ def test_a_recorded_return_refund_is_spread_by_value_and_channels_and_stores_spl
         store["id"]: {"units_sold": 3, "units_returned": 2, "return_rate": 2 / 3}
     }
     assert body["reported"] == {"units_sold": 0, "units_returned": 0, "refunded": {}}
+
+
+def _kept_sales(api: ProductsApi, product: str) -> tuple[bool, dict[tuple[str, str, str], int]]:
+    """Whether the product's sales are kept, and its kept units sold per (variant, channel,
+    store) (the rows the upkeep writes)."""
+    with api.database.db.transaction(write=False) as session:
+        kept = session.execute(
+            text("SELECT sales_kept FROM product_signals WHERE tenant_id = :t AND product_id = :p"),
+            {"t": api.tenant.id, "p": product},
+        ).scalar_one()
+        rows = session.execute(
+            text(
+                "SELECT variant_id, channel, store_id, units_sold FROM product_breakdowns"
+                " WHERE tenant_id = :t AND product_id = :p AND units_sold > 0"
+            ),
+            {"t": api.tenant.id, "p": product},
+        ).all()
+    return bool(kept), {(v, c, s): units for v, c, s, units in rows}
+
+
+def test_sales_per_variant_and_store_are_kept_from_the_threshold_on(
+    api: ProductsApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below KEEP_SALES_FROM units a product's sales per variant, channel and store are read
+    from its lines (no breakdown row is written for a sale); the transaction that takes it
+    to the threshold copies its lines into its breakdowns, and later sales add to them. The
+    stats are the same all along, and the rebuild agrees at every step."""
+    monkeypatch.setattr(upkeep, "KEEP_SALES_FROM", 5)
+    product = unique("SKU")
+    store = {"id": unique("store")}
+    api.buy(line("1", product_id=product, variant_id="S", quantity=2))
+    api.buy(
+        line("1", product_id=product, variant_id="M", quantity=1), channel="offline", store=store
+    )
+    assert _kept_sales(api, product) == (False, {})
+    body = stats(api, product)
+    assert body["units_sold"] == 3
+    assert body["by_variant"] == {
+        "M": {"units_sold": 1, "units_returned": 0, "return_rate": 0.0},
+        "S": {"units_sold": 2, "units_returned": 0, "return_rate": 0.0},
+    }
+    assert body["by_store"] == {
+        store["id"]: {"units_sold": 1, "units_returned": 0, "return_rate": 0.0}
+    }
+    check_rebuild(api.database, api.tenant)
+    # 3 + 2 = 5 units: kept from this purchase on, its own line included.
+    api.buy(line("1", product_id=product, variant_id="S", quantity=2))
+    assert _kept_sales(api, product) == (
+        True,
+        {("S", "online", ""): 4, ("M", "offline", store["id"]): 1},
+    )
+    check_rebuild(api.database, api.tenant)
+    api.buy(
+        line("1", product_id=product, variant_id="M", quantity=3), channel="offline", store=store
+    )
+    assert _kept_sales(api, product) == (
+        True,
+        {("S", "online", ""): 4, ("M", "offline", store["id"]): 4},
+    )
+    body = stats(api, product)
+    assert body["units_sold"] == 8
+    assert body["by_variant"] == {
+        "M": {"units_sold": 4, "units_returned": 0, "return_rate": 0.0},
+        "S": {"units_sold": 4, "units_returned": 0, "return_rate": 0.0},
+    }
+    assert body["by_channel"] == {
+        "offline": {"units_sold": 4, "units_returned": 0, "return_rate": 0.0},
+        "online": {"units_sold": 4, "units_returned": 0, "return_rate": 0.0},
+    }
+    check_rebuild(api.database, api.tenant)
+    # A list page reads both kinds: this product (kept) and a small one (from its lines).
+    small = unique("SKU")
+    api.buy(line("1", product_id=small, variant_id="L", quantity=1))
+    listed = {
+        row["product_id"]: row["by_variant"]
+        for row in api.get("/v1/products?limit=100").json()["data"]
+        if row["product_id"] in (product, small)
+    }
+    assert listed == {
+        product: body["by_variant"],
+        small: {"L": {"units_sold": 1, "units_returned": 0, "return_rate": 0.0}},
+    }
 
 
 def test_category_follows_the_latest_line_and_rollups_move_with_it(api: ProductsApi) -> None:

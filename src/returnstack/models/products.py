@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Double, Index, String
+from sqlalchemy import BigInteger, Double, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from returnstack.models.base import Base, ClientId, Currency, Money, UTCDateTime
@@ -49,14 +49,22 @@ class ProductSignal(Base):
     reported_units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
     reported_units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
     return_rate: Mapped[float] = mapped_column(Double, default=0.0)
+    # Whether the units its verified lines sold are kept per variant, channel and store in
+    # `product_breakdowns`: from the transaction that takes its units sold to
+    # `upkeep.KEEP_SALES_FROM` on (that transaction copies them in from its lines). Before,
+    # the stats read them from its lines (a few hundred at most). See ProductBreakdown.
+    sales_kept: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class ProductBreakdown(Base):
-    """A product's returns and reported sales per variant, channel, store and currency (''
-    for no variant or no store: key columns cannot be null, and a client id is never
-    empty). The units its verified order lines sold per variant, channel and store are not
-    kept here: the stats read them from the lines (`ix_order_lines_sales_by_product`). A
-    row per line sold cost ingestion a third of the upkeep; a return is rarer."""
+    """A product's figures per variant, channel, store and currency ('' for no variant or
+    no store: key columns cannot be null, and a client id is never empty). `units_sold`
+    counts its verified lines only once the product's sales are kept
+    (`ProductSignal.sales_kept`); until then its stats group its lines
+    (`ix_order_lines_sales_by_product`). Most products of a catalogue sell a few units, and
+    a row per line they sell was a third of the upkeep's cost to ingestion; a product that
+    sells often has its rows written again and again, and reading its lines would grow
+    with its history."""
 
     __tablename__ = "product_breakdowns"
     __table_args__ = ({"sqlite_with_rowid": False, "postgresql_with": UPDATED_IN_PLACE},)
@@ -67,6 +75,7 @@ class ProductBreakdown(Base):
     channel: Mapped[str] = mapped_column(String(10), primary_key=True)
     store_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     currency: Mapped[str] = mapped_column(Currency, primary_key=True)
+    units_sold: Mapped[int] = mapped_column(BigInteger, default=0)
     units_returned: Mapped[int] = mapped_column(BigInteger, default=0)
     refunded: Mapped[int] = mapped_column(Money, default=0)
     reported_units_sold: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -2,6 +2,7 @@
 with the rules of `upkeep`, report where the kept rows differ, and replace them."""
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from returnstack.products.upkeep import (
     UNSPECIFIED_REASON,
     allocate_refund,
     category_paths,
+    keeps_sales,
     normalize_category,
     rate,
 )
@@ -59,10 +61,10 @@ def _key(item: Any, fact: Any) -> tuple[Any, ...]:
     )
 
 
-# The slots of a breakdown's figures while computing: units sold by verified lines (kept
-# per product only, see ProductBreakdown), then the kept counters in their order.
-_VERIFIED_SOLD = 0
-_RETURNED, _REFUNDED, _REPORTED_SOLD, _REPORTED_RETURNED, _REPORTED_REFUNDED = range(1, 6)
+# The slots of a breakdown's figures (BREAKDOWN_COUNTERS).
+_VERIFIED_SOLD, _RETURNED, _REFUNDED, _REPORTED_SOLD, _REPORTED_RETURNED, _REPORTED_REFUNDED = (
+    range(6)
+)
 
 
 def _sold(session: Session, tenant_id: str, into: dict[tuple[Any, ...], list[int]]) -> None:
@@ -249,6 +251,7 @@ def compute(session: Session, tenant_id: str) -> Tables:
             reported_sold,
             reported_returned,
             rate(returned, sold),
+            keeps_sales(sold),
         )
         for path in category_paths(category):
             rollups[path][0] += sold
@@ -256,13 +259,25 @@ def compute(session: Session, tenant_id: str) -> Tables:
     return {
         "product_signals": products,
         "product_breakdowns": {
-            key: tuple(values[1:]) for key, values in breakdowns.items() if any(values[1:])
+            key: tuple(values) for key, values in _kept_breakdowns(breakdowns, products)
         },
         "product_reasons": {key: tuple(values) for key, values in reasons.items() if any(values)},
         "category_signals": {
             (path,): tuple(values) for path, values in rollups.items() if any(values)
         },
     }
+
+
+def _kept_breakdowns(
+    breakdowns: dict[tuple[Any, ...], list[int]], products: dict[tuple[Any, ...], tuple[Any, ...]]
+) -> Iterator[tuple[tuple[Any, ...], list[int]]]:
+    """The breakdowns as kept: units sold by verified lines only for the products whose
+    sales are kept (the last figure of a product's row); rows of zeros left out."""
+    for key, values in breakdowns.items():
+        if not products[(key[0],)][-1]:
+            values = [0, *values[1:]]
+        if any(values):
+            yield key, values
 
 
 _MODELS: dict[str, Any] = {
@@ -277,6 +292,7 @@ _MODELS: dict[str, Any] = {
             "reported_units_sold",
             "reported_units_returned",
             "return_rate",
+            "sales_kept",
         ),
     ),
     "product_breakdowns": (

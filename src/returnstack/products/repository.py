@@ -20,9 +20,13 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     union_all,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -105,9 +109,8 @@ def units(
     return {product_id: (category, sold, returned) for product_id, category, sold, returned in rows}
 
 
-# The columns of a breakdown, and of a reason, as the stats read them. A product's units
-# sold by its verified lines come from the lines (`units_sold` of a kept row is 0, and a row
-# of the lines has only that).
+# The columns of a breakdown, and of a reason, as the stats read them (a group of lines of
+# a product whose sales are not kept is read as a breakdown of its units sold only).
 BreakdownRow = namedtuple(
     "BreakdownRow",
     "variant_id channel store_id currency units_sold units_returned refunded "
@@ -126,14 +129,8 @@ _STATS_COLUMNS = (
     "return_rate",
     "reported_units_sold",
     "reported_units_returned",
+    "sales_kept",
 )
-
-
-def _kept_breakdown_columns(breakdown: Any, prefix: str = "") -> list[Any]:
-    return [
-        (literal(0) if name == "units_sold" else breakdown.c[name]).label(f"{prefix}{name}")
-        for name in BreakdownRow._fields
-    ]
 
 
 def _sold_row(variant_id: str | None, channel: str, store_id: str | None, units: int) -> Any:
@@ -148,7 +145,7 @@ def _product_with_breakdowns_statement() -> Select[Any]:
     return (
         select(
             *[signal.c[name] for name in _STATS_COLUMNS],
-            *_kept_breakdown_columns(breakdown, "b_"),
+            *[breakdown.c[name].label(f"b_{name}") for name in BreakdownRow._fields],
         )
         .outerjoin(
             breakdown,
@@ -167,13 +164,13 @@ def _product_with_breakdowns_statement() -> Select[Any]:
 _REASON, _CATEGORY, _SOLD = 0, 1, 2  # the kinds of row of the statement below
 
 
-def _reasons_categories_and_sales_statement() -> Any:
-    """A product's reasons, the rollups of its category paths, and the units its lines sold
-    per variant, channel and store (one index-only range of the lines, grouped in index
-    order): rows of (kind, key, channel, store, first figure, second figure)."""
+def _reasons_categories_and_sales_statement(*, sales: bool) -> Any:
+    """A product's reasons, the rollups of its category paths, and (with `sales`) the units
+    its lines sold per variant, channel and store (one index-only range of the lines,
+    grouped in index order): rows of (kind, key, channel, store, first, second figure)."""
     reason, category, line = ProductReason.__table__, CategorySignal.__table__, OrderLine.__table__
     nothing = literal(None, String)
-    return union_all(
+    parts = [
         select(
             literal(_REASON).label("kind"),
             reason.c.reason.label("key"),
@@ -196,10 +193,14 @@ def _reasons_categories_and_sales_statement() -> Any:
             category.c.tenant_id == bindparam("tenant_id"),
             category.c.path.in_(bindparam("paths", expanding=True)),
         ),
-        _lines_sold(line)
-        .add_columns(literal(0))
-        .where(line.c.product_id == bindparam("product_id")),
-    )
+    ]
+    if sales:
+        parts.append(
+            _lines_sold(line)
+            .add_columns(literal(0))
+            .where(line.c.product_id == bindparam("product_id"))
+        )
+    return union_all(*parts)
 
 
 def _lines_sold(line: Any, *leading: Any) -> Select[Any]:
@@ -216,7 +217,8 @@ def _lines_sold(line: Any, *leading: Any) -> Select[Any]:
 # Built once, their values bound per call: building a statement (and its cache key) per
 # request cost about as much as running it.
 _PRODUCT_WITH_BREAKDOWNS = _product_with_breakdowns_statement()
-_REASONS_CATEGORIES_AND_SALES = _reasons_categories_and_sales_statement()
+_REASONS_AND_CATEGORIES = _reasons_categories_and_sales_statement(sales=False)
+_REASONS_CATEGORIES_AND_SALES = _reasons_categories_and_sales_statement(sales=True)
 
 
 def product_with_breakdowns(
@@ -235,15 +237,15 @@ def product_with_breakdowns(
 
 
 def reasons_categories_and_sales(
-    session: Reader, tenant_id: str, product_id: str, paths: Iterable[str]
+    session: Reader, tenant_id: str, product_id: str, paths: Iterable[str], *, sales: bool
 ) -> tuple[list[ReasonRow], dict[str, tuple[int, int]], list[BreakdownRow]]:
     """A product's reasons, the rollups of the category paths asked for (a path is at most
-    a few segments: an expanding IN list) and its lines' units sold: one statement."""
+    a few segments: an expanding IN list) and, with `sales`, its lines' units sold: one
+    statement."""
     params = {"tenant_id": tenant_id, "product_id": product_id, "paths": list(paths)}
+    statement = _REASONS_CATEGORIES_AND_SALES if sales else _REASONS_AND_CATEGORIES
     reasons, rollups, sold = [], {}, []
-    for kind, key, channel, store_id, first, second in session.execute(
-        _REASONS_CATEGORIES_AND_SALES, params
-    ):
+    for kind, key, channel, store_id, first, second in session.execute(statement, params):
         if kind == _REASON:
             reasons.append(ReasonRow(key, first, second))
         elif kind == _CATEGORY:
@@ -254,19 +256,20 @@ def reasons_categories_and_sales(
 
 
 def breakdowns(
-    session: Session, tenant_id: str, product_ids: Sequence[str]
+    session: Session, tenant_id: str, product_ids: Sequence[str], sales_of: Sequence[str]
 ) -> dict[str, list[BreakdownRow]]:
-    """The products' kept breakdowns and their lines' units sold, per product."""
+    """The products' breakdowns, and the units sold by the lines of those in `sales_of`
+    (the products whose sales are not kept), per product."""
     found: dict[str, list[BreakdownRow]] = defaultdict(list)
     table, line = ProductBreakdown.__table__, OrderLine.__table__
-    kept = select(table.c.product_id, *_kept_breakdown_columns(table)).where(
+    kept = select(table.c.product_id, *[table.c[name] for name in BreakdownRow._fields]).where(
         table.c.tenant_id == tenant_id, _one_of(session, table.c.product_id, product_ids)
     )
     for product_id, *figures in session.execute(kept):
         found[product_id].append(BreakdownRow(*figures))
-    sold = _lines_sold(line, line.c.product_id).where(
-        _one_of(session, line.c.product_id, product_ids)
-    )
+    if not sales_of:
+        return found
+    sold = _lines_sold(line, line.c.product_id).where(_one_of(session, line.c.product_id, sales_of))
     for product_id, variant_id, channel, store_id, units in session.execute(
         sold, {"tenant_id": tenant_id}
     ):
@@ -355,6 +358,7 @@ BREAKDOWNS = Counted(
     ProductBreakdown,
     ("tenant_id", "product_id", "variant_id", "channel", "store_id", "currency"),
     (
+        "units_sold",
         "units_returned",
         "refunded",
         "reported_units_sold",
@@ -416,14 +420,15 @@ def _product_upsert(dialect: str) -> str:
     )
 
 
-def add_to_products(
-    session: Session, rows: Sequence[tuple[Any, ...]]
-) -> list[tuple[str, str | None, str | None, int, int]]:
+Written = tuple[str, str | None, str | None, int, int, bool]
+
+
+def add_to_products(session: Session, rows: Sequence[tuple[Any, ...]]) -> list[Written]:
     """One statement: each row (tenant, product, candidate category and its time or None,
     the four counters to add, the rate of a new row) creates its product or adds to it.
     Rows in key order. Answers (product id, category before, category, units sold, units
-    returned) as written: the products stay locked until the transaction ends, so these
-    are the figures the category rollups must move."""
+    returned, sales kept) as written: the products stay locked until the transaction ends,
+    so these are the figures the category rollups must move."""
     if not rows:
         return []
     dialect = session.connection().dialect.name
@@ -435,14 +440,14 @@ def add_to_products(
         (*PRODUCTS.key, *PRODUCTS.counters, "return_rate"),
         rows,
         suffix=f"{_product_upsert(dialect)} RETURNING product_id, previous_category, category,"
-        " units_sold, units_returned",
+        " units_sold, units_returned, sales_kept",
         returning=True,
     )
-    return [(row[0], row[1], row[2], row[3], row[4]) for row in written]
+    return [(row[0], row[1], row[2], row[3], row[4], row[5]) for row in written]
 
 
 _SQLITE_READ = (
-    "SELECT product_id, category, category_at, units_sold, units_returned,"
+    "SELECT product_id, sales_kept, category, category_at, units_sold, units_returned,"
     " reported_units_sold, reported_units_returned FROM product_signals"
     " WHERE tenant_id = ? AND product_id IN (SELECT value FROM json_each(?))"
 )
@@ -462,9 +467,7 @@ _SQLITE_ADD = (  # the category untouched: its index is not rewritten
 )
 
 
-def _add_to_products_sqlite(
-    session: Session, rows: Sequence[tuple[Any, ...]]
-) -> list[tuple[str, str | None, str | None, int, int]]:
+def _add_to_products_sqlite(session: Session, rows: Sequence[tuple[Any, ...]]) -> list[Written]:
     """`add_to_products` on SQLite: the rows are read, the figures worked out here (the
     same rules as the PostgreSQL statement), and written by three prepared statements (new
     rows; rows whose category changes; the others, whose category index is not touched).
@@ -481,7 +484,7 @@ def _add_to_products_sqlite(
     inserts: list[tuple[Any, ...]] = []
     moves: list[tuple[Any, ...]] = []
     adds: list[tuple[Any, ...]] = []
-    written: list[tuple[str, str | None, str | None, int, int]] = []
+    written: list[Written] = []
     for _, product_id, candidate, at, sold, returned, reported_sold, reported_returned, _ in rows:
         # (the time as stored: its text orders as the times do)
         at_text = sqlite_datetime(at)
@@ -490,9 +493,9 @@ def _add_to_products_sqlite(
             figures = (sold, returned, reported_sold, reported_returned)
             rate = returned / sold if sold > 0 else 0.0
             inserts.append((candidate, at_text, *figures, rate, tenant_id, product_id))
-            written.append((product_id, None, candidate, sold, returned))
+            written.append((product_id, None, candidate, sold, returned, False))
             continue
-        category, category_at, *counters = old
+        kept, category, category_at, *counters = old
         figures = (
             counters[0] + sold,
             counters[1] + returned,
@@ -507,14 +510,65 @@ def _add_to_products_sqlite(
         )
         if newer:
             moves.append((candidate, at_text, *figures, rate, tenant_id, product_id))
-            written.append((product_id, category, candidate, figures[0], figures[1]))
+            written.append((product_id, category, candidate, figures[0], figures[1], bool(kept)))
         else:
             adds.append((*figures, rate, tenant_id, product_id))
-            written.append((product_id, category, category, figures[0], figures[1]))
+            written.append((product_id, category, category, figures[0], figures[1], bool(kept)))
     execute_many(session, _SQLITE_INSERT, inserts)
     execute_many(session, _SQLITE_MOVE, moves)
     execute_many(session, _SQLITE_ADD, adds)
     return written
+
+
+def keep_sales(session: Session, tenant_id: str, product_ids: Sequence[str]) -> None:
+    """From now on, keep these products' units sold per variant, channel and store: their
+    lines so far (this transaction's included) added to their breakdowns, and the products
+    marked. The caller holds the products' rows locked (it has just written them), so no
+    other transaction adds to them in between."""
+    line, breakdown = OrderLine.__table__, ProductBreakdown.__table__
+    grouped = (
+        _lines_sold(line, line.c.tenant_id, line.c.product_id, line.c.currency)
+        .where(_one_of(session, line.c.product_id, product_ids))
+        .subquery()
+    )
+    columns = list(grouped.c)
+    sold = select(
+        columns[0],
+        columns[1],
+        func.coalesce(columns[3], NO_VARIANT),
+        columns[4],
+        func.coalesce(columns[5], NO_STORE),
+        columns[2],
+        columns[6],
+    ).where(true())  # (SQLite: an upsert's SELECT needs a WHERE)
+    names = ("tenant_id", "product_id", "variant_id", "channel", "store_id", "currency")
+    statement = _upsert(session, breakdown, (*names, "units_sold"), sold, names, "units_sold")
+    session.execute(statement, {"tenant_id": tenant_id})
+    session.execute(
+        update(ProductSignal)
+        .where(
+            ProductSignal.tenant_id == tenant_id,
+            _one_of(session, ProductSignal.product_id, product_ids),
+        )
+        .values(sales_kept=True)
+    )
+
+
+def _upsert(
+    session: Session,
+    table: Any,
+    columns: tuple[str, ...],
+    rows: Any,
+    key: tuple[str, ...],
+    add: str,
+) -> Any:
+    """INSERT INTO table (columns) rows, adding `add` to that of a row with the same key."""
+    dialect = session.get_bind().dialect.name
+    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_into(table).from_select(list(columns), rows)
+    return statement.on_conflict_do_update(
+        index_elements=list(key), set_={add: table.c[add] + statement.excluded[add]}
+    )
 
 
 # --- reports -------------------------------------------------------------------------------

@@ -154,7 +154,8 @@ def _render_many(
     session: Session, tenant_id: str, rows: Sequence[Any], smoothing: Smoothing
 ) -> list[dict[str, Any]]:
     ids = [row.product_id for row in rows]
-    breakdowns = repository.breakdowns(session, tenant_id, ids) if ids else {}
+    derived = [row.product_id for row in rows if not row.sales_kept]
+    breakdowns = repository.breakdowns(session, tenant_id, ids, derived) if ids else {}
     reasons: dict[str, list[Any]] = defaultdict(list)
     for row in repository.reasons(session, tenant_id, ids) if ids else []:
         reasons[row.product_id].append(row)
@@ -170,13 +171,18 @@ def _render_many(
 def product_stats(
     session: repository.Reader, *, tenant_id: str, product_id: str, smoothing: Smoothing
 ) -> dict[str, Any]:
-    """Two statements: the product with its kept breakdowns, then its reasons, the rollups
-    of its category path (known once the product is read) and its lines' units sold."""
+    """Two statements: the product with its breakdowns, then its reasons, the rollups of
+    its category path (known once the product is read) and, unless its sales are kept,
+    the units its lines sold per variant, channel and store."""
     signal, breakdowns = repository.product_with_breakdowns(session, tenant_id, product_id)
     if signal is None:
         raise NotFound(f"No product {product_id!r} was sold or returned.")
     reasons, rollups, sold = repository.reasons_categories_and_sales(
-        session, tenant_id, product_id, category_paths(signal.category)
+        session,
+        tenant_id,
+        product_id,
+        category_paths(signal.category),
+        sales=not signal.sales_kept,
     )
     return _render(signal, [*breakdowns, *sold], reasons, rollups, smoothing)
 

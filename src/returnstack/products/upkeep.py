@@ -7,9 +7,9 @@ listener): every transaction then locks signal rows last, each table in key orde
 shortest time, and cannot deadlock with another one doing the same.
 
 Rules (the rebuild in `rebuild.py` applies the same ones to the facts):
-- a unit is sold when its order line is recorded (or a reported purchase item); a line adds
-  to its product's total only: its variant, channel and store are read from the line itself
-  when the stats are asked for (`ProductBreakdown`);
+- a unit is sold when its order line is recorded (or a reported purchase item); per
+  variant, channel and store only once its product has sold KEEP_SALES_FROM units (before,
+  the stats read them from its lines: `ProductBreakdown`);
 - a unit is returned when it is back: a recorded return's items at once, a lifecycle
   return's items as they are received (or a reported return item);
 - a return's refund is spread over its items by `allocate_refund`;
@@ -33,17 +33,17 @@ from returnstack.products import repository
 NO_VARIANT, NO_STORE = repository.NO_VARIANT, repository.NO_STORE
 UNSPECIFIED_REASON = "other"  # a reported return item without a reason
 
-# Breakdown counters, in this order in the collected lists: units returned and refunded,
-# then the reported sales, units returned and refunded.
+# A product's units sold are kept per variant, channel and store from the transaction
+# that takes its units sold (verified and reported) to this many on; before, its stats group
+# its lines, at most about this many (a few hundred rows of an index range: well under a
+# millisecond). Most products of a catalogue stay below it, and for them the upkeep writes
+# one row per product, not one per line sold (bench/README.md, "Product signals").
+KEEP_SALES_FROM = 500
+
+# Breakdown counters, in this order in the collected lists.
 BREAKDOWN_COUNTERS = repository.BREAKDOWNS.counters
-_SOLD, _RETURNED, _REFUNDED = "sold", "returned", "refunded"
-_COLUMN = {
-    (_RETURNED, False): 0,
-    (_REFUNDED, False): 1,
-    (_SOLD, True): 2,
-    (_RETURNED, True): 3,
-    (_REFUNDED, True): 4,
-}  # (verified units sold are counted per product: `_Pending.sold`)
+_SOLD, _RETURNED, _REFUNDED = 0, 1, 2
+_REPORTED = 3  # offset of the reported counterpart
 
 
 @lru_cache(maxsize=65536)
@@ -87,8 +87,10 @@ def allocate_refund(amount: int, items: Sequence[tuple[int, int | None]]) -> lis
 class _Pending:
     """What one transaction's facts add, per tenant."""
 
-    # Units sold by verified order lines, per (tenant, product).
+    # Units sold by verified order lines, per (tenant, product), and the lines (with their
+    # tenant): their breakdowns are added only for products whose sales are kept.
     sold: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    lines: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     breakdowns: dict[tuple[str, str, str, str, str, str], list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0] * len(BREAKDOWN_COUNTERS))
     )
@@ -120,12 +122,12 @@ def _add_items(
     items: Sequence[Mapping[str, Any]],
     values: Sequence[int],
     *,
-    counter: str,
+    counter: int,
     reported: bool,
 ) -> None:
     """Add each item's value to its product's counter (units returned also to the item's
     reason); `header` is the order, return or reported event: channel, store, currency."""
-    column = _COLUMN[(counter, reported)]
+    column = counter + (_REPORTED if reported else 0)
     channel, store, currency = header["channel"], header["store_id"] or NO_STORE, header["currency"]
     for item, value in zip(items, values, strict=True):
         if not value:
@@ -181,7 +183,7 @@ def count_new_order_lines(
     order, that order's)."""
     pending = _pending(session)
     # (the per-line path: kept lean; a product's category is looked at once per raw text)
-    sold, categories = pending.sold, pending.categories
+    sold, counted_lines, categories = pending.sold, pending.lines, pending.categories
     counted: set[tuple[str, str]] = set()
     for line in lines:
         key = (line["order_id"], line["line_id"])
@@ -190,6 +192,7 @@ def count_new_order_lines(
         counted.add(key)
         product_id = line["product_id"]
         sold[(tenant_id, product_id)] += line["quantity"]
+        counted_lines.append((tenant_id, line))
         raw = line["category"]
         if raw is None:
             continue
@@ -313,6 +316,12 @@ def _columns(row: Any) -> dict[str, Any]:
 # --- writing, once per transaction ---------------------------------------------------------
 
 
+def keeps_sales(units_sold: int) -> bool:
+    """Whether a product with these units sold (verified and reported) has its units sold
+    kept per variant, channel and store (its units only grow, so it starts once)."""
+    return units_sold >= max(KEEP_SALES_FROM, 1)
+
+
 def rate(returned: int, sold: int) -> float:
     """Units returned per unit sold; 0 when nothing was sold (as customer profiles)."""
     return returned / sold if sold > 0 else 0.0
@@ -343,11 +352,10 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
     added: dict[str, list[int]] = {
         key[1]: [units, 0, 0, 0] for key, units in pending.sold.items() if key[0] == tenant_id
     }
-    breakdowns = []
     for key, values in pending.breakdowns.items():
         if key[0] != tenant_id:
             continue
-        returned, _, reported_sold, reported_returned, _ = values
+        _, returned, _, reported_sold, reported_returned, _ = values
         totals = added.get(key[1])
         if totals is None:
             added[key[1]] = [
@@ -361,13 +369,11 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
             totals[1] += returned + reported_returned
             totals[2] += reported_sold
             totals[3] += reported_returned
-        breakdowns.append(key + tuple(values))
     seen = {key[1]: value for key, value in pending.categories.items() if key[0] == tenant_id}
     products = list(added.keys() | seen.keys())
     if not products:
         return
     if ordered:
-        breakdowns.sort()
         products.sort()
     no_delta = (0, 0, 0, 0)
     no_category: tuple[datetime | None, str | None] = (None, None)
@@ -392,7 +398,15 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
     # Units are summed per category first, then spread over its paths (thousands of
     # products share a few categories).
     moved: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
-    for product_id, previous, category, sold, returned in repository.add_to_products(session, rows):
+    kept: set[str] = set()  # products whose sales were kept before this transaction
+    start_keeping: list[str] = []
+    for product_id, previous, category, sold, returned, sales_kept in repository.add_to_products(
+        session, rows
+    ):
+        if sales_kept:
+            kept.add(product_id)
+        elif keeps_sales(sold):
+            start_keeping.append(product_id)
         delta = added.get(product_id, no_delta)
         if previous == category:
             totals = moved[category]
@@ -424,7 +438,29 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
     if ordered:
         reasons.sort()
         categories.sort()
-    # 2. Breakdowns, 3. reasons, 4. category rollups: counters added to.
+    # 2. Breakdowns: the lines of products whose sales were kept, then (the sales of
+    # products reaching the threshold copied from their lines, this transaction's too)
+    # the returns and reported events; 3. reasons, 4. category rollups: counters added to.
+    if kept:
+        for line_tenant, line in pending.lines:
+            if line_tenant == tenant_id and line["product_id"] in kept:
+                pending.breakdowns[
+                    (
+                        tenant_id,
+                        line["product_id"],
+                        line["variant_id"] or NO_VARIANT,
+                        line["channel"],
+                        line["store_id"] or NO_STORE,
+                        line["currency"],
+                    )
+                ][_SOLD] += line["quantity"]
+    if start_keeping:
+        repository.keep_sales(session, tenant_id, sorted(start_keeping))
+    breakdowns = [
+        key + tuple(values) for key, values in pending.breakdowns.items() if key[0] == tenant_id
+    ]
+    if ordered:
+        breakdowns.sort()
     repository.add_counts(session, repository.BREAKDOWNS, breakdowns)
     repository.add_counts(session, repository.REASONS, reasons)
     repository.add_counts(session, repository.CATEGORIES, categories)
