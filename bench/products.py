@@ -11,7 +11,10 @@ In-process (the service functions, no HTTP), on a fresh database per backend:
    one product's stats and a ranking of 1,000 ids from the kept tables (the service), and
    the same figures derived by queries from the facts (units of the products asked for
    from order lines and return items, and the category rollups their smoothing needs from
-   every line of those categories). Figure: derived p50 / kept p50, and each p99.
+   every line of those categories). Figure: derived p50 / kept p50, and each p99. Also the
+   stats of a product one unit short of `upkeep.KEEP_SALES_FROM` (499 one-unit lines over
+   4 variants, online and 40 stores), whose units sold per variant, channel and store its
+   stats read from its lines. The statistics are refreshed first, as a server has them.
 3. Reports: 90 days grouped by category and by day (derived from the facts: units sold
    from the order lines, which carry their order's time and currency, returns from returns).
 

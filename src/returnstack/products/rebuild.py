@@ -259,7 +259,7 @@ def compute(session: Session, tenant_id: str) -> Tables:
     return {
         "product_signals": products,
         "product_breakdowns": {
-            key: tuple(values) for key, values in _kept_breakdowns(breakdowns, products)
+            key: tuple(values) for key, values in _kept_breakdowns(breakdowns, totals)
         },
         "product_reasons": {key: tuple(values) for key, values in reasons.items() if any(values)},
         "category_signals": {
@@ -269,12 +269,12 @@ def compute(session: Session, tenant_id: str) -> Tables:
 
 
 def _kept_breakdowns(
-    breakdowns: dict[tuple[Any, ...], list[int]], products: dict[tuple[Any, ...], tuple[Any, ...]]
+    breakdowns: dict[tuple[Any, ...], list[int]], totals: dict[str, list[int]]
 ) -> Iterator[tuple[tuple[Any, ...], list[int]]]:
     """The breakdowns as kept: units sold by verified lines only for the products whose
-    sales are kept (the last figure of a product's row); rows of zeros left out."""
+    sales are kept (by their units sold); rows of zeros left out."""
     for key, values in breakdowns.items():
-        if not products[(key[0],)][-1]:
+        if not keeps_sales(totals[key[0]][0]):
             values = [0, *values[1:]]
         if any(values):
             yield key, values

@@ -20,13 +20,10 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -522,30 +519,28 @@ def _add_to_products_sqlite(session: Session, rows: Sequence[tuple[Any, ...]]) -
     return written
 
 
-def keep_sales(session: Session, tenant_id: str, product_ids: Sequence[str]) -> None:
-    """From now on, keep these products' units sold per variant, channel and store: their
-    lines so far (this transaction's included) added to their breakdowns, and the products
-    marked. The caller holds the products' rows locked (it has just written them), so no
-    other transaction adds to them in between."""
-    line, breakdown = OrderLine.__table__, ProductBreakdown.__table__
-    grouped = (
-        _lines_sold(line, line.c.tenant_id, line.c.product_id, then=(line.c.currency,))
-        .where(_one_of(session, line.c.product_id, product_ids))
-        .subquery()
+def sales_per_breakdown(
+    session: Session, tenant_id: str, product_ids: Sequence[str]
+) -> list[tuple[tuple[str, str, str, str, str, str], int]]:
+    """The units sold by these products' lines (this transaction's included), per breakdown
+    key (tenant, product, variant, channel, store, currency): what a product whose sales
+    start being kept copies into its breakdowns."""
+    line = OrderLine.__table__
+    query = _lines_sold(line, line.c.product_id, then=(line.c.currency,)).where(
+        _one_of(session, line.c.product_id, product_ids)
     )
-    tenant, product, variant, channel, store, currency, units = grouped.c
-    sold = select(
-        tenant,
-        product,
-        func.coalesce(variant, NO_VARIANT),
-        channel,
-        func.coalesce(store, NO_STORE),
-        currency,
-        units,
-    ).where(true())  # (SQLite: an upsert's SELECT needs a WHERE)
-    names = ("tenant_id", "product_id", "variant_id", "channel", "store_id", "currency")
-    statement = _upsert(session, breakdown, (*names, "units_sold"), sold, names, "units_sold")
-    session.execute(statement, {"tenant_id": tenant_id})
+    return [
+        (
+            (tenant_id, product, variant or NO_VARIANT, channel, store or NO_STORE, currency),
+            int(units),
+        )
+        for product, variant, channel, store, currency, units in session.execute(
+            query, {"tenant_id": tenant_id}
+        )
+    ]
+
+
+def mark_sales_kept(session: Session, tenant_id: str, product_ids: Sequence[str]) -> None:
     session.execute(
         update(ProductSignal)
         .where(
@@ -553,23 +548,6 @@ def keep_sales(session: Session, tenant_id: str, product_ids: Sequence[str]) -> 
             _one_of(session, ProductSignal.product_id, product_ids),
         )
         .values(sales_kept=True)
-    )
-
-
-def _upsert(
-    session: Session,
-    table: Any,
-    columns: tuple[str, ...],
-    rows: Any,
-    key: tuple[str, ...],
-    add: str,
-) -> Any:
-    """INSERT INTO table (columns) rows, adding `add` to that of a row with the same key."""
-    dialect = session.get_bind().dialect.name
-    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert_into(table).from_select(list(columns), rows)
-    return statement.on_conflict_do_update(
-        index_elements=list(key), set_={add: table.c[add] + statement.excluded[add]}
     )
 
 

@@ -438,9 +438,9 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
     if ordered:
         reasons.sort()
         categories.sort()
-    # 2. Breakdowns: the lines of products whose sales were kept, then (the sales of
-    # products reaching the threshold copied from their lines, this transaction's too)
-    # the returns and reported events; 3. reasons, 4. category rollups: counters added to.
+    # 2. Breakdowns: returns, reported events, the lines of products whose sales were kept
+    # and (read back, this transaction's lines included) all the lines of those whose sales
+    # start being kept; 3. reasons, 4. category rollups: counters added to.
     if kept:
         for line_tenant, line in pending.lines:
             if line_tenant == tenant_id and line["product_id"] in kept:
@@ -455,7 +455,9 @@ def _apply_tenant(session: Session, tenant_id: str, pending: _Pending, *, ordere
                     )
                 ][_SOLD] += line["quantity"]
     if start_keeping:
-        repository.keep_sales(session, tenant_id, sorted(start_keeping))
+        for key, units in repository.sales_per_breakdown(session, tenant_id, start_keeping):
+            pending.breakdowns[key][_SOLD] += units
+        repository.mark_sales_kept(session, tenant_id, start_keeping)
     breakdowns = [
         key + tuple(values) for key, values in pending.breakdowns.items() if key[0] == tenant_id
     ]
