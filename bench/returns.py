@@ -50,6 +50,8 @@ class Options(harness.Options):
     warmup: float
     step_gap: float
     workers: int
+    server_workers: int
+    variant: str  # in the results file's name: "" for one server process, "-workers2" for two
     load: str
     dataset: str | None
     dataset_dir: Path
@@ -64,6 +66,8 @@ def options(args: Any, argv: list[str]) -> Options:
         warmup=args.warmup if args.warmup is not None else (5.0 if args.quick else 15.0),
         step_gap=args.step_gap,
         workers=args.workers,
+        server_workers=args.server_workers,
+        variant="" if args.server_workers == 1 else f"-workers{args.server_workers}",
         load=args.load,
         **harness.dataset_options(args),
     )
@@ -531,8 +535,8 @@ def measure(
     closed_before = _closed(target)
     busy = harness.wait_idle(opts.wait_idle) if opts.wait_idle else harness.cpu_busy()
     source = harness.source_state()  # what the server runs: src/ is installed editable
-    server = returnstack_server(target)
-    name = f"returns-{target.backend}-{rate:g}"
+    server = returnstack_server(target, opts.server_workers)
+    name = f"returns{opts.variant}-{target.backend}-{rate:g}"
     with server:
         console.print(
             f"  {rate:g} req/s = {per_second:g} returns/s x {len(ACTIONS)} requests, steps "
@@ -589,6 +593,7 @@ def measure(
         "warmup_returns": warm_count,
         "measured_returns": measured_count,
         "load_generator_workers": opts.workers,
+        "server_workers": opts.server_workers,
         "load_generator_cpu_us_per_request": round(
             1e6 * run.worker_cpu_s / max(1, len(run.samples))
         ),
@@ -708,6 +713,7 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
         "command": opts.command,
         "quick": opts.quick,
         "profiled": opts.profile_dir is not None,
+        "server_workers": opts.server_workers,
         "cpu_busy_before_start": round(busy, 3),
         "source": source,
         "machine": machine,
@@ -827,11 +833,15 @@ def _loaded(load: dict[str, Any]) -> str:
     return text
 
 
+def _processes(workers: int) -> str:
+    return "" if workers == 1 else f", {workers} server processes (`serve --workers {workers}`)"
+
+
 def render_one(result: dict[str, Any]) -> str:
     machine, data = result["machine"], result["dataset"]
     load = data["load"]
     lines = [
-        f"#### {harness.NAMES[result['backend']]}",
+        f"#### {harness.NAMES[result['backend']]}{_processes(result.get('server_workers', 1))}",
         "",
         f"Run of {result['started_at']}: `{result['command']}` ({machine['cpus']} cores, "
         f"{machine['cpu_model'] or 'unknown CPU'}, shared by the server, the database and the "
@@ -904,6 +914,13 @@ def cli(argv: list[str]) -> int:
         "--workers", type=int, default=2, help="load generator processes (default 2)"
     )
     parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="processes of the server (`returnstack serve --workers N`, default 1); N > 1 is "
+        "recorded apart (returns-workersN-<backend>.json)",
+    )
+    parser.add_argument(
         "--load",
         choices=["bulk", "record_events"],
         default="bulk",
@@ -913,8 +930,8 @@ def cli(argv: list[str]) -> int:
     )
     harness.add_dataset_options(parser)
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be positive")
+    if args.workers < 1 or args.server_workers < 1:
+        parser.error("--workers and --server-workers must be positive")
     opts = options(args, argv)
     return harness.run(BENCH, opts, lambda backend: run_backend(backend, opts))
 
