@@ -3,6 +3,7 @@
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 from anyio import CancelScope, CapacityLimiter, to_thread
@@ -83,12 +84,14 @@ async def _finish(finish: Callable[[Session], None], session: Session) -> None:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def read_session(request: Request) -> Session:
+def read_session(request: Request) -> AbstractContextManager[Session]:
     """A short read of its own, for authentication: the request's transaction (and, on
     SQLite, the write lock) then begins only when the request writes, after it is
-    authenticated and its body validated. Use as a context manager."""
+    authenticated and its body validated. Use as a context manager. It ends with COMMIT,
+    not ROLLBACK: the same for a read, but psycopg forgets the connection's prepared
+    statements at every ROLLBACK."""
     db: Database = request.app.state.db
-    return db.session(write=False)
+    return db.transaction(write=False)
 
 
 async def read_json(request: Request, read: Callable[[Connection], bytes]) -> RawJSONResponse:
