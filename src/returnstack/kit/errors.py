@@ -197,20 +197,33 @@ def shaped_error(request: Request, status_code: int, message: str) -> Response |
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_api_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return error_response(exc)
-
-    async def on_request_validation(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        # A caller found in a key cache is confirmed before it hears of its parameters
-        # (tenants/auth.py, cached_secret_key): a revoked key hears 401.
+    async def unconfirmed_key(request: Request) -> ApiError | None:
+        """A caller found in a key cache and not yet confirmed by its work is confirmed
+        before it hears of its request (tenants/auth.py, cached_secret_key): a revoked key
+        hears 401, not what was wrong with its request."""
         confirm = getattr(request.state, "confirm_key", None)
         if confirm is not None:
             try:
                 await confirm()
             except ApiError as refused:
+                return refused
+        return None
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        # Not for 401 and 429 (decided by the key already), nor 5xx: an overloaded server
+        # refuses at once, without a read.
+        if 400 <= exc.status_code < 500 and exc.status_code not in (401, 429):
+            refused = await unconfirmed_key(request)
+            if refused is not None:
                 return error_response(refused)
+        return error_response(exc)
+
+    async def on_request_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        refused = await unconfirmed_key(request)
+        if refused is not None:
+            return error_response(refused)
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(

@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from returnstack.kit.deps import DbSession
 from returnstack.kit.errors import (
@@ -31,7 +31,7 @@ from returnstack.returns.schemas import (
     ReturnPage,
     ReturnUpdate,
 )
-from returnstack.tenants.auth import SecretKey
+from returnstack.tenants.auth import CachedSecretKey, SecretKey, confirmed
 
 router = APIRouter(route_class=RenderInThreadRoute, tags=["returns"])
 
@@ -50,8 +50,13 @@ def _with_etag(payload: Any) -> dict[str, str]:
     f"details name the item (`items[1]`) and a code: {code_list()}.",
 )
 def create_return(
-    data: ReturnCreate, principal: SecretKey, session: DbSession, idempotency: Idempotency
+    request: Request,
+    data: ReturnCreate,
+    caller: CachedSecretKey,
+    session: DbSession,
+    idempotency: Idempotency,
 ) -> RawJSONResponse:
+    principal = confirmed(request, session, caller)
     return idempotency.respond(
         session,
         tenant_id=principal.tenant_id,
@@ -150,24 +155,26 @@ def delete_return(
 class ReturnAction:
     """What every lifecycle action takes: the return, the caller, If-Match, Idempotency-Key."""
 
+    request: Request
     return_id: ReturnId
-    principal: SecretKey
+    caller: CachedSecretKey
     session: DbSession
     if_match: IfMatch
     idempotency: Idempotency
 
     def run(self, action: str, body: Any) -> RawJSONResponse:
+        principal = confirmed(self.request, self.session, self.caller)
         return self.idempotency.respond(
             self.session,
-            tenant_id=self.principal.tenant_id,
+            tenant_id=principal.tenant_id,
             status_code=200,
             produce=lambda: service.apply_action(
                 self.session,
-                tenant_id=self.principal.tenant_id,
+                tenant_id=principal.tenant_id,
                 reference=self.return_id,
                 action=action,
                 body=body,
-                actor=self.principal.actor,
+                actor=principal.actor,
                 if_match=self.if_match,
             ),
             headers=_with_etag,
@@ -175,15 +182,18 @@ class ReturnAction:
 
 
 async def return_action(
+    request: Request,
     return_id: ReturnId,
-    principal: SecretKey,
+    caller: CachedSecretKey,
     session: DbSession,
     if_match: IfMatch,
     idempotency: Idempotency,
 ) -> ReturnAction:
     # A function, not Depends() on the class: FastAPI runs a class (sync) on the thread
-    # pool, a trip of its own for every action (and, under load, a wait in its queue).
-    return ReturnAction(return_id, principal, session, if_match, idempotency)
+    # pool, a trip of its own for every action (and, under load, a wait in its queue). The
+    # caller comes from the key cache (no trip either) and is confirmed by `run`, in the
+    # action's transaction.
+    return ReturnAction(request, return_id, caller, session, if_match, idempotency)
 
 
 Action = Annotated[ReturnAction, Depends(return_action)]

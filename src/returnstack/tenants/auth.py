@@ -193,12 +193,12 @@ async def cached_secret_key(request: Request) -> CachedCaller:
     error answered before that (403, or FastAPI's 400 for a bad parameter) confirms it first
     too, so a revoked key hears 401 on its very next request, as with `authenticate`."""
     caller = await cached_caller(request)
-    if caller.cached:
-        request.state.confirm_key = lambda: confirm_live(request, caller.key_hash)
     if caller.principal.kind != "secret":
         if caller.cached:
             await confirm_live(request, caller.key_hash)
         raise _secret_only()
+    if caller.cached:
+        request.state.confirm_key = lambda: confirm_live(request, caller.key_hash)
     return caller
 
 
@@ -210,6 +210,15 @@ def confirm_key(request: Request, connection: Connection, caller: CachedCaller) 
     if connection.execute(_KEY_LIVE, {"key_hash": caller.key_hash}).first() is None:
         request.app.state.keys.forget(caller.key_hash)
         raise refused_key()
+    request.state.confirm_key = None  # confirmed: an error answered now needs no other read
+
+
+def confirmed(request: Request, session: Session, caller: CachedCaller) -> Principal:
+    """The caller of a write, confirmed in the write's own transaction, by its first
+    statement: staff writes take their caller from the key cache too (no thread trip and no
+    connection of its own to authenticate), and a revoked key still writes nothing."""
+    confirm_key(request, session.connection(), caller)
+    return caller.principal
 
 
 AnyKey = Annotated[Principal, Depends(authenticate)]
