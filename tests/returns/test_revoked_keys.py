@@ -1,7 +1,7 @@
-"""Opening a return and its lifecycle actions take their caller from the process's key cache
-and confirm the key in their own transaction (tenants/auth.py `confirmed`): a key revoked
-after the process cached it is refused 401 on its very next request, whatever else is wrong
-with that request, and writes nothing."""
+"""Opening, reading and listing returns, and their lifecycle actions, take their caller from
+the process's key cache and confirm the key in their own transaction (tenants/auth.py
+`confirmed`): a key revoked after the process cached it is refused 401 on its very next
+request, whatever else is wrong with that request, and writes nothing."""
 
 from typing import Any
 
@@ -60,6 +60,15 @@ def test_a_key_revoked_after_it_was_cached_opens_and_moves_no_return(
         ),
         "receive, stale If-Match (else 412)": lambda h: client.post(
             f"{path}/receive", json=receipt, headers=h | {"If-Match": '"1"'}
+        ),
+        "read": lambda h: client.get(path, headers=h),
+        "read, unknown return (else 404)": lambda h: client.get(
+            "/v1/returns/ret_unknown", headers=h
+        ),
+        "list": lambda h: client.get("/v1/returns", headers=h),
+        "list, invalid limit (else 400)": lambda h: client.get("/v1/returns?limit=0", headers=h),
+        "list, invalid cursor (else 400)": lambda h: client.get(
+            "/v1/returns?cursor=nonsense", headers=h
         ),
     }
     for case, call in cases.items():

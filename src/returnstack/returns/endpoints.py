@@ -83,13 +83,15 @@ def preview_return(data: ReturnCreate, principal: SecretKey, session: DbSession)
 
 @router.get("/v1/returns", response_model=ReturnPage, responses=errors(*STAFF_ERRORS))
 def list_returns(
-    principal: SecretKey,
+    request: Request,
+    caller: CachedSecretKey,
     session: DbSession,
     query: ListFilters,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> JSONResponse:
     """Returns, newest first, with recorded returns (`source: "event"`) among them."""
+    principal = confirmed(request, session, caller)
     page = service.list_returns(
         session, tenant_id=principal.tenant_id, query=query, limit=limit, cursor=cursor
     )
@@ -99,8 +101,11 @@ def list_returns(
 @router.get(
     "/v1/returns/{return_id}", response_model=ReturnOut, responses=errors(*STAFF_ERRORS, NotFound)
 )
-def read_return(return_id: ReturnId, principal: SecretKey, session: DbSession) -> JSONResponse:
+def read_return(
+    request: Request, return_id: ReturnId, caller: CachedSecretKey, session: DbSession
+) -> JSONResponse:
     """A return by id (`ret_...`) or number (`R-000123`)."""
+    principal = confirmed(request, session, caller)
     return versioned(
         service.get_return(session, tenant_id=principal.tenant_id, reference=return_id)
     )
