@@ -24,7 +24,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from returnstack.models import Return, ReturnItem
@@ -251,29 +251,33 @@ def count_recorded_addition(
     _add_items(pending, ret.tenant_id, header, rows, differences, counter=_REFUNDED, reported=False)
 
 
-def count_receipt(session: Session, ret: Return, item: ReturnItem, units: int) -> None:
-    """Units of a lifecycle return received (`returns.service`)."""
-    row = _columns(item)
-    _add_return(_pending(session), ret.tenant_id, _columns(ret), [row], [units], 0, reported=False)
+def count_receipt(
+    session: Session, ret: Mapping[str, Any], item: Mapping[str, Any], units: int
+) -> None:
+    """Units of a lifecycle return received (`returns.service`): the return's and the item's
+    columns, as the service loaded them."""
+    _add_return(_pending(session), ret["tenant_id"], ret, [item], [units], 0, reported=False)
 
 
-def count_refund(session: Session, ret: Return, *, before: int, after: int) -> None:
-    """A lifecycle return's refund going from `before` to `after` (`returns.service`): each
-    item gets the difference of its shares, so the total is spread as a whole would be."""
-    items = session.scalars(
-        select(ReturnItem)
-        .where(ReturnItem.tenant_id == ret.tenant_id, ReturnItem.return_id == ret.id)
-        .order_by(ReturnItem.position)
-    ).all()
-    rows = [_columns(item) for item in items]
-    weights = [(row["quantity"], row["unit_price"]) for row in rows]
+def count_refund(
+    session: Session,
+    ret: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    *,
+    before: int,
+    after: int,
+) -> None:
+    """A lifecycle return's refund going from `before` to `after` (`returns.service`; its
+    columns and its items', in position order, as the service loaded them): each item gets
+    the difference of its shares, so the total is spread as a whole would be."""
+    weights = [(item["quantity"], item["unit_price"]) for item in items]
     old, new = allocate_refund(before, weights), allocate_refund(after, weights)
     differences = [now - was for was, now in zip(old, new, strict=True)]
     _add_items(
         _pending(session),
-        ret.tenant_id,
-        _columns(ret),
-        rows,
+        ret["tenant_id"],
+        ret,
+        items,
         differences,
         counter=_REFUNDED,
         reported=False,

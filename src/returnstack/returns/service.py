@@ -569,11 +569,6 @@ def default_refund(session: Session, *, tenant_id: str, reference: str) -> int:
     return max(0, total - (loaded.ret["refund_amount"] or 0))
 
 
-def _orm(model: type[Any], row: Mapping[str, Any]) -> Any:
-    """A transient ORM object of a row, for product upkeep, which reads its columns."""
-    return model(**{attr.key: row[attr.columns[0].name] for attr in model.__mapper__.column_attrs})
-
-
 def apply_action(
     session: Session,
     *,
@@ -656,9 +651,7 @@ def _apply(
             else {"amount": already, "method": ret["refund_method"]}
         )
         changes["refund"] = [before_refund, {"amount": already + amount, "method": body.method}]
-        product_signals.count_refund(
-            session, _orm(Return, ret), before=already, after=already + amount
-        )
+        product_signals.count_refund(session, ret, items, before=already, after=already + amount)
         _count_in_profile(session, ret, units_before=1, units_received=0, refunded=amount)
         columns["refund_amount"] = already + amount
         columns["refund_method"] = body.method
@@ -721,7 +714,6 @@ def _receive(
     items_by_line: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for item in items:
         items_by_line.setdefault((item["order_id"], item["line_id"]), []).append(item)
-    header = _orm(Return, ret)
     details = []
     changed: dict[int, dict[str, Any]] = {}
     for index, receipt in enumerate(body.items):
@@ -753,7 +745,7 @@ def _receive(
                 continue
             left -= take
             item["received_quantity"] += take
-            product_signals.count_receipt(session, header, _orm(ReturnItem, item), take)
+            product_signals.count_receipt(session, ret, item, take)
             if receipt.outcome == "received":
                 item["good_quantity"] += take
             elif receipt.outcome == "damaged":
