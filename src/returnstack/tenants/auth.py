@@ -214,9 +214,9 @@ def confirm_key(request: Request, connection: Connection, caller: CachedCaller) 
 
 
 def confirmed(request: Request, session: Session, caller: CachedCaller) -> Principal:
-    """The caller of a write, confirmed in the write's own transaction, by its first
-    statement: staff writes take their caller from the key cache too (no thread trip and no
-    connection of its own to authenticate), and a revoked key still writes nothing."""
+    """The caller of a request that works in a session (the returns API), confirmed in that
+    session's transaction by its first statement: no thread trip and no connection of its
+    own to authenticate, and a revoked key still reads and writes nothing."""
     confirm_key(request, session.connection(), caller)
     return caller.principal
 
