@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import orjson
-from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
@@ -96,26 +95,18 @@ class Database:
 
     def fetch_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """One row of a quick read outside any transaction, on the driver's own cursor
-        (authentication, on every request). `sql` uses ? placeholders."""
-        raw = self.engine.raw_connection()
-        try:
-            if self.is_sqlite:
-                return _fetch_one(raw.cursor(), sql, params)
-            # PostgreSQL in autocommit: no BEGIN and ROLLBACK around the one SELECT, two round
-            # trips fewer. And psycopg forgets a connection's prepared statements at every
-            # ROLLBACK: one per request kept the statements of every request from ever being
-            # prepared (parsed and planned again by PostgreSQL each time).
-            driver = raw.driver_connection
-            driver.autocommit = True  # type: ignore[union-attr]
-            try:
-                return _fetch_one(raw.cursor(), sql.replace("?", "%s"), params)
-            finally:
-                if driver.info.transaction_status == TransactionStatus.IDLE:  # type: ignore[union-attr]
-                    driver.autocommit = False  # type: ignore[union-attr]
-                else:  # a broken connection: never back into the pool
-                    raw.invalidate()
-        finally:
-            raw.close()  # the pool rolls back what a driver may have begun
+        (authentication, on every request). `sql` uses ? placeholders.
+
+        On `reads`: on PostgreSQL in autocommit, so no BEGIN and ROLLBACK around the one
+        SELECT (two round trips fewer), and no ROLLBACK at all, at which psycopg forgets the
+        connection's prepared statements (one a request kept every statement of every
+        request from ever being prepared)."""
+        with self.reads.connect() as connection:
+            cursor = connection.connection.cursor()
+            cursor.execute(sql if self.is_sqlite else sql.replace("?", "%s"), params)
+            row = cursor.fetchone()
+            cursor.close()
+            return None if row is None else tuple(row)
 
     def analyze(self) -> None:
         """Gather the planner's statistics of every table now (after a bulk load): on
@@ -155,13 +146,6 @@ class Database:
             self._checkpointer.stop()
             self._checkpointer = None
         self.engine.dispose()
-
-
-def _fetch_one(cursor: Any, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    cursor.execute(sql, params)
-    row = cursor.fetchone()
-    cursor.close()
-    return None if row is None else tuple(row)
 
 
 def _stale_tables(connection: Connection, *, missing_only: bool) -> list[str]:
