@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -79,6 +79,19 @@ def run_cli(
         check=False,
     )
     return CliResult(args, completed.returncode, completed.stdout, completed.stderr)
+
+
+def admitted(send: Callable[[], httpx.Response], *, tries: int = 10) -> httpx.Response:
+    """`send()`, sent again after its Retry-After while the server answers 503 `overloaded`
+    (nothing written: admission control on a busy machine), as a client does."""
+    response = send()
+    for _ in range(tries - 1):
+        if response.status_code != 503:
+            break
+        assert response.json()["error"]["type"] == "overloaded", response.text
+        time.sleep(float(response.headers["Retry-After"]))
+        response = send()
+    return response
 
 
 def free_port() -> int:

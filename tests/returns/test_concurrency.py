@@ -3,7 +3,6 @@ file or PostgreSQL): concurrent requests never over-claim an order line, concurr
 transitions on one return have exactly one winner, and a whole return told end to end."""
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import DatabaseFixture, TenantFixture
-from tests.e2e import Server
+from tests.e2e import Server, admitted
 from tests.factories import unique
 from tests.returns.helpers import Api, line, outbox_types, person, wanted
 
@@ -59,14 +58,7 @@ def together(server: Server, tenant: TenantFixture, calls: list[Call]) -> list[h
         with httpx.Client(base_url=server.url, headers=tenant.headers, timeout=120) as http:
             http.get("/healthz")  # connect before the start line
             barrier.wait(timeout=60)
-            response = call(http)
-            for _retry in range(5):
-                if response.status_code != 503:
-                    break
-                assert response.json()["error"]["type"] == "overloaded", response.text
-                time.sleep(float(response.headers["Retry-After"]))
-                response = call(http)
-            return response
+            return admitted(lambda: call(http))
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         return list(pool.map(run, calls))
