@@ -271,6 +271,108 @@ def sql(target: Target, statement: str) -> list[tuple[Any, ...]]:
         return list(cursor.fetchall()) if cursor.description else []
 
 
+def vacuum_analyze_loaded(target: Target) -> float:
+    """PostgreSQL: seconds to VACUUM ANALYZE the tables a load filled, not the empty ones,
+    as autovacuum would after the load. An empty table analyzed records 0 rows, and the
+    planner then keeps choosing plans for an empty table (a tenant-wide index scan for a
+    return's items) while the run fills it: autovacuum would analyze it again after its
+    first 50 rows, but it is off on this machine's PostgreSQL. Never analyzed, the planner
+    estimates from the table's size instead."""
+    started = time.perf_counter()
+    with psycopg.connect(libpq(target.url), autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' "
+                "AND relnamespace = 'public'::regnamespace ORDER BY relname"
+            )
+        ]
+        for table in tables:
+            if conn.execute(f'SELECT EXISTS (SELECT FROM "{table}")').fetchone() == (True,):
+                conn.execute(f'VACUUM ANALYZE "{table}"')
+    return round(time.perf_counter() - started, 1)
+
+
+class Autovacuum:
+    """PostgreSQL's autovacuum, done by the bench while a run lasts when the server has it off
+    (this machine's PostgreSQL does: `SHOW autovacuum`). A production server runs it: without
+    it the statistics of the tables a run fills (returns, their items and history) stay
+    those of the empty tables, and the planner scans the tenant's index for a return's items
+    (thousands of rows at every action, more as the run goes) instead of the primary key.
+
+    Every `autovacuum_naptime` it does what the launcher would, with the server's settings:
+    ANALYZE a table once its rows changed since the last analyze exceed
+    `autovacuum_analyze_threshold + autovacuum_analyze_scale_factor * reltuples`, VACUUM it
+    once its dead rows (or rows inserted since its last vacuum) exceed the vacuum thresholds,
+    throttled as autovacuum is (`vacuum_cost_delay` 2 ms). Per-table settings are not read.
+    Nothing when autovacuum is on, or on SQLite."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.done: dict[str, list[str]] = {"analyzed": [], "vacuumed": []}
+        self.emulated = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Autovacuum":
+        if self.target.backend != "postgresql":
+            return self
+        with psycopg.connect(libpq(self.target.url), autocommit=True) as conn:
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name LIKE 'autovacuum%'"
+                ).fetchall()
+            )
+        if settings["autovacuum"] == "on":
+            return self
+        self.emulated = True
+        self._thread = threading.Thread(target=self._loop, args=(settings,), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def report(self) -> dict[str, Any]:
+        return {"emulated": self.emulated, **self.done}
+
+    def _loop(self, settings: dict[str, str]) -> None:
+        naptime = float(settings["autovacuum_naptime"])
+        with psycopg.connect(libpq(self.target.url), autocommit=True) as conn:
+            conn.execute("SET vacuum_cost_delay = '2ms'")
+            conn.execute("SET vacuum_cost_limit = 200")
+            while not self._stop.wait(naptime):
+                for table, analyze, vacuum in conn.execute(
+                    """
+                    SELECT s.relname,
+                           s.n_mod_since_analyze > %(at)s + %(asf)s * greatest(c.reltuples, 0),
+                           s.n_dead_tup > %(vt)s + %(vsf)s * greatest(c.reltuples, 0)
+                           OR s.n_ins_since_vacuum > %(it)s + %(isf)s * greatest(c.reltuples, 0)
+                    FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+                    WHERE s.schemaname = 'public' ORDER BY s.relname
+                    """,
+                    {
+                        "at": float(settings["autovacuum_analyze_threshold"]),
+                        "asf": float(settings["autovacuum_analyze_scale_factor"]),
+                        "vt": float(settings["autovacuum_vacuum_threshold"]),
+                        "vsf": float(settings["autovacuum_vacuum_scale_factor"]),
+                        "it": float(settings["autovacuum_vacuum_insert_threshold"]),
+                        "isf": float(settings["autovacuum_vacuum_insert_scale_factor"]),
+                    },
+                ).fetchall():
+                    if self._stop.is_set():
+                        return
+                    if vacuum:
+                        conn.execute(f'VACUUM {"(ANALYZE) " if analyze else ""}"{table}"')
+                        self.done["vacuumed"].append(table)
+                    elif analyze:
+                        conn.execute(f'ANALYZE "{table}"')
+                    if analyze:
+                        self.done["analyzed"].append(table)
+
+
 def timed_sql(target: Target, statement: str) -> float:
     """Seconds one statement (VACUUM, a checkpoint) took."""
     started = time.perf_counter()
