@@ -309,7 +309,8 @@ class Autovacuum:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.done: dict[str, list[str]] = {"analyzed": [], "vacuumed": []}
+        # Per table, how many times (a run may see several rounds).
+        self.done: dict[str, dict[str, int]] = {"analyzed": {}, "vacuumed": {}}
         self.emulated = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -337,6 +338,9 @@ class Autovacuum:
 
     def report(self) -> dict[str, Any]:
         return {"emulated": self.emulated, **self.done}
+
+    def _count(self, what: str, table: str) -> None:
+        self.done[what][table] = self.done[what].get(table, 0) + 1
 
     def _loop(self, settings: dict[str, str]) -> None:
         naptime = float(settings["autovacuum_naptime"])
@@ -366,11 +370,11 @@ class Autovacuum:
                         return
                     if vacuum:
                         conn.execute(f'VACUUM {"(ANALYZE) " if analyze else ""}"{table}"')
-                        self.done["vacuumed"].append(table)
+                        self._count("vacuumed", table)
                     elif analyze:
                         conn.execute(f'ANALYZE "{table}"')
                     if analyze:
-                        self.done["analyzed"].append(table)
+                        self._count("analyzed", table)
 
 
 def timed_sql(target: Target, statement: str) -> float:

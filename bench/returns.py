@@ -735,6 +735,19 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
 # --- output -------------------------------------------------------------------------------
 
 
+def autovacuum_done(run: dict[str, Any]) -> str:
+    """What the bench's autovacuum did during a run: tables, with how many times each."""
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{table} x{n}" if n > 1 else table for table, n in counts.items())
+
+    done = run.get("autovacuum", {})
+    return (
+        f"analyzed {listed(done.get('analyzed', {})) or 'nothing'}; "
+        f"vacuumed {listed(done.get('vacuumed', {})) or 'nothing'}"
+    )
+
+
 def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
     table = Table(
         title=f"returns lifecycle, {backend}, {orders:,} orders, {run['rate_req_per_s']:g} req/s"
@@ -765,11 +778,7 @@ def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
         f"(client saw {run['returns_completed_by_client']:,} complete)"
     )
     if run["autovacuum"]["emulated"]:
-        console.print(
-            "  autovacuum (off on the server; done by the bench): analyzed "
-            f"{', '.join(run['autovacuum']['analyzed']) or 'nothing'}; vacuumed "
-            f"{', '.join(run['autovacuum']['vacuumed']) or 'nothing'}"
-        )
+        console.print(f"  autovacuum (off on the server; done by the bench): {autovacuum_done(run)}")
     if run["server"]["log_errors"]:
         console.print(f"  server log errors: {run['server']['log_errors']}")
     verdict = "[green]met[/green]" if run["target_met"] else "[red]NOT met[/red]"
@@ -813,7 +822,13 @@ def _render_run(run: dict[str, Any], cpus: int) -> list[str]:
         "process). Peak RSS of the server "
         f"{run['server']['peak_rss_mb']:.0f} MB. Returns closed: "
         f"{run['returns_closed']:,} of {run['warmup_returns'] + run['measured_returns']:,}."
-        + (f" Server errors logged: {errors}." if errors else ""),
+        + (f" Server errors logged: {errors}." if errors else "")
+        + (
+            " Autovacuum, off on this machine's PostgreSQL, done by the bench every naptime "
+            f"(bench/harness.py `Autovacuum`): {autovacuum_done(run)}."
+            if run.get("autovacuum", {}).get("emulated")
+            else ""
+        ),
         "",
     ]
     return lines
