@@ -778,7 +778,7 @@ def print_run(backend: str, orders: int, run: dict[str, Any]) -> None:
         f"(client saw {run['returns_completed_by_client']:,} complete)"
     )
     if run["autovacuum"]["emulated"]:
-        console.print(f"  autovacuum (off on the server; done by the bench): {autovacuum_done(run)}")
+        console.print(f"  autovacuum (off on the server; the bench's): {autovacuum_done(run)}")
     if run["server"]["log_errors"]:
         console.print(f"  server log errors: {run['server']['log_errors']}")
     verdict = "[green]met[/green]" if run["target_met"] else "[red]NOT met[/red]"

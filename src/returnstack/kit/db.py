@@ -36,6 +36,9 @@ THREAD_POOL_SIZE = 40
 # NULL customer_id of guests' orders sorts first) it takes that column for unselective:
 # with 1,000 a customer's orders page walked the tenant's orders by date again.
 STALE_FACTOR = 10
+# Connections kept open for statements that commit at once (Database.committed).
+COMMITTED_POOL_SIZE = 4
+COMMITTED_ENGINE = "returnstack.committed_engine"  # the key of Session.info
 
 
 def _json_dumps(value: Any) -> str:
@@ -75,11 +78,29 @@ class Database:
             if self.is_sqlite
             else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        # PostgreSQL: statements that commit at once, outside the caller's transaction, on
+        # a pool of their own (a request holding its connection while it takes one of these
+        # cannot wait for itself): the reservation of a return number (run_committed).
+        self.committed = (
+            None
+            if self.is_sqlite
+            else create_engine(
+                self.url,
+                pool_size=COMMITTED_POOL_SIZE,
+                max_overflow=THREAD_POOL_SIZE - COMMITTED_POOL_SIZE,
+                pool_recycle=1800,
+                isolation_level="AUTOCOMMIT",
+                hide_parameters=True,
+            )
+        )
+        info = {COMMITTED_ENGINE: self.committed}
         # Writers on SQLite take the write lock when they begin (BEGIN IMMEDIATE), so a
         # read-then-write never fails half-way with "database is locked".
         self._write_bind = self.engine.execution_options(returnstack_write=True)
-        self._writer = sessionmaker(self._write_bind, expire_on_commit=False, autoflush=False)
-        self._reader = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self._writer = sessionmaker(
+            self._write_bind, expire_on_commit=False, autoflush=False, info=info
+        )
+        self._reader = sessionmaker(self.engine, expire_on_commit=False, autoflush=False, info=info)
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Session]:
@@ -146,6 +167,24 @@ class Database:
             self._checkpointer.stop()
             self._checkpointer = None
         self.engine.dispose()
+        if self.committed is not None:
+            self.committed.dispose()
+
+
+def run_committed(session: Session, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """PostgreSQL: one statement in a transaction of its own, committed at once, on the
+    driver's cursor (`sql` with ? placeholders); its first row. None, and nothing run, when
+    the session's database has no such engine (SQLite, whose writers are serialized anyway,
+    or a session not made by a Database): the caller then runs it in its own transaction."""
+    engine: Engine | None = session.info.get(COMMITTED_ENGINE)
+    if engine is None:
+        return None
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        cursor.execute(sql.replace("?", "%s"), params)
+        row = cursor.fetchone()
+        cursor.close()
+        return None if row is None else tuple(row)
 
 
 def _stale_tables(connection: Connection, *, missing_only: bool) -> list[str]:

@@ -120,6 +120,9 @@ def revoke_key(session: Session, *, key_id: str, tenant_id: str | None = None) -
 
 
 def next_numbers(session: Session, *, tenant_id: str, name: str, count: int) -> range:
-    """Reserve `count` consecutive numbers of a per-tenant sequence (one UPDATE ... RETURNING)."""
+    """Reserve `count` consecutive numbers of a per-tenant sequence (one UPDATE ... RETURNING).
+
+    Unique and increasing, not gapless: on PostgreSQL they are committed at once, and a
+    caller that fails afterwards leaves them unused (repository.reserve_numbers)."""
     last = repository.reserve_numbers(session, tenant_id=tenant_id, name=name, count=count)
     return range(last - count + 1, last + 1)
