@@ -319,7 +319,7 @@ class Autovacuum:
         if self.target.backend != "postgresql":
             return self
         with psycopg.connect(libpq(self.target.url), autocommit=True) as conn:
-            settings = dict(
+            settings: dict[str, str] = dict(
                 conn.execute(
                     "SELECT name, setting FROM pg_settings WHERE name LIKE 'autovacuum%'"
                 ).fetchall()
