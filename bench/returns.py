@@ -799,6 +799,8 @@ def run_backend(backend: str, opts: Options) -> dict[str, Any]:
 
                 load["analyze_s"] = sqlite_statistics(target)
                 console.print(f"    ANALYZE in {load['analyze_s']:.0f}s")
+            load["flush_s"] = harness.flush_load(target)
+            console.print(f"    checkpoint and sync in {load['flush_s']:.0f}s")
             load["tables"] = table_counts(target)
             load["database_mb"] = harness.database_size_mb(target)
             if keep is not None:
@@ -1010,6 +1012,11 @@ def render_one(result: dict[str, Any]) -> str:
         + (
             f", then `ANALYZE` as `returnstack import` does ({load['analyze_s']:,.0f} s)"
             if "analyze_s" in load
+            else ""
+        )
+        + (
+            f", then a checkpoint and `sync` ({load['flush_s']:,.0f} s)"
+            if "flush_s" in load
             else ""
         )
         + f"; database {load['database_mb']:,.0f} MB.",
