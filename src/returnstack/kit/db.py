@@ -122,12 +122,7 @@ class Database:
         SELECT (two round trips fewer), and no ROLLBACK at all, at which psycopg forgets the
         connection's prepared statements (one a request kept every statement of every
         request from ever being prepared)."""
-        with self.reads.connect() as connection:
-            cursor = connection.connection.cursor()
-            cursor.execute(sql if self.is_sqlite else sql.replace("?", "%s"), params)
-            row = cursor.fetchone()
-            cursor.close()
-            return None if row is None else tuple(row)
+        return _first_row(self.reads, sql if self.is_sqlite else sql.replace("?", "%s"), params)
 
     def analyze(self) -> None:
         """Gather the planner's statistics of every table now (after a bulk load): on
@@ -179,9 +174,15 @@ def run_committed(session: Session, sql: str, params: tuple[Any, ...]) -> tuple[
     engine: Engine | None = session.info.get(COMMITTED_ENGINE)
     if engine is None:
         return None
+    return _first_row(engine, sql.replace("?", "%s"), params)
+
+
+def _first_row(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The first row of one statement on a pooled connection's own driver cursor (`sql` in
+    the driver's paramstyle)."""
     with engine.connect() as connection:
         cursor = connection.connection.cursor()
-        cursor.execute(sql.replace("?", "%s"), params)
+        cursor.execute(sql, params)
         row = cursor.fetchone()
         cursor.close()
         return None if row is None else tuple(row)
